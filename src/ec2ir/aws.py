@@ -1,0 +1,219 @@
+"""Sessions, clients, error translation and instance discovery.
+
+No module creates a boto3 client at import time: boto3 is imported on first use, so that the CLI
+starts fast and ``--help`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ec2ir.errors import (
+    AwsError,
+    CredentialsError,
+    Ec2irError,
+    PermissionDenied,
+    Throttled,
+    UsageError,
+)
+from ec2ir.models import Eni, InstanceFacts
+
+PERMISSION_CODES = frozenset(
+    {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation"}
+)
+CREDENTIAL_CODES = frozenset(
+    {
+        "AuthFailure",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "RequestExpired",
+        "UnrecognizedClientException",
+    }
+)
+THROTTLE_CODES = frozenset(
+    {
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottled",
+    }
+)
+# EC2 documents no hard cap on filter values for DescribeInstances; 200 keeps each request small
+# enough that one slow page never holds up the whole discovery.
+DISCOVERY_BATCH = 200
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where and as whom to call AWS: the standard credential chain plus the usual overrides."""
+
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    retry_mode: str = "adaptive"
+    max_attempts: int = 10
+    max_pool_connections: int = 50
+
+
+@dataclass
+class Aws:
+    """Lazily built, thread-safe boto3 clients sharing one session."""
+
+    settings: AwsSettings = field(default_factory=AwsSettings)
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _session: Any = None
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self._make_client(service)
+        return self._clients[service]
+
+    def _make_client(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
+
+        settings = self.settings
+        try:
+            if self._session is None:
+                self._session = boto3.session.Session(
+                    profile_name=settings.profile, region_name=settings.region
+                )
+            if not self._session.region_name:
+                raise UsageError(
+                    "no AWS region is configured",
+                    "pass --region, or set AWS_REGION / AWS_DEFAULT_REGION",
+                )
+            config = Config(
+                retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
+                max_pool_connections=settings.max_pool_connections,
+                connect_timeout=5,
+                read_timeout=30,
+            )
+            endpoint = settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+            return self._session.client(service, endpoint_url=endpoint, config=config)
+        except BotoCoreError as exc:
+            raise UsageError(f"cannot set up the AWS {service} client: {exc}") from exc
+
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    def caller_arn(self) -> str:
+        """The STS caller identity: who is acting, recorded with every change."""
+        with translated("sts", "GetCallerIdentity"):
+            return str(self.client("sts").get_caller_identity()["Arn"])
+
+
+def classify_client_error(service: str, exc: Any) -> Ec2irError:
+    """Turn a botocore ClientError into the project's error, naming the IAM action it needed."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    message = str(error.get("Message", "")).strip() or str(exc)
+    operation = getattr(exc, "operation_name", "") or "unknown"
+    action = f"{service}:{operation}"
+    request_id = str(exc.response.get("ResponseMetadata", {}).get("RequestId", ""))
+    if code in PERMISSION_CODES:
+        return PermissionDenied(code, message, action, request_id)
+    if code in CREDENTIAL_CODES:
+        return CredentialsError(
+            f"AWS refused the credentials ({code}: {message})",
+            "refresh or re-export your credentials and run the same command again",
+        )
+    if code in THROTTLE_CODES:
+        return Throttled(code, message, action, request_id)
+    return AwsError(code, message, action, request_id)
+
+
+@contextmanager
+def translated(service: str, operation: str) -> Iterator[None]:
+    """Run AWS calls so that every botocore failure leaves as an ``Ec2irError``."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
+    )
+
+    try:
+        yield
+    except ClientError as exc:
+        raise classify_client_error(service, exc) from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise CredentialsError(
+            "no AWS credentials found",
+            "configure the standard credential chain, or pass --profile",
+        ) from exc
+    except NoRegionError as exc:
+        raise UsageError("no AWS region is configured", "pass --region") from exc
+    except EndpointConnectionError as exc:
+        raise UsageError(
+            f"cannot reach the AWS endpoint for {service}: {exc}",
+            "check --endpoint-url / AWS_ENDPOINT_URL and the network",
+        ) from exc
+    except ParamValidationError as exc:
+        raise UsageError(f"{service}:{operation} rejected the request: {exc}") from exc
+    except BotoCoreError as exc:
+        raise AwsError(type(exc).__name__, str(exc), f"{service}:{operation}") from exc
+
+
+def chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def facts_from_description(instance: dict[str, Any]) -> InstanceFacts:
+    enis = tuple(
+        sorted(
+            (
+                Eni(
+                    eni_id=nic["NetworkInterfaceId"],
+                    vpc_id=nic.get("VpcId") or instance.get("VpcId", ""),
+                    group_ids=tuple(group["GroupId"] for group in nic.get("Groups", [])),
+                    device_index=int(nic.get("Attachment", {}).get("DeviceIndex", 0)),
+                )
+                for nic in instance.get("NetworkInterfaces", [])
+            ),
+            key=lambda eni: eni.device_index,
+        )
+    )
+    return InstanceFacts(
+        instance_id=instance["InstanceId"],
+        state=instance.get("State", {}).get("Name", "unknown"),
+        vpc_id=instance.get("VpcId", ""),
+        enis=enis,
+    )
+
+
+def discover(aws: Aws, instance_ids: list[str]) -> dict[str, InstanceFacts]:
+    """Describe every named instance in as few paginated calls as EC2 allows.
+
+    The ``instance-id`` filter is used rather than ``InstanceIds`` because EC2 fails the whole
+    request when one id is unknown; with the filter, unknown ids are simply absent and the other
+    instances can still be contained.
+    """
+    found: dict[str, InstanceFacts] = {}
+    paginator = aws.ec2().get_paginator("describe_instances")
+    with translated("ec2", "DescribeInstances"):
+        for batch in chunks(instance_ids, DISCOVERY_BATCH):
+            pages = paginator.paginate(
+                Filters=[{"Name": "instance-id", "Values": batch}],
+                PaginationConfig={"PageSize": 1000},
+            )
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    for instance in reservation.get("Instances", []):
+                        facts = facts_from_description(instance)
+                        found[facts.instance_id] = facts
+    return found

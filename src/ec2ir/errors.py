@@ -1,0 +1,103 @@
+"""The one error hierarchy of ec2ir.
+
+Every failure a user can see is an ``Ec2irError``: it carries a one-line message, a hint that says
+what to do, and the exit code the CLI uses. Adapters print ``str(error)`` and never a traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+
+
+class Ec2irError(Exception):
+    """Base of every error ec2ir raises on purpose."""
+
+    exit_code = EXIT_PARTIAL
+    code = "Ec2irError"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(Ec2irError):
+    """Bad input: nothing was changed, and the caller must fix the command."""
+
+    exit_code = EXIT_USAGE
+    code = "InvalidInput"
+
+
+class CredentialsError(UsageError):
+    code = "NoCredentials"
+
+
+class StateTableError(UsageError):
+    """The state table cannot be used, so no originals could be recorded: refuse before acting."""
+
+    code = "StateTableUnusable"
+
+
+class AwsError(Ec2irError):
+    """An AWS call failed; ``code`` is AWS's error code and ``action`` the IAM action it needed."""
+
+    def __init__(self, code: str, message: str, action: str, request_id: str = "") -> None:
+        super().__init__(f"{action}: {code}: {message}")
+        self.code = code
+        self.action = action
+        self.request_id = request_id
+
+
+class PermissionDenied(AwsError):
+    def __str__(self) -> str:
+        return (
+            f"missing IAM permission {self.action} ({self.code}); "
+            "grant it to the caller (see README, IAM permissions)"
+        )
+
+
+class Throttled(AwsError):
+    """Still throttled after botocore's retries ran out."""
+
+
+class InstanceNotFound(Ec2irError):
+    code = "InvalidInstanceID.NotFound"
+
+
+class InstanceTerminated(Ec2irError):
+    code = "InstanceTerminated"
+
+
+class NotIsolated(Ec2irError):
+    code = "NotIsolated"
+
+
+class HeldByOtherCase(Ec2irError):
+    code = "HeldByOtherCase"
+
+
+class ReleaseInProgress(Ec2irError):
+    code = "ReleaseInProgress"
+
+
+class OriginalsUnknown(Ec2irError):
+    """An ENI already sits in an ec2ir group but no record holds its originals."""
+
+    code = "OriginalsUnknown"
+
+
+class UnsafeIsolationGroup(Ec2irError):
+    """The isolation group's rules are not the safe set and could not be repaired."""
+
+    code = "UnsafeIsolationGroup"
+
+
+class StaleRecord(Ec2irError):
+    """The state record changed under us (a racing responder); re-read and decide again."""
+
+    code = "StaleRecord"

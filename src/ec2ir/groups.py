@@ -1,0 +1,211 @@
+"""The per-VPC forensic and isolation security groups: find, create, verify and repair.
+
+The isolation group is the whole of containment, so its rules are checked on every run. Rules are
+compared as normalised tuples; anything that is not the safe set is revoked by rule id, anything
+missing is authorised, and the group is read back once more. If it still differs, the run refuses
+to isolate into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ec2ir.aws import Aws, translated
+from ec2ir.errors import AwsError, UnsafeIsolationGroup
+from ec2ir.models import VpcGroups
+
+ROLE_TAG = "ec2ir:role"
+FORENSIC = "forensic"
+ISOLATION = "isolation"
+GROUP_NAMES = {FORENSIC: "ec2ir-forensic", ISOLATION: "ec2ir-isolation"}
+DESCRIPTIONS = {
+    FORENSIC: "ec2ir forensic access: SSH from the office only",
+    ISOLATION: "ec2ir isolation: SSH from the forensic group only, no egress",
+}
+LOOPBACK = "127.0.0.1/32"
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    """One security-group rule, normalised so that desired and actual rules compare equal."""
+
+    egress: bool
+    protocol: str
+    from_port: int
+    to_port: int
+    peer: str  # a CIDR, or a security group id
+
+    def permission(self) -> dict[str, Any]:
+        perm: dict[str, Any] = {"IpProtocol": self.protocol}
+        if self.protocol != "-1":
+            perm["FromPort"] = self.from_port
+            perm["ToPort"] = self.to_port
+        if self.peer.startswith("sg-"):
+            perm["UserIdGroupPairs"] = [{"GroupId": self.peer}]
+        elif ":" in self.peer:
+            perm["Ipv6Ranges"] = [{"CidrIpv6": self.peer}]
+        else:
+            perm["IpRanges"] = [{"CidrIp": self.peer}]
+        return perm
+
+
+def ssh_from(peer: str) -> Rule:
+    return Rule(egress=False, protocol="tcp", from_port=22, to_port=22, peer=peer)
+
+
+def rule_from_api(item: dict[str, Any]) -> Rule:
+    protocol = str(item.get("IpProtocol", "-1"))
+    whole_range = protocol == "-1"
+    peer = (
+        item.get("CidrIpv4")
+        or item.get("CidrIpv6")
+        or item.get("ReferencedGroupInfo", {}).get("GroupId")
+        or item.get("PrefixListId")
+        or "?"
+    )
+    return Rule(
+        egress=bool(item.get("IsEgress")),
+        protocol=protocol,
+        from_port=-1 if whole_range else int(item.get("FromPort", -1)),
+        to_port=-1 if whole_range else int(item.get("ToPort", -1)),
+        peer=str(peer),
+    )
+
+
+def isolation_rules(forensic_group_id: str) -> frozenset[Rule]:
+    return frozenset(
+        {
+            ssh_from(forensic_group_id),
+            Rule(egress=True, protocol="-1", from_port=-1, to_port=-1, peer=LOOPBACK),
+        }
+    )
+
+
+def current_rules(aws: Aws, group_id: str) -> dict[str, Rule]:
+    """Every rule of a group, keyed by its rule id."""
+    rules: dict[str, Rule] = {}
+    paginator = aws.ec2().get_paginator("describe_security_group_rules")
+    with translated("ec2", "DescribeSecurityGroupRules"):
+        for page in paginator.paginate(Filters=[{"Name": "group-id", "Values": [group_id]}]):
+            for item in page.get("SecurityGroupRules", []):
+                rules[item["SecurityGroupRuleId"]] = rule_from_api(item)
+    return rules
+
+
+def enforce_rules(aws: Aws, group_id: str, desired: frozenset[Rule]) -> tuple[str, ...]:
+    """Make a group's rules exactly ``desired``; return a description of each change made."""
+    ec2 = aws.ec2()
+    actual = current_rules(aws, group_id)
+    changes: list[str] = []
+    for egress in (False, True):
+        extra = [rid for rid, rule in actual.items() if rule.egress == egress and rule not in desired]
+        if extra:
+            operation = "RevokeSecurityGroupEgress" if egress else "RevokeSecurityGroupIngress"
+            with translated("ec2", operation):
+                revoke = ec2.revoke_security_group_egress if egress else ec2.revoke_security_group_ingress
+                revoke(GroupId=group_id, SecurityGroupRuleIds=extra)
+            changes.extend(f"revoked {describe(actual[rid])}" for rid in extra)
+        missing = sorted(rule for rule in desired - set(actual.values()) if rule.egress == egress)
+        if missing:
+            operation = "AuthorizeSecurityGroupEgress" if egress else "AuthorizeSecurityGroupIngress"
+            with translated("ec2", operation):
+                authorize = (
+                    ec2.authorize_security_group_egress if egress else ec2.authorize_security_group_ingress
+                )
+                authorize(GroupId=group_id, IpPermissions=[rule.permission() for rule in missing])
+            changes.extend(f"added {describe(rule)}" for rule in missing)
+    return tuple(changes)
+
+
+def describe(rule: Rule) -> str:
+    direction = "egress" if rule.egress else "ingress"
+    ports = "all" if rule.protocol == "-1" else f"{rule.protocol}/{rule.from_port}-{rule.to_port}"
+    return f"{direction} {ports} {'to' if rule.egress else 'from'} {rule.peer}"
+
+
+def find_groups(aws: Aws, vpc_id: str, by_name: bool = False) -> dict[str, str]:
+    """The ec2ir groups of a VPC by role: found by tag, or by name for a group whose tag is gone."""
+    role_filter = (
+        {"Name": "group-name", "Values": list(GROUP_NAMES.values())}
+        if by_name
+        else {"Name": f"tag:{ROLE_TAG}", "Values": list(GROUP_NAMES)}
+    )
+    with translated("ec2", "DescribeSecurityGroups"):
+        response = aws.ec2().describe_security_groups(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, role_filter]
+        )
+    role_by_name = {name: role for role, name in GROUP_NAMES.items()}
+    found: dict[str, str] = {}
+    for group in sorted(response.get("SecurityGroups", []), key=lambda g: str(g["GroupId"])):
+        tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+        role = role_by_name.get(group["GroupName"]) if by_name else tags.get(ROLE_TAG)
+        if role in GROUP_NAMES:
+            found.setdefault(role, str(group["GroupId"]))
+    return found
+
+
+def create_group(aws: Aws, vpc_id: str, role: str, case_id: str) -> str:
+    """Create one ec2ir group; if a racing run created it first, use that one."""
+    try:
+        with translated("ec2", "CreateSecurityGroup"):
+            response = aws.ec2().create_security_group(
+                GroupName=GROUP_NAMES[role],
+                Description=DESCRIPTIONS[role],
+                VpcId=vpc_id,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "security-group",
+                        "Tags": [
+                            {"Key": ROLE_TAG, "Value": role},
+                            {"Key": "ec2ir:created-for-case", "Value": case_id},
+                            {"Key": "Name", "Value": GROUP_NAMES[role]},
+                        ],
+                    }
+                ],
+            )
+        return str(response["GroupId"])
+    except AwsError as error:
+        if error.code != "InvalidGroup.Duplicate":
+            raise
+        return find_groups(aws, vpc_id, by_name=True)[role]
+
+
+def ensure_vpc_groups(
+    aws: Aws, vpc_id: str, case_id: str, office_cidr: str | None
+) -> VpcGroups:
+    """Find or create a VPC's two groups and make the isolation group's rules exactly safe.
+
+    The forensic group's ingress is set to SSH from ``office_cidr`` when one is given; without
+    one, a new forensic group has no ingress at all, and an existing one is left as it is.
+    """
+    groups = find_groups(aws, vpc_id)
+    forensic_id = groups.get(FORENSIC) or create_group(aws, vpc_id, FORENSIC, case_id)
+    isolation_id = groups.get(ISOLATION) or create_group(aws, vpc_id, ISOLATION, case_id)
+
+    changes: list[str] = []
+    if office_cidr is not None:
+        desired_forensic = {ssh_from(office_cidr)}
+        actual_forensic = current_rules(aws, forensic_id)
+        keep_egress = {rule for rule in actual_forensic.values() if rule.egress}
+        changes += [
+            f"forensic {c}"
+            for c in enforce_rules(aws, forensic_id, frozenset(desired_forensic | keep_egress))
+        ]
+
+    safe = isolation_rules(forensic_id)
+    changes += [f"isolation {c}" for c in enforce_rules(aws, isolation_id, safe)]
+    final = frozenset(current_rules(aws, isolation_id).values())
+    if final != safe:
+        unexpected = ", ".join(describe(rule) for rule in sorted(final - safe)) or "none"
+        raise UnsafeIsolationGroup(
+            f"isolation group {isolation_id} in {vpc_id} still has unsafe rules after repair "
+            f"(unexpected: {unexpected}); refusing to isolate into it",
+            "remove the extra rules by hand or check who keeps adding them",
+        )
+    return VpcGroups(
+        vpc_id=vpc_id,
+        forensic_group_id=forensic_id,
+        isolation_group_id=isolation_id,
+        repaired=tuple(changes),
+    )

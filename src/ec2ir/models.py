@@ -1,0 +1,86 @@
+"""Plain, immutable facts that flow between the engine, the store and the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class HoldStatus(str, Enum):
+    """Where an instance is in its isolation lifecycle, as the state table records it."""
+
+    ISOLATING = "isolating"  # originals recorded, ENIs may be partly swapped
+    ISOLATED = "isolated"  # every recorded ENI is in the isolation group
+    RELEASING = "releasing"  # originals are being put back
+    RELEASED = "released"  # originals put back; kept as the audit trail
+
+
+ACTIVE_STATUSES = (HoldStatus.ISOLATING, HoldStatus.ISOLATED, HoldStatus.RELEASING)
+
+
+@dataclass(frozen=True)
+class Eni:
+    eni_id: str
+    vpc_id: str
+    group_ids: tuple[str, ...]
+    device_index: int = 0
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    instance_id: str
+    state: str
+    vpc_id: str
+    enis: tuple[Eni, ...]
+
+    @property
+    def vpc_ids(self) -> frozenset[str]:
+        return frozenset(eni.vpc_id for eni in self.enis)
+
+
+@dataclass(frozen=True)
+class VpcGroups:
+    """The two ec2ir groups of one VPC."""
+
+    vpc_id: str
+    forensic_group_id: str
+    isolation_group_id: str
+    repaired: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One instance's record in the state table: the originals and who holds the instance."""
+
+    instance_id: str
+    case_id: str
+    status: HoldStatus
+    originals: dict[str, tuple[str, ...]]
+    recorded_at: str
+    recorded_by: str
+    isolated_at: str = ""
+    released_at: str = ""
+    released_by: str = ""
+    eni_vpcs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstanceResult:
+    """What happened to one instance in one run; ``error_code`` is empty on success."""
+
+    instance_id: str
+    action: str
+    ok: bool
+    detail: str = ""
+    error_code: str = ""
+    enis: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "instance_id": self.instance_id,
+            "action": self.action,
+            "ok": self.ok,
+            "detail": self.detail,
+            "error_code": self.error_code,
+            "enis": {eni: list(groups) for eni, groups in self.enis.items()},
+        }

@@ -1,0 +1,300 @@
+"""The DynamoDB state store: write-ahead originals, conditional transitions, an audit trail.
+
+One item per instance (``pk = instance#<id>``, ``sk = hold``) holds the current hold: the case,
+the status and every ENI's original groups. The originals are written once, with a condition, and
+never overwritten while the hold is active. When a released instance is isolated again, the
+released hold is first archived under ``sk = hold#<recorded_at>`` in the same transaction, so the
+audit trail keeps every episode.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ec2ir.aws import Aws, translated
+from ec2ir.errors import AwsError, StaleRecord, StateTableError
+from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts
+
+DEFAULT_TABLE = "ec2ir-state"
+KEY_SCHEMA = [
+    {"AttributeName": "pk", "KeyType": "HASH"},
+    {"AttributeName": "sk", "KeyType": "RANGE"},
+]
+CURRENT = "hold"
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def instance_key(instance_id: str, sk: str = CURRENT) -> dict[str, Any]:
+    return {"pk": {"S": f"instance#{instance_id}"}, "sk": {"S": sk}}
+
+
+def _serialize(value: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    return {key: serializer.serialize(item) for key, item in value.items()}
+
+
+def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {key: deserializer.deserialize(value) for key, value in item.items()}
+
+
+def hold_from_item(item: dict[str, Any]) -> Hold:
+    data = _deserialize(item)
+    return Hold(
+        instance_id=data["instance_id"],
+        case_id=data["case_id"],
+        status=HoldStatus(data["status"]),
+        originals={eni: tuple(groups) for eni, groups in data.get("originals", {}).items()},
+        eni_vpcs=dict(data.get("eni_vpcs", {})),
+        recorded_at=data.get("recorded_at", ""),
+        recorded_by=data.get("recorded_by", ""),
+        isolated_at=data.get("isolated_at", ""),
+        released_at=data.get("released_at", ""),
+        released_by=data.get("released_by", ""),
+    )
+
+
+class StateStore:
+    """The state table, reached through the caller's DynamoDB client."""
+
+    def __init__(self, aws: Aws, table: str = DEFAULT_TABLE) -> None:
+        self.aws = aws
+        self.table = table
+
+    @property
+    def _ddb(self) -> Any:
+        return self.aws.dynamodb()
+
+    def ensure_table(self) -> None:
+        """Create the table if it is missing (on-demand, encrypted) and wait until it is active."""
+        try:
+            with translated("dynamodb", "DescribeTable"):
+                table = self._ddb.describe_table(TableName=self.table)["Table"]
+        except AwsError as error:
+            if error.code != "ResourceNotFoundException":
+                raise StateTableError(f"cannot use state table {self.table!r}: {error}") from error
+            table = self._create_table()
+        if [dict(k) for k in table.get("KeySchema", [])] != KEY_SCHEMA:
+            raise StateTableError(
+                f"table {self.table!r} exists but is not an ec2ir state table (its key schema "
+                "is not pk/sk)",
+                "pass --table with another name, or let ec2ir create its own",
+            )
+        if table.get("TableStatus") != "ACTIVE":
+            self._wait_active()
+
+    def _create_table(self) -> dict[str, Any]:
+        try:
+            with translated("dynamodb", "CreateTable"):
+                return dict(
+                    self._ddb.create_table(
+                        TableName=self.table,
+                        KeySchema=KEY_SCHEMA,
+                        AttributeDefinitions=[
+                            {"AttributeName": "pk", "AttributeType": "S"},
+                            {"AttributeName": "sk", "AttributeType": "S"},
+                        ],
+                        BillingMode="PAY_PER_REQUEST",
+                        SSESpecification={"Enabled": True, "SSEType": "KMS"},
+                        Tags=[{"Key": "ec2ir:role", "Value": "state"}],
+                    )["TableDescription"]
+                )
+        except AwsError as error:
+            if error.code == "ResourceInUseException":  # a racing run created it first
+                with translated("dynamodb", "DescribeTable"):
+                    return dict(self._ddb.describe_table(TableName=self.table)["Table"])
+            raise StateTableError(f"cannot create state table {self.table!r}: {error}") from error
+
+    def _wait_active(self) -> None:
+        with translated("dynamodb", "DescribeTable"):
+            self._ddb.get_waiter("table_exists").wait(
+                TableName=self.table, WaiterConfig={"Delay": 2, "MaxAttempts": 60}
+            )
+
+    def get(self, instance_id: str) -> Hold | None:
+        with translated("dynamodb", "GetItem"):
+            item = self._ddb.get_item(
+                TableName=self.table, Key=instance_key(instance_id), ConsistentRead=True
+            ).get("Item")
+        return hold_from_item(item) if item else None
+
+    def holds(self, case_id: str | None = None) -> list[Hold]:
+        """Every current hold (active or released), optionally for one case."""
+        expression = "sk = :current" + (" AND case_id = :case" if case_id else "")
+        values: dict[str, Any] = {":current": {"S": CURRENT}}
+        if case_id:
+            values[":case"] = {"S": case_id}
+        holds: list[Hold] = []
+        with translated("dynamodb", "Scan"):
+            for page in self._ddb.get_paginator("scan").paginate(
+                TableName=self.table,
+                FilterExpression=expression,
+                ExpressionAttributeValues=values,
+                ConsistentRead=True,
+            ):
+                holds.extend(hold_from_item(item) for item in page.get("Items", []))
+        return sorted(holds, key=lambda hold: (hold.case_id, hold.instance_id))
+
+    def record_originals(self, facts: InstanceFacts, case_id: str, actor: str) -> tuple[Hold, bool]:
+        """Write the instance's originals before anything changes, or return the hold that wins.
+
+        The put only succeeds where no active hold exists, so the first originals are never
+        replaced: a second isolate, or a racing one, gets the stored hold back instead. The flag
+        says whether this call wrote the hold.
+        """
+        stamp = now()
+        hold = Hold(
+            instance_id=facts.instance_id,
+            case_id=case_id,
+            status=HoldStatus.ISOLATING,
+            originals={eni.eni_id: eni.group_ids for eni in facts.enis},
+            eni_vpcs={eni.eni_id: eni.vpc_id for eni in facts.enis},
+            recorded_at=stamp,
+            recorded_by=actor,
+        )
+        item = self._item(hold)
+        try:
+            with translated("dynamodb", "PutItem"):
+                self._ddb.put_item(
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            return hold, True
+        except AwsError as error:
+            if error.code != CONDITION_FAILED:
+                raise
+        existing = self.get(facts.instance_id)
+        if existing is None:
+            raise StaleRecord(f"the hold on {facts.instance_id} vanished while it was read")
+        if existing.status in ACTIVE_STATUSES:
+            return existing, False
+        self._archive_and_replace(existing, item)
+        return hold, True
+
+    def _archive_and_replace(self, released: Hold, item: dict[str, Any]) -> None:
+        archive = self._item(released) | instance_key(released.instance_id, f"hold#{released.recorded_at}")
+        try:
+            with translated("dynamodb", "TransactWriteItems"):
+                self._ddb.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": archive,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": item,
+                                "ConditionExpression": "#s = :released AND recorded_at = :at",
+                                "ExpressionAttributeNames": {"#s": "status"},
+                                "ExpressionAttributeValues": {
+                                    ":released": {"S": HoldStatus.RELEASED.value},
+                                    ":at": {"S": released.recorded_at},
+                                },
+                            }
+                        },
+                    ]
+                )
+        except AwsError as error:
+            if error.code == "TransactionCanceledException":
+                raise StaleRecord(
+                    f"another run changed the hold on {released.instance_id} at the same moment"
+                ) from error
+            raise
+
+    def add_eni_originals(self, hold: Hold, eni_id: str, group_ids: tuple[str, ...], vpc_id: str) -> bool:
+        """Record an ENI attached after the hold began; False if it was already recorded."""
+        try:
+            with translated("dynamodb", "UpdateItem"):
+                self._ddb.update_item(
+                    TableName=self.table,
+                    Key=instance_key(hold.instance_id),
+                    UpdateExpression="SET originals.#eni = :groups, eni_vpcs.#eni = :vpc",
+                    ConditionExpression=(
+                        "case_id = :case AND recorded_at = :at AND attribute_not_exists(originals.#eni)"
+                    ),
+                    ExpressionAttributeNames={"#eni": eni_id},
+                    ExpressionAttributeValues={
+                        ":groups": {"L": [{"S": group} for group in group_ids]},
+                        ":vpc": {"S": vpc_id},
+                        ":case": {"S": hold.case_id},
+                        ":at": {"S": hold.recorded_at},
+                    },
+                )
+            return True
+        except AwsError as error:
+            if error.code == CONDITION_FAILED:
+                return False
+            raise
+
+    def transition(
+        self,
+        hold: Hold,
+        allowed_from: tuple[HoldStatus, ...],
+        to: HoldStatus,
+        **stamps: str,
+    ) -> None:
+        """Move a hold to ``to`` only if it is still this episode, this case and an allowed status."""
+        names = {"#s": "status"}
+        values: dict[str, Any] = {
+            ":to": {"S": to.value},
+            ":case": {"S": hold.case_id},
+            ":at": {"S": hold.recorded_at},
+        }
+        allowed = []
+        for index, status in enumerate(allowed_from):
+            values[f":from{index}"] = {"S": status.value}
+            allowed.append(f":from{index}")
+        sets = ["#s = :to"]
+        for index, (name, value) in enumerate(sorted(stamps.items())):
+            names[f"#a{index}"] = name
+            values[f":a{index}"] = {"S": value}
+            sets.append(f"#a{index} = :a{index}")
+        try:
+            with translated("dynamodb", "UpdateItem"):
+                self._ddb.update_item(
+                    TableName=self.table,
+                    Key=instance_key(hold.instance_id),
+                    UpdateExpression="SET " + ", ".join(sets),
+                    ConditionExpression=(
+                        f"case_id = :case AND recorded_at = :at AND #s IN ({', '.join(allowed)})"
+                    ),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+        except AwsError as error:
+            if error.code == CONDITION_FAILED:
+                raise StaleRecord(
+                    f"the hold on {hold.instance_id} changed under this run "
+                    f"(another responder acted on it)",
+                    "run `ec2ir status` and try again",
+                ) from error
+            raise
+
+    def _item(self, hold: Hold) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "instance_id": hold.instance_id,
+            "case_id": hold.case_id,
+            "status": hold.status.value,
+            "originals": {eni: list(groups) for eni, groups in hold.originals.items()},
+            "eni_vpcs": dict(hold.eni_vpcs),
+            "recorded_at": hold.recorded_at,
+            "recorded_by": hold.recorded_by,
+        }
+        for optional in ("isolated_at", "released_at", "released_by"):
+            if getattr(hold, optional):
+                data[optional] = getattr(hold, optional)
+        return _serialize(data) | instance_key(hold.instance_id)
