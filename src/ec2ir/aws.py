@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ec2ir.errors import (
     AwsError,
@@ -56,7 +56,7 @@ class AwsSettings:
     profile: str | None = None
     region: str | None = None
     endpoint_url: str | None = None
-    retry_mode: str = "adaptive"
+    retry_mode: Literal["adaptive", "standard"] = "adaptive"
     max_attempts: int = 10
     max_pool_connections: int = 50
 

@@ -21,6 +21,7 @@ extra (``pip install 'ec2ir[emulator]'``).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -178,7 +179,8 @@ def revert_fidelity_fixes() -> None:
 
 @contextmanager
 def fidelity(enabled: bool = True) -> Iterator[None]:
-    """Plain moto (``enabled=False``) or corrected moto for the duration of the block."""
+    """Plain moto (``enabled=False``) or corrected moto for the block; the prior state returns after."""
+    was_applied = bool(_applied)
     revert_fidelity_fixes()
     if enabled:
         apply_fidelity_fixes()
@@ -186,6 +188,8 @@ def fidelity(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         revert_fidelity_fixes()
+        if was_applied:
+            apply_fidelity_fixes()
 
 
 @dataclass
@@ -206,6 +210,8 @@ class Emulator:
         from moto.server import ThreadedMotoServer
 
         apply_fidelity_fixes()
+        # One log line per request would bury the demo's output.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         try:
             self._server.start()

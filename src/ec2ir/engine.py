@@ -74,6 +74,7 @@ class RunReport:
                 vpc: {
                     "forensic_group_id": g.forensic_group_id,
                     "isolation_group_id": g.isolation_group_id,
+                    "created": list(g.created),
                     "repaired": list(g.repaired),
                 }
                 for vpc, g in self.groups.items()
@@ -171,14 +172,15 @@ class Engine:
                 report.groups[vpc_id] = ensure_vpc_groups(self.aws, vpc_id, case, cidr)
             except Ec2irError as error:
                 vpc_errors[vpc_id] = error
-        if cidr is None and any(not g.repaired for g in report.groups.values()):
-            report.notes.append(
-                "no --office-cidr given: forensic groups keep their current ingress "
-                "(a newly created one admits nobody until you pass --office-cidr)"
-            )
-        report.notes.extend(
-            f"{vpc}: {change}" for vpc, g in report.groups.items() for change in g.repaired
-        )
+        for vpc_id, vpc_groups in report.groups.items():
+            if vpc_groups.created:
+                report.notes.append(f"{vpc_id}: created the {' and '.join(vpc_groups.created)} group(s)")
+            report.notes.extend(f"{vpc_id}: {change}" for change in vpc_groups.repaired)
+            if cidr is None and "forensic" in vpc_groups.created:
+                report.notes.append(
+                    f"{vpc_id}: the new forensic group {vpc_groups.forensic_group_id} admits nobody "
+                    "until you run isolate again with --office-cidr"
+                )
 
         def work(instance_id: str) -> InstanceResult:
             instance = facts[instance_id]

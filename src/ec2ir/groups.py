@@ -120,7 +120,12 @@ def enforce_rules(aws: Aws, group_id: str, desired: frozenset[Rule]) -> tuple[st
 
 def describe(rule: Rule) -> str:
     direction = "egress" if rule.egress else "ingress"
-    ports = "all" if rule.protocol == "-1" else f"{rule.protocol}/{rule.from_port}-{rule.to_port}"
+    if rule.protocol == "-1":
+        ports = "all traffic"
+    elif rule.from_port == rule.to_port:
+        ports = f"{rule.protocol}/{rule.from_port}"
+    else:
+        ports = f"{rule.protocol}/{rule.from_port}-{rule.to_port}"
     return f"{direction} {ports} {'to' if rule.egress else 'from'} {rule.peer}"
 
 
@@ -171,30 +176,30 @@ def create_group(aws: Aws, vpc_id: str, role: str, case_id: str) -> str:
         return find_groups(aws, vpc_id, by_name=True)[role]
 
 
-def ensure_vpc_groups(
-    aws: Aws, vpc_id: str, case_id: str, office_cidr: str | None
-) -> VpcGroups:
+def ensure_vpc_groups(aws: Aws, vpc_id: str, case_id: str, office_cidr: str | None) -> VpcGroups:
     """Find or create a VPC's two groups and make the isolation group's rules exactly safe.
 
     The forensic group's ingress is set to SSH from ``office_cidr`` when one is given; without
     one, a new forensic group has no ingress at all, and an existing one is left as it is.
     """
     groups = find_groups(aws, vpc_id)
-    forensic_id = groups.get(FORENSIC) or create_group(aws, vpc_id, FORENSIC, case_id)
-    isolation_id = groups.get(ISOLATION) or create_group(aws, vpc_id, ISOLATION, case_id)
+    created = tuple(role for role in (FORENSIC, ISOLATION) if role not in groups)
+    for role in created:  # forensic first: the isolation group's ingress refers to it
+        groups[role] = create_group(aws, vpc_id, role, case_id)
+    forensic_id, isolation_id = groups[FORENSIC], groups[ISOLATION]
 
-    changes: list[str] = []
+    repaired: list[str] = []
     if office_cidr is not None:
-        desired_forensic = {ssh_from(office_cidr)}
         actual_forensic = current_rules(aws, forensic_id)
         keep_egress = {rule for rule in actual_forensic.values() if rule.egress}
-        changes += [
-            f"forensic {c}"
-            for c in enforce_rules(aws, forensic_id, frozenset(desired_forensic | keep_egress))
-        ]
+        changes = enforce_rules(aws, forensic_id, frozenset({ssh_from(office_cidr)} | keep_egress))
+        if FORENSIC not in created:
+            repaired += [f"forensic group {forensic_id}: {change}" for change in changes]
 
     safe = isolation_rules(forensic_id)
-    changes += [f"isolation {c}" for c in enforce_rules(aws, isolation_id, safe)]
+    changes = enforce_rules(aws, isolation_id, safe)
+    if ISOLATION not in created:
+        repaired += [f"isolation group {isolation_id} had drifted: {change}" for change in changes]
     final = frozenset(current_rules(aws, isolation_id).values())
     if final != safe:
         unexpected = ", ".join(describe(rule) for rule in sorted(final - safe)) or "none"
@@ -207,5 +212,6 @@ def ensure_vpc_groups(
         vpc_id=vpc_id,
         forensic_group_id=forensic_id,
         isolation_group_id=isolation_id,
-        repaired=tuple(changes),
+        created=created,
+        repaired=tuple(repaired),
     )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class HoldStatus(str, Enum):
+class HoldStatus(StrEnum):
     """Where an instance is in its isolation lifecycle, as the state table records it."""
 
     ISOLATING = "isolating"  # originals recorded, ENIs may be partly swapped
@@ -45,7 +45,8 @@ class VpcGroups:
     vpc_id: str
     forensic_group_id: str
     isolation_group_id: str
-    repaired: tuple[str, ...] = ()
+    created: tuple[str, ...] = ()  # roles created by this run
+    repaired: tuple[str, ...] = ()  # changes made to bring existing groups back to their rules
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,7 @@ class StateStore:
             table = self._create_table()
         if [dict(k) for k in table.get("KeySchema", [])] != KEY_SCHEMA:
             raise StateTableError(
-                f"table {self.table!r} exists but is not an ec2ir state table (its key schema "
-                "is not pk/sk)",
+                f"table {self.table!r} exists but is not an ec2ir state table (its key schema is not pk/sk)",
                 "pass --table with another name, or let ec2ir create its own",
             )
         if table.get("TableStatus") != "ACTIVE":
@@ -278,8 +277,7 @@ class StateStore:
         except AwsError as error:
             if error.code == CONDITION_FAILED:
                 raise StaleRecord(
-                    f"the hold on {hold.instance_id} changed under this run "
-                    f"(another responder acted on it)",
+                    f"the hold on {hold.instance_id} changed under this run (another responder acted on it)",
                     "run `ec2ir status` and try again",
                 ) from error
             raise

@@ -1,0 +1,187 @@
+"""The ``ec2ir`` command: a thin adapter that parses arguments, calls the engine and prints.
+
+Exit codes: 0 when everything asked for is done; 1 when some instances failed (each is named with
+its error code and message); 2 for bad input or usage, and for any refusal before the first
+change, so that 2 always means nothing was changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ec2ir import __version__
+from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError
+
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Contain compromised EC2 instances, and release them back to their exact original state.
+
+isolate  records every ENI's original security groups in DynamoDB, then moves each ENI into its
+         VPC's isolation group (SSH from the forensic group only, no egress).
+release  puts every ENI's recorded groups back and keeps the record as the audit trail.
+status   shows what is held, by which case, since when, by whom, and the originals.
+demo     runs the whole cycle on the embedded emulator: no AWS account needed.
+emulator serves that emulator, so that any boto3 tool can be pointed at it.
+"""
+
+
+def common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    aws = parent.add_argument_group("AWS")
+    aws.add_argument("--profile", help="named profile from the shared AWS config")
+    aws.add_argument("--region", help="AWS Region (default: the profile's or AWS_REGION)")
+    aws.add_argument(
+        "--endpoint-url",
+        help="AWS-compatible endpoint for every call (default: AWS_ENDPOINT_URL, else AWS)",
+    )
+    aws.add_argument(
+        "--retry-mode",
+        choices=["adaptive", "standard"],
+        default="adaptive",
+        help="botocore retry mode for throttled calls (default: adaptive)",
+    )
+    parent.add_argument("--table", default="ec2ir-state", help="DynamoDB state table (default: ec2ir-state)")
+    parent.add_argument(
+        "--output", choices=["table", "json"], default="table", help="output format (default: table)"
+    )
+    parent.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=16,
+        help="instances worked on at once (default: 16)",
+    )
+    return parent
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ec2ir", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"ec2ir {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = common_options()
+
+    isolate = commands.add_parser(
+        "isolate", parents=[common], help="contain instances", description="Contain instances."
+    )
+    isolate.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    isolate.add_argument("--case", required=True, metavar="CASE_ID", help="incident case id")
+    isolate.add_argument(
+        "--office-cidr",
+        metavar="CIDR",
+        help="the only source allowed to SSH to the forensic group (IPv4 or IPv6; one address "
+        "means that host)",
+    )
+    isolate.add_argument(
+        "--allow-any-source",
+        action="store_true",
+        help="accept 0.0.0.0/0 or ::/0 as --office-cidr (exposes the forensic group to the internet)",
+    )
+
+    release = commands.add_parser(
+        "release",
+        parents=[common],
+        help="put instances back exactly",
+        description="Restore every ENI's recorded original groups; the record is kept.",
+    )
+    release.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    release.add_argument("--case", required=True, metavar="CASE_ID", help="the case that holds them")
+
+    status = commands.add_parser("status", parents=[common], help="show what is held")
+    status.add_argument("--case", metavar="CASE_ID", help="only this case")
+    status.add_argument("--all", action="store_true", help="include released instances")
+
+    demo = commands.add_parser("demo", help="run isolate, status and release on the embedded emulator")
+    demo.add_argument("--output", choices=["table"], default="table", help=argparse.SUPPRESS)
+
+    emulator = commands.add_parser("emulator", help="serve the embedded emulator")
+    emulator.add_argument("--port", type=int, default=5000, help="TCP port on 127.0.0.1 (default: 5000)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from ec2ir.demo import run_demo
+
+            return run_demo()
+        if args.command == "emulator":
+            from ec2ir.demo import serve_emulator
+
+            return serve_emulator(args.port)
+        return run_command(args)
+    except Ec2irError as error:
+        print(f"ec2ir: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "ec2ir: interrupted; every change made so far is recorded in the state table. "
+            "Run the same command again to finish it.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from ec2ir.aws import Aws, AwsSettings
+    from ec2ir.engine import Engine
+    from ec2ir.output import (
+        PROGRESS_THRESHOLD,
+        ProgressPrinter,
+        hold_as_dict,
+        render_run,
+        render_status,
+        to_json,
+    )
+    from ec2ir.state import StateStore
+
+    aws = Aws(
+        AwsSettings(
+            profile=args.profile,
+            region=args.region,
+            endpoint_url=args.endpoint_url,
+            retry_mode=args.retry_mode,
+            max_pool_connections=max(10, args.concurrency * 2),
+        )
+    )
+    engine = Engine(aws, StateStore(aws, args.table), concurrency=args.concurrency)
+
+    if args.command == "status":
+        holds = engine.status(args.case, include_released=args.all)
+        print(to_json([hold_as_dict(h) for h in holds]) if args.output == "json" else render_status(holds))
+        return EXIT_OK
+
+    count = len(set(args.instance_ids))
+    progress = ProgressPrinter(count, args.command) if count >= PROGRESS_THRESHOLD else None
+    if args.command == "isolate":
+        report = engine.isolate(
+            args.instance_ids,
+            args.case,
+            office_cidr=args.office_cidr,
+            allow_any_source=args.allow_any_source,
+            progress=progress,
+        )
+    else:
+        report = engine.release(args.instance_ids, args.case, progress=progress)
+    print(to_json(report.as_dict()) if args.output == "json" else render_run(report))
+    for failed in report.failed:
+        print(f"ec2ir: {failed.instance_id}: {failed.error_code}: {failed.detail}", file=sys.stderr)
+    return EXIT_PARTIAL if report.failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Fixtures: one corrected emulator per session (moto's server on loopback), reset per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ec2ir.aws import Aws, AwsSettings
+from ec2ir.emulator import DEMO_REGION, Emulator
+from ec2ir.engine import Engine
+from ec2ir.state import StateStore
+
+AMI = "ami-12c6146b"  # in moto's built-in catalogue
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=DEMO_REGION
+    )
+    for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(variable, None)
+    with Emulator() as running:
+        yield running
+
+
+@pytest.fixture
+def aws(emulator: Emulator) -> Aws:
+    emulator.reset()
+    return Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url))
+
+
+@pytest.fixture
+def engine(aws: Aws) -> Engine:
+    return Engine(aws, StateStore(aws), concurrency=4)
+
+
+@dataclass
+class Fleet:
+    """Builds compromised fleets in the emulator and reads ENI groups back independently."""
+
+    aws: Aws
+    subnets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ec2(self) -> Any:
+        return self.aws.ec2()
+
+    def vpc(self, second_octet: int) -> str:
+        vpc_id = str(self.ec2.create_vpc(CidrBlock=f"10.{second_octet}.0.0/16")["Vpc"]["VpcId"])
+        subnet = self.ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.{second_octet}.1.0/24")
+        self.subnets[vpc_id] = subnet["Subnet"]["SubnetId"]
+        return vpc_id
+
+    def group(self, vpc_id: str, name: str) -> str:
+        return str(self.ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)["GroupId"])
+
+    def instance(self, vpc_id: str, groups: list[str], extra_enis: list[list[str]] | None = None) -> str:
+        instance_id = str(
+            self.ec2.run_instances(
+                ImageId=AMI,
+                MinCount=1,
+                MaxCount=1,
+                SubnetId=self.subnets[vpc_id],
+                SecurityGroupIds=groups,
+            )["Instances"][0]["InstanceId"]
+        )
+        for index, eni_groups in enumerate(extra_enis or [], start=1):
+            self.attach_eni(instance_id, vpc_id, eni_groups, index)
+        return instance_id
+
+    def attach_eni(self, instance_id: str, vpc_id: str, groups: list[str], index: int) -> str:
+        eni = self.ec2.create_network_interface(SubnetId=self.subnets[vpc_id], Groups=groups)
+        eni_id = str(eni["NetworkInterface"]["NetworkInterfaceId"])
+        self.ec2.attach_network_interface(
+            NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=index
+        )
+        return eni_id
+
+    def eni_groups(self, instance_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """Every ENI's groups, read through DescribeNetworkInterfaces (not the engine's discovery)."""
+        response = self.ec2.describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": instance_ids}]
+        )
+        return {
+            eni["NetworkInterfaceId"]: tuple(sorted(g["GroupId"] for g in eni["Groups"]))
+            for eni in response["NetworkInterfaces"]
+        }
+
+    def group_rules(self, group_id: str) -> set[tuple[bool, str, str]]:
+        rules = self.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group_id]}])
+        return {
+            (
+                bool(rule["IsEgress"]),
+                f"{rule['IpProtocol']}/{rule.get('FromPort', -1)}",
+                rule.get("CidrIpv4") or rule.get("CidrIpv6") or rule["ReferencedGroupInfo"]["GroupId"],
+            )
+            for rule in rules["SecurityGroupRules"]
+        }
+
+    def ec2ir_groups(self) -> list[str]:
+        groups = self.ec2.describe_security_groups(Filters=[{"Name": "tag-key", "Values": ["ec2ir:role"]}])
+        return [g["GroupId"] for g in groups["SecurityGroups"]]
+
+
+@pytest.fixture
+def fleet(aws: Aws) -> Fleet:
+    return Fleet(aws)
