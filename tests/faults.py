@@ -62,7 +62,10 @@ class Fault:
             return None
         self.injected += 1
         body, headers = _error_body(self.service, self.code, self.message)
-        return AWSResponse(request.url, self.status, HTTPHeaders(headers), _Body(body))
+        http_headers = HTTPHeaders()
+        for name, value in headers.items():
+            http_headers[name] = value
+        return AWSResponse(request.url, self.status, http_headers, _Body(body))
 
 
 def inject(aws: Aws, fault: Fault) -> Fault:

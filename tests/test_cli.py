@@ -1,0 +1,287 @@
+"""The ``ec2ir`` command over HTTP against the corrected emulator: output, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ec2ir import cli
+from ec2ir.aws import Aws
+from ec2ir.emulator import Emulator
+from tests.conftest import Fleet
+from tests.faults import Fault, inject
+
+OFFICE = "198.51.100.0/24"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Cli = Callable[..., Run]
+
+
+@pytest.fixture
+def run(aws: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> Cli:
+    def invoke(*argv: str) -> Run:
+        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return invoke
+
+
+def one_line_error(run: Run) -> str:
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1, run.err
+    assert "Traceback" not in run.err
+    return lines[0]
+
+
+def test_isolate_status_release_round_trip_in_json(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")], extra_enis=[[fleet.group(vpc, "mgmt")]])
+    before = fleet.eni_groups([instance])
+
+    isolated = run("isolate", instance, "--case", "IR-7", "--office-cidr", OFFICE, "--output", "json")
+    status = run("status", "--case", "IR-7", "--output", "json")
+    released = run("release", instance, "--case", "IR-7", "--output", "json")
+    after_status = run("status", "--output", "json")
+
+    assert (isolated.code, status.code, released.code) == (0, 0, 0)
+    report = isolated.json()
+    iso = report["groups"][vpc]["isolation_group_id"]
+    assert report["ok"] and report["results"][0]["enis"] == {eni: [iso] for eni in before}
+    [hold] = status.json()
+    assert hold["status"] == "isolated" and hold["case_id"] == "IR-7"
+    assert {eni: tuple(sorted(g)) for eni, g in hold["originals"].items()} == before
+    assert released.json()["ok"]
+    assert after_status.json() == []
+    assert fleet.eni_groups([instance]) == before
+
+
+def test_table_output_names_groups_and_summarises(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    isolated = run("isolate", instance, "--case", "IR-7")
+    status = run("status")
+
+    assert isolated.code == 0
+    assert f"{instance}  isolated" in isolated.out
+    assert "case IR-7: 1 isolated, 0 failed" in isolated.out
+    assert "admits nobody until you run isolate again with --office-cidr" in isolated.out
+    assert instance in status.out and "IR-7" in status.out and "isolated" in status.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["isolate", "i-123", "--case", "IR-1"], "malformed instance id: 'i-123'"),
+        (["isolate", "I-0123456789ABCDEF0", "--case", "IR-1"], "malformed instance id"),
+        (["isolate", "{good}", "--case", "IR-1", "--office-cidr", "10.0.0.300/24"], "invalid office CIDR"),
+        (["isolate", "{good}", "--case", "IR-1", "--office-cidr", "10.0.0.1/24"], "invalid office CIDR"),
+        (["isolate", "{good}", "--case", "IR-1", "--office-cidr", "0.0.0.0/0"], "whole internet"),
+        (["isolate", "{good}", "--case", "bad case!"], "malformed case id"),
+        (["release", "i-zz", "--case", "IR-1"], "malformed instance id"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(
+    run: Cli, fleet: Fleet, argv: list[str], message: str
+) -> None:
+    vpc = fleet.vpc(1)
+    good = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    before = fleet.eni_groups([good])
+
+    result = run(*[good if arg == "{good}" else arg for arg in argv])
+
+    assert result.code == 2
+    assert message in one_line_error(result)
+    assert fleet.eni_groups([good]) == before
+    assert fleet.ec2ir_groups() == []
+    assert fleet.aws.dynamodb().list_tables()["TableNames"] == []
+
+
+def test_usage_errors_exit_2(run: Cli) -> None:
+    with pytest.raises(SystemExit) as missing_case:
+        run("isolate", "i-0123456789abcdef0")
+    with pytest.raises(SystemExit) as no_ids:
+        run("isolate", "--case", "IR-1")
+    assert (missing_case.value.code, no_ids.value.code) == (2, 2)
+
+
+def test_any_source_is_accepted_only_when_asked_for(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    result = run("isolate", instance, "--case", "IR-1", "--office-cidr", "0.0.0.0/0", "--allow-any-source")
+
+    assert result.code == 0
+
+
+def test_unknown_and_terminated_exit_1_naming_each_while_the_rest_are_isolated(
+    run: Cli, fleet: Fleet
+) -> None:
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    good, gone = fleet.instance(vpc, [web]), fleet.instance(vpc, [web])
+    fleet.ec2.terminate_instances(InstanceIds=[gone])
+    unknown = "i-0aaaaaaaaaaaaaaaa"
+
+    result = run("isolate", good, unknown, gone, "--case", "IR-1")
+
+    assert result.code == 1
+    assert f"ec2ir: {unknown}: InvalidInstanceID.NotFound:" in result.err
+    assert f"ec2ir: {gone}: InstanceTerminated:" in result.err
+    assert "Traceback" not in result.err
+    assert len(set(fleet.eni_groups([good]).values())) == 1
+    assert fleet.eni_groups([good]) != {}
+
+
+def test_releasing_what_is_not_isolated_exits_1_and_changes_nothing(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    before = fleet.eni_groups([instance])
+
+    result = run("release", instance, "--case", "IR-1")
+
+    assert result.code == 1
+    assert f"ec2ir: {instance}: NotIsolated:" in result.err
+    assert fleet.eni_groups([instance]) == before
+
+
+def test_no_credentials_exit_2_with_a_hint(
+    run: Cli, fleet: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    result = run("isolate", instance, "--case", "IR-1")
+
+    assert result.code == 2
+    assert "no AWS credentials found" in one_line_error(result)
+
+
+def test_a_missing_permission_before_any_change_exits_2_naming_the_action(
+    run: Cli, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    before = fleet.eni_groups([instance])
+    make_client = Aws._make_client
+
+    def denying_client(self: Aws, service: str) -> Any:
+        client = make_client(self, service)
+        if service == "dynamodb":
+            self._clients[service] = client
+            inject(self, Fault("dynamodb", "DescribeTable", "AccessDeniedException"))
+        return client
+
+    monkeypatch.setattr(Aws, "_make_client", denying_client)
+
+    result = run("isolate", instance, "--case", "IR-1")
+
+    assert result.code == 2
+    assert "missing IAM permission dynamodb:DescribeTable" in one_line_error(result)
+    assert fleet.eni_groups([instance]) == before
+
+
+def test_plain_progress_lines_when_not_a_terminal(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    instances = [fleet.instance(vpc, [web]) for _ in range(5)]
+
+    result = run("isolate", *instances, "--case", "IR-1")
+
+    assert result.code == 0
+    progress = [line for line in result.err.splitlines() if line.startswith("[")]
+    assert len(progress) == 5 and progress[-1].startswith("[5/5] isolate i-")
+    assert "\r" not in result.err
+
+
+def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instances = [
+        fleet.instance(vpc, [fleet.group(vpc, f"web{i}")], extra_enis=[[fleet.group(vpc, f"m{i}")]])
+        for i in range(3)
+    ]
+    before = fleet.eni_groups(instances)
+    argv = [sys.executable, "-m", "ec2ir.cli", "isolate", *instances, "--case", "IR-1", "--output", "json"]
+    env = os.environ | {"AWS_ENDPOINT_URL": emulator.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    racers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [racer.communicate(timeout=120)[0] for racer in racers]
+
+    assert [racer.returncode for racer in racers] == [0, 0]
+    assert all(json.loads(output)["ok"] for output in outputs)
+    status = subprocess.run(
+        [sys.executable, "-m", "ec2ir.cli", "status", "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    recorded = {
+        eni: tuple(sorted(groups)) for hold in json.loads(status.stdout) for eni, groups in hold["originals"].items()
+    }
+    assert recorded == before
+    subprocess.run(
+        [sys.executable, "-m", "ec2ir.cli", "release", *instances, "--case", "IR-1"], env=env, check=True
+    )
+    assert fleet.eni_groups(instances) == before
+
+
+def test_the_demo_isolates_and_restores_exactly() -> None:
+    demo = subprocess.run(
+        [sys.executable, "-m", "ec2ir.cli", "demo"], capture_output=True, text=True, timeout=300
+    )
+
+    assert demo.returncode == 0, demo.stderr
+    assert "isolated during the incident: yes" in demo.stdout
+    assert "restored exactly afterwards:  yes" in demo.stdout
+    assert demo.stdout.count("ec2ir-isolation") >= 4
+
+
+def test_the_emulator_command_serves_any_boto3_client() -> None:
+    import socket
+
+    import boto3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ec2ir.cli", "emulator", "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        assert f"http://127.0.0.1:{port}" in server.stdout.readline()
+        ec2 = boto3.client(
+            "ec2",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        assert ec2.describe_vpcs()["Vpcs"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
