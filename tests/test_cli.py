@@ -240,7 +240,9 @@ def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator
         check=True,
     )
     recorded = {
-        eni: tuple(sorted(groups)) for hold in json.loads(status.stdout) for eni, groups in hold["originals"].items()
+        eni: tuple(sorted(groups))
+        for hold in json.loads(status.stdout)
+        for eni, groups in hold["originals"].items()
     }
     assert recorded == before
     subprocess.run(
@@ -269,7 +271,9 @@ def test_the_emulator_command_serves_any_boto3_client() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "ec2ir.cli", "emulator", "--port", str(port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "ec2ir.cli", "emulator", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
