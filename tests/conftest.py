@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,30 @@ def emulator() -> Iterator[Emulator]:
         os.environ.pop(variable, None)
     with Emulator() as running:
         yield running
+
+
+def race(runners: int, prepare: Callable[[], Any], run: Callable[[Any], Any]) -> list[Any]:
+    """Start ``runners`` threads together; each prepares alone, then all run at once.
+
+    Returns each runner's result, or the exception it raised.
+    """
+    barrier = threading.Barrier(runners)
+    outcomes: list[Any] = []
+
+    def runner() -> None:
+        prepared = prepare()
+        barrier.wait()
+        try:
+            outcomes.append(run(prepared))
+        except Exception as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=runner) for _ in range(runners)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 @pytest.fixture

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 
 import pytest
 
 from ec2ir.aws import Aws, AwsSettings
-from ec2ir.engine import Engine
+from ec2ir.engine import Engine, RunReport
 from ec2ir.errors import StateTableError
-from ec2ir.models import HoldStatus
+from ec2ir.models import HoldStatus, VpcGroups
 from ec2ir.state import StateStore, instance_key
-from tests.conftest import Fleet
+from tests.conftest import Fleet, race
 from tests.faults import Fault, inject
 
 OFFICE = "198.51.100.0/24"
@@ -107,22 +107,17 @@ def test_two_concurrent_isolations_of_one_instance_record_only_the_originals(
     ]
     before = fleet.eni_groups(instances)
     endpoint = engine.aws.settings.endpoint_url
-    barrier = threading.Barrier(2)
-    reports = []
 
-    def responder() -> None:
+    def responder() -> Engine:
         aws = Aws(AwsSettings(region="us-east-1", endpoint_url=endpoint))
-        barrier.wait()
-        reports.append(Engine(aws, StateStore(aws), concurrency=4).isolate(instances, "CASE-1"))
+        aws.ec2()
+        return Engine(aws, StateStore(aws), concurrency=4)
 
-    threads = [threading.Thread(target=responder) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    reports = race(2, responder, lambda responder: responder.isolate(instances, "CASE-1"))
 
     assert len(reports) == 2
     for report in reports:
+        assert isinstance(report, RunReport), report
         assert all(r.ok for r in report.results), [r.detail for r in report.results]
     for instance in instances:
         hold = engine.store.get(instance)
@@ -418,3 +413,43 @@ def test_status_says_who_isolated_what_and_since_when(engine: Engine, fleet: Fle
     assert holds[0].recorded_by.startswith("arn:aws:")
     assert holds[0].isolated_at >= holds[0].recorded_at
     assert list(holds[0].originals.values()) == [(web,)]
+
+
+def ensure_groups_in(vpc_id: str, aws: Aws) -> VpcGroups:
+    from ec2ir.groups import ensure_vpc_groups
+
+    return ensure_vpc_groups(aws, vpc_id, "CASE-1", OFFICE)
+
+
+@pytest.mark.parametrize("drifted", [False, True], ids=["new-vpc", "drifted-groups"])
+def test_racing_runs_agree_on_one_pair_of_safe_groups_per_vpc(
+    engine: Engine, fleet: Fleet, drifted: bool
+) -> None:
+    from ec2ir.groups import ensure_vpc_groups
+
+    endpoint = engine.aws.settings.endpoint_url
+    for attempt in range(3):
+        vpc = fleet.vpc(10 + attempt)
+        if drifted:
+            made = ensure_vpc_groups(engine.aws, vpc, "CASE-0", OFFICE)
+            fleet.ec2.authorize_security_group_egress(
+                GroupId=made.isolation_group_id,
+                IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+            )
+            fleet.ec2.revoke_security_group_egress(
+                GroupId=made.isolation_group_id,
+                IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "127.0.0.1/32"}]}],
+            )
+
+        def fresh_client() -> Aws:
+            aws = Aws(AwsSettings(region="us-east-1", endpoint_url=endpoint))
+            aws.ec2()  # built before the start line, so the racers really overlap
+            return aws
+
+        outcomes = race(4, fresh_client, functools.partial(ensure_groups_in, vpc))
+
+        assert len(outcomes) == 4 and all(isinstance(g, VpcGroups) for g in outcomes), outcomes
+        pairs = {(g.forensic_group_id, g.isolation_group_id) for g in outcomes if isinstance(g, VpcGroups)}
+        assert len(pairs) == 1, pairs
+        [(forensic, isolation)] = pairs
+        assert fleet.group_rules(isolation) == {(False, "tcp/22", forensic), (True, "-1/-1", "127.0.0.1/32")}

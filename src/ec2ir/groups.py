@@ -8,6 +8,7 @@ to isolate into it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,29 +94,57 @@ def current_rules(aws: Aws, group_id: str) -> dict[str, Rule]:
     return rules
 
 
+# A racing run may add or revoke the same rule a moment earlier; the next round re-reads the group.
+RACE_CODES = frozenset(
+    {"InvalidPermission.Duplicate", "InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}
+)
+ENFORCE_ROUNDS = 3
+
+
 def enforce_rules(aws: Aws, group_id: str, desired: frozenset[Rule]) -> tuple[str, ...]:
     """Make a group's rules exactly ``desired``; return a description of each change made."""
-    ec2 = aws.ec2()
-    actual = current_rules(aws, group_id)
     changes: list[str] = []
-    for egress in (False, True):
-        extra = [rid for rid, rule in actual.items() if rule.egress == egress and rule not in desired]
-        if extra:
-            operation = "RevokeSecurityGroupEgress" if egress else "RevokeSecurityGroupIngress"
-            with translated("ec2", operation):
-                revoke = ec2.revoke_security_group_egress if egress else ec2.revoke_security_group_ingress
-                revoke(GroupId=group_id, SecurityGroupRuleIds=extra)
-            changes.extend(f"revoked {describe(actual[rid])}" for rid in extra)
-        missing = sorted(rule for rule in desired - set(actual.values()) if rule.egress == egress)
-        if missing:
-            operation = "AuthorizeSecurityGroupEgress" if egress else "AuthorizeSecurityGroupIngress"
-            with translated("ec2", operation):
-                authorize = (
-                    ec2.authorize_security_group_egress if egress else ec2.authorize_security_group_ingress
-                )
-                authorize(GroupId=group_id, IpPermissions=[rule.permission() for rule in missing])
-            changes.extend(f"added {describe(rule)}" for rule in missing)
+    for _ in range(ENFORCE_ROUNDS):
+        actual = current_rules(aws, group_id)
+        extra = {rid: rule for rid, rule in actual.items() if rule not in desired}
+        missing = sorted(desired - set(actual.values()))
+        if not extra and not missing:
+            break
+        for egress in (False, True):
+            revoke_ids = [rid for rid, rule in extra.items() if rule.egress == egress]
+            if revoke_ids and _tolerating_races(_revoke, aws, group_id, egress, revoke_ids):
+                changes.extend(f"revoked {describe(extra[rid])}" for rid in revoke_ids)
+            add = [rule for rule in missing if rule.egress == egress]
+            if add and _tolerating_races(_authorize, aws, group_id, egress, add):
+                changes.extend(f"added {describe(rule)}" for rule in add)
     return tuple(changes)
+
+
+def _tolerating_races(change: Callable[..., None], *args: Any) -> bool:
+    """Apply one change; False if a racing run had already made it."""
+    try:
+        change(*args)
+    except AwsError as error:
+        if error.code in RACE_CODES:
+            return False
+        raise
+    return True
+
+
+def _revoke(aws: Aws, group_id: str, egress: bool, rule_ids: list[str]) -> None:
+    ec2 = aws.ec2()
+    operation = "RevokeSecurityGroupEgress" if egress else "RevokeSecurityGroupIngress"
+    with translated("ec2", operation):
+        revoke = ec2.revoke_security_group_egress if egress else ec2.revoke_security_group_ingress
+        revoke(GroupId=group_id, SecurityGroupRuleIds=rule_ids)
+
+
+def _authorize(aws: Aws, group_id: str, egress: bool, rules: list[Rule]) -> None:
+    ec2 = aws.ec2()
+    operation = "AuthorizeSecurityGroupEgress" if egress else "AuthorizeSecurityGroupIngress"
+    with translated("ec2", operation):
+        authorize = ec2.authorize_security_group_egress if egress else ec2.authorize_security_group_ingress
+        authorize(GroupId=group_id, IpPermissions=[rule.permission() for rule in rules])
 
 
 def describe(rule: Rule) -> str:
