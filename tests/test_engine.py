@@ -453,3 +453,13 @@ def test_racing_runs_agree_on_one_pair_of_safe_groups_per_vpc(
         assert len(pairs) == 1, pairs
         [(forensic, isolation)] = pairs
         assert fleet.group_rules(isolation) == {(False, "tcp/22", forensic), (True, "-1/-1", "127.0.0.1/32")}
+
+
+def test_a_repeated_instance_id_is_worked_on_once_and_noted(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    report = engine.isolate([instance, instance], "CASE-1")
+
+    assert [r.instance_id for r in report.results] == [instance]
+    assert "ignored 1 repeated instance id(s)" in report.notes

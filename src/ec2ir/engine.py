@@ -131,6 +131,19 @@ class Engine:
         self.store = store
         self.concurrency = concurrency
 
+    def _start(self, action: str, instance_ids: Iterable[str], case_id: str) -> tuple[list[str], RunReport]:
+        """Validate, learn who is acting and make sure the state table is usable: the preflight
+        that every run passes before its first change."""
+        named = list(instance_ids)
+        ids = validate.instance_ids(named)
+        case = validate.case_id(case_id)
+        actor = self.aws.caller_arn()
+        self.store.ensure_table()
+        report = RunReport(action, case, actor, results=[])
+        if len(ids) < len(named):
+            report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
+        return ids, report
+
     # -- isolate -------------------------------------------------------------------------------
 
     def isolate(
@@ -141,12 +154,9 @@ class Engine:
         allow_any_source: bool = False,
         progress: Progress | None = None,
     ) -> RunReport:
-        ids = validate.instance_ids(instance_ids)
-        case = validate.case_id(case_id)
         cidr = validate.office_cidr(office_cidr, allow_any_source)
-        actor = self.aws.caller_arn()
-        self.store.ensure_table()
-        report = RunReport("isolate", case, actor, results=[])
+        ids, report = self._start("isolate", instance_ids, case_id)
+        case, actor = report.case_id, report.actor
 
         facts = discover(self.aws, ids)
         early: dict[str, InstanceResult] = {}
@@ -261,13 +271,13 @@ class Engine:
     def release(
         self, instance_ids: Iterable[str], case_id: str, progress: Progress | None = None
     ) -> RunReport:
-        ids = validate.instance_ids(instance_ids)
-        case = validate.case_id(case_id)
-        actor = self.aws.caller_arn()
-        self.store.ensure_table()
-        report = RunReport("release", case, actor, results=[])
+        ids, report = self._start("release", instance_ids, case_id)
         done = run_each(
-            ids, lambda i: self._release_one(i, case, actor), "release", self.concurrency, progress
+            ids,
+            lambda i: self._release_one(i, report.case_id, report.actor),
+            "release",
+            self.concurrency,
+            progress,
         )
         report.results = [done[i] for i in ids]
         return report
