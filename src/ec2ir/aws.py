@@ -20,7 +20,7 @@ from ec2ir.errors import (
     Throttled,
     UsageError,
 )
-from ec2ir.models import Eni, InstanceFacts
+from ec2ir.models import Eni, InstanceFacts, Volume
 
 PERMISSION_CODES = frozenset(
     {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation"}
@@ -188,11 +188,23 @@ def facts_from_description(instance: dict[str, Any]) -> InstanceFacts:
             key=lambda eni: eni.device_index,
         )
     )
+    volumes = tuple(
+        Volume(
+            device_name=mapping["DeviceName"],
+            volume_id=mapping["Ebs"].get("VolumeId", ""),
+            delete_on_termination=bool(mapping["Ebs"].get("DeleteOnTermination", False)),
+        )
+        for mapping in instance.get("BlockDeviceMappings", [])
+        if "Ebs" in mapping
+    )
     return InstanceFacts(
         instance_id=instance["InstanceId"],
         state=instance.get("State", {}).get("Name", "unknown"),
         vpc_id=instance.get("VpcId", ""),
         enis=enis,
+        volumes=volumes,
+        tags={tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])},
+        profile_arn=instance.get("IamInstanceProfile", {}).get("Arn", ""),
     )
 
 

@@ -12,6 +12,8 @@ is corrected here, in one reversible patch set (see DESIGN.md, "moto ... what di
   (``InstanceInitiatedShutdownBehavior`` among them) to its security-group handler with an empty
   list, silently wiping the instance's groups. The shutdown behaviour is applied instead, and any
   other unknown form is refused.
+* ``profile-dry-run``: moto ignores ``DryRun`` on Associate/DisassociateIamInstanceProfile and
+  makes the change; EC2 answers ``DryRunOperation`` and changes nothing.
 * ``describe-pagination``: with ``InstanceIds``, EC2 returns every named instance in one response;
   moto truncates at 100 reservations and hands back a ``NextToken``.
 
@@ -54,6 +56,7 @@ def _patches() -> list[tuple[str, object, str, Any]]:
     from moto.ec2.models import EC2Backend
     from moto.ec2.models.elastic_network_interfaces import NetworkInterface
     from moto.ec2.models.instances import Instance
+    from moto.ec2.responses.iam_instance_profiles import IamInstanceProfiles
     from moto.ec2.responses.instances import InstanceResponse
 
     def eni_group_set(eni: Any) -> list[Any]:
@@ -122,7 +125,26 @@ def _patches() -> list[tuple[str, object, str, Any]]:
         )
         return ActionResult({"Reservations": reservations, "NextToken": None})
 
+    def honouring_dry_run(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def checked(response: Any) -> Any:
+            response.error_on_dryrun()
+            return handler(response)
+
+        return checked
+
     return [
+        (
+            "profile-dry-run",
+            IamInstanceProfiles,
+            "associate_iam_instance_profile",
+            honouring_dry_run(IamInstanceProfiles.associate_iam_instance_profile),
+        ),
+        (
+            "profile-dry-run",
+            IamInstanceProfiles,
+            "disassociate_iam_instance_profile",
+            honouring_dry_run(IamInstanceProfiles.disassociate_iam_instance_profile),
+        ),
         ("eni-groups", NetworkInterface, "group_set", property(eni_group_set)),
         (
             "eni-groups",
@@ -152,7 +174,13 @@ def _patches() -> list[tuple[str, object, str, Any]]:
     ]
 
 
-FIXES = ("eni-groups", "multi-eni-modify-instance", "modify-instance-fallthrough", "describe-pagination")
+FIXES = (
+    "eni-groups",
+    "multi-eni-modify-instance",
+    "modify-instance-fallthrough",
+    "describe-pagination",
+    "profile-dry-run",
+)
 
 
 def apply_fidelity_fixes(only: tuple[str, ...] = FIXES) -> None:

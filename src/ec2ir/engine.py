@@ -1,26 +1,30 @@
-"""The one engine behind every adapter: isolate, release and status for many instances.
+"""The one engine behind every adapter: isolate, release, plan and status for many instances.
 
 Order of work for ``isolate``, per run:
   1. validate input, learn who is acting (STS), make sure the state table exists;
-  2. discover every named instance in batched, paginated calls;
-  3. per VPC, find or create the forensic and isolation groups and verify the isolation group;
-  4. per instance, concurrently and with a bound: record the originals of every ENI (write-ahead,
-     conditional), then swap each ENI to its VPC's isolation group, then mark the hold isolated.
+  2. discover every named instance, and each step's batched lookups (Auto Scaling membership,
+     load balancers, instance profiles), in as few paginated calls as the APIs allow;
+  3. per VPC, find or create the forensic, isolation and allow-all groups and verify their rules;
+  4. per instance, concurrently and with a bound: capture what every step will change and write
+     it all to the state table in one conditional put (write-ahead), then run the steps in order
+     (``ec2ir.steps.STEPS``), then mark the hold isolated once the network step succeeded.
 
 Anything that goes wrong before step 4 raises, and nothing has changed. In step 4 each instance
-succeeds or fails on its own and its result says why; one failure never stops the others.
+succeeds or fails on its own; a failed step is named in the result and the later steps still run,
+so the instance is contained as far as it can be. Release undoes the recorded steps in reverse.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ec2ir import validate
-from ec2ir.aws import Aws, discover, translated
+from ec2ir.aws import Aws, discover
 from ec2ir.errors import (
-    AwsError,
     Ec2irError,
     HeldByOtherCase,
     InstanceNotFound,
@@ -31,19 +35,12 @@ from ec2ir.errors import (
     UsageError,
 )
 from ec2ir.groups import ensure_vpc_groups
-from ec2ir.models import (
-    ACTIVE_STATUSES,
-    Hold,
-    HoldStatus,
-    InstanceFacts,
-    InstanceResult,
-    VpcGroups,
-)
+from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, InstanceResult, VpcGroups
 from ec2ir.state import StateStore, now
+from ec2ir.steps import NETWORK, STEPS, Context, Options, Record, Step, Target
 
 DEFAULT_CONCURRENCY = 16
 GONE_STATES = frozenset({"terminated", "shutting-down"})
-ENI_GONE = "InvalidNetworkInterfaceID.NotFound"
 
 Progress = Callable[[InstanceResult], None]
 
@@ -74,6 +71,7 @@ class RunReport:
                 vpc: {
                     "forensic_group_id": g.forensic_group_id,
                     "isolation_group_id": g.isolation_group_id,
+                    "allow_all_group_id": g.allow_all_group_id,
                     "created": list(g.created),
                     "repaired": list(g.repaired),
                 }
@@ -83,9 +81,9 @@ class RunReport:
         }
 
 
-def failure(instance_id: str, action: str, error: Exception) -> InstanceResult:
+def failure(instance_id: str, action: str, error: Exception, **extra: Any) -> InstanceResult:
     code = error.code if isinstance(error, Ec2irError) else type(error).__name__
-    return InstanceResult(instance_id, action, ok=False, detail=str(error), error_code=code)
+    return InstanceResult(instance_id, action, ok=False, detail=str(error), error_code=code, **extra)
 
 
 def run_each(
@@ -116,11 +114,42 @@ def run_each(
     return results
 
 
-def set_eni_groups(aws: Aws, eni_id: str, group_ids: tuple[str, ...]) -> None:
-    # Security groups belong to ENIs. ModifyInstanceAttribute(Groups) only reaches the primary
-    # ENI and EC2 rejects it outright on a multi-ENI instance, so never use it here.
-    with translated("ec2", "ModifyNetworkInterfaceAttribute"):
-        aws.ec2().modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=list(group_ids))
+@dataclass
+class StepLog:
+    """What each step did to one instance; the first failure sets the result's error code."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, Ec2irError] = field(default_factory=dict)
+
+    def run(self, step: Step, action: Callable[[], str]) -> bool:
+        try:
+            self.outcomes[step.name] = "done: " + action()
+            return True
+        except Ec2irError as error:
+            self.fail(step, error)
+            return False
+
+    def fail(self, step: Step, error: Ec2irError) -> None:
+        self.outcomes[step.name] = f"FAILED: {error}"
+        self.errors[step.name] = error
+
+    def skip(self, step: Step, why: str) -> None:
+        self.outcomes[step.name] = f"skipped: {why}"
+
+    def result(self, instance_id: str, action: str, summary: str, **extra: Any) -> InstanceResult:
+        if not self.errors:
+            return InstanceResult(instance_id, action, ok=True, detail=summary, steps=self.outcomes, **extra)
+        name, error = next(iter(self.errors.items()))
+        failed = ", ".join(self.errors)
+        return InstanceResult(
+            instance_id,
+            action,
+            ok=False,
+            detail=f"step(s) {failed} failed; {name}: {error}",
+            error_code=error.code,
+            steps=self.outcomes,
+            **extra,
+        )
 
 
 class Engine:
@@ -152,52 +181,43 @@ class Engine:
         case_id: str,
         office_cidr: str | None = None,
         allow_any_source: bool = False,
+        options: Options | None = None,
         progress: Progress | None = None,
     ) -> RunReport:
+        options = options or Options()
         cidr = validate.office_cidr(office_cidr, allow_any_source)
         ids, report = self._start("isolate", instance_ids, case_id)
-        case, actor = report.case_id, report.actor
+        ctx = Context(self.aws, report.case_id, report.actor, now(), options)
 
-        facts = discover(self.aws, ids)
-        early: dict[str, InstanceResult] = {}
-        for instance_id in ids:
-            found = facts.get(instance_id)
-            if found is None:
-                early[instance_id] = failure(
-                    instance_id,
-                    "isolate",
-                    InstanceNotFound(f"instance {instance_id} does not exist in this account and region"),
-                )
-            elif found.state in GONE_STATES:
-                early[instance_id] = failure(
-                    instance_id,
-                    "isolate",
-                    InstanceTerminated(f"instance {instance_id} is {found.state}; nothing to contain"),
-                )
+        facts, early = self._discover(ids, "isolate")
         live = [facts[i] for i in ids if i not in early]
+        lookups, lookup_errors = self._lookups([f.instance_id for f in live])
 
         vpc_errors: dict[str, Ec2irError] = {}
         for vpc_id in sorted({vpc for f in live for vpc in f.vpc_ids}):
             try:
-                report.groups[vpc_id] = ensure_vpc_groups(self.aws, vpc_id, case, cidr)
+                report.groups[vpc_id] = ensure_vpc_groups(
+                    self.aws, vpc_id, ctx.case_id, cidr, untrack=options.untrack
+                )
             except Ec2irError as error:
                 vpc_errors[vpc_id] = error
-        for vpc_id, vpc_groups in report.groups.items():
-            if vpc_groups.created:
-                report.notes.append(f"{vpc_id}: created the {' and '.join(vpc_groups.created)} group(s)")
-            report.notes.extend(f"{vpc_id}: {change}" for change in vpc_groups.repaired)
-            if cidr is None and "forensic" in vpc_groups.created:
-                report.notes.append(
-                    f"{vpc_id}: the new forensic group {vpc_groups.forensic_group_id} admits nobody "
-                    "until you run isolate again with --office-cidr"
-                )
+        self._note_groups(report, cidr)
+        if not options.untrack:
+            report.notes.append(
+                "--no-untrack: connections EC2 already tracks (an attacker's open shell) survive the swap"
+            )
 
         def work(instance_id: str) -> InstanceResult:
             instance = facts[instance_id]
             broken = [vpc_errors[v] for v in sorted(instance.vpc_ids) if v in vpc_errors]
             if broken:
-                raise broken[0]
-            return self._isolate_one(instance, case, actor, report.groups)
+                raise broken[0]  # never isolate into a group that is not verified safe
+            target = Target(
+                instance,
+                report.groups,
+                lookups={name: found.get(instance_id) for name, found in lookups.items()},
+            )
+            return self._isolate_one(ctx, target, lookup_errors)
 
         done = run_each([f.instance_id for f in live], work, "isolate", self.concurrency, progress)
         if progress:
@@ -206,83 +226,176 @@ class Engine:
         report.results = [early.get(i) or done[i] for i in ids]
         return report
 
+    def _discover(
+        self, ids: list[str], action: str
+    ) -> tuple[dict[str, InstanceFacts], dict[str, InstanceResult]]:
+        """Every named instance's facts, and a failed result for each that is missing or gone."""
+        facts = discover(self.aws, ids)
+        early: dict[str, InstanceResult] = {}
+        for instance_id in ids:
+            found = facts.get(instance_id)
+            if found is None:
+                error: Ec2irError = InstanceNotFound(
+                    f"instance {instance_id} does not exist in this account and region"
+                )
+            elif found.state in GONE_STATES:
+                error = InstanceTerminated(f"instance {instance_id} is {found.state}; nothing to contain")
+            else:
+                continue
+            early[instance_id] = failure(instance_id, action, error)
+        return facts, early
+
+    def _lookups(self, instance_ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Ec2irError]]:
+        """Each step's batched discovery; a step whose lookup fails fails on every instance."""
+        found: dict[str, dict[str, Any]] = {}
+        errors: dict[str, Ec2irError] = {}
+        if not instance_ids:
+            return found, errors
+        for step in STEPS:
+            try:
+                found[step.name] = step.lookup(self.aws, instance_ids)
+            except Ec2irError as error:
+                errors[step.name] = error
+        return found, errors
+
+    @staticmethod
+    def _note_groups(report: RunReport, cidr: str | None) -> None:
+        for vpc_id, vpc_groups in report.groups.items():
+            if vpc_groups.created:
+                report.notes.append(f"{vpc_id}: created the {', '.join(vpc_groups.created)} group(s)")
+            report.notes.extend(f"{vpc_id}: {change}" for change in vpc_groups.repaired)
+            if cidr is None and "forensic" in vpc_groups.created:
+                report.notes.append(
+                    f"{vpc_id}: the new forensic group {vpc_groups.forensic_group_id} admits nobody "
+                    "until you run isolate again with --office-cidr"
+                )
+
+    def _capture(self, ctx: Context, target: Target, log: StepLog, skip: set[str]) -> dict[str, Record]:
+        """Each step's originals; a step that cannot read them fails here and changes nothing."""
+        records: dict[str, Record] = {}
+        for step in STEPS:
+            if step is NETWORK or step.name in skip:
+                continue
+            try:
+                record = step.capture(ctx, target)
+            except Ec2irError as error:
+                log.fail(step, error)
+                continue
+            if record is not None:
+                records[step.name] = record
+        return records
+
     def _isolate_one(
-        self, facts: InstanceFacts, case: str, actor: str, groups: dict[str, VpcGroups]
+        self, ctx: Context, target: Target, lookup_errors: dict[str, Ec2irError]
     ) -> InstanceResult:
+        facts = target.facts
+        log = StepLog()
+        for name, error in lookup_errors.items():
+            log.fail(next(step for step in STEPS if step.name == name), error)
         managed = {
             group_id
             for vpc in facts.vpc_ids
-            for group_id in (groups[vpc].forensic_group_id, groups[vpc].isolation_group_id)
+            for group_id in (
+                target.groups[vpc].forensic_group_id,
+                target.groups[vpc].isolation_group_id,
+                target.groups[vpc].allow_all_group_id,
+            )
+            if group_id
         }
         tainted = [eni.eni_id for eni in facts.enis if managed & set(eni.group_ids)]
         created = False
         if tainted:
             # An ENI already in an ec2ir group must never have that group recorded as original.
-            hold = self.store.get(facts.instance_id)
-            if hold is None or hold.status not in ACTIVE_STATUSES:
+            existing = self.store.get(facts.instance_id)
+            if existing is None or existing.status not in ACTIVE_STATUSES:
                 raise OriginalsUnknown(
                     f"{facts.instance_id}: ENI {', '.join(tainted)} is already in an ec2ir group "
                     "but no active hold records its original groups",
                     "restore its groups by hand from your own records, then isolate again",
                 )
+            hold = existing
         else:
-            hold, created = self.store.record_originals(facts, case, actor)
-        self._check_owner(hold, case)
+            records = self._capture(ctx, target, log, skip=set(log.errors))
+            hold, created = self.store.record_originals(facts, ctx.case_id, ctx.actor, steps=records)
+        self._check_owner(hold, ctx.case_id)
         if hold.status is HoldStatus.RELEASING:
             raise ReleaseInProgress(
                 f"{facts.instance_id} is being released by case {hold.case_id} (or a release was "
                 "interrupted)",
                 "run `ec2ir release` to finish it, then isolate again",
             )
+        if not created:
+            hold = self._record_what_is_new(ctx, replace(target, stored=hold.steps), hold, log, managed)
 
-        for eni in facts.enis:
+        records = dict(hold.steps)
+        records[NETWORK.name] = {"originals": hold.originals}
+        for step in STEPS:
+            if step.name in log.errors:
+                continue
+            record = records.get(step.name)
+            if record is None:
+                log.skip(step, "nothing to do for this instance")
+                continue
+            log.run(step, functools.partial(step.apply, ctx, target, record))
+
+        if NETWORK.name not in log.errors:
+            self.store.transition(
+                hold,
+                (HoldStatus.ISOLATING, HoldStatus.ISOLATED),
+                HoldStatus.ISOLATED,
+                isolated_at=hold.isolated_at or now(),
+            )
+        isolated = {
+            eni.eni_id: (target.groups[eni.vpc_id].isolation_group_id,)
+            for eni in facts.enis
+            if NETWORK.name not in log.errors
+        }
+        summary = (
+            f"{len(facts.enis)} ENI(s) isolated"
+            if created
+            else f"already held; originals kept from {hold.recorded_at}"
+        )
+        return log.result(facts.instance_id, "isolate", summary, enis=isolated)
+
+    def _record_what_is_new(
+        self, ctx: Context, target: Target, hold: Hold, log: StepLog, managed: set[str]
+    ) -> Hold:
+        """On an instance already held: record ENIs attached since, and steps not yet recorded.
+
+        Conditional writes keep whatever an earlier run recorded first."""
+        changed = False
+        for eni in target.facts.enis:
             if eni.eni_id in hold.originals:
                 continue
             if managed & set(eni.group_ids):
                 raise OriginalsUnknown(
-                    f"{facts.instance_id}: ENI {eni.eni_id} was attached after isolation and is "
+                    f"{target.instance_id}: ENI {eni.eni_id} was attached after isolation and is "
                     "already in an ec2ir group; its originals are unknown"
                 )
-            self.store.add_eni_originals(hold, eni.eni_id, eni.group_ids, eni.vpc_id)
-
-        swapped: dict[str, tuple[str, ...]] = {}
-        for eni in facts.enis:
-            isolation = (groups[eni.vpc_id].isolation_group_id,)
-            if eni.group_ids != isolation:
-                set_eni_groups(self.aws, eni.eni_id, isolation)
-            swapped[eni.eni_id] = isolation
-        self.store.transition(
-            hold,
-            (HoldStatus.ISOLATING, HoldStatus.ISOLATED),
-            HoldStatus.ISOLATED,
-            isolated_at=hold.isolated_at or now(),
-        )
-        kept = f"already held; originals kept from {hold.recorded_at}"
-        return InstanceResult(
-            facts.instance_id,
-            "isolate",
-            ok=True,
-            detail=f"{len(swapped)} ENI(s) isolated" if created else kept,
-            enis=swapped,
-        )
+            changed |= self.store.add_eni_originals(hold, eni.eni_id, eni.group_ids, eni.vpc_id)
+        skip = set(log.errors) | set(hold.steps)
+        for name, record in self._capture(ctx, target, log, skip).items():
+            changed |= self.store.add_step_record(hold, name, record)
+        if not changed:
+            return hold
+        return self.store.get(target.instance_id) or hold
 
     # -- release -------------------------------------------------------------------------------
 
     def release(
-        self, instance_ids: Iterable[str], case_id: str, progress: Progress | None = None
+        self,
+        instance_ids: Iterable[str],
+        case_id: str,
+        rejoin: bool = False,
+        progress: Progress | None = None,
     ) -> RunReport:
         ids, report = self._start("release", instance_ids, case_id)
-        done = run_each(
-            ids,
-            lambda i: self._release_one(i, report.case_id, report.actor),
-            "release",
-            self.concurrency,
-            progress,
-        )
+        ctx = Context(self.aws, report.case_id, report.actor, now(), Options(rejoin=rejoin))
+        done = run_each(ids, lambda i: self._release_one(ctx, i), "release", self.concurrency, progress)
         report.results = [done[i] for i in ids]
         return report
 
-    def _release_one(self, instance_id: str, case: str, actor: str) -> InstanceResult:
+    def _release_one(self, ctx: Context, instance_id: str) -> InstanceResult:
         hold = self.store.get(instance_id)
         if hold is None or hold.status is HoldStatus.RELEASED:
             raise NotIsolated(
@@ -290,25 +403,23 @@ class Engine:
                 + (f" (released {hold.released_at} by {hold.released_by})" if hold else ""),
                 "nothing was changed; `ec2ir status` lists what is isolated",
             )
-        self._check_owner(hold, case)
+        self._check_owner(hold, ctx.case_id)
         self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
-        restored: dict[str, tuple[str, ...]] = {}
-        gone: list[str] = []
-        for eni_id, originals in hold.originals.items():
-            try:
-                set_eni_groups(self.aws, eni_id, originals)
-                restored[eni_id] = originals
-            except AwsError as error:
-                if error.code != ENI_GONE:
-                    raise
-                gone.append(eni_id)
-        self.store.transition(
-            hold, (HoldStatus.RELEASING,), HoldStatus.RELEASED, released_at=now(), released_by=actor
-        )
-        detail = f"{len(restored)} ENI(s) restored to their original groups"
-        if gone:
-            detail += f"; {', '.join(gone)} no longer exist(s)"
-        return InstanceResult(instance_id, "release", ok=True, detail=detail, enis=restored)
+        records = dict(hold.steps)
+        records[NETWORK.name] = {"originals": hold.originals}
+        log = StepLog()
+        for step in reversed(STEPS):
+            record = records.get(step.name)
+            if record is None:
+                log.skip(step, "nothing was recorded")
+                continue
+            log.run(step, functools.partial(step.undo, ctx, instance_id, record))
+        restored = {eni: groups for eni, groups in hold.originals.items() if NETWORK.name not in log.errors}
+        if not log.errors:
+            self.store.transition(
+                hold, (HoldStatus.RELEASING,), HoldStatus.RELEASED, released_at=now(), released_by=ctx.actor
+            )
+        return log.result(instance_id, "release", f"{len(hold.originals)} ENI(s) restored", enis=restored)
 
     # -- status --------------------------------------------------------------------------------
 

@@ -19,10 +19,12 @@ from ec2ir.models import VpcGroups
 ROLE_TAG = "ec2ir:role"
 FORENSIC = "forensic"
 ISOLATION = "isolation"
-GROUP_NAMES = {FORENSIC: "ec2ir-forensic", ISOLATION: "ec2ir-isolation"}
+ALLOW_ALL = "allow-all"
+GROUP_NAMES = {FORENSIC: "ec2ir-forensic", ISOLATION: "ec2ir-isolation", ALLOW_ALL: "ec2ir-untrack"}
 DESCRIPTIONS = {
     FORENSIC: "ec2ir forensic access: SSH from the office only",
     ISOLATION: "ec2ir isolation: SSH from the forensic group only, no egress",
+    ALLOW_ALL: "ec2ir untrack: all traffic both ways, held for a moment so tracked flows drop",
 }
 LOOPBACK = "127.0.0.1/32"
 
@@ -80,6 +82,16 @@ def isolation_rules(forensic_group_id: str) -> frozenset[Rule]:
             ssh_from(forensic_group_id),
             Rule(egress=True, protocol="-1", from_port=-1, to_port=-1, peer=LOOPBACK),
         }
+    )
+
+
+def allow_all_rules() -> frozenset[Rule]:
+    """All traffic, both directions, IPv4 and IPv6: the only rule set under which EC2 stops
+    tracking a flow, so that the next swap drops it."""
+    return frozenset(
+        Rule(egress=egress, protocol="-1", from_port=-1, to_port=-1, peer=peer)
+        for egress in (False, True)
+        for peer in ("0.0.0.0/0", "::/0")
     )
 
 
@@ -205,17 +217,21 @@ def create_group(aws: Aws, vpc_id: str, role: str, case_id: str) -> str:
         return find_groups(aws, vpc_id, by_name=True)[role]
 
 
-def ensure_vpc_groups(aws: Aws, vpc_id: str, case_id: str, office_cidr: str | None) -> VpcGroups:
-    """Find or create a VPC's two groups and make the isolation group's rules exactly safe.
+def ensure_vpc_groups(
+    aws: Aws, vpc_id: str, case_id: str, office_cidr: str | None, untrack: bool = True
+) -> VpcGroups:
+    """Find or create a VPC's ec2ir groups and make the isolation and allow-all rules exact.
 
     The forensic group's ingress is set to SSH from ``office_cidr`` when one is given; without
     one, a new forensic group has no ingress at all, and an existing one is left as it is.
     """
     groups = find_groups(aws, vpc_id)
-    created = tuple(role for role in (FORENSIC, ISOLATION) if role not in groups)
+    roles = (FORENSIC, ISOLATION, ALLOW_ALL) if untrack else (FORENSIC, ISOLATION)
+    created = tuple(role for role in roles if role not in groups)
     for role in created:  # forensic first: the isolation group's ingress refers to it
         groups[role] = create_group(aws, vpc_id, role, case_id)
     forensic_id, isolation_id = groups[FORENSIC], groups[ISOLATION]
+    allow_all_id = groups.get(ALLOW_ALL, "")
 
     repaired: list[str] = []
     if office_cidr is not None:
@@ -224,6 +240,11 @@ def ensure_vpc_groups(aws: Aws, vpc_id: str, case_id: str, office_cidr: str | No
         changes = enforce_rules(aws, forensic_id, frozenset({ssh_from(office_cidr)} | keep_egress))
         if FORENSIC not in created:
             repaired += [f"forensic group {forensic_id}: {change}" for change in changes]
+
+    if untrack:
+        changes = enforce_rules(aws, allow_all_id, allow_all_rules())
+        if ALLOW_ALL not in created:
+            repaired += [f"allow-all group {allow_all_id} had drifted: {change}" for change in changes]
 
     safe = isolation_rules(forensic_id)
     changes = enforce_rules(aws, isolation_id, safe)
@@ -241,6 +262,7 @@ def ensure_vpc_groups(aws: Aws, vpc_id: str, case_id: str, office_cidr: str | No
         vpc_id=vpc_id,
         forensic_group_id=forensic_id,
         isolation_group_id=isolation_id,
+        allow_all_group_id=allow_all_id if untrack else "",
         created=created,
         repaired=tuple(repaired),
     )

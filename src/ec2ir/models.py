@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class HoldStatus(StrEnum):
@@ -27,11 +28,21 @@ class Eni:
 
 
 @dataclass(frozen=True)
+class Volume:
+    device_name: str
+    volume_id: str
+    delete_on_termination: bool
+
+
+@dataclass(frozen=True)
 class InstanceFacts:
     instance_id: str
     state: str
     vpc_id: str
     enis: tuple[Eni, ...]
+    volumes: tuple[Volume, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    profile_arn: str = ""
 
     @property
     def vpc_ids(self) -> frozenset[str]:
@@ -45,6 +56,7 @@ class VpcGroups:
     vpc_id: str
     forensic_group_id: str
     isolation_group_id: str
+    allow_all_group_id: str = ""  # empty when the run does not untrack
     created: tuple[str, ...] = ()  # roles created by this run
     repaired: tuple[str, ...] = ()  # changes made to bring existing groups back to their rules
 
@@ -63,6 +75,7 @@ class Hold:
     released_at: str = ""
     released_by: str = ""
     eni_vpcs: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step name -> its originals
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class InstanceResult:
     detail: str = ""
     error_code: str = ""
     enis: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    steps: dict[str, str] = field(default_factory=dict)  # step name -> what happened
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -84,4 +98,5 @@ class InstanceResult:
             "detail": self.detail,
             "error_code": self.error_code,
             "enis": {eni: list(groups) for eni, groups in self.enis.items()},
+            "steps": self.steps,
         }

@@ -60,7 +60,21 @@ def hold_from_item(item: dict[str, Any]) -> Hold:
         isolated_at=data.get("isolated_at", ""),
         released_at=data.get("released_at", ""),
         released_by=data.get("released_by", ""),
+        steps={name: _plain(record) for name, record in data.get("steps", {}).items()},
     )
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; step records only ever hold whole numbers."""
+    from decimal import Decimal
+
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, Decimal):
+        return int(value)
+    return value
 
 
 class StateStore:
@@ -143,7 +157,13 @@ class StateStore:
                 holds.extend(hold_from_item(item) for item in page.get("Items", []))
         return sorted(holds, key=lambda hold: (hold.case_id, hold.instance_id))
 
-    def record_originals(self, facts: InstanceFacts, case_id: str, actor: str) -> tuple[Hold, bool]:
+    def record_originals(
+        self,
+        facts: InstanceFacts,
+        case_id: str,
+        actor: str,
+        steps: dict[str, dict[str, Any]] | None = None,
+    ) -> tuple[Hold, bool]:
         """Write the instance's originals before anything changes, or return the hold that wins.
 
         The put only succeeds where no active hold exists, so the first originals are never
@@ -159,6 +179,7 @@ class StateStore:
             eni_vpcs={eni.eni_id: eni.vpc_id for eni in facts.enis},
             recorded_at=stamp,
             recorded_by=actor,
+            steps=dict(steps or {}),
         )
         item = self._item(hold)
         try:
@@ -239,6 +260,28 @@ class StateStore:
                 return False
             raise
 
+    def add_step_record(self, hold: Hold, step: str, record: dict[str, Any]) -> bool:
+        """Record a step's originals if this hold has none yet; False if one was already there."""
+        try:
+            with translated("dynamodb", "UpdateItem"):
+                self._ddb.update_item(
+                    TableName=self.table,
+                    Key=instance_key(hold.instance_id),
+                    UpdateExpression="SET steps.#step = :record",
+                    ConditionExpression=(
+                        "case_id = :case AND recorded_at = :at AND attribute_not_exists(steps.#step)"
+                    ),
+                    ExpressionAttributeNames={"#step": step},
+                    ExpressionAttributeValues=_serialize(
+                        {":record": record, ":case": hold.case_id, ":at": hold.recorded_at}
+                    ),
+                )
+            return True
+        except AwsError as error:
+            if error.code == CONDITION_FAILED:
+                return False
+            raise
+
     def transition(
         self,
         hold: Hold,
@@ -291,6 +334,7 @@ class StateStore:
             "eni_vpcs": dict(hold.eni_vpcs),
             "recorded_at": hold.recorded_at,
             "recorded_by": hold.recorded_by,
+            "steps": hold.steps,
         }
         for optional in ("isolated_at", "released_at", "released_by"):
             if getattr(hold, optional):

@@ -1,0 +1,616 @@
+"""The containment steps, one small unit each, in the order ``isolate`` runs them.
+
+Every step declares the IAM actions it needs next to its code, and has four parts:
+
+* ``capture`` reads the instance's current settings that the step will change. The engine writes
+  that record to the state table *before* ``apply`` runs; a record already stored is never
+  replaced, so the first originals always win.
+* ``apply`` makes the change; it is idempotent, so a rerun after a crash simply finishes it.
+* ``undo`` puts back exactly what the record says; it is idempotent too.
+* ``plan`` lists the calls ``apply`` would make, for ``--dry-run``.
+
+The network step's record is the hold's ENI originals, which the engine writes with the hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ec2ir.aws import Aws, chunks, translated
+from ec2ir.errors import AwsError
+from ec2ir.models import InstanceFacts, VpcGroups
+
+Record = dict[str, Any]
+TAG_CASE, TAG_STATE, TAG_ISOLATED_AT = "ec2ir:case", "ec2ir:state", "ec2ir:isolated-at"
+
+
+@dataclass(frozen=True)
+class Options:
+    untrack: bool = True  # swap through the allow-all group so tracked flows drop
+    revoke_sessions: bool = False  # deny the role's credentials issued before now
+    rejoin: bool = False  # on release, rejoin the Auto Scaling group and the load balancers
+
+
+@dataclass(frozen=True)
+class Context:
+    aws: Aws
+    case_id: str
+    actor: str
+    started_at: str
+    options: Options = field(default_factory=Options)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One instance as this run found it, with what the batched lookups learned about it."""
+
+    facts: InstanceFacts
+    groups: dict[str, VpcGroups]
+    lookups: dict[str, Any] = field(default_factory=dict)  # step name -> that step's finding
+    stored: dict[str, Record] = field(default_factory=dict)  # records an earlier run wrote
+
+    @property
+    def instance_id(self) -> str:
+        return self.facts.instance_id
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    """One API call a step would make; EC2 calls carry the arguments for a DryRun probe."""
+
+    action: str  # the IAM action, e.g. ec2:ModifyInstanceAttribute
+    resources: tuple[str, ...]
+    dry_run: dict[str, Any] | None = None
+
+
+class Step:
+    name: ClassVar[str]
+    title: ClassVar[str]
+    permissions: ClassVar[tuple[str, ...]]
+    urgent: ClassVar[bool] = False  # part of cutting the instance off, not of the aftermath
+
+    def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
+        """Batched discovery for the whole run; instance id -> finding. Most steps need none."""
+        return {}
+
+    def capture(self, ctx: Context, target: Target) -> Record | None:
+        """The originals this step would change, or None when it has nothing to do here."""
+        raise NotImplementedError
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        raise NotImplementedError
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        raise NotImplementedError
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        raise NotImplementedError
+
+
+def _tolerate(codes: frozenset[str], call: Callable[[], object]) -> bool:
+    """Run ``call``; False if AWS answered with one of ``codes`` (the change was already there)."""
+    try:
+        call()
+    except AwsError as error:
+        if error.code in codes:
+            return False
+        raise
+    return True
+
+
+# -- 1. evidence protection -----------------------------------------------------------------------
+
+
+class ProtectEvidence(Step):
+    name = "protect"
+    title = "termination protection, stop on shutdown, keep volumes"
+    permissions = ("ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute")
+
+    def capture(self, ctx: Context, target: Target) -> Record:
+        ec2 = ctx.aws.ec2()
+        instance_id = target.instance_id
+        with translated("ec2", "DescribeInstanceAttribute"):
+            termination = ec2.describe_instance_attribute(
+                InstanceId=instance_id, Attribute="disableApiTermination"
+            )["DisableApiTermination"]["Value"]
+            shutdown = ec2.describe_instance_attribute(
+                InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior"
+            )["InstanceInitiatedShutdownBehavior"]["Value"]
+        return {
+            "disable_api_termination": bool(termination),
+            "shutdown_behavior": str(shutdown),
+            "delete_on_termination": {v.device_name: v.delete_on_termination for v in target.facts.volumes},
+        }
+
+    def _set(
+        self, aws: Aws, instance_id: str, termination: bool, shutdown: str, volumes: dict[str, bool]
+    ) -> None:
+        ec2 = aws.ec2()
+        with translated("ec2", "ModifyInstanceAttribute"):
+            ec2.modify_instance_attribute(
+                InstanceId=instance_id, DisableApiTermination={"Value": termination}
+            )
+            ec2.modify_instance_attribute(
+                InstanceId=instance_id, InstanceInitiatedShutdownBehavior={"Value": shutdown}
+            )
+            if volumes:
+                ec2.modify_instance_attribute(
+                    InstanceId=instance_id,
+                    BlockDeviceMappings=[
+                        {"DeviceName": device, "Ebs": {"DeleteOnTermination": keep}}
+                        for device, keep in sorted(volumes.items())
+                    ],
+                )
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        volumes = {device: False for device in record["delete_on_termination"]}
+        self._set(ctx.aws, target.instance_id, True, "stop", volumes)
+        return f"termination protection on, shutdown stops, {len(volumes)} volume(s) kept on termination"
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        self._set(
+            ctx.aws,
+            instance_id,
+            bool(record["disable_api_termination"]),
+            str(record["shutdown_behavior"]),
+            {device: bool(keep) for device, keep in record["delete_on_termination"].items()},
+        )
+        return "termination, shutdown and DeleteOnTermination settings restored"
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        iid = target.instance_id
+        calls = [
+            PlannedCall(
+                "ec2:ModifyInstanceAttribute",
+                (iid,),
+                {"InstanceId": iid, "DisableApiTermination": {"Value": True}},
+            ),
+            PlannedCall(
+                "ec2:ModifyInstanceAttribute",
+                (iid,),
+                {"InstanceId": iid, "InstanceInitiatedShutdownBehavior": {"Value": "stop"}},
+            ),
+        ]
+        if record["delete_on_termination"]:
+            calls.append(
+                PlannedCall(
+                    "ec2:ModifyInstanceAttribute",
+                    (iid, *sorted(v.volume_id for v in target.facts.volumes)),
+                )
+            )
+        return calls
+
+
+# -- 2. Auto Scaling --------------------------------------------------------------------------------
+
+
+class DetachFromAutoScaling(Step):
+    name = "autoscaling"
+    title = "detach from the Auto Scaling group (capacity is replaced)"
+    permissions = (
+        "autoscaling:DescribeAutoScalingInstances",
+        "autoscaling:DetachInstances",
+        "autoscaling:AttachInstances",
+    )
+    urgent = True  # an ASG health check would terminate the isolated instance
+
+    def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        client = aws.client("autoscaling")
+        with translated("autoscaling", "DescribeAutoScalingInstances"):
+            for batch in chunks(instance_ids, 50):
+                pages = client.get_paginator("describe_auto_scaling_instances").paginate(InstanceIds=batch)
+                for page in pages:
+                    for item in page.get("AutoScalingInstances", []):
+                        found[item["InstanceId"]] = item["AutoScalingGroupName"]
+        return found
+
+    def capture(self, ctx: Context, target: Target) -> Record | None:
+        group = target.lookups.get(self.name)
+        return {"group": group} if group else None
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        client = ctx.aws.client("autoscaling")
+
+        def detach() -> None:
+            with translated("autoscaling", "DetachInstances"):
+                client.detach_instances(
+                    InstanceIds=[target.instance_id],
+                    AutoScalingGroupName=record["group"],
+                    ShouldDecrementDesiredCapacity=False,
+                )
+
+        # A rerun finds the instance already detached: AWS answers ValidationError.
+        detached = _tolerate(frozenset({"ValidationError"}), detach)
+        return f"detached from {record['group']}" + ("" if detached else " (already)")
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        if not ctx.options.rejoin:
+            return f"left out of {record['group']} (its capacity was replaced; use --rejoin to attach)"
+        client = ctx.aws.client("autoscaling")
+        if instance_id in self.lookup(ctx.aws, [instance_id]):
+            return f"already in {record['group']}"
+        with translated("autoscaling", "AttachInstances"):
+            client.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=record["group"])
+        return f"attached to {record['group']} again (its desired capacity grew by one)"
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        return [PlannedCall("autoscaling:DetachInstances", (record["group"], target.instance_id))]
+
+
+# -- 3. network ---------------------------------------------------------------------------------
+
+
+ENI_GONE = "InvalidNetworkInterfaceID.NotFound"
+
+
+def set_eni_groups(aws: Aws, eni_id: str, group_ids: tuple[str, ...] | list[str]) -> None:
+    # Security groups belong to ENIs. ModifyInstanceAttribute(Groups) only reaches the primary
+    # ENI and EC2 rejects it outright on a multi-ENI instance, so never use it here.
+    with translated("ec2", "ModifyNetworkInterfaceAttribute"):
+        aws.ec2().modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=list(group_ids))
+
+
+class IsolateNetwork(Step):
+    """Every ENI into its VPC's isolation group, through the allow-all group unless told not to.
+
+    Its record is the hold's ENI originals, written with the hold itself."""
+
+    name = "network"
+    title = "move every ENI into its VPC's isolation group"
+    permissions = ("ec2:ModifyNetworkInterfaceAttribute",)
+    urgent = True
+
+    def capture(self, ctx: Context, target: Target) -> Record:
+        return {
+            "originals": {eni.eni_id: list(eni.group_ids) for eni in target.facts.enis},
+            "eni_vpcs": {eni.eni_id: eni.vpc_id for eni in target.facts.enis},
+        }
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        moved = 0
+        for eni in target.facts.enis:
+            groups = target.groups[eni.vpc_id]
+            isolation = (groups.isolation_group_id,)
+            if eni.group_ids == isolation:
+                continue
+            if ctx.options.untrack and eni.group_ids != (groups.allow_all_group_id,):
+                # Allow-all makes every tracked flow untracked; the next swap then drops it.
+                set_eni_groups(ctx.aws, eni.eni_id, (groups.allow_all_group_id,))
+            set_eni_groups(ctx.aws, eni.eni_id, isolation)
+            moved += 1
+        how = "via the allow-all group" if ctx.options.untrack else "directly (--no-untrack)"
+        return f"{len(target.facts.enis)} ENI(s) isolated ({moved} moved now, {how})"
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        gone = []
+        for eni_id, originals in record["originals"].items():
+            try:
+                set_eni_groups(ctx.aws, eni_id, originals)
+            except AwsError as error:
+                if error.code != ENI_GONE:
+                    raise
+                gone.append(eni_id)
+        restored = len(record["originals"]) - len(gone)
+        return f"{restored} ENI(s) back in their original groups" + (
+            f"; {', '.join(gone)} no longer exist(s)" if gone else ""
+        )
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        calls = []
+        for eni in target.facts.enis:
+            groups = target.groups[eni.vpc_id]
+            swaps = [groups.allow_all_group_id] if ctx.options.untrack else []
+            for group in [*swaps, groups.isolation_group_id]:
+                calls.append(
+                    PlannedCall(
+                        "ec2:ModifyNetworkInterfaceAttribute",
+                        (eni.eni_id, group or f"(new group in {eni.vpc_id})"),
+                        {"NetworkInterfaceId": eni.eni_id, "Groups": [group]} if group else None,
+                    )
+                )
+        return calls
+
+
+# -- 4. load balancers ------------------------------------------------------------------------------
+
+
+def _balancers(record: Record) -> str:
+    return f"{len(record['target_groups'])} target group(s) and {len(record['classic'])} Classic ELB(s)"
+
+
+class DeregisterLoadBalancers(Step):
+    name = "load-balancers"
+    title = "deregister from ELBv2 target groups and Classic ELBs"
+    permissions = (
+        "elasticloadbalancing:DescribeTargetGroups",
+        "elasticloadbalancing:DescribeTargetHealth",
+        "elasticloadbalancing:DescribeLoadBalancers",
+        "elasticloadbalancing:DeregisterTargets",
+        "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+        "elasticloadbalancing:RegisterTargets",
+        "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+    )
+
+    def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
+        wanted = set(instance_ids)
+        found: dict[str, Any] = {}
+        elbv2 = aws.client("elbv2")
+        with translated("elasticloadbalancing", "DescribeTargetGroups"):
+            groups = [
+                group
+                for page in elbv2.get_paginator("describe_target_groups").paginate()
+                for group in page.get("TargetGroups", [])
+                if group.get("TargetType", "instance") == "instance"
+            ]
+        for group in groups:
+            with translated("elasticloadbalancing", "DescribeTargetHealth"):
+                health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+            for description in health.get("TargetHealthDescriptions", []):
+                target = description["Target"]
+                if target["Id"] in wanted:
+                    entry = {
+                        "arn": group["TargetGroupArn"],
+                        "port": int(target.get("Port", group.get("Port", 0))),
+                    }
+                    found.setdefault(target["Id"], {"target_groups": [], "classic": []})[
+                        "target_groups"
+                    ].append(entry)
+        elb = aws.client("elb")
+        with translated("elasticloadbalancing", "DescribeLoadBalancers"):
+            for page in elb.get_paginator("describe_load_balancers").paginate():
+                for balancer in page.get("LoadBalancerDescriptions", []):
+                    for instance in balancer.get("Instances", []):
+                        if instance["InstanceId"] in wanted:
+                            entry_lists = found.setdefault(
+                                instance["InstanceId"], {"target_groups": [], "classic": []}
+                            )
+                            entry_lists["classic"].append(balancer["LoadBalancerName"])
+        return found
+
+    def capture(self, ctx: Context, target: Target) -> Record | None:
+        membership = target.lookups.get(self.name)
+        return dict(membership) if membership else None
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        iid = target.instance_id
+        for group in record["target_groups"]:
+            with translated("elasticloadbalancing", "DeregisterTargets"):
+                ctx.aws.client("elbv2").deregister_targets(
+                    TargetGroupArn=group["arn"], Targets=[{"Id": iid, "Port": group["port"]}]
+                )
+        for name in record["classic"]:
+            with translated("elasticloadbalancing", "DeregisterInstancesFromLoadBalancer"):
+                ctx.aws.client("elb").deregister_instances_from_load_balancer(
+                    LoadBalancerName=name, Instances=[{"InstanceId": iid}]
+                )
+        return f"deregistered from {_balancers(record)}"
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        if not ctx.options.rejoin:
+            return "left out of its load balancers (use --rejoin to register it again)"
+        for group in record["target_groups"]:
+            with translated("elasticloadbalancing", "RegisterTargets"):
+                ctx.aws.client("elbv2").register_targets(
+                    TargetGroupArn=group["arn"], Targets=[{"Id": instance_id, "Port": group["port"]}]
+                )
+        for name in record["classic"]:
+            with translated("elasticloadbalancing", "RegisterInstancesWithLoadBalancer"):
+                ctx.aws.client("elb").register_instances_with_load_balancer(
+                    LoadBalancerName=name, Instances=[{"InstanceId": instance_id}]
+                )
+        return f"registered again with {_balancers(record)}"
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        return [
+            PlannedCall("elasticloadbalancing:DeregisterTargets", (g["arn"], target.instance_id))
+            for g in record["target_groups"]
+        ] + [
+            PlannedCall(
+                "elasticloadbalancing:DeregisterInstancesFromLoadBalancer", (name, target.instance_id)
+            )
+            for name in record["classic"]
+        ]
+
+
+# -- 5. credentials ----------------------------------------------------------------------------------
+
+
+def revoke_policy_name(case_id: str) -> str:
+    return f"ec2ir-revoke-sessions-{case_id}"
+
+
+def deny_older_sessions(issued_before: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "Ec2irRevokeOlderSessions",
+                    "Effect": "Deny",
+                    "Action": "*",
+                    "Resource": "*",
+                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": issued_before}},
+                }
+            ],
+        }
+    )
+
+
+class DisassociateProfile(Step):
+    name = "credentials"
+    title = "disassociate the instance profile"
+    permissions = (
+        "ec2:DescribeIamInstanceProfileAssociations",
+        "ec2:DisassociateIamInstanceProfile",
+        "ec2:AssociateIamInstanceProfile",
+        "iam:PassRole",
+    )
+
+    def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        paginator = aws.ec2().get_paginator("describe_iam_instance_profile_associations")
+        with translated("ec2", "DescribeIamInstanceProfileAssociations"):
+            for batch in chunks(instance_ids, 200):
+                pages = paginator.paginate(Filters=[{"Name": "instance-id", "Values": batch}])
+                for page in pages:
+                    for item in page.get("IamInstanceProfileAssociations", []):
+                        if item.get("State") in ("associating", "associated"):
+                            found[item["InstanceId"]] = {
+                                "association_id": item["AssociationId"],
+                                "profile_arn": item["IamInstanceProfile"]["Arn"],
+                            }
+        return found
+
+    def capture(self, ctx: Context, target: Target) -> Record | None:
+        association = target.lookups.get(self.name)
+        return dict(association) if association else None
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        def disassociate() -> None:
+            with translated("ec2", "DisassociateIamInstanceProfile"):
+                ctx.aws.ec2().disassociate_iam_instance_profile(AssociationId=record["association_id"])
+
+        done = _tolerate(frozenset({"InvalidAssociationID.NotFound"}), disassociate)
+        return f"instance profile {record['profile_arn']} disassociated" + ("" if done else " (already)")
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        current = self.lookup(ctx.aws, [instance_id]).get(instance_id)
+        if current:
+            return f"instance profile {current['profile_arn']} is already associated"
+        with translated("ec2", "AssociateIamInstanceProfile"):
+            ctx.aws.ec2().associate_iam_instance_profile(
+                IamInstanceProfile={"Arn": record["profile_arn"]}, InstanceId=instance_id
+            )
+        return f"instance profile {record['profile_arn']} associated again"
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        return [
+            PlannedCall(
+                "ec2:DisassociateIamInstanceProfile",
+                (record["association_id"], record["profile_arn"]),
+                {"AssociationId": record["association_id"]},
+            )
+        ]
+
+
+class RevokeSessions(Step):
+    """Only a deny on ``aws:TokenIssueTime`` invalidates credentials already stolen; it applies
+    to every instance and person using the role, so it runs only when asked for."""
+
+    name = "revoke-sessions"
+    title = "deny the role's sessions issued before isolation (affects every user of the role)"
+    permissions = ("iam:GetInstanceProfile", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
+
+    def capture(self, ctx: Context, target: Target) -> Record | None:
+        if not ctx.options.revoke_sessions:
+            return None
+        association = target.lookups.get(DisassociateProfile.name) or target.stored.get(
+            DisassociateProfile.name
+        )
+        profile_arn = (association or {}).get("profile_arn") or target.facts.profile_arn
+        if not profile_arn:
+            return None
+        iam = ctx.aws.client("iam")
+        with translated("iam", "GetInstanceProfile"):
+            profile = iam.get_instance_profile(InstanceProfileName=profile_arn.rsplit("/", 1)[-1])
+        policy = revoke_policy_name(ctx.case_id)
+        roles = []
+        for role in profile["InstanceProfile"]["Roles"]:
+
+            def existing(role_name: str = role["RoleName"]) -> None:
+                with translated("iam", "GetRolePolicy"):
+                    iam.get_role_policy(RoleName=role_name, PolicyName=policy)
+
+            pre_existing = _tolerate(frozenset({"NoSuchEntity"}), existing)
+            roles.append({"role": role["RoleName"], "pre_existing": pre_existing})
+        return {"policy": policy, "issued_before": ctx.started_at, "roles": roles}
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        for role in record["roles"]:
+            with translated("iam", "PutRolePolicy"):
+                ctx.aws.client("iam").put_role_policy(
+                    RoleName=role["role"],
+                    PolicyName=record["policy"],
+                    PolicyDocument=deny_older_sessions(record["issued_before"]),
+                )
+        names = ", ".join(role["role"] for role in record["roles"])
+        return f"sessions of role(s) {names} issued before {record['issued_before']} are denied"
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        removed = []
+        for role in record["roles"]:
+            if role["pre_existing"]:
+                continue  # the policy was there before ec2ir: not ours to remove
+
+            def delete(role_name: str = role["role"]) -> None:
+                with translated("iam", "DeleteRolePolicy"):
+                    ctx.aws.client("iam").delete_role_policy(RoleName=role_name, PolicyName=record["policy"])
+
+            _tolerate(frozenset({"NoSuchEntity"}), delete)
+            removed.append(role["role"])
+        return f"deny policy removed from {', '.join(removed) or 'no role'}"
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        return [
+            PlannedCall("iam:PutRolePolicy", (role["role"], record["policy"])) for role in record["roles"]
+        ]
+
+
+# -- 6. tags ---------------------------------------------------------------------------------------
+
+
+class TagInstance(Step):
+    name = "tags"
+    title = "tag the instance with the case"
+    permissions = ("ec2:CreateTags", "ec2:DeleteTags")
+
+    def capture(self, ctx: Context, target: Target) -> Record:
+        return {"previous": {key: target.facts.tags.get(key) for key in (TAG_CASE, TAG_ISOLATED_AT)}}
+
+    def _tags(self, ctx: Context) -> list[dict[str, str]]:
+        return [
+            {"Key": TAG_CASE, "Value": ctx.case_id},
+            {"Key": TAG_STATE, "Value": "isolated"},
+            {"Key": TAG_ISOLATED_AT, "Value": ctx.started_at},
+        ]
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        with translated("ec2", "CreateTags"):
+            ctx.aws.ec2().create_tags(Resources=[target.instance_id], Tags=self._tags(ctx))
+        return f"tagged {TAG_CASE}={ctx.case_id}"
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        previous: dict[str, str | None] = record["previous"]
+        put_back = [{"Key": k, "Value": v} for k, v in previous.items() if v is not None]
+        remove = [{"Key": k} for k, v in previous.items() if v is None]
+        ec2 = ctx.aws.ec2()
+        with translated("ec2", "CreateTags"):
+            ec2.create_tags(
+                Resources=[instance_id], Tags=[{"Key": TAG_STATE, "Value": "released"}, *put_back]
+            )
+        if remove:
+            with translated("ec2", "DeleteTags"):
+                ec2.delete_tags(Resources=[instance_id], Tags=remove)
+        return f"{TAG_STATE}=released"
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        iid = target.instance_id
+        return [PlannedCall("ec2:CreateTags", (iid,), {"Resources": [iid], "Tags": self._tags(ctx)})]
+
+
+NETWORK = IsolateNetwork()
+# The order isolate runs them in, as the field's best practice has it (DESIGN.md); release undoes
+# them in the reverse order.
+STEPS: tuple[Step, ...] = (
+    ProtectEvidence(),
+    DetachFromAutoScaling(),
+    NETWORK,
+    DeregisterLoadBalancers(),
+    DisassociateProfile(),
+    RevokeSessions(),
+    TagInstance(),
+)
