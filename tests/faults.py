@@ -69,7 +69,10 @@ class Fault:
 
 
 def inject(aws: Aws, fault: Fault) -> Fault:
-    events = aws.client(fault.service).meta.events
-    service_id = aws.client(fault.service).meta.service_model.service_id.hyphenize()
-    events.register(f"before-send.{service_id}.{fault.operation}", fault)
+    return inject_into(aws.client(fault.service), fault)
+
+
+def inject_into(client: Any, fault: Fault) -> Fault:
+    service_id = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(f"before-send.{service_id}.{fault.operation}", fault)
     return fault

@@ -16,7 +16,7 @@ from ec2ir import cli
 from ec2ir.aws import Aws
 from ec2ir.emulator import Emulator
 from tests.conftest import Fleet
-from tests.faults import Fault, inject
+from tests.faults import Fault, inject_into
 
 OFFICE = "198.51.100.0/24"
 
@@ -141,14 +141,14 @@ def test_unknown_and_terminated_exit_1_naming_each_while_the_rest_are_isolated(
     fleet.ec2.terminate_instances(InstanceIds=[gone])
     unknown = "i-0aaaaaaaaaaaaaaaa"
 
-    result = run("isolate", good, unknown, gone, "--case", "IR-1")
+    result = run("isolate", good, unknown, gone, "--case", "IR-1", "--output", "json")
 
     assert result.code == 1
     assert f"ec2ir: {unknown}: InvalidInstanceID.NotFound:" in result.err
     assert f"ec2ir: {gone}: InstanceTerminated:" in result.err
     assert "Traceback" not in result.err
-    assert len(set(fleet.eni_groups([good]).values())) == 1
-    assert fleet.eni_groups([good]) != {}
+    isolation = result.json()["groups"][vpc]["isolation_group_id"]
+    assert list(fleet.eni_groups([good]).values()) == [(isolation,)]
 
 
 def test_releasing_what_is_not_isolated_exits_1_and_changes_nothing(run: Cli, fleet: Fleet) -> None:
@@ -191,8 +191,7 @@ def test_a_missing_permission_before_any_change_exits_2_naming_the_action(
     def denying_client(self: Aws, service: str) -> Any:
         client = make_client(self, service)
         if service == "dynamodb":
-            self._clients[service] = client
-            inject(self, Fault("dynamodb", "DescribeTable", "AccessDeniedException"))
+            inject_into(client, Fault("dynamodb", "DescribeTable", "AccessDeniedException"))
         return client
 
     monkeypatch.setattr(Aws, "_make_client", denying_client)

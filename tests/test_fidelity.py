@@ -76,3 +76,20 @@ def test_describe_by_ids_returns_every_named_instance_in_one_page(fleet: Fleet, 
     returned = {i["InstanceId"] for r in page["Reservations"] for i in r["Instances"]}
     as_ec2 = returned == set(ids) and "NextToken" not in page
     assert as_ec2 is corrected, (len(returned), page.get("NextToken"))
+
+
+@corrected
+def test_an_unknown_group_is_refused_on_an_eni(fleet: Fleet, corrected: bool) -> None:
+    with fidelity(corrected):
+        vpc = fleet.vpc(1)
+        instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+        eni = next(iter(fleet.eni_groups([instance])))
+        try:
+            fleet.ec2.modify_network_interface_attribute(
+                NetworkInterfaceId=eni, Groups=["sg-0123456789abcdef0"]
+            )
+            code = "accepted"
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+
+    assert (code == "InvalidGroup.NotFound") is corrected, code

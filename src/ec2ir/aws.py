@@ -7,10 +7,13 @@ starts fast and ``--help`` never pays for it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ec2ir.errors import (
     AwsError,
@@ -21,6 +24,8 @@ from ec2ir.errors import (
     UsageError,
 )
 from ec2ir.models import Eni, InstanceFacts, Volume
+
+T = TypeVar("T")
 
 PERMISSION_CODES = frozenset(
     {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation"}
@@ -44,9 +49,11 @@ THROTTLE_CODES = frozenset(
         "RequestThrottled",
     }
 )
-# EC2 documents no hard cap on filter values for DescribeInstances; 200 keeps each request small
-# enough that one slow page never holds up the whole discovery.
+# EC2 answers FilterLimitExceeded beyond 200 values in one filter.
 DISCOVERY_BATCH = 200
+# botocore's retries share one quota per client, which a long throttled run can drain; the calls
+# that contain an instance then wait this many more times rather than give up.
+PATIENT_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,15 @@ class Aws:
     settings: AwsSettings = field(default_factory=AwsSettings)
     _clients: dict[str, Any] = field(default_factory=dict)
     _session: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self._make_client(service)
-        return self._clients[service]
+        # Worker threads ask for clients at once; boto3 sessions are not thread-safe, and one
+        # client per service keeps one adaptive rate limiter per service.
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._make_client(service)
+            return self._clients[service]
 
     def _make_client(self, service: str) -> Any:
         import boto3
@@ -166,6 +177,18 @@ def translated(service: str, operation: str) -> Iterator[None]:
         raise UsageError(f"{service}:{operation} rejected the request: {exc}") from exc
     except BotoCoreError as exc:
         raise AwsError(type(exc).__name__, str(exc), f"{service}:{operation}") from exc
+
+
+def patiently(call: Callable[[], T], attempts: int = PATIENT_ATTEMPTS, base_delay: float = 0.5) -> T:
+    """Run ``call``, waiting out throttling with capped, jittered exponential backoff."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Throttled:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0, min(20.0, base_delay * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 def chunks(items: list[str], size: int) -> Iterable[list[str]]:

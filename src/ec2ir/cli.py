@@ -8,6 +8,7 @@ change, so that 2 always means nothing was changed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -127,6 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Ec2irError as error:
         print(f"ec2ir: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as error:  # a bug: still one line, and the state table still holds the truth
+        if os.environ.get("EC2IR_DEBUG"):
+            raise
+        print(
+            f"ec2ir: internal error: {error!r} (every change made so far is recorded; "
+            "run again, or set EC2IR_DEBUG=1 for a traceback and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
     except KeyboardInterrupt:
         print(
             "ec2ir: interrupted; every change made so far is recorded in the state table. "

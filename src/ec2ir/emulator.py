@@ -12,8 +12,8 @@ is corrected here, in one reversible patch set (see DESIGN.md, "moto ... what di
   (``InstanceInitiatedShutdownBehavior`` among them) to its security-group handler with an empty
   list, silently wiping the instance's groups. The shutdown behaviour is applied instead, and any
   other unknown form is refused.
-* ``profile-dry-run``: moto ignores ``DryRun`` on Associate/DisassociateIamInstanceProfile and
-  makes the change; EC2 answers ``DryRunOperation`` and changes nothing.
+* ``unknown-group``: moto accepts an unknown group id in ModifyNetworkInterfaceAttribute and puts
+  ``None`` on the ENI; EC2 refuses with ``InvalidGroup.NotFound``.
 * ``describe-pagination``: with ``InstanceIds``, EC2 returns every named instance in one response;
   moto truncates at 100 reservations and hands back a ``NextToken``.
 
@@ -56,7 +56,6 @@ def _patches() -> list[tuple[str, object, str, Any]]:
     from moto.ec2.models import EC2Backend
     from moto.ec2.models.elastic_network_interfaces import NetworkInterface
     from moto.ec2.models.instances import Instance
-    from moto.ec2.responses.iam_instance_profiles import IamInstanceProfiles
     from moto.ec2.responses.instances import InstanceResponse
 
     def eni_group_set(eni: Any) -> list[Any]:
@@ -87,6 +86,18 @@ def _patches() -> list[tuple[str, object, str, Any]]:
             )
         instance.security_groups = [backend.get_security_group_from_id(g) for g in group_ids]
         return instance
+
+    original_modify_eni = EC2Backend.modify_network_interface_attribute
+
+    def modify_network_interface_attribute(
+        backend: Any, eni_id: str, group_ids: list[str], *args: Any, **kw: Any
+    ) -> Any:
+        for group_id in group_ids or []:
+            if backend.get_security_group_from_id(group_id) is None:
+                raise EC2ClientError(
+                    "InvalidGroup.NotFound", f"The security group '{group_id}' does not exist"
+                )
+        return original_modify_eni(backend, eni_id, group_ids, *args, **kw)
 
     original_dot_handler = InstanceResponse._dot_value_instance_attribute_handler
 
@@ -125,27 +136,14 @@ def _patches() -> list[tuple[str, object, str, Any]]:
         )
         return ActionResult({"Reservations": reservations, "NextToken": None})
 
-    def honouring_dry_run(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        def checked(response: Any) -> Any:
-            response.error_on_dryrun()
-            return handler(response)
-
-        return checked
-
     return [
-        (
-            "profile-dry-run",
-            IamInstanceProfiles,
-            "associate_iam_instance_profile",
-            honouring_dry_run(IamInstanceProfiles.associate_iam_instance_profile),
-        ),
-        (
-            "profile-dry-run",
-            IamInstanceProfiles,
-            "disassociate_iam_instance_profile",
-            honouring_dry_run(IamInstanceProfiles.disassociate_iam_instance_profile),
-        ),
         ("eni-groups", NetworkInterface, "group_set", property(eni_group_set)),
+        (
+            "unknown-group",
+            EC2Backend,
+            "modify_network_interface_attribute",
+            modify_network_interface_attribute,
+        ),
         (
             "eni-groups",
             Instance,
@@ -179,7 +177,7 @@ FIXES = (
     "multi-eni-modify-instance",
     "modify-instance-fallthrough",
     "describe-pagination",
-    "profile-dry-run",
+    "unknown-group",
 )
 
 

@@ -32,6 +32,8 @@ from ec2ir.errors import (
     NotIsolated,
     OriginalsUnknown,
     ReleaseInProgress,
+    SeveralFailed,
+    StaleRecord,
     UsageError,
 )
 from ec2ir.groups import ensure_vpc_groups
@@ -201,6 +203,8 @@ class Engine:
                 )
             except Ec2irError as error:
                 vpc_errors[vpc_id] = error
+            except Exception as error:  # never let one VPC's surprise stop the other VPCs
+                vpc_errors[vpc_id] = Ec2irError(f"setting up the ec2ir groups of {vpc_id} failed: {error!r}")
         self._note_groups(report, cidr)
         if not options.untrack:
             report.notes.append(
@@ -292,16 +296,8 @@ class Engine:
         log = StepLog()
         for name, error in lookup_errors.items():
             log.fail(next(step for step in STEPS if step.name == name), error)
-        managed = {
-            group_id
-            for vpc in facts.vpc_ids
-            for group_id in (
-                target.groups[vpc].forensic_group_id,
-                target.groups[vpc].isolation_group_id,
-                target.groups[vpc].allow_all_group_id,
-            )
-            if group_id
-        }
+        # The forensic group is not here: a compromised forensic workstation is contained too.
+        managed = {group_id for vpc in facts.vpc_ids for group_id in target.groups[vpc].containment_group_ids}
         tainted = [eni.eni_id for eni in facts.enis if managed & set(eni.group_ids)]
         created = False
         if tainted:
@@ -339,12 +335,16 @@ class Engine:
             log.run(step, functools.partial(step.apply, ctx, target, record))
 
         if NETWORK.name not in log.errors:
-            self.store.transition(
-                hold,
-                (HoldStatus.ISOLATING, HoldStatus.ISOLATED),
-                HoldStatus.ISOLATED,
-                isolated_at=hold.isolated_at or now(),
-            )
+            try:
+                self.store.transition(
+                    hold,
+                    (HoldStatus.ISOLATING, HoldStatus.ISOLATED),
+                    HoldStatus.ISOLATED,
+                    isolated_at=hold.isolated_at or now(),
+                )
+            except StaleRecord:
+                self._yield_to_release(ctx, hold, records, log)
+                raise
         isolated = {
             eni.eni_id: (target.groups[eni.vpc_id].isolation_group_id,)
             for eni in facts.enis
@@ -356,6 +356,30 @@ class Engine:
             else f"already held; originals kept from {hold.recorded_at}"
         )
         return log.result(facts.instance_id, "isolate", summary, enis=isolated)
+
+    def _yield_to_release(self, ctx: Context, hold: Hold, records: dict[str, Record], log: StepLog) -> None:
+        """A release of this very hold ran while this run was applying steps: the release wins.
+
+        Whatever this run applied after the release had undone it is undone again, so the
+        instance ends exactly as the release left it."""
+        current = self.store.get(hold.instance_id)
+        if current is None or current.recorded_at != hold.recorded_at:
+            return
+        if current.status not in (HoldStatus.RELEASING, HoldStatus.RELEASED):
+            return
+        failures: list[tuple[str, Ec2irError]] = []
+        for step in reversed(STEPS):
+            if log.outcomes.get(step.name, "").startswith("done"):
+                try:
+                    step.undo(ctx, hold.instance_id, records[step.name])
+                except Ec2irError as error:
+                    failures.append((step.name, error))
+        raise ReleaseInProgress(
+            f"{hold.instance_id} was released by case {current.case_id} while this run isolated it; "
+            "the release stands and this run's changes were undone"
+            + (f", except: {SeveralFailed(failures)}" if failures else ""),
+            "isolate again if the instance must stay contained",
+        )
 
     def _record_what_is_new(
         self, ctx: Context, target: Target, hold: Hold, log: StepLog, managed: set[str]
@@ -416,9 +440,23 @@ class Engine:
             log.run(step, functools.partial(step.undo, ctx, instance_id, record))
         restored = {eni: groups for eni, groups in hold.originals.items() if NETWORK.name not in log.errors}
         if not log.errors:
-            self.store.transition(
-                hold, (HoldStatus.RELEASING,), HoldStatus.RELEASED, released_at=now(), released_by=ctx.actor
-            )
+            try:
+                self.store.transition(
+                    hold,
+                    (HoldStatus.RELEASING,),
+                    HoldStatus.RELEASED,
+                    released_at=now(),
+                    released_by=ctx.actor,
+                )
+            except StaleRecord:
+                current = self.store.get(instance_id)
+                finished_by_racer = (
+                    current is not None
+                    and current.recorded_at == hold.recorded_at
+                    and current.status is HoldStatus.RELEASED
+                )
+                if not finished_by_racer:
+                    raise
         return log.result(instance_id, "release", f"{len(hold.originals)} ENI(s) restored", enis=restored)
 
     # -- status --------------------------------------------------------------------------------

@@ -65,6 +65,15 @@ class Throttled(AwsError):
     """Still throttled after botocore's retries ran out."""
 
 
+class SeveralFailed(Ec2irError):
+    """Some of a step's independent calls failed; the others were still made."""
+
+    def __init__(self, failures: list[tuple[str, Ec2irError]]) -> None:
+        super().__init__("; ".join(f"{what}: {error}" for what, error in failures))
+        self.code = failures[0][1].code
+        self.failures = failures
+
+
 class InstanceNotFound(Ec2irError):
     code = "InvalidInstanceID.NotFound"
 

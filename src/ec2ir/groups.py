@@ -8,6 +8,7 @@ to isolate into it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -108,7 +109,12 @@ def current_rules(aws: Aws, group_id: str) -> dict[str, Rule]:
 
 # A racing run may add or revoke the same rule a moment earlier; the next round re-reads the group.
 RACE_CODES = frozenset(
-    {"InvalidPermission.Duplicate", "InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}
+    {
+        "InvalidPermission.Duplicate",
+        "InvalidPermission.NotFound",
+        "InvalidSecurityGroupRuleId.NotFound",
+        "InvalidGroup.NotFound",  # a group created a moment ago is not visible everywhere yet
+    }
 )
 ENFORCE_ROUNDS = 3
 
@@ -116,7 +122,9 @@ ENFORCE_ROUNDS = 3
 def enforce_rules(aws: Aws, group_id: str, desired: frozenset[Rule]) -> tuple[str, ...]:
     """Make a group's rules exactly ``desired``; return a description of each change made."""
     changes: list[str] = []
-    for _ in range(ENFORCE_ROUNDS):
+    for round_number in range(ENFORCE_ROUNDS):
+        if round_number:
+            time.sleep(0.2 * round_number)  # let a racing run's change, or a new group, settle
         actual = current_rules(aws, group_id)
         extra = {rid: rule for rid, rule in actual.items() if rule not in desired}
         missing = sorted(desired - set(actual.values()))
@@ -170,8 +178,9 @@ def describe(rule: Rule) -> str:
     return f"{direction} {ports} {'to' if rule.egress else 'from'} {rule.peer}"
 
 
-def find_groups(aws: Aws, vpc_id: str, by_name: bool = False) -> dict[str, str]:
-    """The ec2ir groups of a VPC by role: found by tag, or by name for a group whose tag is gone."""
+def find_groups(aws: Aws, vpc_id: str, by_name: bool = False) -> dict[str, list[str]]:
+    """Every ec2ir group of a VPC by role, lowest id first: found by tag, or by name for a group
+    whose tag is gone."""
     role_filter = (
         {"Name": "group-name", "Values": list(GROUP_NAMES.values())}
         if by_name
@@ -182,12 +191,12 @@ def find_groups(aws: Aws, vpc_id: str, by_name: bool = False) -> dict[str, str]:
             Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, role_filter]
         )
     role_by_name = {name: role for role, name in GROUP_NAMES.items()}
-    found: dict[str, str] = {}
+    found: dict[str, list[str]] = {}
     for group in sorted(response.get("SecurityGroups", []), key=lambda g: str(g["GroupId"])):
         tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
         role = role_by_name.get(group["GroupName"]) if by_name else tags.get(ROLE_TAG)
         if role in GROUP_NAMES:
-            found.setdefault(role, str(group["GroupId"]))
+            found.setdefault(role, []).append(str(group["GroupId"]))
     return found
 
 
@@ -214,7 +223,14 @@ def create_group(aws: Aws, vpc_id: str, role: str, case_id: str) -> str:
     except AwsError as error:
         if error.code != "InvalidGroup.Duplicate":
             raise
-        return find_groups(aws, vpc_id, by_name=True)[role]
+        existing = find_groups(aws, vpc_id, by_name=True).get(role)
+        if not existing:
+            raise AwsError(
+                error.code,
+                f"{GROUP_NAMES[role]} exists in {vpc_id} but cannot be read back yet; run again",
+                error.action,
+            ) from error
+        return existing[0]
 
 
 def ensure_vpc_groups(
@@ -225,13 +241,18 @@ def ensure_vpc_groups(
     The forensic group's ingress is set to SSH from ``office_cidr`` when one is given; without
     one, a new forensic group has no ingress at all, and an existing one is left as it is.
     """
-    groups = find_groups(aws, vpc_id)
+    found = find_groups(aws, vpc_id)
+    groups = {role: ids[0] for role, ids in found.items()}
     roles = (FORENSIC, ISOLATION, ALLOW_ALL) if untrack else (FORENSIC, ISOLATION)
     created = tuple(role for role in roles if role not in groups)
     for role in created:  # forensic first: the isolation group's ingress refers to it
         groups[role] = create_group(aws, vpc_id, role, case_id)
     forensic_id, isolation_id = groups[FORENSIC], groups[ISOLATION]
     allow_all_id = groups.get(ALLOW_ALL, "")
+    # Any group tagged for containment, including stray duplicates, can never be an original.
+    containment = {isolation_id, *found.get(ISOLATION, []), *found.get(ALLOW_ALL, [])}
+    if allow_all_id:
+        containment.add(allow_all_id)
 
     repaired: list[str] = []
     if office_cidr is not None:
@@ -250,9 +271,11 @@ def ensure_vpc_groups(
     changes = enforce_rules(aws, isolation_id, safe)
     if ISOLATION not in created:
         repaired += [f"isolation group {isolation_id} had drifted: {change}" for change in changes]
-    final = frozenset(current_rules(aws, isolation_id).values())
-    if final != safe:
-        unexpected = ", ".join(describe(rule) for rule in sorted(final - safe)) or "none"
+    # A rule missing (say, not yet visible after creation) only makes the group stricter; any
+    # rule beyond the safe set would let traffic through, and then the group is never used.
+    unexpected_rules = frozenset(current_rules(aws, isolation_id).values()) - safe
+    if unexpected_rules:
+        unexpected = ", ".join(describe(rule) for rule in sorted(unexpected_rules))
         raise UnsafeIsolationGroup(
             f"isolation group {isolation_id} in {vpc_id} still has unsafe rules after repair "
             f"(unexpected: {unexpected}); refusing to isolate into it",
@@ -263,6 +286,7 @@ def ensure_vpc_groups(
         forensic_group_id=forensic_id,
         isolation_group_id=isolation_id,
         allow_all_group_id=allow_all_id if untrack else "",
+        containment_group_ids=frozenset(containment),
         created=created,
         repaired=tuple(repaired),
     )

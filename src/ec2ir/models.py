@@ -57,6 +57,8 @@ class VpcGroups:
     forensic_group_id: str
     isolation_group_id: str
     allow_all_group_id: str = ""  # empty when the run does not untrack
+    # every group in the VPC tagged for isolation or untracking: never an ENI's "original"
+    containment_group_ids: frozenset[str] = frozenset()
     created: tuple[str, ...] = ()  # roles created by this run
     repaired: tuple[str, ...] = ()  # changes made to bring existing groups back to their rules
 

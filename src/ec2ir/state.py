@@ -204,7 +204,8 @@ class StateStore:
     def _archive_and_replace(self, released: Hold, item: dict[str, Any]) -> None:
         archive = self._item(released) | instance_key(released.instance_id, f"hold#{released.recorded_at}")
         try:
-            with translated("dynamodb", "TransactWriteItems"):
+            # IAM authorises each put of a transaction as dynamodb:PutItem.
+            with translated("dynamodb", "PutItem"):
                 self._ddb.transact_write_items(
                     TransactItems=[
                         {
@@ -244,14 +245,17 @@ class StateStore:
                     Key=instance_key(hold.instance_id),
                     UpdateExpression="SET originals.#eni = :groups, eni_vpcs.#eni = :vpc",
                     ConditionExpression=(
-                        "case_id = :case AND recorded_at = :at AND attribute_not_exists(originals.#eni)"
+                        "case_id = :case AND recorded_at = :at AND #s IN (:isolating, :isolated) "
+                        "AND attribute_not_exists(originals.#eni)"
                     ),
-                    ExpressionAttributeNames={"#eni": eni_id},
+                    ExpressionAttributeNames={"#eni": eni_id, "#s": "status"},
                     ExpressionAttributeValues={
                         ":groups": {"L": [{"S": group} for group in group_ids]},
                         ":vpc": {"S": vpc_id},
                         ":case": {"S": hold.case_id},
                         ":at": {"S": hold.recorded_at},
+                        ":isolating": {"S": HoldStatus.ISOLATING.value},
+                        ":isolated": {"S": HoldStatus.ISOLATED.value},
                     },
                 )
             return True
@@ -269,11 +273,18 @@ class StateStore:
                     Key=instance_key(hold.instance_id),
                     UpdateExpression="SET steps.#step = :record",
                     ConditionExpression=(
-                        "case_id = :case AND recorded_at = :at AND attribute_not_exists(steps.#step)"
+                        "case_id = :case AND recorded_at = :at AND #s IN (:isolating, :isolated) "
+                        "AND attribute_not_exists(steps.#step)"
                     ),
-                    ExpressionAttributeNames={"#step": step},
+                    ExpressionAttributeNames={"#step": step, "#s": "status"},
                     ExpressionAttributeValues=_serialize(
-                        {":record": record, ":case": hold.case_id, ":at": hold.recorded_at}
+                        {
+                            ":record": record,
+                            ":case": hold.case_id,
+                            ":at": hold.recorded_at,
+                            ":isolating": HoldStatus.ISOLATING.value,
+                            ":isolated": HoldStatus.ISOLATED.value,
+                        }
                     ),
                 )
             return True

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ec2ir.aws import Aws, chunks, translated
-from ec2ir.errors import AwsError
+from ec2ir.aws import Aws, chunks, patiently, translated
+from ec2ir.errors import AwsError, Ec2irError, SeveralFailed
 from ec2ir.models import InstanceFacts, VpcGroups
 
 Record = dict[str, Any]
@@ -250,8 +250,11 @@ ENI_GONE = "InvalidNetworkInterfaceID.NotFound"
 def set_eni_groups(aws: Aws, eni_id: str, group_ids: tuple[str, ...] | list[str]) -> None:
     # Security groups belong to ENIs. ModifyInstanceAttribute(Groups) only reaches the primary
     # ENI and EC2 rejects it outright on a multi-ENI instance, so never use it here.
-    with translated("ec2", "ModifyNetworkInterfaceAttribute"):
-        aws.ec2().modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=list(group_ids))
+    def modify() -> None:
+        with translated("ec2", "ModifyNetworkInterfaceAttribute"):
+            aws.ec2().modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=list(group_ids))
+
+    patiently(modify)
 
 
 class IsolateNetwork(Step):
@@ -272,28 +275,38 @@ class IsolateNetwork(Step):
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
         moved = 0
-        for eni in target.facts.enis:
+        failures: list[tuple[str, Ec2irError]] = []
+        for eni in target.facts.enis:  # every ENI is tried: one refusal must not leave the rest open
             groups = target.groups[eni.vpc_id]
             isolation = (groups.isolation_group_id,)
             if eni.group_ids == isolation:
                 continue
-            if ctx.options.untrack and eni.group_ids != (groups.allow_all_group_id,):
-                # Allow-all makes every tracked flow untracked; the next swap then drops it.
-                set_eni_groups(ctx.aws, eni.eni_id, (groups.allow_all_group_id,))
-            set_eni_groups(ctx.aws, eni.eni_id, isolation)
-            moved += 1
+            try:
+                if ctx.options.untrack and eni.group_ids != (groups.allow_all_group_id,):
+                    # Allow-all makes every tracked flow untracked; the next swap then drops it.
+                    set_eni_groups(ctx.aws, eni.eni_id, (groups.allow_all_group_id,))
+                set_eni_groups(ctx.aws, eni.eni_id, isolation)
+                moved += 1
+            except Ec2irError as error:
+                failures.append((eni.eni_id, error))
+        if failures:
+            raise SeveralFailed(failures)
         how = "via the allow-all group" if ctx.options.untrack else "directly (--no-untrack)"
         return f"{len(target.facts.enis)} ENI(s) isolated ({moved} moved now, {how})"
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
-        gone = []
+        gone: list[str] = []
+        failures: list[tuple[str, Ec2irError]] = []
         for eni_id, originals in record["originals"].items():
             try:
                 set_eni_groups(ctx.aws, eni_id, originals)
-            except AwsError as error:
-                if error.code != ENI_GONE:
-                    raise
-                gone.append(eni_id)
+            except Ec2irError as error:
+                if error.code == ENI_GONE:
+                    gone.append(eni_id)
+                else:
+                    failures.append((eni_id, error))
+        if failures:
+            raise SeveralFailed(failures)
         restored = len(record["originals"]) - len(gone)
         return f"{restored} ENI(s) back in their original groups" + (
             f"; {', '.join(gone)} no longer exist(s)" if gone else ""
@@ -490,9 +503,7 @@ class DisassociateProfile(Step):
     def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
         return [
             PlannedCall(
-                "ec2:DisassociateIamInstanceProfile",
-                (record["association_id"], record["profile_arn"]),
-                {"AssociationId": record["association_id"]},
+                "ec2:DisassociateIamInstanceProfile", (record["association_id"], record["profile_arn"])
             )
         ]
 

@@ -1,0 +1,139 @@
+"""Responders racing each other, and releases that meet a changed world."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ec2ir.aws import Aws, AwsSettings, discover
+from ec2ir.engine import Engine, RunReport
+from ec2ir.models import HoldStatus
+from ec2ir.state import StateStore
+from tests.conftest import Fleet, race
+
+
+def second_responder(engine: Engine) -> Engine:
+    aws = Aws(AwsSettings(region="us-east-1", endpoint_url=engine.aws.settings.endpoint_url))
+    return Engine(aws, StateStore(aws), concurrency=2)
+
+
+def test_a_release_that_lands_mid_isolation_wins_and_the_instance_ends_released(
+    engine: Engine, fleet: Fleet
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")], extra_enis=[[fleet.group(vpc, "mgmt")]])
+    before = fleet.eni_groups([instance])
+    engine.isolate([instance], "CASE-1")
+    engine.release([instance], "CASE-1")  # the groups exist; the next isolate is a new episode
+    releaser = second_responder(engine)
+    swaps = []
+
+    def release_between_the_two_enis(request: Any, **_: Any) -> None:
+        swaps.append(request)
+        if len(swaps) == 3:  # the first ENI is isolated, the second not yet
+            outcome = releaser.release([instance], "CASE-1").results[0]
+            assert outcome.ok, outcome.detail
+
+    engine.aws.ec2().meta.events.register(
+        "before-send.ec2.ModifyNetworkInterfaceAttribute", release_between_the_two_enis
+    )
+
+    result = engine.isolate([instance], "CASE-1").results[0]
+
+    assert (result.ok, result.error_code) == (False, "ReleaseInProgress")
+    assert "the release stands" in result.detail
+    assert fleet.eni_groups([instance]) == before
+    hold = engine.store.get(instance)
+    assert hold is not None and hold.status is HoldStatus.RELEASED
+
+
+def test_two_releases_at_once_both_report_success(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instances = [
+        fleet.instance(vpc, [fleet.group(vpc, f"web{i}")], extra_enis=[[fleet.group(vpc, f"m{i}")]])
+        for i in range(3)
+    ]
+    before = fleet.eni_groups(instances)
+    engine.isolate(instances, "CASE-1")
+
+    reports = race(2, lambda: second_responder(engine), lambda e: e.release(instances, "CASE-1"))
+
+    for report in reports:
+        assert isinstance(report, RunReport), report
+        assert all(r.ok for r in report.results), [r.detail for r in report.results]
+    assert fleet.eni_groups(instances) == before
+
+
+def test_a_deleted_original_group_does_not_keep_the_other_enis_isolated(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    doomed, mgmt = fleet.group(vpc, "doomed"), fleet.group(vpc, "mgmt")
+    instance = fleet.instance(vpc, [doomed], extra_enis=[[mgmt]])
+    before = fleet.eni_groups([instance])
+    engine.isolate([instance], "CASE-1")
+    fleet.ec2.delete_security_group(GroupId=doomed)
+
+    result = engine.release([instance], "CASE-1").results[0]
+
+    assert (result.ok, result.error_code) == (False, "InvalidGroup.NotFound")
+    assert "network" in result.detail
+    after = fleet.eni_groups([instance])
+    secondary = next(eni for eni, groups in before.items() if groups == (mgmt,))
+    assert after[secondary] == (mgmt,)
+    hold = engine.store.get(instance)
+    assert hold is not None and hold.status is HoldStatus.RELEASING  # a rerun can still finish it
+
+
+def test_a_compromised_forensic_workstation_can_itself_be_contained(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    first = engine.isolate(
+        [fleet.instance(vpc, [fleet.group(vpc, "web")])], "CASE-1", office_cidr="198.51.100.0/24"
+    )
+    forensic = first.groups[vpc].forensic_group_id
+    workstation = fleet.instance(vpc, [forensic])
+
+    result = engine.isolate([workstation], "CASE-2").results[0]
+
+    assert result.ok, result.detail
+    hold = engine.store.get(workstation)
+    assert hold is not None and list(hold.originals.values()) == [(forensic,)]
+    engine.release([workstation], "CASE-2")
+    assert list(fleet.eni_groups([workstation]).values()) == [(forensic,)]
+
+
+def test_a_stray_duplicate_isolation_group_is_never_recorded_as_an_original(
+    engine: Engine, fleet: Fleet
+) -> None:
+    vpc = fleet.vpc(1)
+    engine.isolate([fleet.instance(vpc, [fleet.group(vpc, "web")])], "CASE-1")
+    stray = fleet.ec2.create_security_group(
+        GroupName="old-isolation",
+        Description="left over",
+        VpcId=vpc,
+        TagSpecifications=[
+            {"ResourceType": "security-group", "Tags": [{"Key": "ec2ir:role", "Value": "isolation"}]}
+        ],
+    )["GroupId"]
+    victim = fleet.instance(vpc, [stray])
+
+    result = engine.isolate([victim], "CASE-1").results[0]
+
+    assert (result.ok, result.error_code) == (False, "OriginalsUnknown")
+    assert engine.store.get(victim) is None
+
+
+def test_discovery_batches_more_instances_than_one_filter_takes(aws: Aws, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    launched = fleet.ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=230,
+        MaxCount=230,
+        SubnetId=fleet.subnets[vpc],
+        SecurityGroupIds=[web],
+    )
+    ids = [i["InstanceId"] for i in launched["Instances"]]
+    unknown = "i-0fffffffffffffff0"
+
+    found = discover(aws, [*ids, unknown])
+
+    assert set(found) == set(ids)
+    assert all(facts.enis and facts.enis[0].group_ids == (web,) for facts in found.values())
