@@ -288,3 +288,59 @@ def test_the_emulator_command_serves_any_boto3_client() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    before = fleet.eni_groups([instance])
+
+    result = run("isolate", instance, "--case", "IR-1", "--dry-run", "--office-cidr", OFFICE)
+
+    assert result.code == 0, result.err
+    assert "DRY RUN" in result.out and "nothing will be changed" in result.out
+    assert "ec2:ModifyNetworkInterfaceAttribute" in result.out and "[allowed by DryRun]" in result.out
+    assert fleet.eni_groups([instance]) == before
+    assert fleet.ec2ir_groups() == []
+    assert fleet.aws.dynamodb().list_tables()["TableNames"] == []
+
+
+def test_preflight_lists_every_action_with_a_verdict(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    result = run("preflight", "--output", "json")
+
+    assert result.code == 0, result.err
+    checks = {check["action"]: check for check in result.json()}
+    assert checks["ec2:ModifyNetworkInterfaceAttribute"] == {
+        "action": "ec2:ModifyNetworkInterfaceAttribute",
+        "verdict": "allowed",
+        "how": "DryRun",
+    }
+    assert checks["autoscaling:DetachInstances"]["how"] == "iam:SimulatePrincipalPolicy"
+    assert {check["verdict"] for check in checks.values()} == {"allowed"}
+
+
+def test_permissions_prints_a_policy_covering_each_step(capsys: pytest.CaptureFixture[str]) -> None:
+    from ec2ir.steps import STEPS
+
+    assert cli.main(["permissions"]) == 0
+    policy = json.loads(capsys.readouterr().out)
+    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    for step in STEPS:
+        assert step.permissions and set(step.permissions) <= actions, step.name
+    assert "ec2:ModifyInstanceAttribute" in actions and "autoscaling:DetachInstances" in actions
+
+
+def test_the_help_warns_about_revoke_sessions_and_rejoin(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["isolate", "--help"])
+    isolate_help = " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        cli.main(["release", "--help"])
+    release_help = " ".join(capsys.readouterr().out.split())
+
+    assert "affects EVERY instance and person using that role" in isolate_help
+    assert "--no-untrack" in isolate_help and "survive the swap" in isolate_help
+    assert "--rejoin" in release_help and "already replaced it" in release_help

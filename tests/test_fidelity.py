@@ -93,3 +93,26 @@ def test_an_unknown_group_is_refused_on_an_eni(fleet: Fleet, corrected: bool) ->
             code = error.response["Error"]["Code"]
 
     assert (code == "InvalidGroup.NotFound") is corrected, code
+
+
+@corrected
+def test_the_iam_policy_simulator_answers(fleet: Fleet, corrected: bool) -> None:
+    import boto3
+    from botocore.config import Config
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=fleet.aws.settings.endpoint_url,
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    with fidelity(corrected):
+        try:
+            results = iam.simulate_principal_policy(
+                PolicySourceArn="arn:aws:iam::123456789012:user/moto", ActionNames=["ec2:DescribeInstances"]
+            )["EvaluationResults"]
+            verdicts = [result["EvalDecision"] for result in results]
+        except Exception as error:
+            verdicts = [type(error).__name__]
+
+    assert (verdicts == ["allowed"]) is corrected, verdicts

@@ -20,10 +20,15 @@ EXIT_INTERRUPTED = 130
 DESCRIPTION = """\
 Contain compromised EC2 instances, and release them back to their exact original state.
 
-isolate  records every ENI's original security groups in DynamoDB, then moves each ENI into its
-         VPC's isolation group (SSH from the forensic group only, no egress).
-release  puts every ENI's recorded groups back and keeps the record as the audit trail.
+isolate  records the originals of everything it will change, then protects the evidence
+         (termination protection, stop on shutdown, keep volumes), detaches the instance from its
+         Auto Scaling group, moves every ENI through an allow-all group into its VPC's isolation
+         group (SSH from the forensic group only, no egress) so tracked connections drop,
+         deregisters it from load balancers, disassociates its instance profile, and tags it.
+release  undoes every recorded step exactly and keeps the record as the audit trail. The Auto
+         Scaling group and load balancers are rejoined only with --rejoin.
 status   shows what is held, by which case, since when, by whom, and the originals.
+preflight checks that the current credentials may run every step; permissions prints the policy.
 demo     runs the whole cycle on the embedded emulator: no AWS account needed.
 emulator serves that emulator, so that any boto3 tool can be pointed at it.
 """
@@ -91,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept 0.0.0.0/0 or ::/0 as --office-cidr (exposes the forensic group to the internet)",
     )
+    isolate.add_argument(
+        "--no-untrack",
+        action="store_true",
+        help="swap straight into the isolation group, skipping the allow-all group. RISK: flows EC2 "
+        "already tracks (an attacker's open shell) then survive the swap",
+    )
+    isolate.add_argument(
+        "--revoke-sessions",
+        action="store_true",
+        help="also add an inline deny-all policy, for sessions issued before now, to the role of each "
+        "instance's profile: the only way to invalidate credentials already stolen. It affects "
+        "EVERY instance and person using that role",
+    )
+    isolate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (steps, API calls, resources) and check permissions with EC2 DryRun and "
+        "IAM's simulator; change nothing",
+    )
 
     release = commands.add_parser(
         "release",
@@ -100,10 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     release.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
     release.add_argument("--case", required=True, metavar="CASE_ID", help="the case that holds them")
+    release.add_argument(
+        "--rejoin",
+        action="store_true",
+        help="also attach the instance to its Auto Scaling group again (which grows its desired "
+        "capacity by one, as the group already replaced it) and register it with its target groups "
+        "and Classic ELBs. Without it, the instance is released but left out of service",
+    )
 
     status = commands.add_parser("status", parents=[common], help="show what is held")
     status.add_argument("--case", metavar="CASE_ID", help="only this case")
     status.add_argument("--all", action="store_true", help="include released instances")
+
+    commands.add_parser(
+        "preflight",
+        parents=[common],
+        help="check in peacetime that these credentials can run every step",
+    )
+    commands.add_parser(
+        "permissions", help="print the minimal IAM policy ec2ir needs", description="Print the IAM policy."
+    )
 
     demo = commands.add_parser("demo", help="run isolate, status and release on the embedded emulator")
     demo.add_argument("--output", choices=["table"], default="table", help=argparse.SUPPRESS)
@@ -124,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ec2ir.demo import serve_emulator
 
             return serve_emulator(args.port)
+        if args.command == "permissions":
+            from ec2ir.output import to_json
+            from ec2ir.permissions import policy_document
+
+            print(to_json(policy_document()))
+            return EXIT_OK
         return run_command(args)
     except Ec2irError as error:
         print(f"ec2ir: error: {error}", file=sys.stderr)
@@ -152,12 +198,17 @@ def run_command(args: argparse.Namespace) -> int:
     from ec2ir.output import (
         PROGRESS_THRESHOLD,
         ProgressPrinter,
+        check_as_dict,
         hold_as_dict,
+        render_plan,
+        render_preflight,
         render_run,
         render_status,
         to_json,
     )
+    from ec2ir.permissions import DENIED, preflight
     from ec2ir.state import StateStore
+    from ec2ir.steps import Options
 
     aws = Aws(
         AwsSettings(
@@ -174,6 +225,30 @@ def run_command(args: argparse.Namespace) -> int:
         holds = engine.status(args.case, include_released=args.all)
         print(to_json([hold_as_dict(h) for h in holds]) if args.output == "json" else render_status(holds))
         return EXIT_OK
+    if args.command == "preflight":
+        caller, rows = preflight(aws)
+        checks = [check for _, _, check in rows]
+        print(
+            to_json([check_as_dict(c) for c in checks])
+            if args.output == "json"
+            else render_preflight(caller, rows)
+        )
+        return EXIT_PARTIAL if any(c.verdict == DENIED for c in checks) else EXIT_OK
+
+    options = Options(
+        untrack=not getattr(args, "no_untrack", False),
+        revoke_sessions=getattr(args, "revoke_sessions", False),
+    )
+    if args.command == "isolate" and args.dry_run:
+        plan = engine.plan(
+            args.instance_ids,
+            args.case,
+            args.office_cidr,
+            allow_any_source=args.allow_any_source,
+            options=options,
+        )
+        print(to_json(plan.as_dict()) if args.output == "json" else render_plan(plan))
+        return EXIT_PARTIAL if plan.denied or plan.refused else EXIT_OK
 
     count = len(set(args.instance_ids))
     progress = ProgressPrinter(count, args.command) if count >= PROGRESS_THRESHOLD else None
@@ -183,10 +258,11 @@ def run_command(args: argparse.Namespace) -> int:
             args.case,
             office_cidr=args.office_cidr,
             allow_any_source=args.allow_any_source,
+            options=options,
             progress=progress,
         )
     else:
-        report = engine.release(args.instance_ids, args.case, progress=progress)
+        report = engine.release(args.instance_ids, args.case, rejoin=args.rejoin, progress=progress)
     print(to_json(report.as_dict()) if args.output == "json" else render_run(report))
     for failed in report.failed:
         print(f"ec2ir: {failed.instance_id}: {failed.error_code}: {failed.detail}", file=sys.stderr)

@@ -14,6 +14,9 @@ is corrected here, in one reversible patch set (see DESIGN.md, "moto ... what di
   other unknown form is refused.
 * ``unknown-group``: moto accepts an unknown group id in ModifyNetworkInterfaceAttribute and puts
   ``None`` on the ENI; EC2 refuses with ``InvalidGroup.NotFound``.
+* ``simulate-principal-policy``: moto has no IAM policy simulator (it answers HTTP 500). moto
+  authorises every call, so the corrected emulator answers "allowed" for every action, which is
+  exactly what its callers will then experience.
 * ``describe-pagination``: with ``InstanceIds``, EC2 returns every named instance in one response;
   moto truncates at 100 reservations and hands back a ``NextToken``.
 
@@ -57,6 +60,7 @@ def _patches() -> list[tuple[str, object, str, Any]]:
     from moto.ec2.models.elastic_network_interfaces import NetworkInterface
     from moto.ec2.models.instances import Instance
     from moto.ec2.responses.instances import InstanceResponse
+    from moto.iam.responses import IamResponse
 
     def eni_group_set(eni: Any) -> list[Any]:
         return list(eni._group_set)
@@ -86,6 +90,18 @@ def _patches() -> list[tuple[str, object, str, Any]]:
             )
         instance.security_groups = [backend.get_security_group_from_id(g) for g in group_ids]
         return instance
+
+    def simulate_principal_policy(response: Any) -> Any:
+        actions = response._get_param("ActionNames", [])
+        return ActionResult(
+            {
+                "EvaluationResults": [
+                    {"EvalActionName": action, "EvalResourceName": "*", "EvalDecision": "allowed"}
+                    for action in actions
+                ],
+                "IsTruncated": False,
+            }
+        )
 
     original_modify_eni = EC2Backend.modify_network_interface_attribute
 
@@ -137,6 +153,7 @@ def _patches() -> list[tuple[str, object, str, Any]]:
         return ActionResult({"Reservations": reservations, "NextToken": None})
 
     return [
+        ("simulate-principal-policy", IamResponse, "simulate_principal_policy", simulate_principal_policy),
         ("eni-groups", NetworkInterface, "group_set", property(eni_group_set)),
         (
             "unknown-group",
@@ -178,6 +195,7 @@ FIXES = (
     "modify-instance-fallthrough",
     "describe-pagination",
     "unknown-group",
+    "simulate-principal-policy",
 )
 
 

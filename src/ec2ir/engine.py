@@ -36,10 +36,11 @@ from ec2ir.errors import (
     StaleRecord,
     UsageError,
 )
-from ec2ir.groups import ensure_vpc_groups
+from ec2ir.groups import ensure_vpc_groups, find_groups
 from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, InstanceResult, VpcGroups
+from ec2ir.permissions import DENIED, Check, probe_ec2, simulate
 from ec2ir.state import StateStore, now
-from ec2ir.steps import NETWORK, STEPS, Context, Options, Record, Step, Target
+from ec2ir.steps import NETWORK, STEPS, Context, Options, PlannedCall, Record, Step, Target
 
 DEFAULT_CONCURRENCY = 16
 GONE_STATES = frozenset({"terminated", "shutting-down"})
@@ -152,6 +153,53 @@ class StepLog:
             steps=self.outcomes,
             **extra,
         )
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    step: str
+    title: str
+    calls: tuple[PlannedCall, ...] = ()
+    note: str = ""
+
+
+@dataclass
+class PlanReport:
+    """What ``isolate`` would do, per instance and step, and whether the caller may do it."""
+
+    case_id: str
+    actor: str
+    setup: list[str] = field(default_factory=list)
+    instances: dict[str, list[PlannedStep]] = field(default_factory=dict)
+    refused: list[InstanceResult] = field(default_factory=list)
+    checks: dict[str, Check] = field(default_factory=dict)
+
+    @property
+    def denied(self) -> list[Check]:
+        return [check for check in self.checks.values() if check.verdict == DENIED]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "case_id": self.case_id,
+            "actor": self.actor,
+            "setup": self.setup,
+            "instances": {
+                instance_id: [
+                    {
+                        "step": planned.step,
+                        "title": planned.title,
+                        "note": planned.note,
+                        "calls": [
+                            {"action": c.action, "resources": list(c.resources)} for c in planned.calls
+                        ],
+                    }
+                    for planned in steps
+                ]
+                for instance_id, steps in self.instances.items()
+            },
+            "refused": [result.as_dict() for result in self.refused],
+            "permissions": {a: {"verdict": c.verdict, "how": c.how} for a, c in sorted(self.checks.items())},
+        }
 
 
 class Engine:
@@ -403,6 +451,100 @@ class Engine:
         if not changed:
             return hold
         return self.store.get(target.instance_id) or hold
+
+    # -- plan (dry run) ---------------------------------------------------------------------------
+
+    def plan(
+        self,
+        instance_ids: Iterable[str],
+        case_id: str,
+        office_cidr: str | None = None,
+        allow_any_source: bool = False,
+        options: Options | None = None,
+    ) -> PlanReport:
+        """Everything ``isolate`` would do, with only reads and DryRun probes: nothing changes."""
+        options = options or Options()
+        cidr = validate.office_cidr(office_cidr, allow_any_source)
+        ids = validate.instance_ids(instance_ids)
+        case = validate.case_id(case_id)
+        report = PlanReport(case, self.aws.caller_arn())
+        ctx = Context(self.aws, case, report.actor, now(), options)
+        table_exists = self.store.exists()
+        needed = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+        if not table_exists:
+            report.setup.append(f"create the state table {self.store.table} (on-demand, KMS-encrypted)")
+            needed |= {"dynamodb:CreateTable", "dynamodb:TagResource"}
+
+        facts, early = self._discover(ids, "isolate")
+        report.refused = list(early.values())
+        live = [facts[i] for i in ids if i not in early]
+        lookups, lookup_errors = self._lookups([f.instance_id for f in live])
+        groups: dict[str, VpcGroups] = {}
+        probes: dict[str, dict[str, Any]] = {}
+        for vpc_id in sorted({vpc for f in live for vpc in f.vpc_ids}):
+            found = {role: ids_[0] for role, ids_ in find_groups(self.aws, vpc_id).items()}
+            missing = [role for role in ("forensic", "isolation", "allow-all") if role not in found]
+            missing = [role for role in missing if options.untrack or role != "allow-all"]
+            if missing:
+                report.setup.append(f"{vpc_id}: create the {', '.join(missing)} group(s)")
+                needed |= {"ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:AuthorizeSecurityGroupIngress"}
+                probes.setdefault(
+                    "CreateSecurityGroup",
+                    {"GroupName": "ec2ir-dry-run", "Description": "ec2ir dry run", "VpcId": vpc_id},
+                )
+            report.setup.append(
+                f"{vpc_id}: verify the isolation group's rules (SSH from the forensic group, egress "
+                "to 127.0.0.1/32 only) and repair any drift"
+                + (f"; forensic group ingress: SSH from {cidr} only" if cidr else "")
+            )
+            needed |= {"ec2:DescribeSecurityGroupRules", "ec2:RevokeSecurityGroupEgress"}
+            groups[vpc_id] = VpcGroups(
+                vpc_id,
+                found.get("forensic", ""),
+                found.get("isolation", ""),
+                allow_all_group_id=found.get("allow-all", "") if options.untrack else "",
+            )
+
+        for instance in live:
+            target = Target(
+                instance,
+                groups,
+                lookups={name: hits.get(instance.instance_id) for name, hits in lookups.items()},
+            )
+            hold = self.store.get(instance.instance_id) if table_exists else None
+            stored = dict(hold.steps) if hold else {}
+            if hold:
+                stored[NETWORK.name] = {"originals": hold.originals}
+            report.instances[instance.instance_id] = [
+                self._plan_step(ctx, step, replace(target, stored=stored), lookup_errors) for step in STEPS
+            ]
+
+        calls = [call for steps in report.instances.values() for planned in steps for call in planned.calls]
+        for call in calls:
+            if call.dry_run is not None:
+                probes.setdefault(call.action.split(":", 1)[1], call.dry_run)
+        report.checks = {
+            check.action: check for check in (probe_ec2(self.aws, op, a) for op, a in probes.items())
+        }
+        unprobed = ({call.action for call in calls} | needed) - set(report.checks)
+        report.checks |= simulate(self.aws, report.actor, unprobed)
+        return report
+
+    def _plan_step(
+        self, ctx: Context, step: Step, target: Target, lookup_errors: dict[str, Ec2irError]
+    ) -> PlannedStep:
+        if step.name in lookup_errors:
+            return PlannedStep(step.name, step.title, note=f"cannot plan: {lookup_errors[step.name]}")
+        record = target.stored.get(step.name)
+        note = "originals already recorded by an earlier run" if record else ""
+        if record is None:
+            try:
+                record = NETWORK.capture(ctx, target) if step is NETWORK else step.capture(ctx, target)
+            except Ec2irError as error:
+                return PlannedStep(step.name, step.title, note=f"cannot read the originals: {error}")
+        if record is None:
+            return PlannedStep(step.name, step.title, note="nothing to do for this instance")
+        return PlannedStep(step.name, step.title, tuple(step.plan(ctx, target, record)), note)
 
     # -- release -------------------------------------------------------------------------------
 

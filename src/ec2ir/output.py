@@ -8,8 +8,9 @@ import threading
 from collections.abc import Sequence
 from typing import TextIO
 
-from ec2ir.engine import RunReport
+from ec2ir.engine import PlanReport, RunReport
 from ec2ir.models import Hold, InstanceResult
+from ec2ir.permissions import Check
 
 # Below this many instances a run is quick enough that progress lines would only be noise.
 PROGRESS_THRESHOLD = 5
@@ -48,6 +49,9 @@ def render_run(report: RunReport) -> str:
                 [[v, g.isolation_group_id, g.forensic_group_id] for v, g in sorted(report.groups.items())],
             )
         )
+    failures = render_step_failures(report)
+    if failures:
+        parts.append(failures)
     if report.notes:
         parts.append("\n".join(f"note: {note}" for note in report.notes))
     ok = len(report.results) - len(report.failed)
@@ -55,6 +59,55 @@ def render_run(report: RunReport) -> str:
         f"case {report.case_id}: {ok} {verb}, {len(report.failed)} failed (acting as {report.actor})"
     )
     return "\n\n".join(parts)
+
+
+def render_step_failures(report: RunReport) -> str:
+    lines = [
+        f"{result.instance_id}: {step}: {outcome}"
+        for result in report.results
+        for step, outcome in result.steps.items()
+        if outcome.startswith("FAILED")
+    ]
+    return "\n".join(lines)
+
+
+def render_plan(plan: PlanReport) -> str:
+    parts = [f"DRY RUN for case {plan.case_id}, acting as {plan.actor}: nothing will be changed."]
+    if plan.setup:
+        parts.append("Set-up:\n" + "\n".join(f"  - {line}" for line in plan.setup))
+    for instance_id, steps in plan.instances.items():
+        lines = [f"{instance_id}:"]
+        for number, planned in enumerate(steps, start=1):
+            lines.append(
+                f"  {number}. {planned.step}: {planned.title}"
+                + (f" ({planned.note})" if planned.note else "")
+            )
+            for call in planned.calls:
+                check = plan.checks.get(call.action)
+                verdict = f"[{check.verdict} by {check.how}]" if check else ""
+                lines.append(f"       {call.action} {' '.join(call.resources)} {verdict}".rstrip())
+        parts.append("\n".join(lines))
+    for refused in plan.refused:
+        parts.append(f"{refused.instance_id}: would fail: {refused.error_code}: {refused.detail}")
+    counts = {verdict: 0 for verdict in ("allowed", "denied", "not checked")}
+    for check in plan.checks.values():
+        counts[check.verdict] += 1
+    parts.append(", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " permission(s)")
+    parts.extend(f"DENIED: {check.action} (found by {check.how})" for check in plan.denied)
+    return "\n\n".join(parts)
+
+
+def render_preflight(caller: str, rows: Sequence[tuple[str, str, Check]]) -> str:
+    body = table(
+        ["ACTION", "VERDICT", "HOW", "NEEDED FOR"],
+        [[action, check.verdict, check.how, purpose] for action, purpose, check in rows],
+    )
+    denied = sum(check.verdict == "denied" for _, _, check in rows)
+    return f"{body}\n\npreflight for {caller}: {denied} action(s) denied"
+
+
+def check_as_dict(check: Check) -> dict[str, str]:
+    return {"action": check.action, "verdict": check.verdict, "how": check.how}
 
 
 def render_status(holds: Sequence[Hold]) -> str:

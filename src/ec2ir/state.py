@@ -88,6 +88,17 @@ class StateStore:
     def _ddb(self) -> Any:
         return self.aws.dynamodb()
 
+    def exists(self) -> bool:
+        """Whether the table is there, without creating it (for plans)."""
+        try:
+            with translated("dynamodb", "DescribeTable"):
+                self._ddb.describe_table(TableName=self.table)
+        except AwsError as error:
+            if error.code == "ResourceNotFoundException":
+                return False
+            raise StateTableError(f"cannot use state table {self.table!r}: {error}") from error
+        return True
+
     def ensure_table(self) -> None:
         """Create the table if it is missing (on-demand, encrypted) and wait until it is active."""
         try:

@@ -318,11 +318,14 @@ class IsolateNetwork(Step):
             groups = target.groups[eni.vpc_id]
             swaps = [groups.allow_all_group_id] if ctx.options.untrack else []
             for group in [*swaps, groups.isolation_group_id]:
+                # A group not created yet cannot be named; the probe asks with the ENI's own groups,
+                # which needs the same permission.
+                probe_groups = [group] if group else list(eni.group_ids)
                 calls.append(
                     PlannedCall(
                         "ec2:ModifyNetworkInterfaceAttribute",
                         (eni.eni_id, group or f"(new group in {eni.vpc_id})"),
-                        {"NetworkInterfaceId": eni.eni_id, "Groups": [group]} if group else None,
+                        {"NetworkInterfaceId": eni.eni_id, "Groups": probe_groups},
                     )
                 )
         return calls
