@@ -6,6 +6,7 @@ so the code under test (and botocore's retry logic) sees exactly what AWS would 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ def _error_body(service: str, code: str, message: str) -> tuple[bytes, dict[str,
     if service == "dynamodb":
         body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
         return body.encode(), {"Content-Type": "application/x-amz-json-1.0"}
-    if service == "sts":
+    if service != "ec2":  # the other query-protocol services: STS, IAM, Auto Scaling, ELB
         xml = (
             f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
             "</Error><RequestId>fault-injected</RequestId></ErrorResponse>"
@@ -38,6 +39,14 @@ def _error_body(service: str, code: str, message: str) -> tuple[bytes, dict[str,
         "<RequestID>fault-injected</RequestID></Response>"
     )
     return xml.encode(), {"Content-Type": "text/xml"}
+
+
+def error_response(url: str, status: int, service: str, code: str, message: str) -> AWSResponse:
+    body, headers = _error_body(service, code, message)
+    http_headers = HTTPHeaders()
+    for name, value in headers.items():
+        http_headers[name] = value
+    return AWSResponse(url, status, http_headers, _Body(body))
 
 
 @dataclass
@@ -61,11 +70,7 @@ class Fault:
         if self.times is not None and self.injected >= self.times:
             return None
         self.injected += 1
-        body, headers = _error_body(self.service, self.code, self.message)
-        http_headers = HTTPHeaders()
-        for name, value in headers.items():
-            http_headers[name] = value
-        return AWSResponse(request.url, self.status, http_headers, _Body(body))
+        return error_response(request.url, self.status, self.service, self.code, self.message)
 
 
 def inject(aws: Aws, fault: Fault) -> Fault:
@@ -76,3 +81,54 @@ def inject_into(client: Any, fault: Fault) -> Fault:
     service_id = client.meta.service_model.service_id.hyphenize()
     client.meta.events.register(f"before-send.{service_id}.{fault.operation}", fault)
     return fault
+
+
+class Crash(BaseException):
+    """The process died. A BaseException, so that no ``except Exception`` in ec2ir can swallow it."""
+
+
+@dataclass
+class FaultPoint:
+    """Counts every API call made through one Aws and, at call ``at``, either answers it with an
+    AWS error (``error_code``) or lets it succeed and then kills the run (``crash_after``).
+
+    After a crash every later call raises too: a dead process makes no more calls."""
+
+    at: int | None = None
+    error_code: str = ""
+    crash_after: bool = False
+    calls: list[str] = field(default_factory=list)
+    crashed: bool = False
+    _fail_next_send: bool = False
+
+    def install(self, aws: Aws, services: tuple[str, ...]) -> FaultPoint:
+        for service in services:
+            events = aws.client(service).meta.events
+            events.register("before-call", self._before_call)
+            events.register("before-send", functools.partial(self._before_send, service))
+            events.register("after-call", self._after_call)
+        return self
+
+    def _before_call(self, model: Any, **_: Any) -> None:
+        if self.crashed:
+            raise Crash(f"the process is dead (crashed after call {self.at})")
+        self.calls.append(model.name)
+        if len(self.calls) == self.at and self.error_code:
+            self._fail_next_send = True
+
+    def _before_send(self, service: str, request: Any, **_: Any) -> AWSResponse | None:
+        if not self._fail_next_send:
+            return None
+        self._fail_next_send = False
+        code = self.error_code
+        if service == "dynamodb" and code == "RequestLimitExceeded":
+            code = "ThrottlingException"
+        status = {"RequestLimitExceeded": 503, "ThrottlingException": 400, "InternalError": 500}.get(
+            code, 403
+        )
+        return error_response(request.url, status, service, code, "injected fault")
+
+    def _after_call(self, **_: Any) -> None:
+        if self.crash_after and len(self.calls) == self.at and not self.crashed:
+            self.crashed = True
+            raise Crash(f"the process died right after call {self.at} ({self.calls[-1]})")

@@ -1,0 +1,187 @@
+"""Nothing lost: a fault at every AWS call of isolate and of release, then a fresh run.
+
+The harness first counts the calls a clean run makes, then replays the run once per call k:
+(a) call k answers with an AWS error (throttling, a 500, AccessDenied, in turn), or
+(b) call k succeeds and the process dies right after it (raised from botocore's transport).
+A fresh run must then complete, and release must put back every ENI's groups and every other
+recorded setting exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ec2ir.aws import Aws, AwsSettings
+from ec2ir.emulator import Emulator
+from ec2ir.engine import Engine
+from ec2ir.errors import Ec2irError
+from ec2ir.models import HoldStatus
+from ec2ir.state import StateStore
+from tests.conftest import Fleet
+from tests.faults import Crash, FaultPoint
+
+CASE = "IR-FAULT"
+SERVICES = ("sts", "dynamodb", "ec2", "autoscaling", "elbv2", "elb", "iam")
+ERRORS = ("RequestLimitExceeded", "InternalError", "AccessDenied")
+
+
+@dataclass
+class Tally:
+    fault_points: int = 0
+    originals_lost: int = 0
+    half_isolated: int = 0
+
+    def report(self, what: str) -> str:
+        return (
+            f"{what}: fault points tried {self.fault_points}, originals lost {self.originals_lost}, "
+            f"instances left half isolated after the rerun {self.half_isolated}"
+        )
+
+
+def build(fleet: Fleet) -> list[str]:
+    vpc = fleet.vpc(1)
+    iam = fleet.aws.client("iam")
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"}))
+    profile = iam.create_instance_profile(InstanceProfileName="app")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    multi = fleet.instance(vpc, [fleet.group(vpc, "web")], extra_enis=[[fleet.group(vpc, "mgmt")]])
+    fleet.ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile["Arn"]}, InstanceId=multi)
+    protected = fleet.instance(vpc, [fleet.group(vpc, "db"), fleet.group(vpc, "backup")])
+    fleet.ec2.modify_instance_attribute(InstanceId=protected, DisableApiTermination={"Value": True})
+    return [multi, protected]
+
+
+def settings(fleet: Fleet, instances: list[str]) -> dict[str, Any]:
+    """Everything release must put back, read without ec2ir's code."""
+    ec2 = fleet.ec2
+    seen: dict[str, Any] = {"enis": fleet.eni_groups(instances)}
+    associations = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    seen["profiles"] = sorted((a["InstanceId"], a["IamInstanceProfile"]["Arn"]) for a in associations)
+    for instance in instances:
+        described = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+        seen[instance] = (
+            ec2.describe_instance_attribute(InstanceId=instance, Attribute="disableApiTermination")[
+                "DisableApiTermination"
+            ]["Value"],
+            ec2.describe_instance_attribute(
+                InstanceId=instance, Attribute="instanceInitiatedShutdownBehavior"
+            )["InstanceInitiatedShutdownBehavior"]["Value"],
+            sorted(
+                (m["DeviceName"], m["Ebs"]["DeleteOnTermination"]) for m in described["BlockDeviceMappings"]
+            ),
+            sorted(
+                (t["Key"], t["Value"])
+                for t in described.get("Tags", [])
+                if t["Key"].startswith("ec2ir:") and t["Key"] != "ec2ir:state"
+            ),
+        )
+    return seen
+
+
+def fully_isolated(engine: Engine, fleet: Fleet, instance: str) -> bool:
+    hold = engine.store.get(instance)
+    groups = {g for eni in fleet.eni_groups([instance]).values() for g in eni}
+    isolation = fleet.ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["ec2ir-isolation"]}]
+    )
+    termination = fleet.ec2.describe_instance_attribute(
+        InstanceId=instance, Attribute="disableApiTermination"
+    )
+    return (
+        hold is not None
+        and hold.status is HoldStatus.ISOLATED
+        and groups == {g["GroupId"] for g in isolation["SecurityGroups"]}
+        and termination["DisableApiTermination"]["Value"] is True
+    )
+
+
+class Harness:
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+
+    def aws(self) -> Aws:
+        return Aws(AwsSettings(region="us-east-1", endpoint_url=self.emulator.endpoint_url))
+
+    def engine(self, aws: Aws) -> Engine:
+        return Engine(aws, StateStore(aws), concurrency=1)  # one worker: call k is the same call each time
+
+    def fresh_fleet(self) -> tuple[Fleet, list[str], dict[str, Any]]:
+        self.emulator.reset()
+        fleet = Fleet(self.aws())
+        instances = build(fleet)
+        return fleet, instances, settings(fleet, instances)
+
+    def faulty(self, point: FaultPoint) -> Engine:
+        aws = self.aws()
+        point.install(aws, SERVICES)
+        return self.engine(aws)
+
+    def count_calls(
+        self, run: Callable[[Engine, list[str]], object], before_run: Callable[[Engine, list[str]], object]
+    ) -> int:
+        _, instances, _ = self.fresh_fleet()
+        before_run(self.engine(self.aws()), instances)
+        point = FaultPoint()
+        run(self.faulty(point), instances)
+        return len(point.calls)
+
+    def points(self, calls: int) -> list[FaultPoint]:
+        return [FaultPoint(at=k, error_code=ERRORS[k % len(ERRORS)]) for k in range(1, calls + 1)] + [
+            FaultPoint(at=k, crash_after=True) for k in range(1, calls + 1)
+        ]
+
+
+def try_run(run: Callable[[], object]) -> None:
+    # The faulty run may end any way at all; what matters is what the next run finds.
+    with contextlib.suppress(Crash, Ec2irError):
+        run()
+
+
+def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> None:
+    harness = Harness(emulator)
+    calls = harness.count_calls(lambda e, ids: e.isolate(ids, CASE), lambda e, ids: None)
+    tally = Tally()
+    for point in harness.points(calls):
+        fleet, instances, before = harness.fresh_fleet()
+        try_run(functools.partial(harness.faulty(point).isolate, instances, CASE))
+
+        engine = harness.engine(harness.aws())
+        engine.isolate(instances, CASE)
+        tally.half_isolated += sum(not fully_isolated(engine, fleet, i) for i in instances)
+        engine.release(instances, CASE)
+        tally.originals_lost += settings(fleet, instances) != before
+        tally.fault_points += 1
+
+    print(tally.report(f"isolate ({calls} calls)"))
+    assert calls >= 30
+    assert (tally.fault_points, tally.originals_lost, tally.half_isolated) == (2 * calls, 0, 0)
+
+
+def test_a_fault_at_any_call_of_release_loses_nothing(emulator: Emulator) -> None:
+    harness = Harness(emulator)
+
+    def isolate(engine: Engine, instances: list[str]) -> None:
+        engine.isolate(instances, CASE)
+
+    calls = harness.count_calls(lambda e, ids: e.release(ids, CASE), isolate)
+    tally = Tally()
+    for point in harness.points(calls):
+        fleet, instances, before = harness.fresh_fleet()
+        isolate(harness.engine(harness.aws()), instances)
+        try_run(functools.partial(harness.faulty(point).release, instances, CASE))
+
+        engine = harness.engine(harness.aws())
+        second = engine.release(instances, CASE)
+        finished = all(r.ok or r.error_code == "NotIsolated" for r in second.results)
+        tally.half_isolated += not finished
+        tally.originals_lost += settings(fleet, instances) != before
+        tally.fault_points += 1
+
+    print(tally.report(f"release ({calls} calls)"))
+    assert calls >= 10
+    assert (tally.fault_points, tally.originals_lost, tally.half_isolated) == (2 * calls, 0, 0)
