@@ -16,7 +16,7 @@ from ec2ir import cli
 from ec2ir.aws import Aws
 from ec2ir.emulator import Emulator
 from tests.conftest import Fleet
-from tests.faults import Fault, inject_into
+from tests.faults import Fault, error_response, inject_into
 
 OFFICE = "198.51.100.0/24"
 
@@ -344,3 +344,93 @@ def test_the_help_warns_about_revoke_sessions_and_rejoin(capsys: pytest.CaptureF
     assert "affects EVERY instance and person using that role" in isolate_help
     assert "--no-untrack" in isolate_help and "survive the swap" in isolate_help
     assert "--rejoin" in release_help and "already replaced it" in release_help
+
+
+def test_ten_thousand_ids_are_validated_and_discovered_in_batches(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    real = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    unknown = [f"i-{n:017x}" for n in range(1, 10_000)]
+
+    result = run("isolate", real, *unknown, "--case", "IR-1", "--output", "json")
+
+    assert result.code == 1
+    report = result.json()
+    assert len(report["results"]) == 10_000
+    assert report["results"][0]["ok"] is True
+    assert {r["error_code"] for r in report["results"][1:]} == {"InvalidInstanceID.NotFound"}
+
+
+def test_a_vpc_the_caller_may_not_touch_fails_only_its_own_instances(
+    run: Cli, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed, forbidden = fleet.vpc(1), fleet.vpc(2)
+    ok = fleet.instance(allowed, [fleet.group(allowed, "web")])
+    blocked = fleet.instance(forbidden, [fleet.group(forbidden, "db")])
+    before = fleet.eni_groups([blocked])
+    make_client = Aws._make_client
+
+    def client_denied_in_one_vpc(self: Aws, service: str) -> Any:
+        client = make_client(self, service)
+        if service == "ec2":
+
+            def deny(request: Any, **_: Any) -> Any:
+                body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+                if f"VpcId={forbidden}" in body:
+                    return error_response(request.url, 403, "ec2", "UnauthorizedOperation", "not in this VPC")
+                return None
+
+            client.meta.events.register("before-send.ec2.CreateSecurityGroup", deny)
+        return client
+
+    monkeypatch.setattr(Aws, "_make_client", client_denied_in_one_vpc)
+
+    result = run("isolate", ok, blocked, "--case", "IR-1", "--output", "json")
+
+    assert result.code == 1
+    outcome = {r["instance_id"]: r for r in result.json()["results"]}
+    assert outcome[ok]["ok"] is True, outcome[ok]
+    assert outcome[blocked]["ok"] is False and "CreateSecurityGroup" in outcome[blocked]["detail"]
+    assert fleet.eni_groups([blocked]) == before
+
+
+def test_credentials_that_expire_mid_run_are_reported_and_a_rerun_finishes(
+    run: Cli, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")], extra_enis=[[fleet.group(vpc, "mgmt")]])
+    before = fleet.eni_groups([instance])
+    make_client = Aws._make_client
+
+    def expiring(self: Aws, service: str) -> Any:
+        client = make_client(self, service)
+        if service == "ec2":
+            inject_into(client, Fault("ec2", "ModifyNetworkInterfaceAttribute", "RequestExpired", skip=1))
+        return client
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Aws, "_make_client", expiring)
+        expired = run("isolate", instance, "--case", "IR-1")
+
+    assert expired.code == 1
+    assert "refused the credentials (RequestExpired" in expired.err
+    finished = run("isolate", instance, "--case", "IR-1", "--output", "json")
+    assert finished.code == 0
+    released = run("release", instance, "--case", "IR-1")
+    assert released.code == 0
+    assert fleet.eni_groups([instance]) == before
+
+
+def test_a_foreign_table_exits_2(run: Cli, fleet: Fleet) -> None:
+    fleet.aws.dynamodb().create_table(
+        TableName="theirs",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    result = run("isolate", instance, "--case", "IR-1", "--table", "theirs")
+
+    assert result.code == 2
+    assert "not an ec2ir state table" in one_line_error(result)
