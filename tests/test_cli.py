@@ -299,7 +299,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(run: Cli, fleet: Fleet) -> 
 
     assert result.code == 0, result.err
     assert "DRY RUN" in result.out and "nothing will be changed" in result.out
-    assert "ec2:ModifyNetworkInterfaceAttribute" in result.out and "[allowed by DryRun]" in result.out
+    assert "ec2:ModifyNetworkInterfaceAttribute" in result.out and "[allowed by DryRun (1 call(s))]" in result.out
     assert fleet.eni_groups([instance]) == before
     assert fleet.ec2ir_groups() == []
     assert fleet.aws.dynamodb().list_tables()["TableNames"] == []

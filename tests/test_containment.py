@@ -376,7 +376,7 @@ def test_dry_run_plans_every_step_and_changes_nothing(
     assert steps[rich.profiled]["revoke-sessions"].calls[0].resources[0] == rich.role
     assert len(steps[rich.multi_eni]["network"].calls) == 4  # two ENIs, two swaps each
     assert steps[rich.protected]["autoscaling"].note == "nothing to do for this instance"
-    assert plan.checks["ec2:ModifyNetworkInterfaceAttribute"].how == "DryRun"
+    assert plan.checks["ec2:ModifyNetworkInterfaceAttribute"].how == "DryRun (7 call(s))"  # one per ENI
     assert plan.checks["ec2:ModifyNetworkInterfaceAttribute"].verdict == "allowed"
     assert plan.checks["autoscaling:DetachInstances"].how == "iam:SimulatePrincipalPolicy"
     assert not plan.denied

@@ -17,6 +17,7 @@ so the instance is contained as far as it can be. Release undoes the recorded st
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,7 @@ from ec2ir.errors import (
 )
 from ec2ir.groups import ensure_vpc_groups, find_groups
 from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, InstanceResult, VpcGroups
-from ec2ir.permissions import DENIED, Check, probe_ec2, simulate
+from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, simulate
 from ec2ir.state import StateStore, now
 from ec2ir.steps import NETWORK, STEPS, Context, Options, PlannedCall, Record, Step, Target
 
@@ -480,7 +481,7 @@ class Engine:
         live = [facts[i] for i in ids if i not in early]
         lookups, lookup_errors = self._lookups([f.instance_id for f in live])
         groups: dict[str, VpcGroups] = {}
-        probes: dict[str, dict[str, Any]] = {}
+        probes: list[tuple[str, dict[str, Any]]] = []
         for vpc_id in sorted({vpc for f in live for vpc in f.vpc_ids}):
             found = {role: ids_[0] for role, ids_ in find_groups(self.aws, vpc_id).items()}
             missing = [role for role in ("forensic", "isolation", "allow-all") if role not in found]
@@ -488,9 +489,11 @@ class Engine:
             if missing:
                 report.setup.append(f"{vpc_id}: create the {', '.join(missing)} group(s)")
                 needed |= {"ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:AuthorizeSecurityGroupIngress"}
-                probes.setdefault(
-                    "CreateSecurityGroup",
-                    {"GroupName": "ec2ir-dry-run", "Description": "ec2ir dry run", "VpcId": vpc_id},
+                probes.append(
+                    (
+                        "CreateSecurityGroup",
+                        {"GroupName": "ec2ir-dry-run", "Description": "ec2ir dry run", "VpcId": vpc_id},
+                    )
                 )
             report.setup.append(
                 f"{vpc_id}: verify the isolation group's rules (SSH from the forensic group, egress "
@@ -520,15 +523,30 @@ class Engine:
             ]
 
         calls = [call for steps in report.instances.values() for planned in steps for call in planned.calls]
-        for call in calls:
-            if call.dry_run is not None:
-                probes.setdefault(call.action.split(":", 1)[1], call.dry_run)
-        report.checks = {
-            check.action: check for check in (probe_ec2(self.aws, op, a) for op, a in probes.items())
-        }
+        probes += [(call.action.split(":", 1)[1], call.dry_run) for call in calls if call.dry_run is not None]
+        report.checks = self._probe_every_call(probes)
         unprobed = ({call.action for call in calls} | needed) - set(report.checks)
         report.checks |= simulate(self.aws, report.actor, unprobed)
         return report
+
+    def _probe_every_call(self, probes: list[tuple[str, dict[str, Any]]]) -> dict[str, Check]:
+        """Send every distinct planned EC2 call with DryRun=True; permissions can differ per
+        resource (say, by VPC), so an action counts as allowed only if every call of it was."""
+        distinct = list({json.dumps([op, args], sort_keys=True): (op, args) for op, args in probes}.values())
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(distinct) or 1))) as pool:
+            checks = list(pool.map(lambda probe: probe_ec2(self.aws, *probe), distinct))
+        verdicts: dict[str, Check] = {}
+        rank = {DENIED: 0, ALLOWED: 1, NOT_CHECKED: 2}
+        for check in checks:
+            known = verdicts.get(check.action)
+            if known is None or rank[check.verdict] < rank[known.verdict]:
+                verdicts[check.action] = check
+        return {
+            action: Check(
+                action, check.verdict, f"{check.how} ({sum(c.action == action for c in checks)} call(s))"
+            )
+            for action, check in verdicts.items()
+        }
 
     def _plan_step(
         self, ctx: Context, step: Step, target: Target, lookup_errors: dict[str, Ec2irError]
