@@ -299,7 +299,10 @@ def test_dry_run_prints_the_plan_and_changes_nothing(run: Cli, fleet: Fleet) -> 
 
     assert result.code == 0, result.err
     assert "DRY RUN" in result.out and "nothing will be changed" in result.out
-    assert "ec2:ModifyNetworkInterfaceAttribute" in result.out and "[allowed by DryRun (1 call(s))]" in result.out
+    assert (
+        "ec2:ModifyNetworkInterfaceAttribute" in result.out
+        and "[allowed by DryRun (1 call(s))]" in result.out
+    )
     assert fleet.eni_groups([instance]) == before
     assert fleet.ec2ir_groups() == []
     assert fleet.aws.dynamodb().list_tables()["TableNames"] == []
@@ -434,3 +437,27 @@ def test_a_foreign_table_exits_2(run: Cli, fleet: Fleet) -> None:
 
     assert result.code == 2
     assert "not an ec2ir state table" in one_line_error(result)
+
+
+def test_role_arn_acts_in_the_other_account_through_assume_role(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    role = fleet.aws.client("iam").create_role(
+        RoleName="ec2ir-responder", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"})
+    )["Role"]["Arn"]
+
+    result = run(
+        "isolate",
+        instance,
+        "--case",
+        "IR-1",
+        "--role-arn",
+        role,
+        "--external-id",
+        "sec-1",
+        "--output",
+        "json",
+    )
+
+    assert result.code == 0, result.err
+    assert ":assumed-role/ec2ir-responder/ec2ir" in result.json()["actor"]

@@ -66,6 +66,8 @@ class AwsSettings:
     retry_mode: Literal["adaptive", "standard"] = "adaptive"
     max_attempts: int = 10
     max_pool_connections: int = 50
+    role_arn: str | None = None  # act in another account through sts:AssumeRole
+    external_id: str | None = None
 
 
 @dataclass
@@ -86,31 +88,72 @@ class Aws:
             return self._clients[service]
 
     def _make_client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
         from botocore.exceptions import BotoCoreError
 
-        settings = self.settings
         try:
             if self._session is None:
-                self._session = boto3.session.Session(
-                    profile_name=settings.profile, region_name=settings.region
-                )
-            if not self._session.region_name:
-                raise UsageError(
-                    "no AWS region is configured",
-                    "pass --region, or set AWS_REGION / AWS_DEFAULT_REGION",
-                )
-            config = Config(
-                retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
-                max_pool_connections=settings.max_pool_connections,
-                connect_timeout=5,
-                read_timeout=30,
-            )
-            endpoint = settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-            return self._session.client(service, endpoint_url=endpoint, config=config)
+                self._session = self._make_session()
+            return self._session.client(service, endpoint_url=self._endpoint(), config=self._config())
         except BotoCoreError as exc:
             raise UsageError(f"cannot set up the AWS {service} client: {exc}") from exc
+
+    def _endpoint(self) -> str | None:
+        return self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+    def _config(self) -> Any:
+        from botocore.config import Config
+
+        settings = self.settings
+        return Config(
+            retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
+            max_pool_connections=settings.max_pool_connections,
+            connect_timeout=5,
+            read_timeout=30,
+        )
+
+    def _make_session(self) -> Any:
+        import boto3
+
+        settings = self.settings
+        base = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        if not base.region_name:
+            raise UsageError(
+                "no AWS region is configured",
+                "pass --region, or set AWS_REGION / AWS_DEFAULT_REGION",
+            )
+        if not settings.role_arn:
+            return base
+        return self._assumed_role_session(base, settings.role_arn, settings.external_id)
+
+    def _assumed_role_session(self, base: Any, role_arn: str, external_id: str | None) -> Any:
+        """A session in the target account whose credentials renew themselves before they expire,
+        so a long containment run never fails half-way on expired role credentials."""
+        import boto3
+        from botocore.credentials import RefreshableCredentials
+        from botocore.session import get_session
+
+        sts = base.client("sts", endpoint_url=self._endpoint(), config=self._config())
+        arguments: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": "ec2ir"}
+        if external_id:
+            arguments["ExternalId"] = external_id
+
+        def assume() -> dict[str, str]:
+            with translated("sts", "AssumeRole"):
+                credentials = sts.assume_role(**arguments)["Credentials"]
+            return {
+                "access_key": credentials["AccessKeyId"],
+                "secret_key": credentials["SecretAccessKey"],
+                "token": credentials["SessionToken"],
+                "expiry_time": credentials["Expiration"].isoformat(),
+            }
+
+        refreshable = RefreshableCredentials.create_from_metadata(
+            metadata=assume(), refresh_using=assume, method="sts-assume-role"
+        )
+        botocore_session = get_session()
+        botocore_session._credentials = refreshable  # type: ignore[attr-defined]  # no public setter
+        botocore_session.set_config_variable("region", base.region_name)
+        return boto3.session.Session(botocore_session=botocore_session)
 
     def ec2(self) -> Any:
         return self.client("ec2")

@@ -44,6 +44,12 @@ def common_options() -> argparse.ArgumentParser:
         help="AWS-compatible endpoint for every call (default: AWS_ENDPOINT_URL, else AWS)",
     )
     aws.add_argument(
+        "--role-arn",
+        help="act in another account by assuming this role (e.g. from the security account into a "
+        "member account); its credentials renew themselves during long runs",
+    )
+    aws.add_argument("--external-id", help="the external id the role's trust policy requires")
+    aws.add_argument(
         "--retry-mode",
         choices=["adaptive", "standard"],
         default="adaptive",
@@ -217,6 +223,8 @@ def run_command(args: argparse.Namespace) -> int:
             endpoint_url=args.endpoint_url,
             retry_mode=args.retry_mode,
             max_pool_connections=max(10, args.concurrency * 2),
+            role_arn=args.role_arn,
+            external_id=args.external_id,
         )
     )
     engine = Engine(aws, StateStore(aws, args.table), concurrency=args.concurrency)
