@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -293,10 +293,19 @@ def test_every_eni_passes_through_the_allow_all_group_before_the_isolation_group
     def first(action: str, about_member: Any) -> int:
         return next(i for i, (a, p) in enumerate(recorder.calls) if a == action and about_member(p))
 
-    protect = first("ec2:ModifyInstanceAttribute", lambda p: p["InstanceId"] == rich.asg_member)
-    detach = first("autoscaling:DetachInstances", lambda p: p["InstanceIds"] == [rich.asg_member])
+    def about(key: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda p: rich.asg_member in json.dumps(p.get(key))
+
+    put = first("dynamodb:PutItem", about("Item"))
+    detach = first("autoscaling:DetachInstances", about("InstanceIds"))
     swap = first("ec2:ModifyNetworkInterfaceAttribute", lambda p: p["NetworkInterfaceId"] in member_enis)
-    assert protect < detach < swap
+    assert put < detach < swap  # recorded, then out of the ASG, then cut
+    # Protection runs alongside the cut, on its own bucket, and is recorded before it changes anything.
+    protect_record = first(
+        "dynamodb:UpdateItem", lambda p: "steps.#step" in p.get("UpdateExpression", "") and about("Key")(p)
+    )
+    protect = first("ec2:ModifyInstanceAttribute", about("InstanceId"))
+    assert put < protect_record < protect
 
 
 def test_no_untrack_swaps_straight_into_isolation(engine: Engine, fleet: Fleet) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,11 +37,23 @@ from ec2ir.errors import (
     StaleRecord,
     UsageError,
 )
-from ec2ir.groups import ensure_vpc_groups, find_groups
+from ec2ir.groups import ensure_groups, find_groups
 from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, InstanceResult, VpcGroups
 from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, simulate
 from ec2ir.state import StateStore, now
-from ec2ir.steps import NETWORK, STEPS, Context, Options, PlannedCall, Record, Step, Target
+from ec2ir.steps import (
+    AFTER,
+    ALONGSIDE,
+    NETWORK,
+    STEPS,
+    URGENT,
+    Context,
+    Options,
+    PlannedCall,
+    Record,
+    Step,
+    Target,
+)
 
 DEFAULT_CONCURRENCY = 16
 GONE_STATES = frozenset({"terminated", "shutting-down"})
@@ -203,6 +215,42 @@ class PlanReport:
         }
 
 
+ALONGSIDE_STEPS = [step for step in STEPS if step.phase == ALONGSIDE]
+
+
+@dataclass
+class Containment:
+    """One instance in the middle of ``isolate``: its hold, and what each phase did."""
+
+    target: Target
+    hold: Hold
+    created: bool
+    log: StepLog  # the urgent steps, and lookup failures
+    alongside: list[Future[StepLog]] = field(default_factory=list)
+
+    def result(self, after: Future[StepLog]) -> InstanceResult:
+        merged = StepLog()
+        logs = [self.log, *(future.result() for future in self.alongside), after.result()]
+        for step in STEPS:  # report in the steps' own order
+            for log in logs:
+                if step.name in log.outcomes:
+                    merged.outcomes[step.name] = log.outcomes[step.name]
+                if step.name in log.errors:
+                    merged.errors[step.name] = log.errors[step.name]
+        facts = self.target.facts
+        isolated = (
+            {}
+            if NETWORK.name in merged.errors
+            else {eni.eni_id: (self.target.groups[eni.vpc_id].isolation_group_id,) for eni in facts.enis}
+        )
+        summary = (
+            f"{len(facts.enis)} ENI(s) isolated"
+            if self.created
+            else f"already held; originals kept from {self.hold.recorded_at}"
+        )
+        return merged.result(facts.instance_id, "isolate", summary, enis=isolated)
+
+
 class Engine:
     def __init__(self, aws: Aws, store: StateStore, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         if concurrency < 1:
@@ -237,110 +285,100 @@ class Engine:
     ) -> RunReport:
         options = options or Options()
         cidr = validate.office_cidr(office_cidr, allow_any_source)
-        ids, report = self._start("isolate", instance_ids, case_id)
-        ctx = Context(self.aws, report.case_id, report.actor, now(), options)
+        named = list(instance_ids)
+        ids = validate.instance_ids(named)
+        case = validate.case_id(case_id)
 
-        facts, early = self._discover(ids, "isolate")
+        # Everything that needs only the ids goes out at once: one round trip, not six.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            asked_actor = pool.submit(self.aws.caller_arn)
+            asked_table = pool.submit(self.store.ensure_table)
+            asked_facts = pool.submit(self._discover, ids, "isolate")
+            asked_lookups = pool.submit(self._lookups, ids)
+            actor = asked_actor.result()
+            asked_table.result()
+            facts, early = asked_facts.result()
+            lookups, lookup_errors = asked_lookups.result()
+        report = RunReport("isolate", case, actor, results=[])
+        if len(ids) < len(named):
+            report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
+        ctx = Context(self.aws, case, actor, now(), options)
         live = [facts[i] for i in ids if i not in early]
-        lookups, lookup_errors = self._lookups([f.instance_id for f in live])
 
-        vpc_errors: dict[str, Ec2irError] = {}
-        for vpc_id in sorted({vpc for f in live for vpc in f.vpc_ids}):
-            try:
-                report.groups[vpc_id] = ensure_vpc_groups(
-                    self.aws, vpc_id, ctx.case_id, cidr, untrack=options.untrack
-                )
-            except Ec2irError as error:
-                vpc_errors[vpc_id] = error
-            except Exception as error:  # never let one VPC's surprise stop the other VPCs
-                vpc_errors[vpc_id] = Ec2irError(f"setting up the ec2ir groups of {vpc_id} failed: {error!r}")
+        vpcs = sorted({vpc for f in live for vpc in f.vpc_ids})
+        report.groups, vpc_errors = ensure_groups(self.aws, vpcs, case, cidr, untrack=options.untrack)
         self._note_groups(report, cidr)
         if not options.untrack:
             report.notes.append(
                 "--no-untrack: connections EC2 already tracks (an attacker's open shell) survive the swap"
             )
 
-        def work(instance_id: str) -> InstanceResult:
-            instance = facts[instance_id]
-            broken = [vpc_errors[v] for v in sorted(instance.vpc_ids) if v in vpc_errors]
-            if broken:
-                raise broken[0]  # never isolate into a group that is not verified safe
-            target = Target(
-                instance,
-                report.groups,
-                lookups={name: found.get(instance_id) for name, found in lookups.items()},
-            )
-            return self._isolate_one(ctx, target, lookup_errors)
+        def target_of(instance: InstanceFacts) -> Target:
+            found = {name: hits.get(instance.instance_id) for name, hits in lookups.items()}
+            return Target(instance, report.groups, lookups=found)
 
-        done = run_each([f.instance_id for f in live], work, "isolate", self.concurrency, progress)
+        done = self._contain_all(ctx, [target_of(f) for f in live], vpc_errors, lookup_errors, progress)
         if progress:
             for result in early.values():
                 progress(result)
         report.results = [early.get(i) or done[i] for i in ids]
         return report
 
-    def _discover(
-        self, ids: list[str], action: str
-    ) -> tuple[dict[str, InstanceFacts], dict[str, InstanceResult]]:
-        """Every named instance's facts, and a failed result for each that is missing or gone."""
-        facts = discover(self.aws, ids)
-        early: dict[str, InstanceResult] = {}
-        for instance_id in ids:
-            found = facts.get(instance_id)
-            if found is None:
-                error: Ec2irError = InstanceNotFound(
-                    f"instance {instance_id} does not exist in this account and region"
-                )
-            elif found.state in GONE_STATES:
-                error = InstanceTerminated(f"instance {instance_id} is {found.state}; nothing to contain")
-            else:
-                continue
-            early[instance_id] = failure(instance_id, action, error)
-        return facts, early
+    def _contain_all(
+        self,
+        ctx: Context,
+        targets: list[Target],
+        vpc_errors: dict[str, Ec2irError],
+        lookup_errors: dict[str, Ec2irError],
+        progress: Progress | None,
+    ) -> dict[str, InstanceResult]:
+        """Cut every instance off first, then do the rest.
 
-    def _lookups(self, instance_ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Ec2irError]]:
-        """Each step's batched discovery; a step whose lookup fails fails on every instance."""
-        found: dict[str, dict[str, Any]] = {}
-        errors: dict[str, Ec2irError] = {}
-        if not instance_ids:
-            return found, errors
-        for step in STEPS:
-            try:
-                found[step.name] = step.lookup(self.aws, instance_ids)
-            except Ec2irError as error:
-                errors[step.name] = error
-        return found, errors
+        Two bounded pools: the urgent one only records and cuts (autoscaling, network), so the
+        last instance's cut never queues behind anyone's tags, load balancers or credentials;
+        the other runs evidence protection alongside the cut and the after-steps once it is done.
+        """
+        results: dict[str, InstanceResult] = {}
+        workers = max(1, min(self.concurrency, len(targets) or 1))
+        with ThreadPoolExecutor(workers) as urgent, ThreadPoolExecutor(workers) as background:
 
-    @staticmethod
-    def _note_groups(report: RunReport, cidr: str | None) -> None:
-        for vpc_id, vpc_groups in report.groups.items():
-            if vpc_groups.created:
-                report.notes.append(f"{vpc_id}: created the {', '.join(vpc_groups.created)} group(s)")
-            report.notes.extend(f"{vpc_id}: {change}" for change in vpc_groups.repaired)
-            if cidr is None and "forensic" in vpc_groups.created:
-                report.notes.append(
-                    f"{vpc_id}: the new forensic group {vpc_groups.forensic_group_id} admits nobody "
-                    "until you run isolate again with --office-cidr"
-                )
+            def cut(target: Target) -> Containment:
+                broken = [vpc_errors[v] for v in sorted(target.facts.vpc_ids) if v in vpc_errors]
+                if broken:
+                    raise broken[0]  # never isolate into a group that is not verified safe
+                return self._cut(ctx, target, lookup_errors, background)
 
-    def _capture(self, ctx: Context, target: Target, log: StepLog, skip: set[str]) -> dict[str, Record]:
-        """Each step's originals; a step that cannot read them fails here and changes nothing."""
-        records: dict[str, Record] = {}
-        for step in STEPS:
-            if step is NETWORK or step.name in skip:
-                continue
-            try:
-                record = step.capture(ctx, target)
-            except Ec2irError as error:
-                log.fail(step, error)
-                continue
-            if record is not None:
-                records[step.name] = record
-        return records
+            cuts = {urgent.submit(cut, target): target.instance_id for target in targets}
+            finishing: dict[Future[StepLog], Containment] = {}
+            for future in as_completed(cuts):
+                instance_id = cuts[future]
+                try:
+                    containment = future.result()
+                except Exception as error:  # one instance's failure must never stop the others
+                    results[instance_id] = failure(instance_id, "isolate", error)
+                    if progress:
+                        progress(results[instance_id])
+                    continue
+                finishing[background.submit(self._after_cut, ctx, containment)] = containment
+            for finished in as_completed(finishing):
+                containment = finishing[finished]
+                try:
+                    result = containment.result(finished)
+                except Exception as error:  # a surprise in a late step still ends as a result
+                    result = failure(containment.target.instance_id, "isolate", error)
+                results[result.instance_id] = result
+                if progress:
+                    progress(result)
+        return results
 
-    def _isolate_one(
-        self, ctx: Context, target: Target, lookup_errors: dict[str, Ec2irError]
-    ) -> InstanceResult:
+    def _cut(
+        self,
+        ctx: Context,
+        target: Target,
+        lookup_errors: dict[str, Ec2irError],
+        background: ThreadPoolExecutor,
+    ) -> Containment:
+        """Record every original, start protecting the evidence, then detach and isolate."""
         facts = target.facts
         log = StepLog()
         for name, error in lookup_errors.items():
@@ -371,18 +409,11 @@ class Engine:
             )
         if not created:
             hold = self._record_what_is_new(ctx, replace(target, stored=hold.steps), hold, log, managed)
-
-        records = dict(hold.steps)
-        records[NETWORK.name] = {"originals": hold.originals}
-        for step in STEPS:
-            if step.name in log.errors:
-                continue
-            record = records.get(step.name)
-            if record is None:
-                log.skip(step, "nothing to do for this instance")
-                continue
-            log.run(step, functools.partial(step.apply, ctx, target, record))
-
+        target = replace(target, stored=dict(hold.steps))
+        containment = Containment(target, hold, created, log)
+        if ALONGSIDE_STEPS:  # started before the cut, so it never waits behind it
+            containment.alongside.append(background.submit(self._run_steps, ctx, containment, ALONGSIDE))
+        self._run_steps(ctx, containment, URGENT, log)
         if NETWORK.name not in log.errors:
             try:
                 self.store.transition(
@@ -392,35 +423,132 @@ class Engine:
                     isolated_at=hold.isolated_at or now(),
                 )
             except StaleRecord:
-                self._yield_to_release(ctx, hold, records, log)
+                self._yield_to_release(ctx, containment)
                 raise
-        isolated = {
-            eni.eni_id: (target.groups[eni.vpc_id].isolation_group_id,)
-            for eni in facts.enis
-            if NETWORK.name not in log.errors
-        }
-        summary = (
-            f"{len(facts.enis)} ENI(s) isolated"
-            if created
-            else f"already held; originals kept from {hold.recorded_at}"
-        )
-        return log.result(facts.instance_id, "isolate", summary, enis=isolated)
+        return containment
 
-    def _yield_to_release(self, ctx: Context, hold: Hold, records: dict[str, Record], log: StepLog) -> None:
-        """A release of this very hold ran while this run was applying steps: the release wins.
+    def _after_cut(self, ctx: Context, containment: Containment) -> StepLog:
+        return self._run_steps(ctx, containment, AFTER)
+
+    def _run_steps(
+        self, ctx: Context, containment: Containment, phase: str, log: StepLog | None = None
+    ) -> StepLog:
+        """Run one phase's steps in order, each recorded before it applies; a failure is logged and
+        the next step still runs."""
+        log = log or StepLog()
+        target = containment.target
+        for step in STEPS:
+            if step.phase != phase or step.name in containment.log.errors:
+                continue
+            try:
+                record = self._record_for(ctx, containment, step)
+            except Ec2irError as error:
+                log.fail(step, error)
+                continue
+            if record is None:
+                log.skip(step, "nothing to do for this instance")
+                continue
+            log.run(step, functools.partial(step.apply, ctx, target, record))
+        return log
+
+    def _record_for(self, ctx: Context, containment: Containment, step: Step) -> Record | None:
+        """The step's originals: from the hold, or captured now and written before any change."""
+        if step is NETWORK:
+            return {"originals": containment.hold.originals}
+        stored = containment.target.stored.get(step.name)
+        if stored is not None or step.cheap_capture:
+            return stored
+        record = step.capture(ctx, containment.target)
+        if record is None:
+            return None
+        if not self.store.add_step_record(containment.hold, step.name, record):
+            current = self.store.get(containment.target.instance_id)  # an earlier run's first wins
+            if current is None or current.recorded_at != containment.hold.recorded_at:
+                raise StaleRecord(f"the hold on {containment.target.instance_id} changed under this run")
+            record = current.steps.get(step.name, record)
+        return record
+
+    def _discover(
+        self, ids: list[str], action: str
+    ) -> tuple[dict[str, InstanceFacts], dict[str, InstanceResult]]:
+        """Every named instance's facts, and a failed result for each that is missing or gone."""
+        facts = discover(self.aws, ids)
+        early: dict[str, InstanceResult] = {}
+        for instance_id in ids:
+            found = facts.get(instance_id)
+            if found is None:
+                error: Ec2irError = InstanceNotFound(
+                    f"instance {instance_id} does not exist in this account and region"
+                )
+            elif found.state in GONE_STATES:
+                error = InstanceTerminated(f"instance {instance_id} is {found.state}; nothing to contain")
+            else:
+                continue
+            early[instance_id] = failure(instance_id, action, error)
+        return facts, early
+
+    def _lookups(self, instance_ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Ec2irError]]:
+        """Each step's batched discovery, all at once; a step whose lookup fails fails on every
+        instance, and the other steps go on."""
+        found: dict[str, dict[str, Any]] = {}
+        errors: dict[str, Ec2irError] = {}
+        if not instance_ids:
+            return found, errors
+        with ThreadPoolExecutor(max_workers=len(STEPS)) as pool:
+            asked = {step.name: pool.submit(step.lookup, self.aws, instance_ids) for step in STEPS}
+            for name, future in asked.items():
+                try:
+                    found[name] = future.result()
+                except Ec2irError as error:
+                    errors[name] = error
+        return found, errors
+
+    @staticmethod
+    def _note_groups(report: RunReport, cidr: str | None) -> None:
+        for vpc_id, vpc_groups in report.groups.items():
+            if vpc_groups.created:
+                report.notes.append(f"{vpc_id}: created the {', '.join(vpc_groups.created)} group(s)")
+            report.notes.extend(f"{vpc_id}: {change}" for change in vpc_groups.repaired)
+            if cidr is None and "forensic" in vpc_groups.created:
+                report.notes.append(
+                    f"{vpc_id}: the new forensic group {vpc_groups.forensic_group_id} admits nobody "
+                    "until you run isolate again with --office-cidr"
+                )
+
+    def _capture(self, ctx: Context, target: Target, log: StepLog, skip: set[str]) -> dict[str, Record]:
+        """Each step's originals; a step that cannot read them fails here and changes nothing."""
+        records: dict[str, Record] = {}
+        for step in STEPS:
+            if step is NETWORK or step.name in skip or not step.cheap_capture:
+                continue
+            try:
+                record = step.capture(ctx, target)
+            except Ec2irError as error:
+                log.fail(step, error)
+                continue
+            if record is not None:
+                records[step.name] = record
+        return records
+
+    def _yield_to_release(self, ctx: Context, containment: Containment) -> None:
+        """A release of this very hold ran while this run was cutting: the release wins.
 
         Whatever this run applied after the release had undone it is undone again, so the
         instance ends exactly as the release left it."""
+        hold = containment.hold
         current = self.store.get(hold.instance_id)
         if current is None or current.recorded_at != hold.recorded_at:
             return
         if current.status not in (HoldStatus.RELEASING, HoldStatus.RELEASED):
             return
+        logs = [containment.log, *(future.result() for future in containment.alongside)]
         failures: list[tuple[str, Ec2irError]] = []
         for step in reversed(STEPS):
-            if log.outcomes.get(step.name, "").startswith("done"):
+            if any(log.outcomes.get(step.name, "").startswith("done") for log in logs):
                 try:
-                    step.undo(ctx, hold.instance_id, records[step.name])
+                    record = self._record_for(ctx, containment, step)
+                    if record is not None:
+                        step.undo(ctx, hold.instance_id, record)
                 except Ec2irError as error:
                     failures.append((step.name, error))
         raise ReleaseInProgress(

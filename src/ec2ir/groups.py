@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ec2ir.aws import Aws, translated
-from ec2ir.errors import AwsError, UnsafeIsolationGroup
+from ec2ir.errors import AwsError, Ec2irError, UnsafeIsolationGroup
 from ec2ir.models import VpcGroups
 
 ROLE_TAG = "ec2ir:role"
@@ -96,15 +96,22 @@ def allow_all_rules() -> frozenset[Rule]:
     )
 
 
-def current_rules(aws: Aws, group_id: str) -> dict[str, Rule]:
-    """Every rule of a group, keyed by its rule id."""
-    rules: dict[str, Rule] = {}
+def rules_of(aws: Aws, group_ids: list[str]) -> dict[str, dict[str, Rule]]:
+    """Every rule of each group, keyed by group id and then rule id, in one paginated read."""
+    rules: dict[str, dict[str, Rule]] = {group_id: {} for group_id in group_ids}
+    if not group_ids:
+        return rules
     paginator = aws.ec2().get_paginator("describe_security_group_rules")
     with translated("ec2", "DescribeSecurityGroupRules"):
-        for page in paginator.paginate(Filters=[{"Name": "group-id", "Values": [group_id]}]):
+        for page in paginator.paginate(Filters=[{"Name": "group-id", "Values": group_ids}]):
             for item in page.get("SecurityGroupRules", []):
-                rules[item["SecurityGroupRuleId"]] = rule_from_api(item)
+                rules.setdefault(item["GroupId"], {})[item["SecurityGroupRuleId"]] = rule_from_api(item)
     return rules
+
+
+def current_rules(aws: Aws, group_id: str) -> dict[str, Rule]:
+    """Every rule of one group, keyed by its rule id."""
+    return rules_of(aws, [group_id])[group_id]
 
 
 # A racing run may add or revoke the same rule a moment earlier; the next round re-reads the group.
@@ -119,17 +126,26 @@ RACE_CODES = frozenset(
 ENFORCE_ROUNDS = 3
 
 
-def enforce_rules(aws: Aws, group_id: str, desired: frozenset[Rule]) -> tuple[str, ...]:
-    """Make a group's rules exactly ``desired``; return a description of each change made."""
+@dataclass(frozen=True)
+class Enforced:
+    changes: tuple[str, ...]
+    settled: frozenset[Rule] | None  # the rules last read, when they matched; None if unconfirmed
+
+
+def enforce_rules(
+    aws: Aws, group_id: str, desired: frozenset[Rule], known: dict[str, Rule] | None = None
+) -> Enforced:
+    """Make a group's rules exactly ``desired``; ``known`` saves the first read when the caller
+    has just read the group."""
     changes: list[str] = []
     for round_number in range(ENFORCE_ROUNDS):
         if round_number:
             time.sleep(0.2 * round_number)  # let a racing run's change, or a new group, settle
-        actual = current_rules(aws, group_id)
+        actual = known if known is not None and round_number == 0 else current_rules(aws, group_id)
         extra = {rid: rule for rid, rule in actual.items() if rule not in desired}
         missing = sorted(desired - set(actual.values()))
         if not extra and not missing:
-            break
+            return Enforced(tuple(changes), frozenset(actual.values()))
         for egress in (False, True):
             revoke_ids = [rid for rid, rule in extra.items() if rule.egress == egress]
             if revoke_ids and _tolerating_races(_revoke, aws, group_id, egress, revoke_ids):
@@ -137,7 +153,7 @@ def enforce_rules(aws: Aws, group_id: str, desired: frozenset[Rule]) -> tuple[st
             add = [rule for rule in missing if rule.egress == egress]
             if add and _tolerating_races(_authorize, aws, group_id, egress, add):
                 changes.extend(f"added {describe(rule)}" for rule in add)
-    return tuple(changes)
+    return Enforced(tuple(changes), None)
 
 
 def _tolerating_races(change: Callable[..., None], *args: Any) -> bool:
@@ -181,22 +197,27 @@ def describe(rule: Rule) -> str:
 def find_groups(aws: Aws, vpc_id: str, by_name: bool = False) -> dict[str, list[str]]:
     """Every ec2ir group of a VPC by role, lowest id first: found by tag, or by name for a group
     whose tag is gone."""
+    return find_groups_in(aws, [vpc_id], by_name).get(vpc_id, {})
+
+
+def find_groups_in(aws: Aws, vpc_ids: list[str], by_name: bool = False) -> dict[str, dict[str, list[str]]]:
+    """``find_groups`` for many VPCs in one paginated read: VPC -> role -> group ids."""
     role_filter = (
         {"Name": "group-name", "Values": list(GROUP_NAMES.values())}
         if by_name
         else {"Name": f"tag:{ROLE_TAG}", "Values": list(GROUP_NAMES)}
     )
-    with translated("ec2", "DescribeSecurityGroups"):
-        response = aws.ec2().describe_security_groups(
-            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, role_filter]
-        )
     role_by_name = {name: role for role, name in GROUP_NAMES.items()}
-    found: dict[str, list[str]] = {}
-    for group in sorted(response.get("SecurityGroups", []), key=lambda g: str(g["GroupId"])):
+    found: dict[str, dict[str, list[str]]] = {vpc_id: {} for vpc_id in vpc_ids}
+    paginator = aws.ec2().get_paginator("describe_security_groups")
+    with translated("ec2", "DescribeSecurityGroups"):
+        pages = paginator.paginate(Filters=[{"Name": "vpc-id", "Values": vpc_ids}, role_filter])
+        groups = [group for page in pages for group in page.get("SecurityGroups", [])]
+    for group in sorted(groups, key=lambda g: str(g["GroupId"])):
         tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
         role = role_by_name.get(group["GroupName"]) if by_name else tags.get(ROLE_TAG)
         if role in GROUP_NAMES:
-            found.setdefault(role, []).append(str(group["GroupId"]))
+            found.setdefault(group["VpcId"], {}).setdefault(role, []).append(str(group["GroupId"]))
     return found
 
 
@@ -236,44 +257,101 @@ def create_group(aws: Aws, vpc_id: str, role: str, case_id: str) -> str:
 def ensure_vpc_groups(
     aws: Aws, vpc_id: str, case_id: str, office_cidr: str | None, untrack: bool = True
 ) -> VpcGroups:
-    """Find or create a VPC's ec2ir groups and make the isolation and allow-all rules exact.
+    """``ensure_groups`` for one VPC; its error, if any, is raised."""
+    groups, errors = ensure_groups(aws, [vpc_id], case_id, office_cidr, untrack)
+    if vpc_id in errors:
+        raise errors[vpc_id]
+    return groups[vpc_id]
 
-    The forensic group's ingress is set to SSH from ``office_cidr`` when one is given; without
-    one, a new forensic group has no ingress at all, and an existing one is left as it is.
+
+def ensure_groups(
+    aws: Aws, vpc_ids: list[str], case_id: str, office_cidr: str | None, untrack: bool = True
+) -> tuple[dict[str, VpcGroups], dict[str, Ec2irError]]:
+    """Find or create each VPC's ec2ir groups and make their rules exact.
+
+    In the steady state this costs two reads for all VPCs together: the groups by tag, then their
+    rules. The forensic group's ingress is set to SSH from ``office_cidr`` when one is given;
+    without one, a new forensic group has no ingress at all, and an existing one is left as it is.
+    A VPC whose groups cannot be made safe is returned as an error, never as groups.
     """
-    found = find_groups(aws, vpc_id)
-    groups = {role: ids[0] for role, ids in found.items()}
     roles = (FORENSIC, ISOLATION, ALLOW_ALL) if untrack else (FORENSIC, ISOLATION)
-    created = tuple(role for role in roles if role not in groups)
-    for role in created:  # forensic first: the isolation group's ingress refers to it
-        groups[role] = create_group(aws, vpc_id, role, case_id)
+    found = find_groups_in(aws, vpc_ids) if vpc_ids else {}
+    chosen: dict[str, dict[str, str]] = {}
+    created: dict[str, tuple[str, ...]] = {}
+    errors: dict[str, Ec2irError] = {}
+    for vpc_id in vpc_ids:
+        chosen[vpc_id] = {role: ids[0] for role, ids in found.get(vpc_id, {}).items()}
+        created[vpc_id] = tuple(role for role in roles if role not in chosen[vpc_id])
+        try:
+            for role in created[vpc_id]:  # forensic first: the isolation group's ingress refers to it
+                chosen[vpc_id][role] = create_group(aws, vpc_id, role, case_id)
+        except Ec2irError as error:
+            errors[vpc_id] = error
+    usable = [vpc_id for vpc_id in vpc_ids if vpc_id not in errors]
+    known = rules_of(aws, sorted({gid for vpc in usable for gid in chosen[vpc].values()}))
+    result: dict[str, VpcGroups] = {}
+    for vpc_id in usable:
+        try:
+            result[vpc_id] = _make_safe(
+                aws,
+                vpc_id,
+                chosen[vpc_id],
+                found.get(vpc_id, {}),
+                created[vpc_id],
+                known,
+                office_cidr,
+                untrack,
+            )
+        except Ec2irError as error:
+            errors[vpc_id] = error
+    return result, errors
+
+
+def _make_safe(
+    aws: Aws,
+    vpc_id: str,
+    groups: dict[str, str],
+    found: dict[str, list[str]],
+    created: tuple[str, ...],
+    known: dict[str, dict[str, Rule]],
+    office_cidr: str | None,
+    untrack: bool,
+) -> VpcGroups:
     forensic_id, isolation_id = groups[FORENSIC], groups[ISOLATION]
-    allow_all_id = groups.get(ALLOW_ALL, "")
+    allow_all_id = groups.get(ALLOW_ALL, "") if untrack else ""
     # Any group tagged for containment, including stray duplicates, can never be an original.
-    containment = {isolation_id, *found.get(ISOLATION, []), *found.get(ALLOW_ALL, [])}
-    if allow_all_id:
-        containment.add(allow_all_id)
+    containment = {isolation_id, *found.get(ISOLATION, []), *found.get(ALLOW_ALL, [])} | (
+        {allow_all_id} if allow_all_id else set()
+    )
 
     repaired: list[str] = []
     if office_cidr is not None:
-        actual_forensic = current_rules(aws, forensic_id)
-        keep_egress = {rule for rule in actual_forensic.values() if rule.egress}
-        changes = enforce_rules(aws, forensic_id, frozenset({ssh_from(office_cidr)} | keep_egress))
+        keep_egress = {rule for rule in known.get(forensic_id, {}).values() if rule.egress}
+        enforced = enforce_rules(
+            aws, forensic_id, frozenset({ssh_from(office_cidr)} | keep_egress), known.get(forensic_id)
+        )
         if FORENSIC not in created:
-            repaired += [f"forensic group {forensic_id}: {change}" for change in changes]
+            repaired += [f"forensic group {forensic_id}: {change}" for change in enforced.changes]
 
-    if untrack:
-        changes = enforce_rules(aws, allow_all_id, allow_all_rules())
+    if allow_all_id:
+        enforced = enforce_rules(aws, allow_all_id, allow_all_rules(), known.get(allow_all_id))
         if ALLOW_ALL not in created:
-            repaired += [f"allow-all group {allow_all_id} had drifted: {change}" for change in changes]
+            repaired += [
+                f"allow-all group {allow_all_id} had drifted: {change}" for change in enforced.changes
+            ]
 
     safe = isolation_rules(forensic_id)
-    changes = enforce_rules(aws, isolation_id, safe)
+    enforced = enforce_rules(aws, isolation_id, safe, known.get(isolation_id))
     if ISOLATION not in created:
-        repaired += [f"isolation group {isolation_id} had drifted: {change}" for change in changes]
+        repaired += [f"isolation group {isolation_id} had drifted: {change}" for change in enforced.changes]
     # A rule missing (say, not yet visible after creation) only makes the group stricter; any
     # rule beyond the safe set would let traffic through, and then the group is never used.
-    unexpected_rules = frozenset(current_rules(aws, isolation_id).values()) - safe
+    final = (
+        enforced.settled
+        if enforced.settled is not None
+        else frozenset(current_rules(aws, isolation_id).values())
+    )
+    unexpected_rules = final - safe
     if unexpected_rules:
         unexpected = ", ".join(describe(rule) for rule in sorted(unexpected_rules))
         raise UnsafeIsolationGroup(
@@ -285,7 +363,7 @@ def ensure_vpc_groups(
         vpc_id=vpc_id,
         forensic_group_id=forensic_id,
         isolation_group_id=isolation_id,
-        allow_all_group_id=allow_all_id if untrack else "",
+        allow_all_group_id=allow_all_id,
         containment_group_ids=frozenset(containment),
         created=created,
         repaired=tuple(repaired),

@@ -66,11 +66,20 @@ class PlannedCall:
     dry_run: dict[str, Any] | None = None
 
 
+URGENT, ALONGSIDE, AFTER = "urgent", "alongside", "after"
+
+
 class Step:
     name: ClassVar[str]
     title: ClassVar[str]
     permissions: ClassVar[tuple[str, ...]]
-    urgent: ClassVar[bool] = False  # part of cutting the instance off, not of the aftermath
+    # When the engine runs it: URGENT steps cut the instance off, one after another, on the
+    # critical path; an ALONGSIDE step starts with them on another worker, so a throttled bucket
+    # of its own never delays the cut; AFTER steps wait until the network is isolated.
+    phase: ClassVar[str] = AFTER
+    # Whether capture makes no API call (it reads what discovery found), so that its record can
+    # join the one write-ahead put; other steps record their originals just before they apply.
+    cheap_capture: ClassVar[bool] = True
 
     def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
         """Batched discovery for the whole run; instance id -> finding. Most steps need none."""
@@ -108,6 +117,8 @@ class ProtectEvidence(Step):
     name = "protect"
     title = "termination protection, stop on shutdown, keep volumes"
     permissions = ("ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute")
+    phase = ALONGSIDE
+    cheap_capture = False
 
     def capture(self, ctx: Context, target: Target) -> Record:
         ec2 = ctx.aws.ec2()
@@ -126,37 +137,57 @@ class ProtectEvidence(Step):
         }
 
     def _set(
-        self, aws: Aws, instance_id: str, termination: bool, shutdown: str, volumes: dict[str, bool]
-    ) -> None:
+        self,
+        aws: Aws,
+        instance_id: str,
+        termination: bool | None,
+        shutdown: str | None,
+        volumes: dict[str, bool],
+    ) -> int:
+        """Set what is given (None and {} mean leave it); each attribute takes its own call."""
         ec2 = aws.ec2()
-        with translated("ec2", "ModifyInstanceAttribute"):
-            ec2.modify_instance_attribute(
-                InstanceId=instance_id, DisableApiTermination={"Value": termination}
-            )
-            ec2.modify_instance_attribute(
-                InstanceId=instance_id, InstanceInitiatedShutdownBehavior={"Value": shutdown}
-            )
-            if volumes:
-                ec2.modify_instance_attribute(
-                    InstanceId=instance_id,
-                    BlockDeviceMappings=[
+        calls: list[dict[str, Any]] = []
+        if termination is not None:
+            calls.append({"DisableApiTermination": {"Value": termination}})
+        if shutdown is not None:
+            calls.append({"InstanceInitiatedShutdownBehavior": {"Value": shutdown}})
+        if volumes:
+            calls.append(
+                {
+                    "BlockDeviceMappings": [
                         {"DeviceName": device, "Ebs": {"DeleteOnTermination": keep}}
                         for device, keep in sorted(volumes.items())
-                    ],
-                )
+                    ]
+                }
+            )
+        for arguments in calls:
+            with translated("ec2", "ModifyInstanceAttribute"):
+                ec2.modify_instance_attribute(InstanceId=instance_id, **arguments)
+        return len(calls)
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
-        volumes = {device: False for device in record["delete_on_termination"]}
-        self._set(ctx.aws, target.instance_id, True, "stop", volumes)
-        return f"termination protection on, shutdown stops, {len(volumes)} volume(s) kept on termination"
+        # Only what differs from the protected state is changed: ModifyInstanceAttribute draws on
+        # EC2's shared mutating bucket (50, then 5 a second), the scarcest at scale.
+        volumes = {device: False for device, delete in record["delete_on_termination"].items() if delete}
+        calls = self._set(
+            ctx.aws,
+            target.instance_id,
+            None if record["disable_api_termination"] else True,
+            None if record["shutdown_behavior"] == "stop" else "stop",
+            volumes,
+        )
+        return (
+            f"termination protection on, shutdown stops, {len(record['delete_on_termination'])} volume(s) "
+            f"kept on termination ({calls} change(s))"
+        )
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
         self._set(
             ctx.aws,
             instance_id,
-            bool(record["disable_api_termination"]),
-            str(record["shutdown_behavior"]),
-            {device: bool(keep) for device, keep in record["delete_on_termination"].items()},
+            None if record["disable_api_termination"] else False,
+            None if record["shutdown_behavior"] == "stop" else str(record["shutdown_behavior"]),
+            {device: True for device, delete in record["delete_on_termination"].items() if delete},
         )
         return "termination, shutdown and DeleteOnTermination settings restored"
 
@@ -195,7 +226,7 @@ class DetachFromAutoScaling(Step):
         "autoscaling:DetachInstances",
         "autoscaling:AttachInstances",
     )
-    urgent = True  # an ASG health check would terminate the isolated instance
+    phase = URGENT  # before the cut: an ASG health check would terminate the isolated instance
 
     def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -265,7 +296,7 @@ class IsolateNetwork(Step):
     name = "network"
     title = "move every ENI into its VPC's isolation group"
     permissions = ("ec2:ModifyNetworkInterfaceAttribute",)
-    urgent = True
+    phase = URGENT
 
     def capture(self, ctx: Context, target: Target) -> Record:
         return {
@@ -518,6 +549,7 @@ class RevokeSessions(Step):
     name = "revoke-sessions"
     title = "deny the role's sessions issued before isolation (affects every user of the role)"
     permissions = ("iam:GetInstanceProfile", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
+    cheap_capture = False
 
     def capture(self, ctx: Context, target: Target) -> Record | None:
         if not ctx.options.revoke_sessions:
