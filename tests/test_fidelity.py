@@ -116,3 +116,38 @@ def test_the_iam_policy_simulator_answers(fleet: Fleet, corrected: bool) -> None
             verdicts = [type(error).__name__]
 
     assert (verdicts == ["allowed"]) is corrected, verdicts
+
+
+@corrected
+def test_racing_requests_are_applied_one_at_a_time(
+    fleet: Fleet, corrected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    from ec2ir.aws import Aws, AwsSettings
+    from tests.conftest import race
+
+    vpc = fleet.vpc(1)
+    name_check = SecurityGroupBackend.get_security_group_by_name_or_id
+
+    def slow_name_check(backend: object, *args: object) -> object:
+        found = name_check(backend, *args)  # type: ignore[arg-type]
+        time.sleep(0.3)  # widen the window between moto's uniqueness check and its insert
+        return found
+
+    monkeypatch.setattr(SecurityGroupBackend, "get_security_group_by_name_or_id", slow_name_check)
+
+    def client() -> object:
+        aws = Aws(AwsSettings(region="us-east-1", endpoint_url=fleet.aws.settings.endpoint_url))
+        return aws.ec2()
+
+    def create(ec2: object) -> str:
+        return str(ec2.create_security_group(GroupName="unique", Description="d", VpcId=vpc)["GroupId"])  # type: ignore[attr-defined]
+
+    with fidelity(corrected):
+        outcomes = race(3, client, create)
+
+    created = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    assert (len(created) == 1) is corrected, outcomes

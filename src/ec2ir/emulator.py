@@ -17,6 +17,9 @@ is corrected here, in one reversible patch set (see DESIGN.md, "moto ... what di
 * ``simulate-principal-policy``: moto has no IAM policy simulator (it answers HTTP 500). moto
   authorises every call, so the corrected emulator answers "allowed" for every action, which is
   exactly what its callers will then experience.
+* ``atomic-requests``: moto's threaded server runs requests side by side with no atomicity, so
+  two racing requests can both pass a check that AWS applies atomically (a DynamoDB condition,
+  a security-group name that must be unique in its VPC). Requests are applied one at a time.
 * ``describe-pagination``: with ``InstanceIds``, EC2 returns every named instance in one response;
   moto truncates at 100 reservations and hands back a ``NextToken``.
 
@@ -39,7 +42,8 @@ from ec2ir.errors import UsageError
 DEMO_REGION = "us-east-1"
 _lock = threading.Lock()
 _applied: list[tuple[object, str, Any]] = []
-_ABSENT = object()  # the attribute was an instance attribute, not on the class
+_ABSENT = object()
+_request_lock = threading.Lock()  # the attribute was an instance attribute, not on the class
 
 
 def _require_moto() -> None:
@@ -61,6 +65,7 @@ def _patches() -> list[tuple[str, object, str, Any]]:
     from moto.ec2.models.instances import Instance
     from moto.ec2.responses.instances import InstanceResponse
     from moto.iam.responses import IamResponse
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
     def eni_group_set(eni: Any) -> list[Any]:
         return list(eni._group_set)
@@ -102,6 +107,13 @@ def _patches() -> list[tuple[str, object, str, Any]]:
                 "IsTruncated": False,
             }
         )
+
+    original_dispatch = DomainDispatcherApplication.__call__
+
+    def atomic_dispatch(app: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        with _request_lock:
+            # Flask builds the whole response inside the call, so the lock covers the change.
+            return list(original_dispatch(app, environ, start_response))
 
     original_modify_eni = EC2Backend.modify_network_interface_attribute
 
@@ -154,6 +166,7 @@ def _patches() -> list[tuple[str, object, str, Any]]:
 
     return [
         ("simulate-principal-policy", IamResponse, "simulate_principal_policy", simulate_principal_policy),
+        ("atomic-requests", DomainDispatcherApplication, "__call__", atomic_dispatch),
         ("eni-groups", NetworkInterface, "group_set", property(eni_group_set)),
         (
             "unknown-group",
@@ -196,6 +209,7 @@ FIXES = (
     "describe-pagination",
     "unknown-group",
     "simulate-principal-policy",
+    "atomic-requests",
 )
 
 

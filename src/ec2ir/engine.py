@@ -37,7 +37,7 @@ from ec2ir.errors import (
     StaleRecord,
     UsageError,
 )
-from ec2ir.groups import ensure_groups, find_groups
+from ec2ir.groups import ensure_groups, find_groups, find_groups_in
 from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, InstanceResult, VpcGroups
 from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, simulate
 from ec2ir.state import StateStore, now
@@ -289,16 +289,18 @@ class Engine:
         ids = validate.instance_ids(named)
         case = validate.case_id(case_id)
 
-        # Everything that needs only the ids goes out at once: one round trip, not six.
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        # Everything that needs only the ids goes out at once: one round trip, not seven.
+        with ThreadPoolExecutor(max_workers=5) as pool:
             asked_actor = pool.submit(self.aws.caller_arn)
             asked_table = pool.submit(self.store.ensure_table)
             asked_facts = pool.submit(self._discover, ids, "isolate")
             asked_lookups = pool.submit(self._lookups, ids)
+            asked_groups = pool.submit(find_groups_in, self.aws, None)  # every VPC's, by tag
             actor = asked_actor.result()
             asked_table.result()
             facts, early = asked_facts.result()
             lookups, lookup_errors = asked_lookups.result()
+            found_groups = asked_groups.result()
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
             report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
@@ -306,7 +308,14 @@ class Engine:
         live = [facts[i] for i in ids if i not in early]
 
         vpcs = sorted({vpc for f in live for vpc in f.vpc_ids})
-        report.groups, vpc_errors = ensure_groups(self.aws, vpcs, case, cidr, untrack=options.untrack)
+        report.groups, vpc_errors = ensure_groups(
+            self.aws,
+            vpcs,
+            case,
+            cidr,
+            untrack=options.untrack,
+            found={v: found_groups.get(v, {}) for v in vpcs},
+        )
         self._note_groups(report, cidr)
         if not options.untrack:
             report.notes.append(

@@ -200,18 +200,21 @@ def find_groups(aws: Aws, vpc_id: str, by_name: bool = False) -> dict[str, list[
     return find_groups_in(aws, [vpc_id], by_name).get(vpc_id, {})
 
 
-def find_groups_in(aws: Aws, vpc_ids: list[str], by_name: bool = False) -> dict[str, dict[str, list[str]]]:
-    """``find_groups`` for many VPCs in one paginated read: VPC -> role -> group ids."""
+def find_groups_in(
+    aws: Aws, vpc_ids: list[str] | None, by_name: bool = False
+) -> dict[str, dict[str, list[str]]]:
+    """``find_groups`` for many VPCs (None: every VPC) in one paginated read: VPC -> role -> ids."""
     role_filter = (
         {"Name": "group-name", "Values": list(GROUP_NAMES.values())}
         if by_name
         else {"Name": f"tag:{ROLE_TAG}", "Values": list(GROUP_NAMES)}
     )
     role_by_name = {name: role for role, name in GROUP_NAMES.items()}
-    found: dict[str, dict[str, list[str]]] = {vpc_id: {} for vpc_id in vpc_ids}
+    found: dict[str, dict[str, list[str]]] = {vpc_id: {} for vpc_id in vpc_ids or []}
+    filters = [role_filter] if vpc_ids is None else [{"Name": "vpc-id", "Values": vpc_ids}, role_filter]
     paginator = aws.ec2().get_paginator("describe_security_groups")
     with translated("ec2", "DescribeSecurityGroups"):
-        pages = paginator.paginate(Filters=[{"Name": "vpc-id", "Values": vpc_ids}, role_filter])
+        pages = paginator.paginate(Filters=filters)
         groups = [group for page in pages for group in page.get("SecurityGroups", [])]
     for group in sorted(groups, key=lambda g: str(g["GroupId"])):
         tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
@@ -265,17 +268,24 @@ def ensure_vpc_groups(
 
 
 def ensure_groups(
-    aws: Aws, vpc_ids: list[str], case_id: str, office_cidr: str | None, untrack: bool = True
+    aws: Aws,
+    vpc_ids: list[str],
+    case_id: str,
+    office_cidr: str | None,
+    untrack: bool = True,
+    found: dict[str, dict[str, list[str]]] | None = None,
 ) -> tuple[dict[str, VpcGroups], dict[str, Ec2irError]]:
     """Find or create each VPC's ec2ir groups and make their rules exact.
 
     In the steady state this costs two reads for all VPCs together: the groups by tag, then their
     rules. The forensic group's ingress is set to SSH from ``office_cidr`` when one is given;
     without one, a new forensic group has no ingress at all, and an existing one is left as it is.
-    A VPC whose groups cannot be made safe is returned as an error, never as groups.
+    A VPC whose groups cannot be made safe is returned as an error, never as groups. ``found``
+    (from ``find_groups_in``) saves the first read when the caller made it already.
     """
     roles = (FORENSIC, ISOLATION, ALLOW_ALL) if untrack else (FORENSIC, ISOLATION)
-    found = find_groups_in(aws, vpc_ids) if vpc_ids else {}
+    if found is None:
+        found = find_groups_in(aws, vpc_ids) if vpc_ids else {}
     chosen: dict[str, dict[str, str]] = {}
     created: dict[str, tuple[str, ...]] = {}
     errors: dict[str, Ec2irError] = {}

@@ -14,8 +14,10 @@ The network step's record is the hold's ENI originals, which the engine writes w
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -383,40 +385,56 @@ class DeregisterLoadBalancers(Step):
     )
 
     def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
+        # Target groups and Classic ELBs are read side by side, and every target group's health
+        # at once, so that this lookup costs two round trips however many balancers there are.
         wanted = set(instance_ids)
         found: dict[str, Any] = {}
-        elbv2 = aws.client("elbv2")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            classic = pool.submit(self._classic_members, aws, wanted)
+            groups = self._instance_target_groups(aws)
+            healths = pool.map(functools.partial(self._targets_of, aws), groups)
+            for group, targets in zip(groups, healths, strict=True):
+                for target_id, port in targets:
+                    if target_id in wanted:
+                        entry = {"arn": group["TargetGroupArn"], "port": port or int(group.get("Port", 0))}
+                        found.setdefault(target_id, {"target_groups": [], "classic": []})[
+                            "target_groups"
+                        ].append(entry)
+            for instance_id, names in classic.result().items():
+                found.setdefault(instance_id, {"target_groups": [], "classic": []})["classic"].extend(names)
+        return found
+
+    @staticmethod
+    def _instance_target_groups(aws: Aws) -> list[dict[str, Any]]:
         with translated("elasticloadbalancing", "DescribeTargetGroups"):
-            groups = [
+            return [
                 group
-                for page in elbv2.get_paginator("describe_target_groups").paginate()
+                for page in aws.client("elbv2").get_paginator("describe_target_groups").paginate()
                 for group in page.get("TargetGroups", [])
                 if group.get("TargetType", "instance") == "instance"
             ]
-        for group in groups:
-            with translated("elasticloadbalancing", "DescribeTargetHealth"):
-                health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
-            for description in health.get("TargetHealthDescriptions", []):
-                target = description["Target"]
-                if target["Id"] in wanted:
-                    entry = {
-                        "arn": group["TargetGroupArn"],
-                        "port": int(target.get("Port", group.get("Port", 0))),
-                    }
-                    found.setdefault(target["Id"], {"target_groups": [], "classic": []})[
-                        "target_groups"
-                    ].append(entry)
-        elb = aws.client("elb")
+
+    @staticmethod
+    def _targets_of(aws: Aws, group: dict[str, Any]) -> list[tuple[str, int]]:
+        with translated("elasticloadbalancing", "DescribeTargetHealth"):
+            health = aws.client("elbv2").describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+        return [
+            (d["Target"]["Id"], int(d["Target"].get("Port", 0)))
+            for d in health.get("TargetHealthDescriptions", [])
+        ]
+
+    @staticmethod
+    def _classic_members(aws: Aws, wanted: set[str]) -> dict[str, list[str]]:
+        members: dict[str, list[str]] = {}
         with translated("elasticloadbalancing", "DescribeLoadBalancers"):
-            for page in elb.get_paginator("describe_load_balancers").paginate():
+            for page in aws.client("elb").get_paginator("describe_load_balancers").paginate():
                 for balancer in page.get("LoadBalancerDescriptions", []):
                     for instance in balancer.get("Instances", []):
                         if instance["InstanceId"] in wanted:
-                            entry_lists = found.setdefault(
-                                instance["InstanceId"], {"target_groups": [], "classic": []}
+                            members.setdefault(instance["InstanceId"], []).append(
+                                balancer["LoadBalancerName"]
                             )
-                            entry_lists["classic"].append(balancer["LoadBalancerName"])
-        return found
+        return members
 
     def capture(self, ctx: Context, target: Target) -> Record | None:
         membership = target.lookups.get(self.name)
