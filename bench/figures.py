@@ -1,0 +1,62 @@
+"""Figures read from the shim's call log: when the last ENI was isolated, and the least time EC2's
+token buckets allow for the calls that were made."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from bench.shim import MODIFY_ENI, BucketSpec, CallRecord
+
+
+def first_call(records: Sequence[CallRecord]) -> float | None:
+    return min((record.start for record in records), default=None)
+
+
+def isolation_moment(records: Sequence[CallRecord], targets: Mapping[str, str]) -> float | None:
+    """When the last ENI of ``targets`` (ENI id -> isolation group id) was isolated.
+
+    An ENI counts as isolated when a ModifyNetworkInterfaceAttribute that sets its groups to
+    exactly its isolation group has come back successfully: the moment the caller knows. None if
+    any ENI never got there.
+    """
+    isolated_at: dict[str, float] = {}
+    for record in records:
+        eni_id = record.eni_id
+        if record.action != MODIFY_ENI or record.status != 200 or eni_id is None or eni_id not in targets:
+            continue
+        if record.group_ids == (targets[eni_id],):
+            isolated_at[eni_id] = min(record.end, isolated_at.get(eni_id, record.end))
+    if set(isolated_at) != set(targets):
+        return None
+    return max(isolated_at.values(), default=None)
+
+
+def accepted_calls_per_bucket(records: Sequence[CallRecord], until: float) -> Counter[str]:
+    """EC2 calls that took a token (were not throttled) and were sent no later than ``until``."""
+    return Counter(
+        record.bucket
+        for record in records
+        if record.bucket is not None and not record.throttled and record.start <= until
+    )
+
+
+def token_bucket_lower_bound(
+    calls_per_bucket: Mapping[str, int],
+    buckets: Mapping[str, BucketSpec],
+    speedup: float,
+    round_trip_s: float,
+) -> float:
+    """The least time in which EC2 admits these calls, starting with every bucket full.
+
+    Each bucket admits its size at once and then ``refill x speedup`` calls a second, so it needs
+    ``max(0, calls - size) / (refill x speedup)`` seconds; the slowest bucket sets the bound. At
+    least one round trip is added, since even a single call takes one.
+    """
+    drain_s = 0.0
+    for bucket, calls in calls_per_bucket.items():
+        spec = buckets.get(bucket)
+        if spec is None or spec.refill_per_s <= 0:
+            continue
+        drain_s = max(drain_s, max(0, calls - spec.size) / (spec.refill_per_s * speedup))
+    return drain_s + round_trip_s

@@ -1,0 +1,654 @@
+"""Time to contain a fleet: ec2ir against the original post's sequential function, on AWS-like terms.
+
+Run from the repository root:
+
+    .venv/bin/python -m bench.run            # N = 1, 10, 100, 1000, three repeats; writes bench/results.md
+    .venv/bin/python -m bench.run --quick    # N = 1, 10, one repeat; prints only
+
+The corrected emulator runs behind the shim (``bench/shim.py``) in a process of its own, so that
+the emulator's CPU time and the contenders' do not queue on one GIL. For every run the emulator
+is reset, a fleet is seeded with shaping off, and then one contender isolates the whole fleet with
+latency and EC2's token buckets on. Every figure is read from the shim's log or the emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.figures import (
+    accepted_calls_per_bucket,
+    first_call,
+    isolation_moment,
+    token_bucket_lower_bound,
+)
+from bench.shim import EC2_BUCKETS, MODIFY_ENI, CallRecord, RemoteShim
+from ec2ir.aws import Aws, AwsSettings
+from ec2ir.engine import Engine
+from ec2ir.state import StateStore
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+AMI = "ami-12c6146b"  # in moto's built-in catalogue
+CASE = "BENCH-1"
+WARM_UP_CASE = "BENCH-WARMUP"
+OFFICE_CIDR = "203.0.113.0/24"
+BASELINE_TABLE = "bench-baseline-originals"
+
+DEFAULT_SIZES = (1, 10, 100, 1000)
+QUICK_SIZES = (1, 10)
+VPC_COUNT = 2
+TWO_ENI_EVERY = 5  # every fifth instance gets a second ENI: 20 % of the fleet
+LAUNCH_BATCH = 100
+# k = 1 keeps small runs true to AWS (issue 6 judges N = 100 at 50 ms). The largest fleet is sped
+# up so that a full run takes about ten minutes on two cores once ec2ir is near its bound. Much
+# beyond 5 the emulator's own ~5 ms a call stops being small next to a round trip, and the figures
+# would measure moto rather than the buckets.
+SMALL_FLEET_SPEEDUP = 1.0
+LARGE_FLEET_SPEEDUP = 5.0
+LARGE_FLEET = 1000
+
+
+# -- the fleet -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fleet:
+    instance_ids: list[str]
+    instance_enis: dict[str, tuple[str, ...]]
+    eni_vpcs: dict[str, str]
+    subnets: dict[str, str]  # VPC id -> the subnet the fleet lives in
+
+    @property
+    def vpc_ids(self) -> list[str]:
+        return sorted(self.subnets)
+
+
+def seed_fleet(aws: Aws, size: int) -> Fleet:
+    """``size`` instances spread over VPC_COUNT VPCs; every fifth one has a second ENI in another group."""
+    ec2 = aws.ec2()
+    subnets: dict[str, str] = {}
+    app_groups: dict[str, tuple[str, str]] = {}
+    for index in range(VPC_COUNT):
+        vpc_id = ec2.create_vpc(CidrBlock=f"10.{index}.0.0/16")["Vpc"]["VpcId"]
+        subnets[vpc_id] = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.{index}.0.0/20")["Subnet"][
+            "SubnetId"
+        ]
+        web, db = (
+            ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)["GroupId"]
+            for name in ("app-web", "app-db")
+        )
+        app_groups[vpc_id] = (web, db)
+
+    instance_enis: dict[str, tuple[str, ...]] = {}
+    eni_vpcs: dict[str, str] = {}
+    for index, vpc_id in enumerate(sorted(subnets)):
+        remaining = len(range(index, size, VPC_COUNT))
+        while remaining:
+            batch = min(remaining, LAUNCH_BATCH)
+            launched = ec2.run_instances(
+                ImageId=AMI,
+                MinCount=batch,
+                MaxCount=batch,
+                SubnetId=subnets[vpc_id],
+                SecurityGroupIds=[app_groups[vpc_id][0]],
+            )["Instances"]
+            for instance in launched:
+                eni_id = instance["NetworkInterfaces"][0]["NetworkInterfaceId"]
+                instance_enis[instance["InstanceId"]] = (eni_id,)
+                eni_vpcs[eni_id] = vpc_id
+            remaining -= batch
+
+    instance_ids = list(instance_enis)
+    for position, instance_id in enumerate(instance_ids):
+        if position % TWO_ENI_EVERY != TWO_ENI_EVERY - 1:
+            continue
+        vpc_id = eni_vpcs[instance_enis[instance_id][0]]
+        eni = ec2.create_network_interface(SubnetId=subnets[vpc_id], Groups=[app_groups[vpc_id][1]])
+        eni_id = eni["NetworkInterface"]["NetworkInterfaceId"]
+        ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1)
+        instance_enis[instance_id] += (eni_id,)
+        eni_vpcs[eni_id] = vpc_id
+    return Fleet(instance_ids, instance_enis, eni_vpcs, subnets)
+
+
+def instances_not_isolated(aws: Aws, fleet: Fleet, targets: dict[str, str]) -> set[str]:
+    """Instances with an ENI that is not in exactly its isolation group, as the emulator says."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for page in aws.ec2().get_paginator("describe_network_interfaces").paginate():
+        for eni in page["NetworkInterfaces"]:
+            groups[eni["NetworkInterfaceId"]] = tuple(g["GroupId"] for g in eni["Groups"])
+    return {
+        instance_id
+        for instance_id, eni_ids in fleet.instance_enis.items()
+        if any(groups.get(eni_id) != (targets[eni_id],) for eni_id in eni_ids)
+    }
+
+
+# -- the contenders ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A contender set up (with shaping off) and ready to be measured."""
+
+    isolation_groups: dict[str, str]  # VPC id -> the group its ENIs must end up in
+    isolate: Callable[[], set[str]]  # the measured work; returns the instances it reports failed
+
+
+def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int) -> Prepared:
+    """Isolate one canary per VPC first, so the state table and the per-VPC groups exist, as in an
+    account where ec2ir has run before (the baseline's table and group likewise pre-exist)."""
+    ec2 = aws.ec2()
+    canaries = [
+        ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]["InstanceId"]
+        for subnet in fleet.subnets.values()
+    ]
+    warm_up = Engine(aws, StateStore(aws)).isolate(canaries, WARM_UP_CASE, office_cidr=OFFICE_CIDR)
+    if warm_up.failed:
+        raise RuntimeError(f"the ec2ir warm-up failed: {warm_up.failed}")
+    found = ec2.describe_security_groups(Filters=[{"Name": "tag:ec2ir:role", "Values": ["isolation"]}])
+    engine = Engine(aws, StateStore(aws), concurrency=concurrency)
+
+    def isolate() -> set[str]:
+        report = engine.isolate(fleet.instance_ids, CASE, office_cidr=OFFICE_CIDR)
+        return {result.instance_id for result in report.failed}
+
+    return Prepared({group["VpcId"]: group["GroupId"] for group in found["SecurityGroups"]}, isolate)
+
+
+def prepare_baseline(aws: Aws, fleet: Fleet, _concurrency: int) -> Prepared:
+    """The post's stack creates its table and isolation group before its function runs."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    ec2, dynamodb = aws.ec2(), aws.dynamodb()
+    dynamodb.create_table(
+        TableName=BASELINE_TABLE,
+        KeySchema=[{"AttributeName": "InstanceId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "InstanceId", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    isolation_groups = {
+        vpc_id: ec2.create_security_group(
+            GroupName="baseline-isolation", Description="baseline isolation", VpcId=vpc_id
+        )["GroupId"]
+        for vpc_id in fleet.vpc_ids
+    }
+
+    def isolate() -> set[str]:
+        """The post's loop: per instance, describe it, store its groups, then replace them.
+
+        The post calls ModifyInstanceAttribute(Groups), which EC2 rejects on a multi-ENI
+        instance; this does the same work per ENI with ModifyNetworkInterfaceAttribute so that
+        every instance can succeed. Where the post aborts the batch on an error, this counts the
+        instance as failed and goes on.
+        """
+        failed: set[str] = set()
+        for instance_id in fleet.instance_ids:
+            try:
+                described = ec2.describe_instances(InstanceIds=[instance_id])
+                nics = described["Reservations"][0]["Instances"][0]["NetworkInterfaces"]
+                originals = {
+                    nic["NetworkInterfaceId"]: {"L": [{"S": group["GroupId"]} for group in nic["Groups"]]}
+                    for nic in nics
+                }
+                dynamodb.put_item(
+                    TableName=BASELINE_TABLE,
+                    Item={"InstanceId": {"S": instance_id}, "SecurityGroups": {"M": originals}},
+                )
+                for nic in nics:
+                    ec2.modify_network_interface_attribute(
+                        NetworkInterfaceId=nic["NetworkInterfaceId"], Groups=[isolation_groups[nic["VpcId"]]]
+                    )
+            except (BotoCoreError, ClientError):
+                failed.add(instance_id)
+        return failed
+
+    return Prepared(isolation_groups, isolate)
+
+
+EC2IR, BASELINE = "ec2ir", "baseline"
+CONTENDERS: dict[str, Callable[[Aws, Fleet, int], Prepared]] = {
+    EC2IR: prepare_ec2ir,
+    BASELINE: prepare_baseline,
+}
+
+
+# -- one measured run ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    latency_s: float
+    concurrency: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    contender: str
+    size: int
+    enis: int
+    speedup: float
+    round_trip_s: float
+    isolation_s: float | None  # first API call -> last ENI isolated; None if one never was
+    wall_s: float
+    accepted_calls: int
+    throttled_calls: int
+    failed: int
+    lower_bound_s: float | None  # for every EC2 call made before the last ENI was isolated
+    swap_bound_s: float | None  # for the ENI swaps (ModifyNetworkInterfaceAttribute) alone
+    calls_by_action: dict[str, int]  # accepted calls, keyed "service:Action"
+    before_isolation: tuple[str, ...]  # accepted calls sent before the last ENI was isolated, in order
+
+
+def measure_once(
+    shim: RemoteShim, contender: str, size: int, speedup: float, settings: RunSettings
+) -> RunFigures:
+    shim.reset_emulator()
+    shim.configure(latency=False, throttling=False)
+    aws = Aws(
+        AwsSettings(
+            region=REGION,
+            endpoint_url=shim.endpoint_url,
+            retry_mode="adaptive",
+            max_attempts=settings.max_attempts,
+            max_pool_connections=max(50, 2 * settings.concurrency),
+        )
+    )
+    fleet = seed_fleet(aws, size)
+    prepared = CONTENDERS[contender](aws, fleet, settings.concurrency)
+    targets = {eni_id: prepared.isolation_groups[vpc_id] for eni_id, vpc_id in fleet.eni_vpcs.items()}
+
+    # Clients were built while preparing, so the clock measures calls, not boto3's start-up
+    # (the CLI's start is measured on its own by bench/startup.py).
+    shim.configure(latency=True, throttling=True, speedup=speedup, latency_s=settings.latency_s)
+    shim.clear_log()
+    started = time.perf_counter()
+    reported_failed = prepared.isolate()
+    wall_s = time.perf_counter() - started
+    records = shim.records()
+    shim.configure(latency=False, throttling=False)
+    failed = reported_failed | instances_not_isolated(aws, fleet, targets)
+    return figures_from_log(
+        contender, fleet, targets, records, speedup, settings.latency_s, wall_s, len(failed)
+    )
+
+
+def figures_from_log(
+    contender: str,
+    fleet: Fleet,
+    targets: dict[str, str],
+    records: Sequence[CallRecord],
+    speedup: float,
+    latency_s: float,
+    wall_s: float,
+    failed: int,
+) -> RunFigures:
+    round_trip_s = latency_s / speedup
+    began, isolated = first_call(records), isolation_moment(records, targets)
+    isolation_s = lower_bound_s = swap_bound_s = None
+    if began is not None and isolated is not None:
+        isolation_s = isolated - began
+        calls = accepted_calls_per_bucket(records, until=isolated)
+        lower_bound_s = token_bucket_lower_bound(calls, EC2_BUCKETS, speedup, round_trip_s)
+        swaps = {MODIFY_ENI: calls[MODIFY_ENI]}
+        swap_bound_s = token_bucket_lower_bound(swaps, EC2_BUCKETS, speedup, round_trip_s)
+    throttled = sum(record.throttled for record in records)
+    accepted = sorted((record for record in records if not record.throttled), key=lambda r: r.start)
+    return RunFigures(
+        contender=contender,
+        size=len(fleet.instance_ids),
+        enis=len(fleet.eni_vpcs),
+        speedup=speedup,
+        round_trip_s=round_trip_s,
+        isolation_s=isolation_s,
+        wall_s=wall_s,
+        accepted_calls=len(records) - throttled,
+        throttled_calls=throttled,
+        failed=failed,
+        lower_bound_s=lower_bound_s,
+        swap_bound_s=swap_bound_s,
+        calls_by_action=dict(Counter(f"{record.service}:{record.action}" for record in accepted)),
+        before_isolation=tuple(
+            record.action for record in accepted if isolated is not None and record.start < isolated
+        ),
+    )
+
+
+# -- medians and the table -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Medians:
+    contender: str
+    size: int
+    enis: int
+    speedup: float
+    round_trip_s: float
+    runs: int
+    incomplete: int  # runs in which some ENI was never isolated
+    isolation_s: float | None
+    wall_s: float
+    calls_per_instance: float
+    throttled_calls: float
+    failed: float
+    lower_bound_s: float | None
+    vs_lower_bound: float | None
+    vs_swap_bound: float | None
+    last_run: RunFigures  # for the breakdown of calls, which hardly varies between runs
+
+    @property
+    def round_trips(self) -> float | None:
+        return None if self.isolation_s is None else self.isolation_s / self.round_trip_s
+
+
+def median_or_none(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def medians(runs: Sequence[RunFigures]) -> Medians:
+    first = runs[0]
+
+    def ratios(bound: Callable[[RunFigures], float | None]) -> list[float]:
+        return [
+            run.isolation_s / limit for run in runs if run.isolation_s is not None and (limit := bound(run))
+        ]
+
+    return Medians(
+        contender=first.contender,
+        size=first.size,
+        enis=first.enis,
+        speedup=first.speedup,
+        round_trip_s=first.round_trip_s,
+        runs=len(runs),
+        incomplete=sum(run.isolation_s is None for run in runs),
+        isolation_s=median_or_none([run.isolation_s for run in runs]),
+        wall_s=statistics.median(run.wall_s for run in runs),
+        calls_per_instance=statistics.median(run.accepted_calls / run.size for run in runs),
+        throttled_calls=statistics.median(run.throttled_calls for run in runs),
+        failed=statistics.median(run.failed for run in runs),
+        lower_bound_s=median_or_none([run.lower_bound_s for run in runs]),
+        vs_lower_bound=median_or_none(ratios(lambda run: run.lower_bound_s)),
+        vs_swap_bound=median_or_none(ratios(lambda run: run.swap_bound_s)),
+        last_run=runs[-1],
+    )
+
+
+def seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def render_table(rows: Sequence[Medians]) -> list[str]:
+    lines = [
+        "| N | ENIs | k | contender | isolated after (s) | round trips | ~ at k=1 (s) | wall (s) "
+        "| calls / instance | throttled | failed | lower bound (s) | vs lower bound | vs swap bound "
+        "| ec2ir / baseline |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_size = {(row.size, row.contender): row for row in rows}
+    for row in rows:
+        baseline = by_size.get((row.size, BASELINE))
+        versus = (
+            row.isolation_s / baseline.isolation_s
+            if row.contender == EC2IR and baseline and row.isolation_s and baseline.isolation_s
+            else None
+        )
+        isolated = seconds(row.isolation_s) + (f" ({row.incomplete} incomplete)" if row.incomplete else "")
+        scaled = None if row.isolation_s is None else row.isolation_s * row.speedup
+        round_trips = "—" if row.round_trips is None else f"{row.round_trips:.1f}"
+        lines.append(
+            f"| {row.size} | {row.enis} | {row.speedup:g} | {row.contender} | {isolated} | {round_trips} "
+            f"| {seconds(scaled)} | {seconds(row.wall_s)} | {row.calls_per_instance:.2f} "
+            f"| {row.throttled_calls:g} | {row.failed:g} | {seconds(row.lower_bound_s)} "
+            f"| {ratio(row.vs_lower_bound)} | {ratio(row.vs_swap_bound)} | {ratio(versus)} |"
+        )
+    return lines
+
+
+def call_breakdown(rows: Sequence[Medians]) -> list[str]:
+    """Where the calls go: the critical path at N = 1 and the calls per instance at the largest N."""
+    lines = ["### Where the calls go (last run of each configuration)", ""]
+    for row in rows:
+        if row.size == 1 and row.last_run.before_isolation:
+            path = " → ".join(row.last_run.before_isolation)
+            lines.append(f"- {row.contender}, N = 1, calls sent before its ENI was isolated: {path}")
+    largest = max(row.size for row in rows)
+    for row in rows:
+        if row.size == largest:
+            by_action = sorted(row.last_run.calls_by_action.items(), key=lambda item: (-item[1], item[0]))
+            spread = ", ".join(f"{action} {count / row.size:.2f}" for action, count in by_action)
+            lines.append(f"- {row.contender}, N = {largest}, calls per instance by action: {spread}")
+    return [*lines, ""]
+
+
+def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[str]:
+    """Issue 6's targets, judged on the medians that this run measured."""
+    ours = {row.size: row for row in rows if row.contender == EC2IR}
+    theirs = {row.size: row for row in rows if row.contender == BASELINE}
+    checks: list[str] = []
+
+    def check(met: bool, text: str) -> None:
+        checks.append(f"- {'met' if met else 'MISSED'}: {text}")
+
+    if 1 in ours and ours[1].round_trips is not None:
+        check(ours[1].round_trips <= 5, f"N = 1 isolated within 5 round trips ({ours[1].round_trips:.1f})")
+    largest = max(ours, default=None)
+    if largest is not None and largest >= 100:
+        row = ours[largest]
+        check(
+            row.vs_lower_bound is not None and row.vs_lower_bound <= 1.25 and row.failed == 0,
+            f"N = {largest} within 1.25x of the token-bucket lower bound for the calls it made "
+            f"({ratio(row.vs_lower_bound)}; against the bound for its ENI swaps alone "
+            f"{ratio(row.vs_swap_bound)}) with 0 failed ({row.failed:g})",
+        )
+    # How many times faster than the baseline ec2ir isolated the fleet (below 1: slower).
+    speedups = {
+        size: base_s / ours_s
+        for size in ours
+        if size in theirs
+        and (ours_s := ours[size].isolation_s) is not None
+        and (base_s := theirs[size].isolation_s) is not None
+    }
+    if 100 in speedups:
+        check(
+            speedups[100] >= 10,
+            f"at least 10x faster than the baseline at N = 100 (baseline / ec2ir = {speedups[100]:.2f})",
+        )
+    if 1000 in speedups and 100 in speedups:
+        check(
+            speedups[1000] >= max(10, speedups[100]),
+            f"better still at N = 1000 (baseline / ec2ir = {speedups[1000]:.2f} against "
+            f"{speedups[100]:.2f} at N = 100)",
+        )
+    for size in sorted(set(ours) & set(theirs)):
+        mine, base = ours[size].calls_per_instance, theirs[size].calls_per_instance
+        check(mine <= base, f"N = {size}: same or fewer calls per instance ({mine:.2f} against {base:.2f})")
+    if cli_start_s is not None:
+        check(cli_start_s <= 0.5, f"CLI start to first API call within 0.5 s ({cli_start_s:.2f} s)")
+    return checks
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    with suppress(OSError, ValueError, subprocess.CalledProcessError):
+        cores = int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)
+    processor = platform.processor() or platform.machine()
+    return f"{cores} cores (nproc), {platform.platform()}, {processor}, Python {platform.python_version()}"
+
+
+def report(
+    rows: Sequence[Medians],
+    settings: RunSettings,
+    repeat: int,
+    cli_start: str | None,
+    cli_start_s: float | None,
+    elapsed_s: float,
+) -> str:
+    speedups = ", ".join(
+        sorted({f"{row.speedup:g} (N = {row.size})" for row in rows if row.contender == EC2IR})
+    )
+    lines = [
+        "## Time to contain: ec2ir against the sequential baseline",
+        "",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {machine()}",
+        f"- latency: {settings.latency_s * 1000:g} ms a call at k = 1; speed-up k: {speedups}",
+        f"- ec2ir concurrency {settings.concurrency}; both contenders: botocore adaptive retries, "
+        f"{settings.max_attempts} attempts",
+        f"- medians of {repeat} run(s) each; the whole benchmark took {elapsed_s / 60:.1f} min",
+        "- fleet: 20 % of instances with a second ENI in another group, over "
+        f"{VPC_COUNT} VPCs; ec2ir's table and groups exist (warm-up run), as do the baseline's",
+        "- baseline: the post's sequential loop (DescribeInstances, PutItem, then one "
+        "ModifyNetworkInterfaceAttribute per ENI instead of the post's ModifyInstanceAttribute, "
+        "which EC2 rejects on two-ENI instances); a failed instance is counted and the loop goes on",
+        "",
+        *render_table(rows),
+        "",
+        *call_breakdown(rows),
+    ]
+    if cli_start:
+        lines += [cli_start, ""]
+    lines += ["### Issue 6's targets", "", *target_checks(rows, cli_start_s), ""]
+    return "\n".join(lines)
+
+
+# -- driving it ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def served_shim() -> Iterator[RemoteShim]:
+    """The shim and emulator in a child process; it exits when its stdin closes, even if we die."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.shim"],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        endpoint_url = process.stdout.readline().strip()
+        if not endpoint_url.startswith("http://"):
+            raise RuntimeError(f"the shim did not start (it said {endpoint_url!r})")
+        yield RemoteShim(endpoint_url)
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def speedup_for(size: int, chosen: float | None) -> float:
+    if chosen is not None:
+        return chosen
+    return LARGE_FLEET_SPEEDUP if size >= LARGE_FLEET else SMALL_FLEET_SPEEDUP
+
+
+def parse_sizes(text: str) -> list[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("give fleet sizes as positive whole numbers, e.g. 1,10,100")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes", type=parse_sizes, help="fleet sizes N, comma-separated (default: 1,10,100,1000)"
+    )
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        help=f"k for every N (default: {SMALL_FLEET_SPEEDUP:g} below N = {LARGE_FLEET}, "
+        f"{LARGE_FLEET_SPEEDUP:g} from there)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="round trip at k = 1 (default: 50)")
+    parser.add_argument("--concurrency", type=int, default=16, help="ec2ir's --concurrency (default: 16)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per configuration; medians are shown (default: 3)"
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=50, help="botocore attempts per call (default: 50)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: N = 1,10, one repeat, no file written"
+    )
+    parser.add_argument(
+        "--output", type=Path, help="write the table here (default: bench/results.md; none with --quick)"
+    )
+    parser.add_argument("--no-startup", action="store_true", help="skip the CLI start measurement")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    repeat = 1 if args.quick and args.repeat == 3 else args.repeat
+    output: Path | None = args.output or (None if args.quick else REPO_ROOT / "bench" / "results.md")
+    settings = RunSettings(args.latency_ms / 1000, args.concurrency, args.max_attempts)
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION=REGION)
+    for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(variable, None)
+
+    began = time.perf_counter()
+    rows: list[Medians] = []
+    with served_shim() as shim:
+        for size in sizes:
+            speedup = speedup_for(size, args.speedup)
+            runs: dict[str, list[RunFigures]] = {name: [] for name in CONTENDERS}
+            for attempt in range(1, repeat + 1):
+                for contender in runs:  # interleaved, so machine noise falls on both alike
+                    clock = time.perf_counter()
+                    figures = measure_once(shim, contender, size, speedup, settings)
+                    runs[contender].append(figures)
+                    print(
+                        f"N={size} k={speedup:g} {contender} run {attempt}/{repeat}: "
+                        f"isolated after {seconds(figures.isolation_s)} s, "
+                        f"{figures.throttled_calls} throttled, {figures.failed} failed "
+                        f"({time.perf_counter() - clock:.1f} s with seeding)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            rows += [medians(figures) for figures in runs.values()]
+
+    cli_start = cli_start_s = None
+    if not args.no_startup:
+        from bench.startup import measure_cli_start, render_cli_start
+
+        measured = measure_cli_start()
+        cli_start, cli_start_s = render_cli_start(measured), measured.median_s
+    text = report(rows, settings, repeat, cli_start, cli_start_s, time.perf_counter() - began)
+    print(text)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+        print(f"(written to {output})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""An AWS-like shim in front of the corrected moto emulator: latency, EC2 throttling and a call log.
+
+moto answers in a few milliseconds and never throttles, so on its own it hides the two things that
+set the time to contain a fleet on real AWS: round trips, and EC2's per-account token buckets
+(see ../shared/DESIGN.md, "EC2 API throttling"). ``Shim`` is a WSGI middleware that adds both:
+
+* every call takes ``latency_s / speedup``, half before it reaches the emulator and half after,
+  so that concurrent calls overlap like real round trips and a change lands mid-trip;
+* every EC2 call draws one token from its action's bucket; an empty bucket answers
+  ``RequestLimitExceeded`` with HTTP 503 and EC2's XML error body. Buckets refill at
+  ``refill x speedup`` and keep their published sizes. Other services (DynamoDB, STS) only get
+  the latency;
+* every call is logged with its start, end, service, action, status and whether it was
+  throttled; a ``ModifyNetworkInterfaceAttribute`` also logs its ENI and target groups, so the
+  moment each ENI reached its isolation group can be read back.
+
+Shaping (latency and throttling) can be switched off, to seed a fleet quickly. The shim is driven
+in-process through ``Shim`` or, when it runs as a server of its own (``python -m bench.shim``),
+over HTTP through ``RemoteShim``: ``POST /_shim/configure``, ``POST /_shim/clear-log`` and
+``GET /_shim/log``.
+
+Times are ``time.monotonic()`` seconds, which on Linux is one clock for every process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import re
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qs
+
+# -- EC2's token buckets -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    size: int
+    refill_per_s: float
+
+
+DESCRIBE = "describe"
+UNFILTERED_DESCRIBE = "unfiltered-describe"
+MODIFY_ENI = "ModifyNetworkInterfaceAttribute"
+MUTATING = "mutating"
+SECURITY_GROUP_RULES = "security-group-rules"
+
+# Actions that EC2 gives a bucket of their own, named after the action.
+OWN_BUCKETS: dict[str, BucketSpec] = {
+    MODIFY_ENI: BucketSpec(100, 5),
+    "CreateSnapshot": BucketSpec(100, 5),
+    "CreateSnapshots": BucketSpec(100, 5),
+    "CreateVolume": BucketSpec(100, 5),
+    "AssociateIamInstanceProfile": BucketSpec(100, 5),
+    "DisassociateIamInstanceProfile": BucketSpec(100, 5),
+    "CreateTags": BucketSpec(100, 10),
+    "RunInstances": BucketSpec(5, 2),
+}
+SECURITY_GROUP_RULE_ACTIONS = frozenset(
+    {
+        "AuthorizeSecurityGroupIngress",
+        "AuthorizeSecurityGroupEgress",
+        "RevokeSecurityGroupIngress",
+        "RevokeSecurityGroupEgress",
+    }
+)
+EC2_BUCKETS: dict[str, BucketSpec] = {
+    DESCRIBE: BucketSpec(100, 20),
+    UNFILTERED_DESCRIBE: BucketSpec(50, 10),
+    MUTATING: BucketSpec(50, 5),
+    SECURITY_GROUP_RULES: BucketSpec(50, 5),
+    **OWN_BUCKETS,
+}
+# Parameters that are part of every query request and so do not make a describe "filtered".
+PROTOCOL_PARAMS = frozenset({"Action", "Version", "DryRun"})
+
+
+def ec2_bucket(action: str, params: Mapping[str, object]) -> str:
+    """The bucket an EC2 call draws from, as DESIGN.md lists them."""
+    if action in OWN_BUCKETS:
+        return action
+    if action in SECURITY_GROUP_RULE_ACTIONS:
+        return SECURITY_GROUP_RULES
+    if action.startswith(("Describe", "Get", "List")):
+        # Filters, ids or a page size all make a describe "filtered or paginated".
+        return DESCRIBE if set(params) - PROTOCOL_PARAMS else UNFILTERED_DESCRIBE
+    return MUTATING
+
+
+class TokenBucket:
+    """One token per call; refilled continuously. Not thread-safe: the shim holds a lock."""
+
+    def __init__(self, spec: BucketSpec, speedup: float, now: float) -> None:
+        self.capacity = float(spec.size)
+        self.refill_per_s = spec.refill_per_s * speedup
+        self.tokens = self.capacity
+        self.updated = now
+
+    def take(self, now: float) -> bool:
+        elapsed = max(0.0, now - self.updated)
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.refill_per_s)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+# -- the call log --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    start: float  # when the request reached the shim
+    end: float  # when its response left the shim, a full round trip later
+    service: str
+    action: str
+    status: int
+    throttled: bool
+    bucket: str | None = None  # EC2 calls only
+    eni_id: str | None = None  # ModifyNetworkInterfaceAttribute only
+    group_ids: tuple[str, ...] = ()  # ModifyNetworkInterfaceAttribute only
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallRecord:
+        return cls(**{**data, "group_ids": tuple(data.get("group_ids", ()))})
+
+
+# -- the middleware ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShimSettings:
+    latency_s: float = 0.05
+    speedup: float = 1.0
+    latency: bool = True  # add the round-trip latency
+    throttling: bool = True  # enforce EC2's buckets
+    buckets: Mapping[str, BucketSpec] = field(default_factory=lambda: dict(EC2_BUCKETS))
+
+    @property
+    def round_trip_s(self) -> float:
+        return self.latency_s / self.speedup
+
+
+THROTTLE_BODY = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+    "<Message>Request limit exceeded.</Message></Error></Errors>"
+    "<RequestID>{request_id}</RequestID></Response>"
+)
+CONTROL_PREFIX = "/_shim/"
+REMOTE_SETTINGS = frozenset({"latency_s", "speedup", "latency", "throttling"})
+CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+GROUP_PARAM = re.compile(r"SecurityGroupId\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_line: str
+    headers: list[tuple[str, str]]
+    chunks: list[bytes]
+
+    @property
+    def status(self) -> int:
+        return int(self.status_line.split()[0])
+
+
+def throttle_answer() -> Answer:
+    request_id = str(uuid.uuid4())
+    payload = THROTTLE_BODY.format(request_id=request_id).encode()
+    headers = [
+        ("Content-Type", "text/xml;charset=UTF-8"),
+        ("Content-Length", str(len(payload))),
+        ("x-amzn-RequestId", request_id),
+    ]
+    return Answer("503 Service Unavailable", headers, [payload])
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+StartResponse = Callable[..., Any]
+
+
+def service_of(environ: Mapping[str, Any]) -> str:
+    """The signing service from SigV4's credential scope: ec2, dynamodb, sts, ..."""
+    match = CREDENTIAL_SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+    return match.group(1) if match else "unsigned"
+
+
+def action_of(environ: Mapping[str, Any], params: Mapping[str, list[str]]) -> str:
+    if "Action" in params:  # the query protocol of EC2 and STS
+        return params["Action"][0]
+    target = str(environ.get("HTTP_X_AMZ_TARGET", ""))  # the JSON protocol of DynamoDB
+    if target:
+        return target.rsplit(".", 1)[-1]
+    return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+
+
+def interface_change(params: Mapping[str, list[str]]) -> tuple[str | None, tuple[str, ...]]:
+    """The ENI and target groups of a ModifyNetworkInterfaceAttribute body, in their given order."""
+    numbered = sorted(
+        (int(match.group(1)), values[0])
+        for name, values in params.items()
+        if (match := GROUP_PARAM.match(name))
+    )
+    eni_ids = params.get("NetworkInterfaceId")
+    return (eni_ids[0] if eni_ids else None), tuple(group for _, group in numbered)
+
+
+class Shim:
+    """WSGI middleware adding AWS-like latency and EC2 throttling to ``app``, and logging each call."""
+
+    def __init__(
+        self,
+        app: WsgiApp,
+        settings: ShimSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.app = app
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._log: list[CallRecord] = []
+        self.configure(settings or ShimSettings())
+
+    # -- control --
+
+    def configure(self, settings: ShimSettings) -> None:
+        """Use ``settings`` from now on, with every bucket full: a fresh account's state."""
+        with self._lock:
+            self.settings = settings
+            now = self.clock()
+            self._buckets = {
+                name: TokenBucket(spec, settings.speedup, now) for name, spec in settings.buckets.items()
+            }
+
+    def records(self) -> list[CallRecord]:
+        with self._lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # -- WSGI --
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO", ""))
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(path, environ, start_response)
+        if path.startswith("/moto-api/"):  # the emulator's own controls: not an AWS call
+            return self.app(environ, start_response)
+
+        start = self.clock()
+        settings = self.settings
+        body = self._read_body(environ)
+        params = parse_qs(body.decode("utf-8", "replace")) if self._is_form(environ) else {}
+        service = service_of(environ)
+        action = action_of(environ, params)
+        bucket = ec2_bucket(action, params) if service == "ec2" else None
+        eni_id, group_ids = interface_change(params) if action == MODIFY_ENI else (None, ())
+        half_trip = settings.round_trip_s / 2 if settings.latency else 0.0
+
+        self.sleep(half_trip)  # the request travelling to AWS
+        throttled = bucket is not None and settings.throttling and not self._take(bucket)
+        answer = throttle_answer() if throttled else self._forward(environ)
+        self.sleep(half_trip)  # the response travelling back
+
+        record = CallRecord(
+            start, self.clock(), service, action, answer.status, throttled, bucket, eni_id, group_ids
+        )
+        with self._lock:
+            self._log.append(record)
+        start_response(answer.status_line, answer.headers)
+        return answer.chunks
+
+    def _take(self, bucket: str) -> bool:
+        with self._lock:
+            tokens = self._buckets.get(bucket)  # a bucket left out of the settings is unlimited
+            return tokens is None or tokens.take(self.clock())
+
+    @staticmethod
+    def _is_form(environ: Mapping[str, Any]) -> bool:
+        return str(environ.get("CONTENT_TYPE", "")).startswith("application/x-www-form-urlencoded")
+
+    @staticmethod
+    def _read_body(environ: dict[str, Any]) -> bytes:
+        """Read the whole body, then put it back so that the emulator still finds it."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        body: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    def _forward(self, environ: dict[str, Any]) -> Answer:
+        """Run the emulator and hold its whole answer, so the return half-trip can be slept first."""
+        captured: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def capture(
+            status: str, headers: list[tuple[str, str]], exc_info: object = None
+        ) -> Callable[..., None]:
+            captured.append((status, headers))
+            return lambda _data: None
+
+        body = self.app(environ, capture)
+        try:
+            chunks = list(body)
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        status_line, headers = captured[-1]
+        return Answer(status_line, list(headers), chunks)
+
+    def _control(self, path: str, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        command = path[len(CONTROL_PREFIX) :]
+        method = environ.get("REQUEST_METHOD", "GET")
+        answer: object
+        if command == "log" and method == "GET":
+            answer = [record.as_dict() for record in self.records()]
+        elif command == "clear-log" and method == "POST":
+            self.clear_log()
+            answer = {"ok": True}
+        elif command == "configure" and method == "POST":
+            changes = json.loads(self._read_body(environ) or b"{}")
+            unknown = set(changes) - REMOTE_SETTINGS
+            if unknown:
+                start_response("400 Bad Request", [("Content-Type", "text/plain")])
+                return [f"not settable remotely: {sorted(unknown)}".encode()]
+            self.configure(replace(self.settings, **changes))
+            answer = {"ok": True}
+        else:
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"error": "unknown shim command"}']
+        payload = json.dumps(answer).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        )
+        return [payload]
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+class ShimServer:
+    """The corrected emulator behind the shim, served on loopback from a thread of this process."""
+
+    def __init__(
+        self,
+        settings: ShimSettings | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or ShimSettings()
+        self.clock = clock
+        self.host = host
+        self.port = port
+        self.shim: Shim | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> ShimServer:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        from ec2ir.emulator import apply_fidelity_fixes
+
+        apply_fidelity_fixes()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request buries the output
+        self.shim = Shim(DomainDispatcherApplication(create_backend_app), self.settings, self.clock)
+        self._server = make_server(
+            self.host, self.port, self.shim, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="shim", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> ShimServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RemoteShim:
+    """Drives a shim served by another process (``python -m bench.shim``) over its control paths."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+
+    def _call(self, method: str, path: str, payload: object = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(f"{self.endpoint_url}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def configure(self, **changes: object) -> None:
+        """Change latency/throttling settings (``ShimSettings`` field names); refills every bucket."""
+        self._call("POST", "/_shim/configure", changes)
+
+    def clear_log(self) -> None:
+        self._call("POST", "/_shim/clear-log", {})
+
+    def records(self) -> list[CallRecord]:
+        return [CallRecord.from_dict(item) for item in self._call("GET", "/_shim/log")]
+
+    def reset_emulator(self) -> None:
+        """Forget every AWS resource, as a fresh emulator would."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=60):
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the shim until stdin closes, so that it never outlives the process that started it."""
+    parser = argparse.ArgumentParser(prog="python -m bench.shim", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
+    args = parser.parse_args(argv)
+    with ShimServer(port=args.port) as server:
+        print(server.endpoint_url, flush=True)
+        sys.stdin.read()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
