@@ -249,52 +249,48 @@ class StateStore:
 
     def add_eni_originals(self, hold: Hold, eni_id: str, group_ids: tuple[str, ...], vpc_id: str) -> bool:
         """Record an ENI attached after the hold began; False if it was already recorded."""
-        try:
-            with translated("dynamodb", "UpdateItem"):
-                self._ddb.update_item(
-                    TableName=self.table,
-                    Key=instance_key(hold.instance_id),
-                    UpdateExpression="SET originals.#eni = :groups, eni_vpcs.#eni = :vpc",
-                    ConditionExpression=(
-                        "case_id = :case AND recorded_at = :at AND #s IN (:isolating, :isolated) "
-                        "AND attribute_not_exists(originals.#eni)"
-                    ),
-                    ExpressionAttributeNames={"#eni": eni_id, "#s": "status"},
-                    ExpressionAttributeValues={
-                        ":groups": {"L": [{"S": group} for group in group_ids]},
-                        ":vpc": {"S": vpc_id},
-                        ":case": {"S": hold.case_id},
-                        ":at": {"S": hold.recorded_at},
-                        ":isolating": {"S": HoldStatus.ISOLATING.value},
-                        ":isolated": {"S": HoldStatus.ISOLATED.value},
-                    },
-                )
-            return True
-        except AwsError as error:
-            if error.code == CONDITION_FAILED:
-                return False
-            raise
+        return self._set_if_absent(
+            hold,
+            "originals.#eni = :groups, eni_vpcs.#eni = :vpc",
+            absent="originals.#eni",
+            names={"#eni": eni_id},
+            values={":groups": list(group_ids), ":vpc": vpc_id},
+        )
 
     def add_step_record(self, hold: Hold, step: str, record: dict[str, Any]) -> bool:
         """Record a step's originals if this hold has none yet; False if one was already there."""
+        return self._set_if_absent(
+            hold,
+            "steps.#step = :record",
+            absent="steps.#step",
+            names={"#step": step},
+            values={":record": record},
+        )
+
+    def _set_if_absent(
+        self, hold: Hold, assignments: str, absent: str, names: dict[str, str], values: dict[str, Any]
+    ) -> bool:
+        """Add to this very episode of an active hold what it lacks; False if it had it already.
+
+        The first value written always stays: this is how originals are never overwritten."""
         try:
             with translated("dynamodb", "UpdateItem"):
                 self._ddb.update_item(
                     TableName=self.table,
                     Key=instance_key(hold.instance_id),
-                    UpdateExpression="SET steps.#step = :record",
+                    UpdateExpression=f"SET {assignments}",
                     ConditionExpression=(
                         "case_id = :case AND recorded_at = :at AND #s IN (:isolating, :isolated) "
-                        "AND attribute_not_exists(steps.#step)"
+                        f"AND attribute_not_exists({absent})"
                     ),
-                    ExpressionAttributeNames={"#step": step, "#s": "status"},
+                    ExpressionAttributeNames={"#s": "status", **names},
                     ExpressionAttributeValues=_serialize(
                         {
-                            ":record": record,
                             ":case": hold.case_id,
                             ":at": hold.recorded_at,
                             ":isolating": HoldStatus.ISOLATING.value,
                             ":isolated": HoldStatus.ISOLATED.value,
+                            **values,
                         }
                     ),
                 )

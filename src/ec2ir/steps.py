@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from botocore import xform_name
+
 from ec2ir.aws import Aws, chunks, patiently, translated
 from ec2ir.errors import AwsError, Ec2irError, SeveralFailed
 from ec2ir.models import InstanceFacts, VpcGroups
@@ -441,33 +443,31 @@ class DeregisterLoadBalancers(Step):
         return dict(membership) if membership else None
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
-        iid = target.instance_id
-        for group in record["target_groups"]:
-            with translated("elasticloadbalancing", "DeregisterTargets"):
-                ctx.aws.client("elbv2").deregister_targets(
-                    TargetGroupArn=group["arn"], Targets=[{"Id": iid, "Port": group["port"]}]
-                )
-        for name in record["classic"]:
-            with translated("elasticloadbalancing", "DeregisterInstancesFromLoadBalancer"):
-                ctx.aws.client("elb").deregister_instances_from_load_balancer(
-                    LoadBalancerName=name, Instances=[{"InstanceId": iid}]
-                )
+        self._membership(ctx.aws, target.instance_id, record, register=False)
         return f"deregistered from {_balancers(record)}"
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
         if not ctx.options.rejoin:
             return "left out of its load balancers (use --rejoin to register it again)"
+        self._membership(ctx.aws, instance_id, record, register=True)
+        return f"registered again with {_balancers(record)}"
+
+    @staticmethod
+    def _membership(aws: Aws, instance_id: str, record: Record, register: bool) -> None:
+        elbv2_operation = "RegisterTargets" if register else "DeregisterTargets"
+        elb_operation = (
+            "RegisterInstancesWithLoadBalancer" if register else "DeregisterInstancesFromLoadBalancer"
+        )
         for group in record["target_groups"]:
-            with translated("elasticloadbalancing", "RegisterTargets"):
-                ctx.aws.client("elbv2").register_targets(
+            with translated("elasticloadbalancing", elbv2_operation):
+                getattr(aws.client("elbv2"), xform_name(elbv2_operation))(
                     TargetGroupArn=group["arn"], Targets=[{"Id": instance_id, "Port": group["port"]}]
                 )
         for name in record["classic"]:
-            with translated("elasticloadbalancing", "RegisterInstancesWithLoadBalancer"):
-                ctx.aws.client("elb").register_instances_with_load_balancer(
+            with translated("elasticloadbalancing", elb_operation):
+                getattr(aws.client("elb"), xform_name(elb_operation))(
                     LoadBalancerName=name, Instances=[{"InstanceId": instance_id}]
                 )
-        return f"registered again with {_balancers(record)}"
 
     def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
         return [
