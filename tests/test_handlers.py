@@ -1,0 +1,642 @@
+"""The Lambda handlers against the corrected emulator, driven with real-shaped events.
+
+CloudFormation's side of a custom resource is a pre-signed URL that receives one PUT; here it is a
+loopback HTTP server (``ResponseCatcher``), and the tests assert the bodies it received. The Lambda
+runtime's context is a small stand-in with a real deadline. The engine is the real one, on the
+emulator; slowness is injected at botocore's transport, never by replacing ec2ir code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ec2ir import validate
+from ec2ir.aws import Aws
+from ec2ir.engine import Engine
+from ec2ir.handlers import custom_resource, guardduty
+from ec2ir.models import HoldStatus
+from ec2ir.state import StateStore
+from tests.conftest import Fleet
+
+TABLE = "incident-ir-7-StateTable-1A2B3C4D5E6F"
+CASE = "IR-2026-007"
+STACK_NAME = "incident-ir-7"
+STACK_ID = (
+    f"arn:aws:cloudformation:us-east-1:123456789012:stack/{STACK_NAME}/4f1c2a60-1d2e-11f0-9c1b-0affd1e2c3b4"
+)
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:incident-ir-7-ContainmentFunction-AbC123"
+FIXTURES = Path(__file__).parent / "fixtures" / "guardduty"
+MAX_BODY = 64 * 1024
+
+
+# -- CloudFormation's and Lambda's side ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    at: float  # time.monotonic() on arrival
+
+
+class ResponseCatcher:
+    """The pre-signed response URLs: a loopback HTTP server that records every PUT it gets."""
+
+    def __init__(self) -> None:
+        received: list[Received] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
+                body = json.loads(self.rfile.read(length))
+                received.append(Received(self.path, dict(self.headers), body, time.monotonic()))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # keep pytest's output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def url(self, name: str) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/cloudformation-responses/{name}?X-Amz-Signature=stand-in"
+
+    def answers(self, name: str) -> list[Received]:
+        return [r for r in self.received if r.path.startswith(f"/cloudformation-responses/{name}?")]
+
+    def only_answer(self, name: str) -> Received:
+        answers = self.answers(name)
+        assert len(answers) == 1, f"expected one answer to {name}, got {len(answers)}"
+        return answers[0]
+
+
+@pytest.fixture
+def catcher() -> Iterator[ResponseCatcher]:
+    running = ResponseCatcher()
+    running.thread.start()
+    try:
+        yield running
+    finally:
+        running.server.shutdown()
+        running.server.server_close()
+        running.thread.join(timeout=5)
+
+
+class LambdaRuntimeContext:
+    """What the Lambda runtime passes as ``context``, with a deadline that really runs out."""
+
+    def __init__(self, remaining_ms: int = 900_000) -> None:
+        self.deadline = time.monotonic() + remaining_ms / 1000
+        self.log_stream_name = "2026/03/14/[$LATEST]0123456789abcdef0123456789abcdef"
+        self.invoked_function_arn = FUNCTION_ARN
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def cfn_event(
+    request_type: str,
+    url: str,
+    instance_ids: list[str],
+    *,
+    case: str = CASE,
+    old: dict[str, Any] | None = None,
+    physical_id: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """A request as CloudFormation sends it: every property value a string, lists as lists."""
+    event: dict[str, Any] = {
+        "RequestType": request_type,
+        "ServiceToken": FUNCTION_ARN,
+        "ResponseURL": url,
+        "StackId": STACK_ID,
+        "RequestId": request_id or str(uuid.uuid4()),
+        "LogicalResourceId": "Containment",
+        "ResourceType": "Custom::Containment",
+        "ResourceProperties": properties(instance_ids, case),
+    }
+    if old is not None:
+        event["OldResourceProperties"] = old
+    if physical_id is not None:
+        event["PhysicalResourceId"] = physical_id
+    return event
+
+
+def properties(instance_ids: list[str], case: str = CASE) -> dict[str, Any]:
+    return {
+        "ServiceToken": FUNCTION_ARN,
+        "ServiceTimeout": "960",
+        "CaseId": case,
+        "InstanceIds": instance_ids,
+        "OfficeCidr": "203.0.113.7",
+        "RevokeSessions": "false",
+        "Untrack": "true",
+    }
+
+
+def engine_factory(aws: Aws) -> Callable[[], Engine]:
+    return lambda: Engine(aws, StateStore(aws, TABLE), concurrency=4)
+
+
+def run(aws: Aws, catcher: ResponseCatcher, event: dict[str, Any], remaining_ms: int = 900_000) -> Received:
+    """Invoke the handler as Lambda would and return what CloudFormation received."""
+    name = event["ResponseURL"].split("/cloudformation-responses/", 1)[1].split("?", 1)[0]
+    returned = custom_resource.handle(event, LambdaRuntimeContext(remaining_ms), engine_factory(aws))
+    answer = catcher.answers(name)[-1]
+    assert answer.body == returned
+    assert answer.headers.get("Content-Type", "") == ""  # the URL is signed without one
+    return answer
+
+
+@pytest.fixture
+def incident(fleet: Fleet) -> dict[str, Any]:
+    """A compromised fleet in one VPC: a two-ENI instance in different groups, and two others."""
+    vpc = fleet.vpc(10)
+    web, db, admin = (fleet.group(vpc, name) for name in ("web", "db", "admin"))
+    two_enis = fleet.instance(vpc, [web], extra_enis=[[db, admin]])
+    second = fleet.instance(vpc, [web, admin])
+    third = fleet.instance(vpc, [db])
+    ids = [two_enis, second, third]
+    return {"vpc": vpc, "ids": ids, "before": fleet.eni_groups(ids)}
+
+
+def isolation_group(fleet: Fleet, vpc_id: str) -> str:
+    groups = fleet.ec2.describe_security_groups(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "tag:ec2ir:role", "Values": ["isolation"]},
+        ]
+    )["SecurityGroups"]
+    assert len(groups) == 1
+    return str(groups[0]["GroupId"])
+
+
+def wait_for_workers(timeout: float = 20.0) -> None:
+    """Let handler work that outlived its answer finish, so it cannot touch the next test."""
+    for thread in threading.enumerate():
+        if thread.name.startswith(custom_resource.WORKER_THREAD_PREFIX):
+            thread.join(timeout)
+            assert not thread.is_alive()
+
+
+# -- Custom::Containment --------------------------------------------------------------------------------
+
+
+def test_create_isolates_every_eni_and_answers_with_the_groups(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    ids = incident["ids"]
+    answer = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids))
+
+    body = answer.body
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert body["PhysicalResourceId"] == f"ec2ir:{CASE}:{STACK_NAME}"
+    assert body["StackId"] == STACK_ID and body["LogicalResourceId"] == "Containment"
+    iso = isolation_group(fleet, incident["vpc"])
+    assert body["Data"] == {
+        "CaseId": CASE,
+        "IsolationGroupIds": iso,
+        "ForensicGroupIds": body["Data"]["ForensicGroupIds"],
+        "ContainedCount": "3",
+        "SnapshotIds": "",  # no evidence collection in the engine yet
+    }
+    assert body["Data"]["ForensicGroupIds"].startswith("sg-")
+    assert "details: CloudWatch log stream" in body["Reason"]
+    assert set(fleet.eni_groups(ids).values()) == {(iso,)}
+    store = StateStore(aws, TABLE)
+    for instance_id in ids:
+        hold = store.get(instance_id)
+        assert hold is not None and hold.case_id == CASE and hold.status is HoldStatus.ISOLATED
+        assert {eni: tuple(sorted(g)) for eni, g in hold.originals.items()} == {
+            eni: groups for eni, groups in incident["before"].items() if eni in hold.originals
+        }
+
+
+def test_create_retried_with_the_same_request_id_answers_alike_and_calls_no_ec2(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    ids = incident["ids"]
+    event = cfn_event("Create", catcher.url("create"), ids, request_id="7c9e6679-7425-40de-944b-e07fc1f90ae7")
+    first = run(aws, catcher, event)
+    after_first = fleet.eni_groups(ids)
+    holds_first = {i: StateStore(aws, TABLE).get(i) for i in ids}
+
+    ec2_calls: list[str] = []
+    aws.ec2().meta.events.register("before-call.ec2", lambda model, **_: ec2_calls.append(model.name))
+    second = run(aws, catcher, copy.deepcopy(event))
+
+    assert second.body == first.body
+    assert ec2_calls == []  # the recorded answer was sent again; nothing was redone
+    assert fleet.eni_groups(ids) == after_first
+    assert {i: StateStore(aws, TABLE).get(i) for i in ids} == holds_first
+
+
+def test_update_isolates_added_and_releases_removed_without_touching_kept_originals(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    removed, kept, added = incident["ids"]
+    before = incident["before"]
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), [removed, kept]))
+    physical_id = create.body["PhysicalResourceId"]
+    store = StateStore(aws, TABLE)
+    kept_hold = store.get(kept)
+
+    update = cfn_event(
+        "Update",
+        catcher.url("update"),
+        [kept, added],
+        old=properties([removed, kept]),
+        physical_id=physical_id,
+    )
+    body = run(aws, catcher, update).body
+
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert body["PhysicalResourceId"] == physical_id
+    assert f"released {removed}" in body["Reason"]
+    iso = isolation_group(fleet, incident["vpc"])
+    removed_now = fleet.eni_groups([removed])
+    assert removed_now == {eni: before[eni] for eni in removed_now}
+    assert set(fleet.eni_groups([kept, added]).values()) == {(iso,)}
+    assert store.get(kept) == kept_hold  # same originals, same episode: never re-recorded
+    removed_hold = store.get(removed)
+    assert removed_hold is not None and removed_hold.status is HoldStatus.RELEASED
+
+
+def test_delete_after_a_failed_create_releases_what_was_isolated(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    real = incident["ids"][0]
+    missing = "i-0123456789abcdef0"
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), [real, missing])).body
+
+    assert create["Status"] == "FAILED"
+    assert f"{missing}: isolate: InvalidInstanceID.NotFound" in create["Reason"]
+    assert create["PhysicalResourceId"] == f"ec2ir:{CASE}:{STACK_NAME}"  # Delete will carry it
+    assert set(fleet.eni_groups([real]).values()) == {(isolation_group(fleet, incident["vpc"]),)}
+
+    delete = cfn_event(
+        "Delete", catcher.url("delete"), [real, missing], physical_id=create["PhysicalResourceId"]
+    )
+    body = run(aws, catcher, delete).body
+
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert body["PhysicalResourceId"] == create["PhysicalResourceId"]
+    assert f"released {real}" in body["Reason"]
+    assert f"{missing} no longer exist" in body["Reason"]
+    real_now = fleet.eni_groups([real])
+    assert real_now == {eni: incident["before"][eni] for eni in real_now}
+
+
+def test_delete_after_a_create_refused_for_bad_input_succeeds_and_changed_nothing(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), ["web-server-1"])).body
+    assert create["Status"] == "FAILED"
+    assert "malformed instance id: 'web-server-1'" in create["Reason"]
+
+    delete = cfn_event(
+        "Delete", catcher.url("delete"), ["web-server-1"], physical_id=create["PhysicalResourceId"]
+    )
+    body = run(aws, catcher, delete).body
+
+    assert body["Status"] == "SUCCESS"
+    assert "nothing to release" in body["Reason"]
+    assert fleet.ec2ir_groups() == []
+    assert fleet.eni_groups(incident["ids"]) == incident["before"]
+
+
+def test_delete_when_already_released_by_hand_succeeds(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    ids = incident["ids"]
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids)).body
+    # A responder released everything with the CLI's engine before deleting the stack.
+    by_hand = engine_factory(aws)().release(ids, CASE)
+    assert not by_hand.failed
+
+    delete = cfn_event("Delete", catcher.url("delete"), ids, physical_id=create["PhysicalResourceId"])
+    body = run(aws, catcher, delete).body
+
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert "nothing was still held" in body["Reason"]
+    assert all(f"{i} was not held" in body["Reason"] for i in ids)
+    assert fleet.eni_groups(ids) == incident["before"]
+
+
+def test_delete_succeeds_when_an_isolated_instance_was_terminated(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    gone, alive = incident["ids"][:2]
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), [gone, alive])).body
+    fleet.ec2.modify_instance_attribute(InstanceId=gone, DisableApiTermination={"Value": False})
+    fleet.ec2.terminate_instances(InstanceIds=[gone])
+
+    delete = cfn_event(
+        "Delete", catcher.url("delete"), [gone, alive], physical_id=create["PhysicalResourceId"]
+    )
+    body = run(aws, catcher, delete).body
+
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert f"{gone} no longer exist" in body["Reason"] and f"released {alive}" in body["Reason"]
+
+
+def test_an_instance_guardduty_contained_first_stays_with_its_case(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    early, listed = incident["ids"][:2]
+    auto = contain(aws, finding("ec2_backdoor_high.json", early))
+    assert auto["outcome"] == "contained"
+
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), [early, listed])).body
+    assert create["Status"] == "SUCCESS", create["Reason"]
+    assert f"{early} stays with the case that holds it" in create["Reason"]
+    assert create["Data"]["ContainedCount"] == "2"
+
+    delete = cfn_event(
+        "Delete", catcher.url("delete"), [early, listed], physical_id=create["PhysicalResourceId"]
+    )
+    body = run(aws, catcher, delete).body
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert f"released {listed}" in body["Reason"]
+    assert f"{early} is held by another case and was left alone" in body["Reason"]
+    hold = StateStore(aws, TABLE).get(early)
+    assert hold is not None and hold.case_id == auto["case"] and hold.status is HoldStatus.ISOLATED
+
+
+def test_a_case_change_is_refused_while_held_and_its_rollback_succeeds(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    ids = incident["ids"][:1]
+    physical_id = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids)).body[
+        "PhysicalResourceId"
+    ]
+    change = cfn_event(
+        "Update", catcher.url("change"), ids, case="IR-2026-008", old=properties(ids), physical_id=physical_id
+    )
+    refused = run(aws, catcher, change).body
+    assert refused["Status"] == "FAILED"
+    assert f"CaseId cannot change from {CASE} to IR-2026-008" in refused["Reason"]
+
+    # CloudFormation then rolls back with the sides swapped; nothing is held under the new case.
+    rollback = cfn_event(
+        "Update",
+        catcher.url("rollback"),
+        ids,
+        old=properties(ids, case="IR-2026-008"),
+        physical_id=physical_id,
+    )
+    body = run(aws, catcher, rollback).body
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    hold = StateStore(aws, TABLE).get(ids[0])
+    assert hold is not None and hold.case_id == CASE and hold.status is HoldStatus.ISOLATED
+
+
+class SlowOnce:
+    """Holds up the first call it is registered for, as a slow or throttled AWS would."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def __call__(self, **_: Any) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.seconds)
+
+
+def test_the_deadline_path_answers_failed_before_lambda_would_stop(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    ids = incident["ids"]
+    slow = SlowOnce(2.5)
+    aws.ec2().meta.events.register("before-send.ec2.DescribeInstances", slow)
+    started = time.monotonic()
+    body = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids), remaining_ms=1000).body
+    answered_after = catcher.only_answer("create").at - started
+
+    assert answered_after < 1.0, f"answered {answered_after:.2f}s after start, past the 1s deadline"
+    assert body["Status"] == "FAILED"
+    assert "did not finish within the function's time limit" in body["Reason"]
+    assert slow.calls == 1
+
+    # The work outlived the answer and finished; the rollback's Delete releases what it did.
+    wait_for_workers()
+    delete = cfn_event("Delete", catcher.url("delete"), ids, physical_id=body["PhysicalResourceId"])
+    released = run(aws, catcher, delete).body
+    assert released["Status"] == "SUCCESS", released["Reason"]
+    assert fleet.eni_groups(ids) == incident["before"]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"RequestType": "Replace"}, "unknown RequestType 'Replace'"),
+        ({"StackId": None}, "malformed request: the request lacks StackId"),
+        ({"ResourceProperties": ["not", "an", "object"]}, "ResourceProperties must be an object"),
+    ],
+)
+def test_a_malformed_request_is_still_answered(
+    aws: Aws, catcher: ResponseCatcher, change: dict[str, Any], why: str
+) -> None:
+    event = cfn_event("Create", catcher.url("odd"), ["i-0123456789abcdef0"])
+    for key, value in change.items():
+        if value is None:
+            del event[key]
+        else:
+            event[key] = value
+    body = run(aws, catcher, event).body
+    assert body["Status"] == "FAILED"
+    assert why in body["Reason"]
+
+
+def test_the_answer_always_fits_cloudformations_limit() -> None:
+    request = custom_resource.Request.from_event(
+        cfn_event("Create", "https://example.invalid/response", ["i-0123456789abcdef0"])
+    )
+    huge = custom_resource.Answer(
+        "FAILED", "x" * 20_000, {"IsolationGroupIds": "sg-0123456789abcdef0," * 500}
+    )
+    body = custom_resource.response_body(request, huge, "log-stream")
+    assert len(body) <= custom_resource.RESPONSE_LIMIT
+    decoded = json.loads(body)
+    assert decoded["Status"] == "FAILED" and decoded["Reason"].endswith("[truncated]")
+
+
+# -- GuardDuty ------------------------------------------------------------------------------------------
+
+
+def finding(name: str, instance_id: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    if instance_id is not None:
+        event["detail"]["resource"]["instanceDetails"]["instanceId"] = instance_id
+    return event
+
+
+def contain(aws: Aws, event: Any, threshold: float | None = 7.0, **kwargs: Any) -> dict[str, Any]:
+    return guardduty.handle(
+        event,
+        engine_factory(aws),
+        threshold=threshold,
+        own_account="123456789012",
+        own_region="us-east-1",
+        office_cidr="203.0.113.7",
+        **kwargs,
+    )
+
+
+def test_guardduty_contains_only_ec2_findings_at_or_above_the_threshold(
+    aws: Aws, fleet: Fleet, incident: dict[str, Any]
+) -> None:
+    backdoored, probed, bystander = incident["ids"]
+    events = {
+        "ec2_backdoor_high.json": finding("ec2_backdoor_high.json", backdoored),
+        "ec2_portprobe_low.json": finding("ec2_portprobe_low.json", probed),
+        "ec2_sample_high.json": finding("ec2_sample_high.json", bystander),
+        "s3_exfiltration_high.json": finding("s3_exfiltration_high.json"),
+        "credential_exfiltration_high.json": finding("credential_exfiltration_high.json"),
+        "malformed_no_resource.json": finding("malformed_no_resource.json"),
+    }
+    outcomes = {name: contain(aws, event) for name, event in events.items()}
+
+    assert {name: o["outcome"] for name, o in outcomes.items()} == {
+        "ec2_backdoor_high.json": "contained",
+        "ec2_portprobe_low.json": "ignored",
+        "ec2_sample_high.json": "ignored",
+        "s3_exfiltration_high.json": "ignored",
+        "credential_exfiltration_high.json": "ignored",
+        "malformed_no_resource.json": "ignored",
+    }
+    assert "below the threshold" in outcomes["ec2_portprobe_low.json"]["reason"]
+    assert "sample" in outcomes["ec2_sample_high.json"]["reason"]
+    assert "S3Bucket resource, not an EC2 instance" in outcomes["s3_exfiltration_high.json"]["reason"]
+    assert "AccessKey resource" in outcomes["credential_exfiltration_high.json"]["reason"]
+
+    case = outcomes["ec2_backdoor_high.json"]["case"]
+    assert case == "gd-a2c6e4f1b3d5978e0f1a2b3c4d5e6f70" and validate.CASE_ID.match(case)
+    iso = isolation_group(fleet, incident["vpc"])
+    assert set(fleet.eni_groups([backdoored]).values()) == {(iso,)}
+    untouched = fleet.eni_groups([probed, bystander])
+    assert untouched == {eni: incident["before"][eni] for eni in untouched}
+    hold = StateStore(aws, TABLE).get(backdoored)
+    assert hold is not None and hold.case_id == case
+
+
+def test_guardduty_repeats_are_idempotent_and_notified_once(
+    aws: Aws, fleet: Fleet, incident: dict[str, Any]
+) -> None:
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    topic = sns.create_topic(Name="ec2ir-notifications")["TopicArn"]
+    queue = sqs.create_queue(QueueName="ec2ir-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    target = incident["ids"][0]
+    event = finding("ec2_backdoor_high.json", target)
+
+    first = contain(aws, event, topic_arn=topic)
+    again = contain(aws, copy.deepcopy(event), topic_arn=topic)
+
+    assert (first["outcome"], again["outcome"]) == ("contained", "already-held")
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+        "Messages", []
+    )
+    assert len(messages) == 1
+    notification = json.loads(messages[0]["Body"])
+    assert notification["Subject"] == f"ec2ir contained {target} (GuardDuty 8)"
+    assert "Backdoor:EC2/C&CActivity.B!DNS" in notification["Message"]
+    assert f"{target}: ok" in notification["Message"]
+
+
+def test_guardduty_leaves_an_instance_held_by_another_case_to_that_case(
+    aws: Aws, fleet: Fleet, incident: dict[str, Any]
+) -> None:
+    target = incident["ids"][0]
+    engine_factory(aws)().isolate([target], CASE, "203.0.113.7")
+    outcome = contain(aws, finding("ec2_backdoor_high.json", target))
+    assert outcome["outcome"] == "already-held"
+    assert f"already held by case {CASE}" in outcome["reason"]
+    hold = StateStore(aws, TABLE).get(target)
+    assert hold is not None and hold.case_id == CASE
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "edit", "why"),
+    [
+        ({"threshold": None}, {}, "auto-containment is off"),
+        ({}, {"accountId": "210987654321"}, "in account 210987654321"),
+        ({}, {"region": "eu-west-1"}, "in eu-west-1"),
+        ({}, {"severity": 6.9}, "severity 6.9 is below the threshold 7"),
+        ({}, {"severity": "8"}, "severity is missing or not a number"),
+        ({}, {"id": None}, "detail.id is missing"),
+    ],
+)
+def test_guardduty_checks_again_what_the_rule_selected(
+    kwargs: dict[str, Any], edit: dict[str, Any], why: str
+) -> None:
+    event = finding("ec2_backdoor_high.json")
+    for key, value in edit.items():
+        if value is None:
+            del event["detail"][key]
+        else:
+            event["detail"][key] = value
+
+    def never() -> Engine:
+        raise AssertionError("an ignored finding must not reach the engine")
+
+    arguments: dict[str, Any] = {"threshold": 7.0, "own_account": "123456789012", "own_region": "us-east-1"}
+    outcome = guardduty.handle(event, never, **(arguments | kwargs))
+    assert outcome["outcome"] == "ignored"
+    assert why in outcome["reason"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        [],
+        "GuardDuty Finding",
+        {"source": "aws.guardduty"},
+        {"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": []},
+        {
+            "source": "aws.guardduty",
+            "detail-type": "GuardDuty Finding",
+            "detail": {
+                "resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": "i-; rm -rf"}}
+            },
+        },
+    ],
+)
+def test_guardduty_never_raises_on_garbage(event: Any) -> None:
+    def never() -> Engine:
+        raise AssertionError("garbage must not reach the engine")
+
+    assert guardduty.handle(event, never, threshold=1.0)["outcome"] == "ignored"
+
+
+@pytest.mark.parametrize(
+    "finding_id", ["a2c6e4f1b3d5978e0f1a2b3c4d5e6f70", "../../etc/passwd", "x" * 200, "", "id with spaces"]
+)
+def test_case_ids_from_findings_are_always_valid(finding_id: str) -> None:
+    case = guardduty.case_for(finding_id)
+    assert validate.CASE_ID.match(case), case
+    assert guardduty.case_for(finding_id) == case  # the same finding always maps to the same case
