@@ -11,6 +11,7 @@ from ec2ir.engine import Engine, RunReport
 from ec2ir.errors import StateTableError
 from ec2ir.models import HoldStatus, VpcGroups
 from ec2ir.state import StateStore, instance_key
+from ec2ir.steps import Options
 from tests.conftest import Fleet, race
 from tests.faults import Fault, inject
 
@@ -463,3 +464,29 @@ def test_a_repeated_instance_id_is_worked_on_once_and_noted(engine: Engine, flee
 
     assert [r.instance_id for r in report.results] == [instance]
     assert "ignored 1 repeated instance id(s)" in report.notes
+
+
+def test_an_outside_forensic_group_is_admitted_and_left_alone(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    security_team = fleet.group(vpc, "security-team-forensics")
+    fleet.ec2.authorize_security_group_ingress(
+        GroupId=security_team,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": OFFICE}]}],
+    )
+    its_rules = fleet.group_rules(security_team)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    report = engine.isolate(
+        [instance], "CASE-1", office_cidr="203.0.113.0/24", options=Options(forensic_group=security_team)
+    )
+
+    assert report.results[0].ok, report.results[0].detail
+    groups = report.groups[vpc]
+    assert groups.forensic_group_id == security_team and "forensic" not in groups.created
+    assert fleet.group_rules(groups.isolation_group_id) == {
+        (False, "tcp/22", security_team),
+        (True, "-1/-1", "127.0.0.1/32"),
+    }
+    assert fleet.group_rules(security_team) == its_rules  # not ours to change
+    names = {g["GroupName"] for g in fleet.ec2.describe_security_groups()["SecurityGroups"]}
+    assert "ec2ir-forensic" not in names

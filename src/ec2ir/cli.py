@@ -103,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept 0.0.0.0/0 or ::/0 as --office-cidr (exposes the forensic group to the internet)",
     )
     isolate.add_argument(
+        "--forensic-group-id",
+        metavar="SG_ID",
+        default="",
+        help="admit SSH into the isolation group from this forensic group (for example the security "
+        "account's, over peering) instead of a forensic group ec2ir creates; ec2ir does not change it",
+    )
+    isolate.add_argument(
+        "--forensic-group-owner",
+        metavar="ACCOUNT_ID",
+        default="",
+        help="the account that owns --forensic-group-id, when it is another account",
+    )
+    isolate.add_argument(
         "--no-untrack",
         action="store_true",
         help="swap straight into the isolation group, skipping the allow-all group. RISK: flows EC2 "

@@ -37,7 +37,7 @@ from ec2ir.errors import (
     StaleRecord,
     UsageError,
 )
-from ec2ir.groups import ensure_groups, find_groups, find_groups_in
+from ec2ir.groups import ForensicSource, ensure_groups, find_groups, find_groups_in
 from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, InstanceResult, VpcGroups
 from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, simulate
 from ec2ir.state import StateStore, now
@@ -285,6 +285,7 @@ class Engine:
     ) -> RunReport:
         options = options or Options()
         cidr = validate.office_cidr(office_cidr, allow_any_source)
+        validate.forensic_group(options.forensic_group, options.forensic_group_owner)
         named = list(instance_ids)
         ids = validate.instance_ids(named)
         case = validate.case_id(case_id)
@@ -315,6 +316,9 @@ class Engine:
             cidr,
             untrack=options.untrack,
             found={v: found_groups.get(v, {}) for v in vpcs},
+            forensic=ForensicSource(options.forensic_group, options.forensic_group_owner)
+            if options.forensic_group
+            else None,
         )
         self._note_groups(report, cidr)
         if not options.untrack:

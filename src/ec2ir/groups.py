@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ec2ir.aws import Aws, translated
@@ -39,6 +39,8 @@ class Rule:
     from_port: int
     to_port: int
     peer: str  # a CIDR, or a security group id
+    # The account that owns a peer group in another account; not part of a rule's identity.
+    peer_owner: str = field(default="", compare=False)
 
     def permission(self) -> dict[str, Any]:
         perm: dict[str, Any] = {"IpProtocol": self.protocol}
@@ -46,7 +48,8 @@ class Rule:
             perm["FromPort"] = self.from_port
             perm["ToPort"] = self.to_port
         if self.peer.startswith("sg-"):
-            perm["UserIdGroupPairs"] = [{"GroupId": self.peer}]
+            pair = {"GroupId": self.peer} | ({"UserId": self.peer_owner} if self.peer_owner else {})
+            perm["UserIdGroupPairs"] = [pair]
         elif ":" in self.peer:
             perm["Ipv6Ranges"] = [{"CidrIpv6": self.peer}]
         else:
@@ -54,8 +57,8 @@ class Rule:
         return perm
 
 
-def ssh_from(peer: str) -> Rule:
-    return Rule(egress=False, protocol="tcp", from_port=22, to_port=22, peer=peer)
+def ssh_from(peer: str, peer_owner: str = "") -> Rule:
+    return Rule(egress=False, protocol="tcp", from_port=22, to_port=22, peer=peer, peer_owner=peer_owner)
 
 
 def rule_from_api(item: dict[str, Any]) -> Rule:
@@ -77,10 +80,19 @@ def rule_from_api(item: dict[str, Any]) -> Rule:
     )
 
 
-def isolation_rules(forensic_group_id: str) -> frozenset[Rule]:
+@dataclass(frozen=True)
+class ForensicSource:
+    """A forensic group ec2ir does not manage (say, the security account's, over peering): the
+    isolation group admits SSH from it, and ec2ir neither creates a forensic group nor changes it."""
+
+    group_id: str
+    owner: str = ""  # its account, when that is another account
+
+
+def isolation_rules(forensic_group_id: str, forensic_owner: str = "") -> frozenset[Rule]:
     return frozenset(
         {
-            ssh_from(forensic_group_id),
+            ssh_from(forensic_group_id, forensic_owner),
             Rule(egress=True, protocol="-1", from_port=-1, to_port=-1, peer=LOOPBACK),
         }
     )
@@ -274,6 +286,7 @@ def ensure_groups(
     office_cidr: str | None,
     untrack: bool = True,
     found: dict[str, dict[str, list[str]]] | None = None,
+    forensic: ForensicSource | None = None,
 ) -> tuple[dict[str, VpcGroups], dict[str, Ec2irError]]:
     """Find or create each VPC's ec2ir groups and make their rules exact.
 
@@ -283,7 +296,11 @@ def ensure_groups(
     A VPC whose groups cannot be made safe is returned as an error, never as groups. ``found``
     (from ``find_groups_in``) saves the first read when the caller made it already.
     """
-    roles = (FORENSIC, ISOLATION, ALLOW_ALL) if untrack else (FORENSIC, ISOLATION)
+    roles = tuple(
+        role
+        for role in (FORENSIC, ISOLATION, ALLOW_ALL)
+        if (role != ALLOW_ALL or untrack) and (role != FORENSIC or forensic is None)
+    )
     if found is None:
         found = find_groups_in(aws, vpc_ids) if vpc_ids else {}
     chosen: dict[str, dict[str, str]] = {}
@@ -291,6 +308,8 @@ def ensure_groups(
     errors: dict[str, Ec2irError] = {}
     for vpc_id in vpc_ids:
         chosen[vpc_id] = {role: ids[0] for role, ids in found.get(vpc_id, {}).items()}
+        if forensic is not None:  # the security team's own group, wherever it lives
+            chosen[vpc_id][FORENSIC] = forensic.group_id
         created[vpc_id] = tuple(role for role in roles if role not in chosen[vpc_id])
         try:
             for role in created[vpc_id]:  # forensic first: the isolation group's ingress refers to it
@@ -298,7 +317,10 @@ def ensure_groups(
         except Ec2irError as error:
             errors[vpc_id] = error
     usable = [vpc_id for vpc_id in vpc_ids if vpc_id not in errors]
-    known = rules_of(aws, sorted({gid for vpc in usable for gid in chosen[vpc].values()}))
+    ours = {
+        gid for vpc in usable for role, gid in chosen[vpc].items() if role != FORENSIC or forensic is None
+    }
+    known = rules_of(aws, sorted(ours))
     result: dict[str, VpcGroups] = {}
     for vpc_id in usable:
         try:
@@ -309,8 +331,9 @@ def ensure_groups(
                 found.get(vpc_id, {}),
                 created[vpc_id],
                 known,
-                office_cidr,
+                None if forensic else office_cidr,  # an outside forensic group is not ours to change
                 untrack,
+                forensic.owner if forensic else "",
             )
         except Ec2irError as error:
             errors[vpc_id] = error
@@ -326,6 +349,7 @@ def _make_safe(
     known: dict[str, dict[str, Rule]],
     office_cidr: str | None,
     untrack: bool,
+    forensic_owner: str = "",
 ) -> VpcGroups:
     forensic_id, isolation_id = groups[FORENSIC], groups[ISOLATION]
     allow_all_id = groups.get(ALLOW_ALL, "") if untrack else ""
@@ -350,7 +374,7 @@ def _make_safe(
                 f"allow-all group {allow_all_id} had drifted: {change}" for change in enforced.changes
             ]
 
-    safe = isolation_rules(forensic_id)
+    safe = isolation_rules(forensic_id, forensic_owner)
     enforced = enforce_rules(aws, isolation_id, safe, known.get(isolation_id))
     if ISOLATION not in created:
         repaired += [f"isolation group {isolation_id} had drifted: {change}" for change in enforced.changes]

@@ -36,6 +36,8 @@ class Options:
     untrack: bool = True  # swap through the allow-all group so tracked flows drop
     revoke_sessions: bool = False  # deny the role's credentials issued before now
     rejoin: bool = False  # on release, rejoin the Auto Scaling group and the load balancers
+    forensic_group: str = ""  # a forensic group ec2ir does not manage, to admit SSH from
+    forensic_group_owner: str = ""  # that group's account, when it is another account
 
 
 @dataclass(frozen=True)

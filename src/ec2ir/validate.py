@@ -10,6 +10,8 @@ from ec2ir.errors import UsageError
 
 INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+GROUP_ID = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 
 
 def instance_ids(raw: Iterable[str]) -> list[str]:
@@ -53,3 +55,16 @@ def office_cidr(raw: str | None, allow_any_source: bool = False) -> str | None:
             "give your office's range, or pass --allow-any-source if you really mean it",
         )
     return str(network)
+
+
+def forensic_group(group_id: str, owner: str) -> tuple[str, str]:
+    """An outside forensic group and, optionally, the 12-digit account that owns it."""
+    if group_id and not GROUP_ID.match(group_id):
+        raise UsageError(
+            f"malformed security group id {group_id!r}", "a group id looks like sg-0123456789abcdef0"
+        )
+    if owner and not ACCOUNT_ID.match(owner):
+        raise UsageError(f"malformed account id {owner!r}", "an AWS account id is 12 digits")
+    if owner and not group_id:
+        raise UsageError("a forensic group owner was given without the group", "pass --forensic-group-id too")
+    return group_id, owner

@@ -163,10 +163,16 @@ class Containment:
         cidr_raw = properties.get("OfficeCidr")
         try:
             cidr = validate.office_cidr(cidr_raw) if isinstance(cidr_raw, str) and cidr_raw else None
+            forensic_group, forensic_owner = validate.forensic_group(
+                str(properties.get("ForensicGroupId") or ""),
+                str(properties.get("ForensicGroupOwnerId") or ""),
+            )
             options = Options(
                 untrack=_flag(properties, "Untrack", True),
                 revoke_sessions=_flag(properties, "RevokeSessions", False),
                 rejoin=_flag(properties, "Rejoin", False),
+                forensic_group=forensic_group,
+                forensic_group_owner=forensic_owner,
             )
         except UsageError:
             if not lenient:
