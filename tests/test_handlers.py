@@ -281,6 +281,26 @@ def test_update_isolates_added_and_releases_removed_without_touching_kept_origin
     assert removed_hold is not None and removed_hold.status is HoldStatus.RELEASED
 
 
+def test_an_update_that_removes_every_instance_releases_them_all_and_delete_still_succeeds(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+) -> None:
+    ids, before = incident["ids"], incident["before"]
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids))
+    physical_id = create.body["PhysicalResourceId"]
+
+    update = cfn_event("Update", catcher.url("update"), [], old=properties(ids), physical_id=physical_id)
+    body = run(aws, catcher, update).body
+
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert body["PhysicalResourceId"] == physical_id
+    assert fleet.eni_groups(ids) == before
+    holds = [StateStore(aws, TABLE).get(instance) for instance in ids]
+    assert all(hold is not None and hold.status is HoldStatus.RELEASED for hold in holds)
+    delete = cfn_event("Delete", catcher.url("delete"), [], physical_id=physical_id)
+    assert run(aws, catcher, delete).body["Status"] == "SUCCESS"
+    assert fleet.eni_groups(ids) == before
+
+
 def test_delete_after_a_failed_create_releases_what_was_isolated(
     aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
 ) -> None:
