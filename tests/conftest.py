@@ -135,3 +135,18 @@ class Fleet:
 @pytest.fixture
 def fleet(aws: Aws) -> Fleet:
     return Fleet(aws)
+
+
+@pytest.fixture
+def catcher() -> Iterator[Any]:
+    """A loopback server that receives CloudFormation's answers (see tests/test_handlers.py)."""
+    from tests.test_handlers import ResponseCatcher
+
+    running = ResponseCatcher()
+    running.thread.start()
+    try:
+        yield running
+    finally:
+        running.server.shutdown()
+        running.server.server_close()
+        running.thread.join(timeout=5)

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -87,18 +87,6 @@ class ResponseCatcher:
         answers = self.answers(name)
         assert len(answers) == 1, f"expected one answer to {name}, got {len(answers)}"
         return answers[0]
-
-
-@pytest.fixture
-def catcher() -> Iterator[ResponseCatcher]:
-    running = ResponseCatcher()
-    running.thread.start()
-    try:
-        yield running
-    finally:
-        running.server.shutdown()
-        running.server.server_close()
-        running.thread.join(timeout=5)
 
 
 class LambdaRuntimeContext:

@@ -29,7 +29,6 @@ import re
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,18 +307,6 @@ def test_the_forensic_group_admits_ssh_from_the_office_only(
 
 
 # -- the stack and the engine, end to end ----------------------------------------------------------------
-
-
-@pytest.fixture
-def catcher() -> Iterator[ResponseCatcher]:
-    running = ResponseCatcher()
-    running.thread.start()
-    try:
-        yield running
-    finally:
-        running.server.shutdown()
-        running.server.server_close()
-        running.thread.join(timeout=5)
 
 
 def containment_request(
