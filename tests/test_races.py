@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ec2ir.aws import Aws, AwsSettings, discover
 from ec2ir.engine import Engine, RunReport
 from ec2ir.models import HoldStatus
 from ec2ir.state import StateStore
+from ec2ir.steps import Options, revoke_policy_name
 from tests.conftest import Fleet, race
 
 
@@ -137,3 +139,31 @@ def test_discovery_batches_more_instances_than_one_filter_takes(aws: Aws, fleet:
 
     assert set(found) == set(ids)
     assert all(facts.enis and facts.enis[0].group_ids == (web,) for facts in found.values())
+
+
+def test_releasing_a_terminated_instance_closes_its_hold_and_lifts_the_role_deny(
+    engine: Engine, fleet: Fleet
+) -> None:
+    vpc = fleet.vpc(1)
+    iam = fleet.aws.client("iam")
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"}))
+    profile = iam.create_instance_profile(InstanceProfileName="app")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    fleet.ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile["Arn"]}, InstanceId=instance)
+    engine.isolate([instance], "CASE-1", options=Options(revoke_sessions=True))
+    assert iam.list_role_policies(RoleName="app")["PolicyNames"] == [revoke_policy_name("CASE-1")]
+    fleet.ec2.modify_instance_attribute(InstanceId=instance, DisableApiTermination={"Value": False})
+    fleet.ec2.terminate_instances(InstanceIds=[instance])
+
+    result = engine.release([instance], "CASE-1").results[0]
+
+    assert result.ok, result.steps
+    assert "terminated" in result.detail
+    assert result.steps["revoke-sessions"].startswith("done")
+    assert result.steps["network"].startswith("skipped: the instance is terminated")
+    assert (
+        iam.list_role_policies(RoleName="app")["PolicyNames"] == []
+    )  # other users of the role are free again
+    hold = engine.store.get(instance)
+    assert hold is not None and hold.status is HoldStatus.RELEASED

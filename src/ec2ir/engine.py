@@ -716,11 +716,19 @@ class Engine:
     ) -> RunReport:
         ids, report = self._start("release", instance_ids, case_id)
         ctx = Context(self.aws, report.case_id, report.actor, now(), Options(rejoin=rejoin))
-        done = run_each(ids, lambda i: self._release_one(ctx, i), "release", self.concurrency, progress)
+        try:
+            facts = discover(self.aws, ids)
+            gone = {i for i in ids if i not in facts or facts[i].state in GONE_STATES}
+        except Ec2irError as error:  # not knowing what is terminated must not block a release
+            gone = set()
+            report.notes.append(f"could not check which instances still exist: {error}")
+        done = run_each(
+            ids, lambda i: self._release_one(ctx, i, i in gone), "release", self.concurrency, progress
+        )
         report.results = [done[i] for i in ids]
         return report
 
-    def _release_one(self, ctx: Context, instance_id: str) -> InstanceResult:
+    def _release_one(self, ctx: Context, instance_id: str, terminated: bool = False) -> InstanceResult:
         hold = self.store.get(instance_id)
         if hold is None or hold.status is HoldStatus.RELEASED:
             raise NotIsolated(
@@ -738,8 +746,15 @@ class Engine:
             if record is None:
                 log.skip(step, "nothing was recorded")
                 continue
+            if terminated and step.acts_on_instance:
+                log.skip(step, "the instance is terminated: nothing to put back")
+                continue
             log.run(step, functools.partial(step.undo, ctx, instance_id, record))
-        restored = {eni: groups for eni, groups in hold.originals.items() if NETWORK.name not in log.errors}
+        restored = {
+            eni: groups
+            for eni, groups in hold.originals.items()
+            if NETWORK.name not in log.errors and not terminated
+        }
         if not log.errors:
             try:
                 self.store.transition(
@@ -758,7 +773,12 @@ class Engine:
                 )
                 if not finished_by_racer:
                     raise
-        return log.result(instance_id, "release", f"{len(hold.originals)} ENI(s) restored", enis=restored)
+        summary = (
+            "instance terminated: hold closed, nothing left to restore on it"
+            if terminated
+            else f"{len(hold.originals)} ENI(s) restored"
+        )
+        return log.result(instance_id, "release", summary, enis=restored)
 
     # -- status --------------------------------------------------------------------------------
 

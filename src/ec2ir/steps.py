@@ -86,6 +86,9 @@ class Step:
     # Whether capture makes no API call (it reads what discovery found), so that its record can
     # join the one write-ahead put; other steps record their originals just before they apply.
     cheap_capture: ClassVar[bool] = True
+    # Whether its undo changes the instance itself; once the instance is terminated there is
+    # nothing left to put back, while a change elsewhere (a role's deny policy) must still go.
+    acts_on_instance: ClassVar[bool] = True
 
     def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
         """Batched discovery for the whole run; instance id -> finding. Most steps need none."""
@@ -570,6 +573,7 @@ class RevokeSessions(Step):
     title = "deny the role's sessions issued before isolation (affects every user of the role)"
     permissions = ("iam:GetInstanceProfile", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
     cheap_capture = False
+    acts_on_instance = False
 
     def capture(self, ctx: Context, target: Target) -> Record | None:
         if not ctx.options.revoke_sessions:
