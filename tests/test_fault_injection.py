@@ -22,12 +22,16 @@ from ec2ir.engine import Engine
 from ec2ir.errors import Ec2irError
 from ec2ir.models import HoldStatus
 from ec2ir.state import StateStore
+from ec2ir.steps import Options
 from tests.conftest import Fleet
 from tests.faults import Crash, FaultPoint
 
 CASE = "IR-FAULT"
 SERVICES = ("sts", "dynamodb", "ec2", "autoscaling", "elbv2", "elb", "iam")
 ERRORS = ("RequestLimitExceeded", "InternalError", "AccessDenied")
+# Evidence comes after the cut and never touches what release puts back; tests/test_evidence.py
+# crashes it on its own, so here every fault point lands on containment.
+CONTAIN_ONLY = Options(evidence=False)
 
 
 @dataclass
@@ -144,14 +148,16 @@ def try_run(run: Callable[[], object]) -> None:
 
 def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> None:
     harness = Harness(emulator)
-    calls = harness.count_calls(lambda e, ids: e.isolate(ids, CASE), lambda e, ids: None)
+    calls = harness.count_calls(
+        lambda e, ids: e.isolate(ids, CASE, options=CONTAIN_ONLY), lambda e, ids: None
+    )
     tally = Tally()
     for point in harness.points(calls):
         fleet, instances, before = harness.fresh_fleet()
-        try_run(functools.partial(harness.faulty(point).isolate, instances, CASE))
+        try_run(functools.partial(harness.faulty(point).isolate, instances, CASE, options=CONTAIN_ONLY))
 
         engine = harness.engine(harness.aws())
-        engine.isolate(instances, CASE)
+        engine.isolate(instances, CASE, options=CONTAIN_ONLY)
         tally.half_isolated += sum(not fully_isolated(engine, fleet, i) for i in instances)
         engine.release(instances, CASE)
         tally.originals_lost += settings(fleet, instances) != before
@@ -166,7 +172,7 @@ def test_a_fault_at_any_call_of_release_loses_nothing(emulator: Emulator) -> Non
     harness = Harness(emulator)
 
     def isolate(engine: Engine, instances: list[str]) -> None:
-        engine.isolate(instances, CASE)
+        engine.isolate(instances, CASE, options=CONTAIN_ONLY)
 
     calls = harness.count_calls(lambda e, ids: e.release(ids, CASE), isolate)
     tally = Tally()

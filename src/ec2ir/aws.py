@@ -93,9 +93,11 @@ class Aws:
         try:
             if self._session is None:
                 self._session = self._make_session()
-            return self._session.client(service, endpoint_url=self._endpoint(), config=self._config())
+            client = self._session.client(service, endpoint_url=self._endpoint(), config=self._config())
         except BotoCoreError as exc:
             raise UsageError(f"cannot set up the AWS {service} client: {exc}") from exc
+        client.meta.events.register("after-call", _note_request_id)
+        return client
 
     def _endpoint(self) -> str | None:
         return self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -161,10 +163,39 @@ class Aws:
     def dynamodb(self) -> Any:
         return self.client("dynamodb")
 
+    def region(self) -> str:
+        return str(self.client("sts").meta.region_name)
+
     def caller_arn(self) -> str:
         """The STS caller identity: who is acting, recorded with every change."""
         with translated("sts", "GetCallerIdentity"):
             return str(self.client("sts").get_caller_identity()["Arn"])
+
+
+_recorder = threading.local()
+
+
+def _note_request_id(parsed: dict[str, Any] | None = None, **_: Any) -> None:
+    """botocore's after-call hook: keep the request id for the journal, if this thread asked."""
+    ids: list[str] | None = getattr(_recorder, "ids", None)
+    request_id = (parsed or {}).get("ResponseMetadata", {}).get("RequestId")
+    if ids is not None and request_id:
+        ids.append(str(request_id))
+
+
+@contextmanager
+def request_ids() -> Iterator[list[str]]:
+    """Collect the AWS request id of every call this thread makes inside the block, failed calls
+    included, so that the journal can name them."""
+    outer: list[str] | None = getattr(_recorder, "ids", None)
+    ids: list[str] = []
+    _recorder.ids = ids
+    try:
+        yield ids
+    finally:
+        _recorder.ids = outer
+        if outer is not None:
+            outer.extend(ids)
 
 
 def classify_client_error(service: str, exc: Any) -> Ec2irError:
@@ -271,6 +302,7 @@ def facts_from_description(instance: dict[str, Any]) -> InstanceFacts:
         volumes=volumes,
         tags={tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])},
         profile_arn=instance.get("IamInstanceProfile", {}).get("Arn", ""),
+        description=instance,
     )
 
 

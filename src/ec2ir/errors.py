@@ -110,3 +110,14 @@ class StaleRecord(Ec2irError):
     """The state record changed under us (a racing responder); re-read and decide again."""
 
     code = "StaleRecord"
+
+
+class Unexpected(Ec2irError):
+    """A bug of ec2ir's own inside one step: reported as that step's failure, with its type."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(
+            f"internal error {type(error).__name__}: {error}",
+            "the other steps still ran; set EC2IR_DEBUG=1 and report it",
+        )
+        self.code = type(error).__name__

@@ -43,6 +43,8 @@ class InstanceFacts:
     volumes: tuple[Volume, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     profile_arn: str = ""
+    # DescribeInstances' own item, read before any change: the first piece of evidence
+    description: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def vpc_ids(self) -> frozenset[str]:
@@ -91,6 +93,11 @@ class InstanceResult:
     error_code: str = ""
     enis: dict[str, tuple[str, ...]] = field(default_factory=dict)
     steps: dict[str, str] = field(default_factory=dict)  # step name -> what happened
+    evidence: tuple[EvidenceRef, ...] = ()
+
+    @property
+    def snapshot_ids(self) -> list[str]:
+        return [ref.location for ref in self.evidence if ref.kind == "snapshot"]
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -101,4 +108,59 @@ class InstanceResult:
             "error_code": self.error_code,
             "enis": {eni: list(groups) for eni, groups in self.enis.items()},
             "steps": self.steps,
+            "evidence": [ref.as_dict() for ref in self.evidence],
         }
+
+
+@dataclass(frozen=True)
+class EvidenceRef:
+    """Where one piece of evidence is and how to prove it unchanged.
+
+    ``location`` is ``s3://bucket/key`` for objects and the snapshot id for snapshots; snapshots
+    have no hash of their own, so ``sha256`` is empty for them and ``verify`` checks they exist."""
+
+    kind: str  # metadata:<item>, snapshot, memory
+    location: str
+    sha256: str = ""
+    size: int = 0
+    version_id: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "location": self.location,
+            "sha256": self.sha256,
+            "size": self.size,
+            "version_id": self.version_id,
+            "details": dict(self.details),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvidenceRef:
+        return cls(
+            kind=str(data["kind"]),
+            location=str(data["location"]),
+            sha256=str(data.get("sha256", "")),
+            size=int(data.get("size", 0)),
+            version_id=str(data.get("version_id", "")),
+            details={str(k): str(v) for k, v in dict(data.get("details", {})).items()},
+        )
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One action of a case, as the append-only journal keeps it: never updated, never deleted."""
+
+    at: str  # when the action finished, ISO 8601 UTC
+    case_id: str
+    actor: str  # the STS caller ARN
+    target: str  # an instance, VPC, bucket or snapshot id
+    action: str  # e.g. isolate:network, release:network, evidence:snapshots
+    result: str  # "done: ...", "FAILED: ...", "skipped: ...", "not collected: ..."
+    request_ids: tuple[str, ...] = ()
+    evidence: tuple[EvidenceRef, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.result.startswith("FAILED")

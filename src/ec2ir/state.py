@@ -5,16 +5,21 @@ the status and every ENI's original groups. The originals are written once, with
 never overwritten while the hold is active. When a released instance is isolated again, the
 released hold is first archived under ``sk = hold#<recorded_at>`` in the same transaction, so the
 audit trail keeps every episode.
+
+The case journal lives in the same table, under ``pk = case#<case>``: one item per action, put
+with a condition so that it is never overwritten and a retried put never adds a second copy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from ec2ir.aws import Aws, translated
 from ec2ir.errors import AwsError, StaleRecord, StateTableError
-from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts
+from ec2ir.models import ACTIVE_STATUSES, EvidenceRef, Hold, HoldStatus, InstanceFacts, JournalEntry
 
 DEFAULT_TABLE = "ec2ir-state"
 KEY_SCHEMA = [
@@ -23,6 +28,11 @@ KEY_SCHEMA = [
 ]
 CURRENT = "hold"
 CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+JOURNAL = "journal#"
+# A transaction takes at most 100 items.
+JOURNAL_BATCH = 100
 
 
 def now() -> str:
@@ -45,6 +55,42 @@ def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
 
     deserializer = TypeDeserializer()
     return {key: deserializer.deserialize(value) for key, value in item.items()}
+
+
+def case_key(case_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"case#{case_id}"}}
+
+
+def journal_item(entry: JournalEntry) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "at": entry.at,
+        "case_id": entry.case_id,
+        "actor": entry.actor,
+        "target": entry.target,
+        "action": entry.action,
+        "result": entry.result,
+        "request_ids": list(entry.request_ids),
+        "evidence": [ref.as_dict() for ref in entry.evidence],
+    }
+    # The key holds a digest of the whole entry: a retried put of the same entry meets its first
+    # copy and stops, while two different entries of the same moment never collide.
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    sort_key = f"{JOURNAL}{entry.at}#{entry.target}#{entry.action}#{digest}"
+    return _serialize(data) | case_key(entry.case_id) | {"sk": {"S": sort_key}}
+
+
+def entry_from_item(item: dict[str, Any]) -> JournalEntry:
+    data = _plain(_deserialize(item))
+    return JournalEntry(
+        at=data["at"],
+        case_id=data["case_id"],
+        actor=data["actor"],
+        target=data["target"],
+        action=data["action"],
+        result=data["result"],
+        request_ids=tuple(data.get("request_ids", [])),
+        evidence=tuple(EvidenceRef.from_dict(ref) for ref in data.get("evidence", [])),
+    )
 
 
 def hold_from_item(item: dict[str, Any]) -> Hold:
@@ -167,6 +213,59 @@ class StateStore:
             ):
                 holds.extend(hold_from_item(item) for item in page.get("Items", []))
         return sorted(holds, key=lambda hold: (hold.case_id, hold.instance_id))
+
+    def append(self, entries: list[JournalEntry]) -> None:
+        """Add entries to their cases' journals; an entry already there is left as it is.
+
+        Each batch is one transaction; if one of its entries is already stored (a retry of a
+        batch whose answer was lost), the others are put one by one."""
+        for start in range(0, len(entries), JOURNAL_BATCH):
+            batch = [journal_item(entry) for entry in entries[start : start + JOURNAL_BATCH]]
+            if len(batch) == 1:
+                self._append_one(batch[0])
+                continue
+            try:
+                with translated("dynamodb", "PutItem"):
+                    self._ddb.transact_write_items(
+                        TransactItems=[
+                            {
+                                "Put": {
+                                    "TableName": self.table,
+                                    "Item": item,
+                                    "ConditionExpression": "attribute_not_exists(pk)",
+                                }
+                            }
+                            for item in batch
+                        ]
+                    )
+            except AwsError as error:
+                if error.code != "TransactionCanceledException":
+                    raise
+                for item in batch:
+                    self._append_one(item)
+
+    def _append_one(self, item: dict[str, Any]) -> None:
+        try:
+            with translated("dynamodb", "PutItem"):
+                self._ddb.put_item(
+                    TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                )
+        except AwsError as error:
+            if error.code != CONDITION_FAILED:
+                raise
+
+    def journal(self, case_id: str) -> list[JournalEntry]:
+        """The case's journal, oldest first."""
+        entries: list[JournalEntry] = []
+        with translated("dynamodb", "Query"):
+            for page in self._ddb.get_paginator("query").paginate(
+                TableName=self.table,
+                KeyConditionExpression="pk = :case AND begins_with(sk, :journal)",
+                ExpressionAttributeValues={":case": case_key(case_id)["pk"], ":journal": {"S": JOURNAL}},
+                ConsistentRead=True,
+            ):
+                entries.extend(entry_from_item(item) for item in page.get("Items", []))
+        return entries
 
     def record_originals(
         self,

@@ -38,6 +38,11 @@ class Options:
     rejoin: bool = False  # on release, rejoin the Auto Scaling group and the load balancers
     forensic_group: str = ""  # a forensic group ec2ir does not manage, to admit SSH from
     forensic_group_owner: str = ""  # that group's account, when it is another account
+    evidence: bool = True  # snapshots and metadata (the memory too, with ``memory``)
+    evidence_bucket: str = ""  # default: ec2ir-evidence-<account>-<region>
+    object_lock_days: int = 0  # Object Lock (compliance mode) when ec2ir creates the bucket
+    memory: bool = False  # acquire RAM through SSM and AVML before the cut
+    memory_timeout: float = 600.0  # seconds; the cut goes ahead after this, memory or not
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,627 @@
+"""Evidence: the hardened evidence bucket, captured metadata and crash-consistent snapshots.
+
+Everything here only reads the instance or copies it; nothing is ever undone by ``release``.
+What ec2ir is about to change (the instance, its ENIs, volumes, Auto Scaling and load-balancer
+membership, instance profile) is captured from the reads of the run's first round trip, before any
+change. What ec2ir never changes (the rules of the instance's own groups, the console output and
+screenshot) is read after the cut, so that evidence never delays containment.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ec2ir.aws import Aws, chunks, patiently, translated
+from ec2ir.errors import AwsError, Ec2irError, UsageError
+from ec2ir.models import EvidenceRef, InstanceFacts
+
+EVIDENCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "evidence bucket": (
+        "s3:ListBucket",  # HeadBucket
+        "s3:CreateBucket",
+        "s3:PutBucketVersioning",
+        "s3:GetBucketVersioning",
+        "s3:PutEncryptionConfiguration",
+        "s3:PutBucketPublicAccessBlock",
+        "s3:PutBucketPolicy",
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:PutBucketTagging",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:ListBucketVersions",
+    ),
+    "captured metadata": (
+        "ec2:DescribeVolumes",
+        "ec2:DescribeSecurityGroups",
+        "ec2:GetConsoleOutput",
+        "ec2:GetConsoleScreenshot",
+        "iam:GetInstanceProfile",
+        "iam:ListAttachedRolePolicies",
+        "iam:ListRolePolicies",
+    ),
+    "snapshots": ("ec2:CreateSnapshots", "ec2:CreateTags", "ec2:DescribeSnapshots"),
+}
+
+# The IAM action behind each S3 operation whose name differs from it.
+S3_ACTIONS = {
+    "HeadBucket": "ListBucket",
+    "PutBucketEncryption": "PutEncryptionConfiguration",
+    "PutPublicAccessBlock": "PutBucketPublicAccessBlock",
+    "PutObjectLockConfiguration": "PutBucketObjectLockConfiguration",
+    "ListObjectVersions": "ListBucketVersions",
+    "HeadObject": "GetObject",
+}
+
+TAG_CASE, TAG_INSTANCE, TAG_EPISODE = "ec2ir:case", "ec2ir:instance", "ec2ir:episode"
+TAG_VOLUME, TAG_DEVICE, TAG_TAKEN_AT = "ec2ir:volume", "ec2ir:device", "ec2ir:taken-at"
+BUCKET_NAME = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+SCREENSHOT_UNSUPPORTED = frozenset(
+    {"UnsupportedOperation", "InvalidParameterValue", "UnsupportedInstanceType"}
+)
+
+
+def s3_translated(operation: str) -> Any:
+    return translated("s3", S3_ACTIONS.get(operation, operation))
+
+
+def default_bucket(caller_arn: str, region: str) -> str:
+    """``ec2ir-evidence-<account>-<region>``: one bucket per account and Region."""
+    account = caller_arn.split(":")[4] if caller_arn.count(":") >= 5 else ""
+    return f"ec2ir-evidence-{account}-{region}"
+
+
+def bucket_name(name: str) -> str:
+    if not BUCKET_NAME.match(name) or re.match(r"^\d+\.\d+\.\d+\.\d+$", name):
+        raise UsageError(
+            f"{name!r} is not a valid S3 bucket name",
+            "use 3-63 lowercase letters, digits, dots and hyphens",
+        )
+    return name
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def as_json(value: Any) -> bytes:
+    """Canonical JSON, so the same facts always hash the same."""
+    return json.dumps(value, sort_keys=True, indent=2, default=str).encode()
+
+
+def compact_time(stamp: str) -> str:
+    """An ISO 8601 time as a key part: 2026-11-28T06:20:00.000+00:00 -> 20261128T062000Z."""
+    moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    return moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class EvidenceBucket:
+    """The case's evidence bucket, created hardened on first use and checked when it exists.
+
+    Every call names the expected owner, so evidence never lands in a bucket of the same name
+    that someone else took first."""
+
+    aws: Aws
+    name: str
+    account: str
+    object_lock_days: int = 0
+    notes: list[str] = field(default_factory=list)
+    _ready: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def _s3(self) -> Any:
+        return self.aws.client("s3")
+
+    def _owner(self) -> dict[str, str]:
+        return {"ExpectedBucketOwner": self.account} if self.account.isdigit() else {}
+
+    def ensure(self) -> None:
+        """Once per run: create the bucket if it is missing, else check it keeps versions."""
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                with s3_translated("HeadBucket"):
+                    self._s3.head_bucket(Bucket=self.name, **self._owner())
+                exists = True
+            except AwsError as error:
+                if error.code not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+                exists = False
+            if exists:
+                self._check_existing()
+            else:
+                self._create()
+            self._ready = True
+
+    def _create(self) -> None:
+        s3 = self._s3
+        arguments: dict[str, Any] = {"Bucket": self.name}
+        region = self.aws.region()
+        if region != "us-east-1":
+            arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        if self.object_lock_days:
+            arguments["ObjectLockEnabledForBucket"] = True
+        try:
+            with s3_translated("CreateBucket"):
+                s3.create_bucket(**arguments)
+        except AwsError as error:
+            if error.code != "BucketAlreadyOwnedByYou":  # a racing run made it first
+                raise
+        owner = self._owner()
+        with s3_translated("PutPublicAccessBlock"):
+            s3.put_public_access_block(
+                Bucket=self.name,
+                PublicAccessBlockConfiguration={
+                    "BlockPublicAcls": True,
+                    "IgnorePublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "RestrictPublicBuckets": True,
+                },
+                **owner,
+            )
+        with s3_translated("PutBucketVersioning"):
+            s3.put_bucket_versioning(Bucket=self.name, VersioningConfiguration={"Status": "Enabled"}, **owner)
+        with s3_translated("PutBucketEncryption"):
+            s3.put_bucket_encryption(
+                Bucket=self.name,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [
+                        {
+                            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"},
+                            "BucketKeyEnabled": True,
+                        }
+                    ]
+                },
+                **owner,
+            )
+        with s3_translated("PutBucketPolicy"):
+            s3.put_bucket_policy(Bucket=self.name, Policy=json.dumps(tls_only_policy(self.name)), **owner)
+        with s3_translated("PutBucketTagging"):
+            s3.put_bucket_tagging(
+                Bucket=self.name, Tagging={"TagSet": [{"Key": "ec2ir:role", "Value": "evidence"}]}, **owner
+            )
+        if self.object_lock_days:
+            with s3_translated("PutObjectLockConfiguration"):
+                s3.put_object_lock_configuration(
+                    Bucket=self.name,
+                    ObjectLockConfiguration={
+                        "ObjectLockEnabled": "Enabled",
+                        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": self.object_lock_days}},
+                    },
+                    **owner,
+                )
+        lock = f", Object Lock COMPLIANCE {self.object_lock_days} day(s)" if self.object_lock_days else ""
+        self.notes.append(
+            f"created evidence bucket s3://{self.name} (versioned, KMS-encrypted, public access "
+            f"blocked, TLS only{lock})"
+        )
+
+    def _check_existing(self) -> None:
+        with s3_translated("GetBucketVersioning"):
+            versioning = self._s3.get_bucket_versioning(Bucket=self.name, **self._owner()).get("Status")
+        if versioning != "Enabled":
+            self.notes.append(
+                f"WARNING: evidence bucket s3://{self.name} does not keep versions, so an overwritten "
+                "object is lost; enable versioning on it"
+            )
+        if self.object_lock_days:
+            self.notes.append(
+                f"--object-lock-days applies only when ec2ir creates the bucket; s3://{self.name} "
+                "already exists and keeps its own Object Lock settings"
+            )
+
+    def stored(self, key: str, kind: str) -> EvidenceRef | None:
+        """The object already under ``key``, as its own metadata describes it, or None."""
+        self.ensure()
+        try:
+            with s3_translated("HeadObject"):
+                head = self._s3.head_object(Bucket=self.name, Key=key, **self._owner())
+        except AwsError as error:
+            if error.code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return EvidenceRef(
+            kind=kind,
+            location=f"s3://{self.name}/{key}",
+            sha256=str(head.get("Metadata", {}).get("sha256", "")),
+            size=int(head.get("ContentLength", 0)),
+            version_id=str(head.get("VersionId") or ""),
+        )
+
+    def put(self, key: str, body: bytes, kind: str, content_type: str, tags: dict[str, str]) -> EvidenceRef:
+        self.ensure()
+        digest = sha256(body)
+        metadata = {"sha256": digest, **{name.replace(":", "-"): value for name, value in tags.items()}}
+
+        def upload() -> dict[str, Any]:
+            with s3_translated("PutObject"):
+                return dict(
+                    self._s3.put_object(
+                        Bucket=self.name,
+                        Key=key,
+                        Body=body,
+                        ContentType=content_type,
+                        Metadata=metadata,
+                        ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
+                        **self._owner(),
+                    )
+                )
+
+        answer = patiently(upload)
+        return EvidenceRef(
+            kind=kind,
+            location=f"s3://{self.name}/{key}",
+            sha256=digest,
+            size=len(body),
+            version_id=str(answer.get("VersionId") or ""),
+        )
+
+
+def tls_only_policy(bucket: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+def split_location(location: str) -> tuple[str, str]:
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def object_sha256(aws: Aws, ref: EvidenceRef) -> str:
+    """The SHA-256 of the exact version the journal names, read in full; AwsError if it is gone."""
+    bucket, key = split_location(ref.location)
+    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if ref.version_id and ref.version_id != "null":
+        arguments["VersionId"] = ref.version_id
+    with s3_translated("GetObject"):
+        body = aws.client("s3").get_object(**arguments)["Body"]
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def volumes_of(aws: Aws, instance_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every volume attached to the named instances, by instance: one batched read."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    paginator = aws.ec2().get_paginator("describe_volumes")
+    with translated("ec2", "DescribeVolumes"):
+        for batch in chunks(instance_ids, 200):
+            for page in paginator.paginate(Filters=[{"Name": "attachment.instance-id", "Values": batch}]):
+                for volume in page.get("Volumes", []):
+                    for attachment in volume.get("Attachments", []):
+                        if attachment.get("InstanceId") in batch:
+                            found.setdefault(attachment["InstanceId"], []).append(volume)
+    return found
+
+
+# -- metadata -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One piece of captured metadata: its bytes, or why it could not be collected."""
+
+    name: str
+    body: bytes = b""
+    content_type: str = "application/json"
+    extension: str = "json"
+    why_not: str = ""
+
+
+def metadata_items(
+    aws: Aws, facts: InstanceFacts, lookups: dict[str, Any], volumes: list[dict[str, Any]]
+) -> list[Item]:
+    """Every metadata item of one instance, in a fixed order; a read that fails becomes an item
+    that says why, and the other items are still collected."""
+    memberships = {
+        "auto_scaling_group": lookups.get("autoscaling"),
+        "load_balancers": lookups.get("load-balancers") or {"target_groups": [], "classic": []},
+    }
+    readers: list[tuple[str, Callable[[], Item]]] = [
+        ("describe-instances", lambda: Item("describe-instances", as_json(facts.description))),
+        ("network", lambda: _network(aws, facts)),
+        ("volumes", lambda: Item("volumes", as_json(volumes))),
+        ("iam", lambda: _iam(aws, lookups.get("credentials"))),
+        ("memberships", lambda: Item("memberships", as_json(memberships))),
+        ("console-output", lambda: _console_output(aws, facts.instance_id)),
+        ("console-screenshot", lambda: _console_screenshot(aws, facts.instance_id)),
+    ]
+    items: list[Item] = []
+    for name, read in readers:
+        try:
+            items.append(read())
+        except Ec2irError as error:
+            items.append(Item(name, why_not=str(error)))
+        except Exception as error:  # an unreadable answer loses this item, never the others
+            items.append(Item(name, why_not=f"{type(error).__name__}: {error}"))
+    return items
+
+
+def _network(aws: Aws, facts: InstanceFacts) -> Item:
+    group_ids = sorted({group for eni in facts.enis for group in eni.group_ids})
+    groups: list[dict[str, Any]] = []
+    if group_ids:
+        with translated("ec2", "DescribeSecurityGroups"):
+            for page in aws.ec2().get_paginator("describe_security_groups").paginate(GroupIds=group_ids):
+                groups.extend(page.get("SecurityGroups", []))
+    return Item(
+        "network",
+        as_json(
+            {
+                "network_interfaces": facts.description.get("NetworkInterfaces", []),
+                "security_groups": groups,
+            }
+        ),
+    )
+
+
+def _iam(aws: Aws, association: dict[str, Any] | None) -> Item:
+    if not association:
+        return Item("iam", as_json({"association": None}))
+    profile_name = association["profile_arn"].rsplit("/", 1)[-1]
+    iam = aws.client("iam")
+    with translated("iam", "GetInstanceProfile"):
+        profile = iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+    roles: dict[str, Any] = {}
+    for role in profile.get("Roles", []):
+        name = role["RoleName"]
+        with translated("iam", "ListAttachedRolePolicies"):
+            attached = iam.list_attached_role_policies(RoleName=name).get("AttachedPolicies", [])
+        with translated("iam", "ListRolePolicies"):
+            inline = iam.list_role_policies(RoleName=name).get("PolicyNames", [])
+        roles[name] = {"attached_policies": attached, "inline_policy_names": inline}
+    return Item("iam", as_json({"association": association, "instance_profile": profile, "roles": roles}))
+
+
+def _console_output(aws: Aws, instance_id: str) -> Item:
+    ec2 = aws.ec2()
+    try:
+        with translated("ec2", "GetConsoleOutput"):
+            answer = ec2.get_console_output(InstanceId=instance_id, Latest=True)
+    except AwsError as error:
+        if error.code not in SCREENSHOT_UNSUPPORTED:
+            raise
+        # Latest=true exists only on Nitro instances; others give the last boot's buffer.
+        with translated("ec2", "GetConsoleOutput"):
+            answer = ec2.get_console_output(InstanceId=instance_id)
+    encoded = answer.get("Output") or ""
+    try:
+        text = base64.b64decode(encoded, validate=True).decode("utf-8", "replace")
+    except ValueError:  # kept as given rather than lost
+        text = encoded
+    return Item(
+        "console-output",
+        as_json({"instance_id": instance_id, "timestamp": answer.get("Timestamp"), "output": text}),
+    )
+
+
+def _console_screenshot(aws: Aws, instance_id: str) -> Item:
+    try:
+        with translated("ec2", "GetConsoleScreenshot"):
+            answer = aws.ec2().get_console_screenshot(InstanceId=instance_id, WakeUp=True)
+    except AwsError as error:
+        return Item("console-screenshot", why_not=f"the instance gives no screenshot ({error.code}: {error})")
+    return Item(
+        "console-screenshot",
+        base64.b64decode(answer["ImageData"]),
+        content_type="image/jpeg",
+        extension="jpg",
+    )
+
+
+# -- snapshots ------------------------------------------------------------------------------------
+
+
+def existing_snapshots(aws: Aws, case_id: str, instance_id: str, episode: str) -> list[dict[str, Any]]:
+    """Snapshots this episode already took of the instance (a rerun after a crash finds them)."""
+    filters = [
+        {"Name": f"tag:{TAG_CASE}", "Values": [case_id]},
+        {"Name": f"tag:{TAG_INSTANCE}", "Values": [instance_id]},
+        {"Name": f"tag:{TAG_EPISODE}", "Values": [episode]},
+    ]
+    with translated("ec2", "DescribeSnapshots"):
+        return [
+            snapshot
+            for page in aws.ec2()
+            .get_paginator("describe_snapshots")
+            .paginate(OwnerIds=["self"], Filters=filters)
+            for snapshot in page.get("Snapshots", [])
+        ]
+
+
+def take_snapshots(aws: Aws, case_id: str, facts: InstanceFacts, episode: str) -> list[EvidenceRef]:
+    """One crash-consistent CreateSnapshots of every attached volume, boot included, tagged with
+    the case, instance, episode and time, then each with its own volume and device."""
+    found = existing_snapshots(aws, case_id, facts.instance_id, episode)
+    if not found:
+        taken_at = datetime.now(UTC).isoformat(timespec="seconds")
+        tags = {
+            TAG_CASE: case_id,
+            TAG_INSTANCE: facts.instance_id,
+            TAG_EPISODE: episode,
+            TAG_TAKEN_AT: taken_at,
+        }
+
+        def create() -> list[dict[str, Any]]:
+            with translated("ec2", "CreateSnapshots"):
+                return list(
+                    aws.ec2().create_snapshots(
+                        InstanceSpecification={"InstanceId": facts.instance_id, "ExcludeBootVolume": False},
+                        Description=f"ec2ir case {case_id}: {facts.instance_id}",
+                        TagSpecifications=[
+                            {
+                                "ResourceType": "snapshot",
+                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                            }
+                        ],
+                        CopyTagsFromSource="volume",
+                    )["Snapshots"]
+                )
+
+        found = patiently(create)
+        for snapshot in found:
+            snapshot.setdefault("Tags", [{"Key": k, "Value": v} for k, v in tags.items()])
+    devices = {volume.volume_id: volume.device_name for volume in facts.volumes}
+    refs: list[EvidenceRef] = []
+    for snapshot in found:
+        tags = {tag["Key"]: tag["Value"] for tag in snapshot.get("Tags", [])}
+        volume_id = snapshot.get("VolumeId", "")
+        device = devices.get(volume_id, "")
+        if tags.get(TAG_VOLUME) != volume_id:
+            _tag(aws, snapshot["SnapshotId"], {TAG_VOLUME: volume_id, TAG_DEVICE: device})
+        refs.append(
+            EvidenceRef(
+                kind="snapshot",
+                location=snapshot["SnapshotId"],
+                details={
+                    "volume_id": volume_id,
+                    "device": device,
+                    "taken_at": tags.get(TAG_TAKEN_AT, ""),
+                    "instance_id": facts.instance_id,
+                },
+            )
+        )
+    return sorted(refs, key=lambda ref: ref.details["device"])
+
+
+def _tag(aws: Aws, resource: str, tags: dict[str, str]) -> None:
+    def create() -> None:
+        with translated("ec2", "CreateTags"):
+            aws.ec2().create_tags(
+                Resources=[resource], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+            )
+
+    patiently(create)
+
+
+def wait_for_snapshots(
+    aws: Aws, snapshot_ids: list[str], progress: Callable[[int, int], None] | None = None, delay: float = 5.0
+) -> dict[str, str]:
+    """Poll until every snapshot is completed or failed; returns each one's final state."""
+    import time
+
+    states: dict[str, str] = {}
+    while True:
+        pending = [
+            snapshot for snapshot in snapshot_ids if states.get(snapshot) not in ("completed", "error")
+        ]
+        for batch in chunks(pending, 200):
+            with translated("ec2", "DescribeSnapshots"):
+                for page in aws.ec2().get_paginator("describe_snapshots").paginate(SnapshotIds=batch):
+                    for snapshot in page.get("Snapshots", []):
+                        states[snapshot["SnapshotId"]] = snapshot.get("State", "pending")
+        done = sum(states.get(s) in ("completed", "error") for s in snapshot_ids)
+        if progress:
+            progress(done, len(snapshot_ids))
+        if done == len(snapshot_ids):
+            return states
+        time.sleep(delay)
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of evidence as ``verify`` found it; ``ok`` only when it matches the journal."""
+
+    ref: EvidenceRef
+    status: str  # intact, MODIFIED, MISSING, UNJOURNALED, UNREADABLE
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "intact"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "detail": self.detail, **self.ref.as_dict()}
+
+
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "InvalidSnapshot.NotFound"})
+
+
+def verify_refs(aws: Aws, refs: list[EvidenceRef], case_id: str) -> list[Finding]:
+    """Re-read every object the journal names and compare its SHA-256; check every snapshot still
+    exists; and list what sits under the case's prefix without a journal entry."""
+    findings = [
+        _verify_snapshot(aws, ref) if ref.kind == "snapshot" else _verify_object(aws, ref) for ref in refs
+    ]
+    journaled = {(ref.location, ref.version_id) for ref in refs}
+    buckets = sorted({split_location(ref.location)[0] for ref in refs if ref.location.startswith("s3://")})
+    for bucket in buckets:
+        findings.extend(_unjournaled(aws, bucket, case_id, journaled))
+    return findings
+
+
+def _verify_object(aws: Aws, ref: EvidenceRef) -> Finding:
+    try:
+        actual = object_sha256(aws, ref)
+    except AwsError as error:
+        status = "MISSING" if error.code in MISSING_CODES else "UNREADABLE"
+        return Finding(ref, status, str(error))
+    if actual != ref.sha256:
+        return Finding(ref, "MODIFIED", f"sha256 is {actual}, the journal recorded {ref.sha256}")
+    return Finding(ref, "intact", f"sha256 {actual}")
+
+
+def _verify_snapshot(aws: Aws, ref: EvidenceRef) -> Finding:
+    try:
+        with translated("ec2", "DescribeSnapshots"):
+            found = aws.ec2().describe_snapshots(SnapshotIds=[ref.location]).get("Snapshots", [])
+    except AwsError as error:
+        status = "MISSING" if error.code in MISSING_CODES else "UNREADABLE"
+        return Finding(ref, status, str(error))
+    if not found:
+        return Finding(ref, "MISSING", "no such snapshot")
+    state = found[0].get("State", "")
+    if state == "error":
+        return Finding(ref, "UNREADABLE", "the snapshot failed (state error)")
+    return Finding(ref, "intact", f"snapshot {state}")
+
+
+def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, str]]) -> list[Finding]:
+    """Every object version under ``<case>/`` that no journal entry names: evidence whose journal
+    line was lost, or something else written where only ec2ir writes."""
+    found: list[Finding] = []
+    try:
+        with s3_translated("ListObjectVersions"):
+            for page in (
+                aws.client("s3")
+                .get_paginator("list_object_versions")
+                .paginate(Bucket=bucket, Prefix=f"{case_id}/")
+            ):
+                for version in page.get("Versions", []):
+                    location = f"s3://{bucket}/{version['Key']}"
+                    version_id = str(version.get("VersionId") or "")
+                    if (location, version_id) not in journaled and (location, "") not in journaled:
+                        ref = EvidenceRef(
+                            "unknown", location, size=int(version.get("Size", 0)), version_id=version_id
+                        )
+                        found.append(Finding(ref, "UNJOURNALED", "in the bucket but not in the case journal"))
+    except AwsError as error:
+        ref = EvidenceRef("bucket", f"s3://{bucket}/{case_id}/")
+        found.append(Finding(ref, "UNREADABLE", f"cannot list the case's objects: {error}"))
+    return found
