@@ -43,7 +43,7 @@ from ec2ir.aws import Aws
 from ec2ir.engine import Engine
 from ec2ir.handlers import custom_resource
 from ec2ir.models import HoldStatus
-from ec2ir.permissions import required_actions
+from ec2ir.permissions import function_actions
 from ec2ir.state import KEY_SCHEMA, StateStore
 from tests.conftest import AMI, Fleet
 from tests.test_handlers import FIXTURES, LambdaRuntimeContext, ResponseCatcher
@@ -473,8 +473,8 @@ def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aw
         if statement["Effect"] == "Allow"
         for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
     }
-    assert set(required_actions()) <= allowed, sorted(set(required_actions()) - allowed)
-    assert allowed - set(required_actions()) == {"sns:Publish"}
+    assert set(function_actions()) <= allowed, sorted(set(function_actions()) - allowed)
+    assert allowed - set(function_actions()) == {"sns:Publish"}
     for name, statement in statements:
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
         if statement["Effect"] == "Allow" and statement["Resource"] == "*":

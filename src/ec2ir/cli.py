@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ec2ir import __version__
 from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError
@@ -25,8 +26,15 @@ isolate  records the originals of everything it will change, then protects the e
          Auto Scaling group, moves every ENI through an allow-all group into its VPC's isolation
          group (SSH from the forensic group only, no egress) so tracked connections drop,
          deregisters it from load balancers, disassociates its instance profile, and tags it.
+         Then it snapshots every volume (crash-consistent), and writes the instance's metadata to
+         the hardened evidence bucket, each object's SHA-256 in the case journal (--no-evidence
+         skips this; --memory first acquires RAM through SSM, bounded by --memory-timeout).
 release  undoes every recorded step exactly and keeps the record as the audit trail. The Auto
-         Scaling group and load balancers are rejoined only with --rejoin.
+         Scaling group and load balancers are rejoined only with --rejoin. Snapshots are kept.
+collect  collects the evidence alone, without isolating.
+report   builds the case report (md, html or json) from the case journal; verify re-reads every
+         piece of evidence and checks it against the journal's hashes.
+forensics attaches volumes made from the case's snapshots to a forensic workstation, read-only.
 status   shows what is held, by which case, since when, by whom, and the originals.
 preflight checks that the current credentials may run every step; permissions prints the policy.
 demo     runs the whole cycle on the embedded emulator: no AWS account needed.
@@ -78,6 +86,49 @@ def positive_int(text: str) -> int:
     return value
 
 
+def evidence_options(memory_only: bool = False) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    evidence = parent.add_argument_group("evidence")
+    evidence.add_argument(
+        "--evidence-bucket",
+        metavar="BUCKET",
+        default="",
+        help="where captured metadata (and memory) go (default: ec2ir-evidence-<account>-<region>, "
+        "created versioned, KMS-encrypted, public access blocked and TLS-only if missing)",
+    )
+    evidence.add_argument(
+        "--object-lock-days",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="when ec2ir creates the evidence bucket, enable Object Lock in compliance mode for N days: "
+        "nobody, root included, can delete or overwrite evidence before then",
+    )
+    evidence.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until every snapshot is completed, with a progress bar",
+    )
+    evidence.add_argument(
+        "--memory",
+        action="store_true",
+        help="acquire RAM with AVML through SSM Run Command before anything else (the instance stays "
+        "connected until then, at most --memory-timeout); unmanaged instances are noted and skipped",
+    )
+    evidence.add_argument(
+        "--memory-timeout",
+        type=positive_int,
+        default=600,
+        metavar="SECONDS",
+        help="after this, isolation goes ahead with or without the memory (default: 600)",
+    )
+    return parent
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ec2ir", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
 
+    evidence = evidence_options()
     isolate = commands.add_parser(
-        "isolate", parents=[common], help="contain instances", description="Contain instances."
+        "isolate", parents=[common, evidence], help="contain instances", description="Contain instances."
     )
     isolate.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
     isolate.add_argument("--case", required=True, metavar="CASE_ID", help="incident case id")
@@ -129,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         "EVERY instance and person using that role",
     )
     isolate.add_argument(
+        "--no-evidence",
+        action="store_true",
+        help="contain only: take no snapshots and capture no metadata",
+    )
+    isolate.add_argument(
         "--dry-run",
         action="store_true",
         help="print the plan (steps, API calls, resources) and check permissions with EC2 DryRun and "
@@ -150,6 +207,56 @@ def build_parser() -> argparse.ArgumentParser:
         "capacity by one, as the group already replaced it) and register it with its target groups "
         "and Classic ELBs. Without it, the instance is released but left out of service",
     )
+
+    collect = commands.add_parser(
+        "collect",
+        parents=[common, evidence],
+        help="collect evidence without isolating",
+        description="Snapshot every volume and capture the metadata of instances, without isolating "
+        "them; every object's SHA-256 goes into the case journal.",
+    )
+    collect.add_argument("case", metavar="CASE_ID")
+    collect.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="the case report, from the case journal",
+        description="Case summary, timeline, each instance's before and after, the evidence with its "
+        "SHA-256, and what is still isolated.",
+    )
+    report.add_argument("case", metavar="CASE_ID")
+    report.add_argument("--format", choices=["md", "html", "json"], default="md", help="(default: md)")
+    report.add_argument("-o", dest="out", metavar="FILE", help="write to FILE instead of standard output")
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check every piece of evidence against the journal",
+        description="Re-read every evidence object and compare its SHA-256 with the case journal; "
+        "check every snapshot still exists. Exits 1 on any mismatch or missing piece.",
+    )
+    verify.add_argument("case", metavar="CASE_ID")
+
+    forensics = commands.add_parser(
+        "forensics", help="attach the case's snapshots to a forensic workstation, or detach them"
+    )
+    forensic_commands = forensics.add_subparsers(dest="forensics_command", required=True, metavar="ACTION")
+    attach = forensic_commands.add_parser(
+        "attach",
+        parents=[common],
+        help="volumes from the case's snapshots, attached to the workstation",
+        description="Create a volume from each of the case's snapshots in the workstation's AZ, attach "
+        "them at free device names, and print the read-only mount commands.",
+    )
+    attach.add_argument("case", metavar="CASE_ID")
+    attach.add_argument("--to", required=True, metavar="WORKSTATION_INSTANCE_ID", dest="workstation")
+    detach = forensic_commands.add_parser(
+        "detach",
+        parents=[common],
+        help="detach and delete the case's forensic volumes (the snapshots stay)",
+    )
+    detach.add_argument("case", metavar="CASE_ID")
 
     status = commands.add_parser("status", parents=[common], help="show what is held")
     status.add_argument("--case", metavar="CASE_ID", help="only this case")
@@ -219,6 +326,7 @@ def run_command(args: argparse.Namespace) -> int:
         ProgressPrinter,
         check_as_dict,
         hold_as_dict,
+        render_findings,
         render_plan,
         render_preflight,
         render_run,
@@ -256,9 +364,34 @@ def run_command(args: argparse.Namespace) -> int:
         )
         return EXIT_PARTIAL if any(c.verdict == DENIED for c in checks) else EXIT_OK
 
+    if args.command == "report":
+        from ec2ir.report import build_report, render
+
+        text = render(build_report(engine.store, args.case), args.format)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as out:
+                out.write(text)
+            print(f"ec2ir: wrote the {args.format} report of case {args.case} to {args.out}", file=sys.stderr)
+        else:
+            print(text)
+        return EXIT_OK
+    if args.command == "verify":
+        findings = engine.verify(args.case)
+        print(
+            to_json([f.as_dict() for f in findings]) if args.output == "json" else render_findings(findings)
+        )
+        return EXIT_PARTIAL if any(not f.ok for f in findings) else EXIT_OK
+    if args.command == "forensics":
+        return run_forensics(args, engine)
+
     options = Options(
         untrack=not getattr(args, "no_untrack", False),
         revoke_sessions=getattr(args, "revoke_sessions", False),
+        evidence=not getattr(args, "no_evidence", False),
+        evidence_bucket=getattr(args, "evidence_bucket", ""),
+        object_lock_days=getattr(args, "object_lock_days", 0),
+        memory=getattr(args, "memory", False),
+        memory_timeout=float(getattr(args, "memory_timeout", 600)),
     )
     if args.command == "isolate" and args.dry_run:
         plan = engine.plan(
@@ -282,12 +415,48 @@ def run_command(args: argparse.Namespace) -> int:
             options=options,
             progress=progress,
         )
+    elif args.command == "collect":
+        report = engine.collect(args.instance_ids, args.case, options=options, progress=progress)
     else:
         report = engine.release(args.instance_ids, args.case, rejoin=args.rejoin, progress=progress)
     print(to_json(report.as_dict()) if args.output == "json" else render_run(report))
+    if getattr(args, "wait", False) and options.evidence:
+        wait_for_evidence(aws, [s for result in report.results for s in result.snapshot_ids])
     for failed in report.failed:
         print(f"ec2ir: {failed.instance_id}: {failed.error_code}: {failed.detail}", file=sys.stderr)
     return EXIT_PARTIAL if report.failed else EXIT_OK
+
+
+def wait_for_evidence(aws: Any, snapshot_ids: list[str]) -> None:
+    """--wait: a progress bar on standard error until every snapshot is completed."""
+    from ec2ir.evidence import wait_for_snapshots
+    from ec2ir.output import progress_bar
+
+    if not snapshot_ids:
+        return
+    states = wait_for_snapshots(
+        aws, snapshot_ids, lambda done, total: progress_bar(sys.stderr, "snapshots", done, total)
+    )
+    failed = sorted(s for s, state in states.items() if state != "completed")
+    print(
+        f"ec2ir: {len(snapshot_ids) - len(failed)} of {len(snapshot_ids)} snapshot(s) completed"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        file=sys.stderr,
+    )
+
+
+def run_forensics(args: argparse.Namespace, engine: Any) -> int:
+    from ec2ir import forensics
+    from ec2ir.output import to_json
+
+    actor = engine.aws.caller_arn()
+    if args.forensics_command == "attach":
+        attached = forensics.attach(engine.aws, engine.store, args.case, args.workstation, actor)
+        print(to_json(attached.as_dict()) if args.output == "json" else forensics.render_attach(attached))
+        return EXIT_OK if attached.ok else EXIT_PARTIAL
+    detached = forensics.detach(engine.aws, engine.store, args.case, actor)
+    print(to_json(detached.as_dict()) if args.output == "json" else forensics.render_detach(detached))
+    return EXIT_OK if detached.ok else EXIT_PARTIAL
 
 
 if __name__ == "__main__":

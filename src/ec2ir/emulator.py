@@ -20,8 +20,31 @@ is corrected here, in one reversible patch set (see DESIGN.md, "moto ... what di
 * ``atomic-requests``: moto's threaded server runs requests side by side with no atomicity, so
   two racing requests can both pass a check that AWS applies atomically (a DynamoDB condition,
   a security-group name that must be unique in its VPC). Requests are applied one at a time.
+* ``bucket-policy-conditions``: moto ignores a bucket policy's ``Condition``, so the evidence
+  bucket's TLS-only Deny (``aws:SecureTransport`` false) refuses every request. AWS's endpoints are
+  all TLS, so the emulator evaluates that condition as a TLS request would; a statement with any
+  other condition, which it cannot evaluate, is left out rather than applied unconditionally.
 * ``describe-pagination``: with ``InstanceIds``, EC2 returns every named instance in one response;
   moto truncates at 100 reservations and hands back a ``NextToken``.
+* ``ssm-managed-instances``: moto has no ``DescribeInstanceInformation`` (HTTP 500) and sends a
+  command to any instance. The rule here: an EC2 instance is managed by SSM exactly while an IAM
+  instance profile is associated with it (its agent's way to reach SSM; the Default Host
+  Management Configuration is not modelled). It is then listed as ``Online`` and ``Linux`` (or
+  Windows for a Windows AMI) while running, ``ConnectionLost`` while stopped; an unmanaged
+  instance is absent, as on AWS, and ``SendCommand`` to it fails with ``InvalidInstanceId``.
+* ``ssm-command-targets``: moto adds every instance of the Region to a command sent with
+  ``InstanceIds`` alone (it reads the absent ``Targets`` as "all instances").
+* ``ssm-command-output``: moto runs nothing and answers every invocation ``Success`` with empty
+  output. The emulator cannot run AVML either, so for an ``AWS-RunShellScript`` whose script
+  prints an ``EC2IR-MEMORY`` line it stands in for the instance: it stores a deterministic fake
+  memory image at the script's presigned S3 URL (in moto's S3, as the upload would) and answers
+  ``Success`` with ``EC2IR-MEMORY sha256=<of those bytes> size=<n> version=<id>``. A stand-in,
+  not an emulation of AVML: the image says so in its first line.
+* ``ssm-cancel-command``: moto has no ``CancelCommand`` (HTTP 500). It is answered as AWS does;
+  invocations still pending become ``Cancelled``.
+* ``console-screenshot``: moto has no ``GetConsoleScreenshot`` (HTTP 500). A running instance
+  answers with a small valid JPEG (``ImageData``, base64) and its ``InstanceId``; any other state
+  is refused with ``IncorrectInstanceState``.
 
 moto is imported only here, and only by ``ec2ir demo`` and ``ec2ir emulator``: it is an optional
 extra (``pip install 'ec2ir[emulator]'``).
@@ -29,8 +52,11 @@ extra (``pip install 'ec2ir[emulator]'``).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +70,37 @@ _lock = threading.Lock()
 _applied: list[tuple[object, str, Any]] = []
 _ABSENT = object()
 _request_lock = threading.Lock()  # the attribute was an instance attribute, not on the class
+MEMORY_MARKER = "EC2IR-MEMORY"  # the line ec2ir's memory script prints (see ec2ir.memory)
+_PRESIGNED_URL = re.compile(r"https?://[^\s'\"]+[?&][^\s'\"]*Signature=[^\s'\"]+")
+
+
+def _tiny_jpeg() -> bytes:
+    """An 8x8 mid-grey baseline JPEG: one quantisation table, a one-code Huffman table each for DC
+    (category 0) and AC (end of block), and a single block coded as those two one-bit codes."""
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    one_code = bytes([1] + [0] * 15) + b"\x00"  # one code of length 1, for symbol 0
+    return (
+        b"\xff\xd8"
+        + segment(0xDB, b"\x00" + bytes([1] * 64))
+        + segment(0xC0, b"\x08\x00\x08\x00\x08\x01\x01\x11\x00")
+        + segment(0xC4, b"\x00" + one_code)
+        + segment(0xC4, b"\x10" + one_code)
+        + segment(0xDA, b"\x01\x01\x00\x00\x3f\x00")
+        + b"\x3f"  # DC "0", EOB "0", padded with ones
+        + b"\xff\xd9"
+    )
+
+
+SCREENSHOT_JPEG = _tiny_jpeg()
+
+
+def emulated_memory_image(instance_id: str) -> bytes:
+    """The deterministic stand-in for an AVML image of one instance."""
+    header = f"ec2ir emulator: a stand-in memory image of {instance_id}; no AVML ran\n".encode()
+    return header + bytes(range(256)) * 16
 
 
 def _require_moto() -> None:
@@ -63,9 +120,13 @@ def _patches() -> list[tuple[str, object, str, Any]]:
     from moto.ec2.models import EC2Backend
     from moto.ec2.models.elastic_network_interfaces import NetworkInterface
     from moto.ec2.models.instances import Instance
+    from moto.ec2.responses import EC2Response
     from moto.ec2.responses.instances import InstanceResponse
     from moto.iam.responses import IamResponse
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+    from moto.ssm.exceptions import SSMException
+    from moto.ssm.models import Command, SimpleSystemManagerBackend
+    from moto.ssm.responses import SimpleSystemManagerResponse
 
     def eni_group_set(eni: Any) -> list[Any]:
         return list(eni._group_set)
@@ -151,6 +212,30 @@ def _patches() -> list[tuple[str, object, str, Any]]:
         )
         return True
 
+    from moto.s3.models import FakeBucket
+
+    original_get_permission = FakeBucket.get_permission
+
+    def get_permission(bucket: Any, action: str, resource: str) -> Any:
+        import json
+
+        if bucket.policy is None:
+            return original_get_permission(bucket, action, resource)
+        policy = json.loads(bucket.policy)
+        statements = policy.get("Statement", [])
+        kept = [
+            statement
+            for statement in (statements if isinstance(statements, list) else [statements])
+            if "Condition" not in statement
+            or statement["Condition"] == {"Bool": {"aws:SecureTransport": "true"}}
+        ]
+        original_policy = bucket.policy
+        bucket.policy = json.dumps({**policy, "Statement": kept}).encode() if kept else None
+        try:
+            return original_get_permission(bucket, action, resource)
+        finally:
+            bucket.policy = original_policy
+
     original_describe = InstanceResponse.describe_instances
 
     def describe_instances(response: Any) -> Any:
@@ -163,6 +248,144 @@ def _patches() -> list[tuple[str, object, str, Any]]:
             instance_ids, filters=response._filters_from_querystring()
         )
         return ActionResult({"Reservations": reservations, "NextToken": None})
+
+    def ec2_of(account_id: str, region: str) -> Any:
+        from moto.ec2.models import ec2_backends
+
+        return ec2_backends[account_id][region]
+
+    def ssm_information(ec2: Any, instance: Any) -> dict[str, Any] | None:
+        """What SSM reports of one instance, or None when it does not manage it."""
+        from moto.core.utils import utcnow
+
+        association = ec2.iam_instance_profile_associations.get(instance.id)
+        state = instance._state.name
+        if association is None or state in ("pending", "shutting-down", "terminated"):
+            return None
+        windows = (getattr(instance, "platform", None) or "").lower() == "windows"
+        address = instance.private_ip or "10.0.0.1"
+        return {
+            "InstanceId": instance.id,
+            "PingStatus": "Online" if state == "running" else "ConnectionLost",
+            "LastPingDateTime": utcnow(),
+            "AgentVersion": "3.3.1142.0",
+            "IsLatestVersion": True,
+            "PlatformType": "Windows" if windows else "Linux",
+            "PlatformName": "Microsoft Windows Server 2022 Datacenter" if windows else "Amazon Linux",
+            "PlatformVersion": "10.0.20348" if windows else "2023",
+            "ResourceType": "EC2Instance",
+            "IPAddress": address,
+            "ComputerName": f"ip-{address.replace('.', '-')}.ec2.internal",
+            "SourceId": instance.id,
+            "SourceType": "AWS::EC2::Instance",
+        }
+
+    def describe_instance_information(response: Any) -> Any:
+        ec2 = ec2_of(response.current_account, response.region)
+        wanted: dict[str, set[str]] = {}
+        for item in response._get_param("Filters", []) or []:
+            wanted.setdefault(item["Key"], set()).update(item.get("Values", []))
+        for item in response._get_param("InstanceInformationFilterList", []) or []:
+            key = {"InstanceIds": "InstanceIds", "PingStatus": "PingStatus", "PlatformTypes": "PlatformTypes"}
+            wanted.setdefault(key.get(item["key"], item["key"]), set()).update(item.get("valueSet", []))
+        found = []
+        for instance in ec2.all_instances():
+            info = ssm_information(ec2, instance)
+            if info is None:
+                continue
+            checks = {
+                "InstanceIds": "InstanceId",
+                "PingStatus": "PingStatus",
+                "PlatformTypes": "PlatformType",
+            }
+            if all(info[field] in wanted[name] for name, field in checks.items() if name in wanted):
+                found.append(info)
+        start = int(response._get_param("NextToken") or 0)
+        size = int(response._get_param("MaxResults") or 50)
+        page = found[start : start + size]
+        token = str(start + size) if start + size < len(found) else None
+        return ActionResult({"InstanceInformationList": page, "NextToken": token})
+
+    original_send_command_response = SimpleSystemManagerResponse.send_command
+
+    def send_command_to_managed(response: Any) -> Any:
+        ec2 = ec2_of(response.current_account, response.region)
+        refused = []
+        for instance_id in response._get_param("InstanceIds", []) or []:
+            instance = next((i for i in ec2.all_instances() if i.id == instance_id), None)
+            info = ssm_information(ec2, instance) if instance is not None else None
+            if info is None or info["PingStatus"] != "Online":
+                refused.append(instance_id)
+        if refused:
+            raise SSMException(
+                "InvalidInstanceId",
+                f"Instances [[{', '.join(refused)}]] not in a valid state for account "
+                f"{response.current_account}",
+            )
+        return original_send_command_response(response)
+
+    def instance_ids_from_targets(command: Any) -> list[str]:
+        return list(original_targets(command)) if command.targets else []
+
+    original_targets = Command._get_instance_ids_from_targets
+    original_send_command = SimpleSystemManagerBackend.send_command
+
+    def send_command_standing_in(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        command = original_send_command(backend, *args, **kwargs)
+        script = "\n".join((command.parameters or {}).get("commands", []))
+        if command.document_name == "AWS-RunShellScript" and MEMORY_MARKER in script:
+            for invocation in command.invocations:
+                output = stand_in_for_memory(backend, invocation["InstanceId"], script)
+                invocation["StandardOutputContent"] = output
+                failed = "error=" in output
+                invocation["Status"] = invocation["StatusDetails"] = "Failed" if failed else "Success"
+                invocation["ResponseCode"] = 1 if failed else 0
+        return command
+
+    def stand_in_for_memory(backend: Any, instance_id: str, script: str) -> str:
+        """Do what the memory script would: put an image at the presigned URL, print the line."""
+        from urllib.parse import unquote, urlsplit
+
+        from moto.s3.models import s3_backends
+        from moto.utilities.utils import get_partition
+
+        found = _PRESIGNED_URL.search(script)
+        if found is None:
+            return f"{MEMORY_MARKER} error=ec2ir emulator: no presigned S3 URL in the script"
+        url = urlsplit(found.group(0))
+        s3 = s3_backends[backend.account_id][get_partition(backend.region_name)]
+        path = unquote(url.path).lstrip("/")
+        bucket, _, key = path.partition("/")
+        if bucket not in s3.buckets:  # virtual-hosted style: the bucket is the host's first label
+            bucket, key = (url.hostname or "").split(".")[0], path
+        if bucket not in s3.buckets:
+            return f"{MEMORY_MARKER} error=the upload to S3 failed: NoSuchBucket {bucket}"
+        image = emulated_memory_image(instance_id)
+        stored = s3.put_object(bucket, key, image)
+        version = stored.version_id if stored.version_id != "null" else ""
+        digest = hashlib.sha256(image).hexdigest()
+        return f"{MEMORY_MARKER} sha256={digest} size={len(image)} version={version}\n"
+
+    def cancel_command(response: Any) -> Any:
+        command = response.ssm_backend.get_command_by_id(response._get_param("CommandId"))
+        named = set(response._get_param("InstanceIds", []) or [])
+        for invocation in command.invocations:
+            pending = invocation["Status"] in ("Pending", "InProgress", "Delayed")
+            if pending and (not named or invocation["InstanceId"] in named):
+                invocation["Status"] = invocation["StatusDetails"] = "Cancelled"
+                command.status = "Cancelled"
+        return ActionResult({})
+
+    def get_console_screenshot(response: Any) -> Any:
+        instance = response.ec2_backend.get_instance(response._get_param("InstanceId"))
+        response.error_on_dryrun()
+        if instance._state.name != "running":
+            raise EC2ClientError(
+                "IncorrectInstanceState",
+                f"The instance '{instance.id}' is not in a state from which a screenshot can be taken",
+            )
+        image = base64.b64encode(SCREENSHOT_JPEG).decode()
+        return ActionResult({"InstanceId": instance.id, "ImageData": image})
 
     return [
         ("simulate-principal-policy", IamResponse, "simulate_principal_policy", simulate_principal_policy),
@@ -199,6 +422,18 @@ def _patches() -> list[tuple[str, object, str, Any]]:
             groups_handler,
         ),
         ("describe-pagination", InstanceResponse, "describe_instances", describe_instances),
+        ("bucket-policy-conditions", FakeBucket, "get_permission", get_permission),
+        (
+            "ssm-managed-instances",
+            SimpleSystemManagerResponse,
+            "describe_instance_information",
+            describe_instance_information,
+        ),
+        ("ssm-managed-instances", SimpleSystemManagerResponse, "send_command", send_command_to_managed),
+        ("ssm-command-targets", Command, "_get_instance_ids_from_targets", instance_ids_from_targets),
+        ("ssm-command-output", SimpleSystemManagerBackend, "send_command", send_command_standing_in),
+        ("ssm-cancel-command", SimpleSystemManagerResponse, "cancel_command", cancel_command),
+        ("console-screenshot", EC2Response, "get_console_screenshot", get_console_screenshot),
     ]
 
 
@@ -210,6 +445,12 @@ FIXES = (
     "unknown-group",
     "simulate-principal-policy",
     "atomic-requests",
+    "bucket-policy-conditions",
+    "ssm-managed-instances",
+    "ssm-command-targets",
+    "ssm-command-output",
+    "ssm-cancel-command",
+    "console-screenshot",
 )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ec2ir import validate
-from ec2ir.aws import Aws, discover
+from ec2ir.aws import Aws, discover, request_ids
 from ec2ir.errors import (
     Ec2irError,
     HeldByOtherCase,
@@ -35,10 +35,32 @@ from ec2ir.errors import (
     ReleaseInProgress,
     SeveralFailed,
     StaleRecord,
+    Unexpected,
     UsageError,
 )
+from ec2ir.evidence import (
+    EvidenceBucket,
+    Finding,
+    Item,
+    bucket_name,
+    compact_time,
+    default_bucket,
+    metadata_items,
+    take_snapshots,
+    verify_refs,
+    volumes_of,
+)
 from ec2ir.groups import ForensicSource, ensure_groups, find_groups, find_groups_in
-from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, InstanceResult, VpcGroups
+from ec2ir.models import (
+    ACTIVE_STATUSES,
+    EvidenceRef,
+    Hold,
+    HoldStatus,
+    InstanceFacts,
+    InstanceResult,
+    JournalEntry,
+    VpcGroups,
+)
 from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, simulate
 from ec2ir.state import StateStore, now
 from ec2ir.steps import (
@@ -97,6 +119,12 @@ class RunReport:
         }
 
 
+def _done(log: StepLog) -> Future[StepLog]:
+    future: Future[StepLog] = Future()
+    future.set_result(log)
+    return future
+
+
 def failure(instance_id: str, action: str, error: Exception, **extra: Any) -> InstanceResult:
     code = error.code if isinstance(error, Ec2irError) else type(error).__name__
     return InstanceResult(instance_id, action, ok=False, detail=str(error), error_code=code, **extra)
@@ -132,27 +160,66 @@ def run_each(
 
 @dataclass
 class StepLog:
-    """What each step did to one instance; the first failure sets the result's error code."""
+    """What each step did to one instance, when, and with which AWS requests; the first failure
+    sets the result's error code. ``journal_entries`` turns it into the case journal's lines."""
 
     outcomes: dict[str, str] = field(default_factory=dict)
     errors: dict[str, Ec2irError] = field(default_factory=dict)
+    finished_at: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, list[str]] = field(default_factory=dict)
+    evidence: dict[str, list[EvidenceRef]] = field(default_factory=dict)
+    # lines for the journal alone, such as each metadata item: (action, at, result, evidence)
+    extra: list[tuple[str, str, str, list[EvidenceRef]]] = field(default_factory=list)
 
-    def run(self, step: Step, action: Callable[[], str]) -> bool:
-        try:
-            self.outcomes[step.name] = "done: " + action()
-            return True
-        except Ec2irError as error:
-            self.fail(step, error)
-            return False
+    def run(self, name: str, action: Callable[[], str]) -> bool:
+        with request_ids() as ids:
+            try:
+                self._set(name, "done: " + action())
+                ok = True
+            except Ec2irError as error:
+                self.fail(name, error)
+                ok = False
+            except Exception as error:  # a bug in one step must not hide what the others did
+                self.fail(name, Unexpected(error))
+                ok = False
+        self.requests[name] = ids
+        return ok
 
-    def fail(self, step: Step, error: Ec2irError) -> None:
-        self.outcomes[step.name] = f"FAILED: {error}"
-        self.errors[step.name] = error
+    def fail(self, name: str, error: Ec2irError) -> None:
+        self._set(name, f"FAILED: {error}")
+        self.errors[name] = error
 
-    def skip(self, step: Step, why: str) -> None:
-        self.outcomes[step.name] = f"skipped: {why}"
+    def skip(self, name: str, why: str) -> None:
+        self._set(name, f"skipped: {why}")
+
+    def _set(self, name: str, outcome: str) -> None:
+        self.outcomes[name] = outcome
+        self.finished_at[name] = now()
+
+    def journal_entries(self, ctx: Context, target: str, verb: str) -> list[JournalEntry]:
+        lines = [
+            JournalEntry(
+                at=self.finished_at[name],
+                case_id=ctx.case_id,
+                actor=ctx.actor,
+                target=target,
+                action=f"{verb}:{name}",
+                result=outcome,
+                request_ids=tuple(self.requests.get(name, ())),
+                evidence=tuple(self.evidence.get(name, ())),
+            )
+            for name, outcome in self.outcomes.items()
+        ]
+        lines += [
+            JournalEntry(at, ctx.case_id, ctx.actor, target, action, result, evidence=tuple(refs))
+            for action, at, result, refs in self.extra
+        ]
+        return lines
 
     def result(self, instance_id: str, action: str, summary: str, **extra: Any) -> InstanceResult:
+        extra["evidence"] = tuple(ref for refs in self.evidence.values() for ref in refs) + tuple(
+            ref for *_, refs in self.extra for ref in refs
+        )
         if not self.errors:
             return InstanceResult(instance_id, action, ok=True, detail=summary, steps=self.outcomes, **extra)
         name, error = next(iter(self.errors.items()))
@@ -216,6 +283,21 @@ class PlanReport:
 
 
 ALONGSIDE_STEPS = [step for step in STEPS if step.phase == ALONGSIDE]
+MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "metadata"
+# What a result reports, in order: the containment steps, then the evidence.
+REPORTED = [step.name for step in STEPS] + [MEMORY, SNAPSHOTS, METADATA, "journal"]
+
+
+@dataclass
+class Collection:
+    """What one run collects as evidence, and where it goes."""
+
+    bucket: EvidenceBucket
+    volumes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    volumes_error: Ec2irError | None = None
+
+    def key_prefix(self, case_id: str, instance_id: str, stamp: str) -> str:
+        return f"{case_id}/{instance_id}/{compact_time(stamp)}"
 
 
 @dataclass
@@ -231,12 +313,15 @@ class Containment:
     def result(self, after: Future[StepLog]) -> InstanceResult:
         merged = StepLog()
         logs = [self.log, *(future.result() for future in self.alongside), after.result()]
-        for step in STEPS:  # report in the steps' own order
+        for name in REPORTED:  # report in the steps' own order
             for log in logs:
-                if step.name in log.outcomes:
-                    merged.outcomes[step.name] = log.outcomes[step.name]
-                if step.name in log.errors:
-                    merged.errors[step.name] = log.errors[step.name]
+                if name in log.outcomes:
+                    merged.outcomes[name] = log.outcomes[name]
+                if name in log.errors:
+                    merged.errors[name] = log.errors[name]
+                if name in log.evidence:
+                    merged.evidence[name] = log.evidence[name]
+        merged.extra = [line for log in logs for line in log.extra]
         facts = self.target.facts
         isolated = (
             {}
@@ -252,12 +337,20 @@ class Containment:
 
 
 class Engine:
-    def __init__(self, aws: Aws, store: StateStore, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        aws: Aws,
+        store: StateStore,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        evidence_bucket: str = "",
+    ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
         self.aws = aws
         self.store = store
         self.concurrency = concurrency
+        # the stack's own bucket, used when a run names none
+        self.evidence_bucket = bucket_name(evidence_bucket) if evidence_bucket else ""
 
     def _start(self, action: str, instance_ids: Iterable[str], case_id: str) -> tuple[list[str], RunReport]:
         """Validate, learn who is acting and make sure the state table is usable: the preflight
@@ -290,18 +383,23 @@ class Engine:
         ids = validate.instance_ids(named)
         case = validate.case_id(case_id)
 
+        if options.evidence_bucket:
+            bucket_name(options.evidence_bucket)
+
         # Everything that needs only the ids goes out at once: one round trip, not seven.
-        with ThreadPoolExecutor(max_workers=5) as pool:
+        with ThreadPoolExecutor(max_workers=6) as pool:
             asked_actor = pool.submit(self.aws.caller_arn)
             asked_table = pool.submit(self.store.ensure_table)
             asked_facts = pool.submit(self._discover, ids, "isolate")
             asked_lookups = pool.submit(self._lookups, ids)
             asked_groups = pool.submit(find_groups_in, self.aws, None)  # every VPC's, by tag
+            asked_volumes = pool.submit(volumes_of, self.aws, ids) if options.evidence else None
             actor = asked_actor.result()
             asked_table.result()
             facts, early = asked_facts.result()
             lookups, lookup_errors = asked_lookups.result()
             found_groups = asked_groups.result()
+            collection = self._collection(actor, options, asked_volumes) if options.evidence else None
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
             report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
@@ -330,12 +428,74 @@ class Engine:
             found = {name: hits.get(instance.instance_id) for name, hits in lookups.items()}
             return Target(instance, report.groups, lookups=found)
 
-        done = self._contain_all(ctx, [target_of(f) for f in live], vpc_errors, lookup_errors, progress)
+        journal = self._group_entries(ctx, report)
+        targets = [target_of(f) for f in live]
+        memory: dict[str, StepLog] = {}
+        if options.memory and collection is not None:
+            # Before the cut, as an isolated instance cannot reach S3 or SSM; bounded, so that
+            # containment never waits on evidence longer than --memory-timeout.
+            memory = self._acquire_memory(ctx, targets, collection)
+        done = self._contain_all(ctx, targets, vpc_errors, lookup_errors, progress, collection, memory)
         if progress:
             for result in early.values():
                 progress(result)
         report.results = [early.get(i) or done[i] for i in ids]
+        self._journal(journal + self._refusals(report), report.notes)
+        if collection is not None:
+            report.notes.extend(collection.bucket.notes)
         return report
+
+    def _collection(
+        self, actor: str, options: Options, asked_volumes: Future[dict[str, list[dict[str, Any]]]] | None
+    ) -> Collection:
+        account = actor.split(":")[4] if actor.count(":") >= 5 else ""
+        name = options.evidence_bucket or self.evidence_bucket or default_bucket(actor, self.aws.region())
+        collection = Collection(EvidenceBucket(self.aws, name, account, options.object_lock_days))
+        if asked_volumes is not None:
+            try:
+                collection.volumes = asked_volumes.result()
+            except Ec2irError as error:  # evidence must never stop containment
+                collection.volumes_error = error
+        return collection
+
+    @staticmethod
+    def _refusals(report: RunReport) -> list[JournalEntry]:
+        """Instances refused before any step ran: the journal keeps the attempt too."""
+        return [
+            JournalEntry(now(), report.case_id, report.actor, r.instance_id, r.action, f"FAILED: {r.detail}")
+            for r in report.results
+            if r.error_code and not r.steps
+        ]
+
+    @staticmethod
+    def _group_entries(ctx: Context, report: RunReport) -> list[JournalEntry]:
+        entries = []
+        for vpc_id, groups in report.groups.items():
+            changes = [f"created the {role} group" for role in groups.created] + list(groups.repaired)
+            if changes:
+                entries.append(
+                    JournalEntry(
+                        now(), ctx.case_id, ctx.actor, vpc_id, "groups", "done: " + "; ".join(changes)
+                    )
+                )
+        return entries
+
+    def _journal(
+        self, entries: list[JournalEntry], notes: list[str] | None = None, log: StepLog | None = None
+    ) -> None:
+        """Append to the case journal; a journal that cannot be written is reported, never hidden,
+        and never undoes the containment it describes."""
+        if not entries:
+            return
+        try:
+            self.store.append(entries)
+        except Ec2irError as error:
+            if log is not None:
+                log.fail("journal", error)
+            elif notes is not None:
+                notes.append(f"WARNING: the case journal could not be written: {error}")
+            else:
+                raise
 
     def _contain_all(
         self,
@@ -344,6 +504,8 @@ class Engine:
         vpc_errors: dict[str, Ec2irError],
         lookup_errors: dict[str, Ec2irError],
         progress: Progress | None,
+        collection: Collection | None = None,
+        memory: dict[str, StepLog] | None = None,
     ) -> dict[str, InstanceResult]:
         """Cut every instance off first, then do the rest.
 
@@ -372,7 +534,9 @@ class Engine:
                     if progress:
                         progress(results[instance_id])
                     continue
-                finishing[background.submit(self._after_cut, ctx, containment)] = containment
+                if memory and instance_id in memory:
+                    containment.alongside.append(_done(memory[instance_id]))
+                finishing[background.submit(self._after_cut, ctx, containment, collection)] = containment
             for finished in as_completed(finishing):
                 containment = finishing[finished]
                 try:
@@ -395,7 +559,7 @@ class Engine:
         facts = target.facts
         log = StepLog()
         for name, error in lookup_errors.items():
-            log.fail(next(step for step in STEPS if step.name == name), error)
+            log.fail(name, error)
         # The forensic group is not here: a compromised forensic workstation is contained too.
         managed = {group_id for vpc in facts.vpc_ids for group_id in target.groups[vpc].containment_group_ids}
         tainted = [eni.eni_id for eni in facts.enis if managed & set(eni.group_ids)]
@@ -440,8 +604,117 @@ class Engine:
                 raise
         return containment
 
-    def _after_cut(self, ctx: Context, containment: Containment) -> StepLog:
-        return self._run_steps(ctx, containment, AFTER)
+    def _after_cut(self, ctx: Context, containment: Containment, collection: Collection | None) -> StepLog:
+        """Journal the cut, then snapshot, run the after-steps and capture the metadata."""
+        instance_id = containment.target.instance_id
+        hold = containment.hold
+        cut = (
+            [
+                JournalEntry(
+                    hold.recorded_at,
+                    ctx.case_id,
+                    hold.recorded_by,
+                    instance_id,
+                    "isolate:record-originals",
+                    "done: originals of "
+                    + ", ".join(f"{eni} {list(groups)}" for eni, groups in hold.originals.items()),
+                )
+            ]
+            if containment.created
+            else []
+        )
+        log = StepLog()
+        self._journal(cut + containment.log.journal_entries(ctx, instance_id, "isolate"), log=log)
+        episode = hold.recorded_at
+        if collection is not None:
+            log.run(SNAPSHOTS, lambda: self._snapshot(ctx, containment.target.facts, episode, log))
+        log = self._run_steps(ctx, containment, AFTER, log)
+        if collection is not None:
+            target, rerun = containment.target, not containment.created
+            log.run(METADATA, lambda: self._capture_metadata(ctx, target, collection, episode, log, rerun))
+        # The alongside work was queued on this pool before this, so it has started: no deadlock.
+        earlier = [future.result() for future in containment.alongside]
+        lines = [
+            line for done in [*earlier, log] for line in done.journal_entries(ctx, instance_id, "isolate")
+        ]
+        self._journal(lines, log=log)
+        return log
+
+    def _acquire_memory(
+        self, ctx: Context, targets: list[Target], collection: Collection
+    ) -> dict[str, StepLog]:
+        from ec2ir.memory import acquire
+
+        outcomes = acquire(
+            self.aws,
+            collection.bucket,
+            ctx.case_id,
+            [target.instance_id for target in targets],
+            timeout=ctx.options.memory_timeout,
+        )
+        logs: dict[str, StepLog] = {}
+        for instance_id, outcome in outcomes.items():
+            log = StepLog()
+            log._set(MEMORY, outcome.result)
+            log.requests[MEMORY] = list(outcome.request_ids)
+            if outcome.ref is not None:
+                log.evidence[MEMORY] = [outcome.ref]
+            logs[instance_id] = log
+        return logs
+
+    def _snapshot(self, ctx: Context, facts: InstanceFacts, episode: str, log: StepLog) -> str:
+        refs = take_snapshots(self.aws, ctx.case_id, facts, episode)
+        log.evidence[SNAPSHOTS] = refs
+        if not refs:
+            return "no EBS volumes to snapshot"
+        return f"{len(refs)} snapshot(s), crash-consistent: " + ", ".join(
+            f"{ref.location} ({ref.details['device'] or ref.details['volume_id']})" for ref in refs
+        )
+
+    def _capture_metadata(
+        self,
+        ctx: Context,
+        target: Target,
+        collection: Collection,
+        episode: str,
+        log: StepLog,
+        rerun: bool = False,
+    ) -> str:
+        """Each item to its own object under the episode's prefix. A rerun on a held instance
+        stores only the items an interrupted run did not (captured now, after the hold began)."""
+        facts = target.facts
+        if collection.volumes_error is not None:
+            volumes_item: Item | None = Item("volumes", why_not=str(collection.volumes_error))
+        else:
+            volumes_item = None
+        items = metadata_items(self.aws, facts, target.lookups, collection.volumes.get(facts.instance_id, []))
+        if volumes_item is not None:
+            items = [volumes_item if item.name == "volumes" else item for item in items]
+        prefix = collection.key_prefix(ctx.case_id, facts.instance_id, episode)
+        tags = {"ec2ir:case": ctx.case_id, "ec2ir:instance": facts.instance_id}
+        stored: list[EvidenceRef] = []
+        kept = 0
+        for item in items:
+            action = f"evidence:{item.name}"
+            key = f"{prefix}/{item.name}.{item.extension}"
+            earlier = collection.bucket.stored(key, f"metadata:{item.name}") if rerun else None
+            if earlier is not None:  # stored by the interrupted run; journaled again to be sure
+                kept += 1
+                log.extra.append(
+                    (action, now(), f"done: sha256 {earlier.sha256} (stored earlier)", [earlier])
+                )
+                continue
+            if item.why_not:
+                log.extra.append((action, now(), f"not collected: {item.why_not}", []))
+                continue
+            ref = collection.bucket.put(key, item.body, f"metadata:{item.name}", item.content_type, tags)
+            stored.append(ref)
+            log.extra.append((action, now(), f"done: sha256 {ref.sha256}", [ref]))
+        missing = [item.name for item in items if item.why_not]
+        already = f", {kept} already there from the run that began the hold" if kept else ""
+        return f"{len(stored)} item(s) in s3://{collection.bucket.name}/{prefix}/{already}" + (
+            f"; not collected: {', '.join(missing)}" if missing else ""
+        )
 
     def _run_steps(
         self, ctx: Context, containment: Containment, phase: str, log: StepLog | None = None
@@ -456,12 +729,12 @@ class Engine:
             try:
                 record = self._record_for(ctx, containment, step)
             except Ec2irError as error:
-                log.fail(step, error)
+                log.fail(step.name, error)
                 continue
             if record is None:
-                log.skip(step, "nothing to do for this instance")
+                log.skip(step.name, "nothing to do for this instance")
                 continue
-            log.run(step, functools.partial(step.apply, ctx, target, record))
+            log.run(step.name, functools.partial(step.apply, ctx, target, record))
         return log
 
     def _record_for(self, ctx: Context, containment: Containment, step: Step) -> Record | None:
@@ -537,7 +810,7 @@ class Engine:
             try:
                 record = step.capture(ctx, target)
             except Ec2irError as error:
-                log.fail(step, error)
+                log.fail(step.name, error)
                 continue
             if record is not None:
                 records[step.name] = record
@@ -726,6 +999,7 @@ class Engine:
             ids, lambda i: self._release_one(ctx, i, i in gone), "release", self.concurrency, progress
         )
         report.results = [done[i] for i in ids]
+        self._journal(self._refusals(report), report.notes)
         return report
 
     def _release_one(self, ctx: Context, instance_id: str, terminated: bool = False) -> InstanceResult:
@@ -744,12 +1018,12 @@ class Engine:
         for step in reversed(STEPS):
             record = records.get(step.name)
             if record is None:
-                log.skip(step, "nothing was recorded")
+                log.skip(step.name, "nothing was recorded")
                 continue
             if terminated and step.acts_on_instance:
-                log.skip(step, "the instance is terminated: nothing to put back")
+                log.skip(step.name, "the instance is terminated: nothing to put back")
                 continue
-            log.run(step, functools.partial(step.undo, ctx, instance_id, record))
+            log.run(step.name, functools.partial(step.undo, ctx, instance_id, record))
         restored = {
             eni: groups
             for eni, groups in hold.originals.items()
@@ -778,7 +1052,82 @@ class Engine:
             if terminated
             else f"{len(hold.originals)} ENI(s) restored"
         )
+        self._journal(log.journal_entries(ctx, instance_id, "release"), log=log)
         return log.result(instance_id, "release", summary, enis=restored)
+
+    # -- evidence alone ------------------------------------------------------------------------
+
+    def collect(
+        self,
+        instance_ids: Iterable[str],
+        case_id: str,
+        options: Options | None = None,
+        progress: Progress | None = None,
+    ) -> RunReport:
+        """Snapshots and metadata (and memory, if asked) without isolating: each run takes a
+        fresh set, journaled under the case."""
+        options = replace(options or Options(), evidence=True)
+        if options.evidence_bucket:
+            bucket_name(options.evidence_bucket)
+        named = list(instance_ids)
+        ids = validate.instance_ids(named)
+        case = validate.case_id(case_id)
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            asked_actor = pool.submit(self.aws.caller_arn)
+            asked_table = pool.submit(self.store.ensure_table)
+            asked_facts = pool.submit(self._discover, ids, "collect")
+            asked_lookups = pool.submit(self._lookups, ids)
+            asked_volumes = pool.submit(volumes_of, self.aws, ids)
+            actor = asked_actor.result()
+            asked_table.result()
+            facts, early = asked_facts.result()
+            lookups, lookup_errors = asked_lookups.result()
+            collection = self._collection(actor, options, asked_volumes)
+        report = RunReport("collect", case, actor, results=[])
+        ctx = Context(self.aws, case, actor, now(), options)
+        targets = {
+            i: Target(facts[i], {}, lookups={name: hits.get(i) for name, hits in lookups.items()})
+            for i in ids
+            if i not in early
+        }
+        memory = self._acquire_memory(ctx, list(targets.values()), collection) if options.memory else {}
+
+        def collect_one(instance_id: str) -> InstanceResult:
+            target = targets[instance_id]
+            log = memory.get(instance_id) or StepLog()
+            log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, ctx.started_at, log))
+            log.run(METADATA, lambda: self._capture_metadata(ctx, target, collection, ctx.started_at, log))
+            self._journal(log.journal_entries(ctx, instance_id, "collect"), log=log)
+            return log.result(instance_id, "collect", "evidence collected")
+
+        done = run_each(list(targets), collect_one, "collect", self.concurrency, progress)
+        report.results = [early.get(i) or done[i] for i in ids]
+        report.notes.extend(f"lookup {name} failed: {error}" for name, error in lookup_errors.items())
+        report.notes.extend(collection.bucket.notes)
+        self._journal(self._refusals(report), report.notes)
+        return report
+
+    def verify(self, case_id: str) -> list[Finding]:
+        """Every piece of evidence the case's journal names, checked against its recorded hash."""
+        case = validate.case_id(case_id)
+        actor = self.aws.caller_arn()
+        if not self.store.exists():
+            raise UsageError(f"state table {self.store.table!r} does not exist", "pass --table")
+        entries = self.store.journal(case)
+        if not entries:
+            raise UsageError(f"case {case} has no journal in table {self.store.table!r}", "check the case id")
+        refs = list({(r.kind, r.location, r.version_id): r for e in entries for r in e.evidence}.values())
+        with request_ids() as ids:
+            findings = verify_refs(self.aws, refs, case)
+        bad = [f for f in findings if not f.ok]
+        result = (
+            f"FAILED: {len(bad)} of {len(findings)} piece(s) of evidence do not match the journal: "
+            + "; ".join(f"{f.status} {f.ref.location}" for f in bad)
+            if bad
+            else f"done: {len(findings)} piece(s) of evidence intact"
+        )
+        self._journal([JournalEntry(now(), case, actor, case, "verify", result, tuple(ids))])
+        return findings
 
     # -- status --------------------------------------------------------------------------------
 

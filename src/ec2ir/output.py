@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ec2ir.engine import PlanReport, RunReport
+from ec2ir.evidence import Finding
 from ec2ir.models import Hold, InstanceResult
 from ec2ir.permissions import Check
 
@@ -31,7 +32,7 @@ def eni_lines(enis: dict[str, tuple[str, ...]]) -> str:
 
 
 def render_run(report: RunReport) -> str:
-    verb = {"isolate": "isolated", "release": "released"}[report.action]
+    verb = {"isolate": "isolated", "release": "released", "collect": "collected"}[report.action]
     rows = [
         [
             r.instance_id,
@@ -49,6 +50,13 @@ def render_run(report: RunReport) -> str:
                 [[v, g.isolation_group_id, g.forensic_group_id] for v, g in sorted(report.groups.items())],
             )
         )
+    evidence = [
+        [r.instance_id, ref.kind, ref.location, ref.sha256 or ref.details.get("device", "")]
+        for r in report.results
+        for ref in r.evidence
+    ]
+    if evidence:
+        parts.append(table(["INSTANCE", "EVIDENCE", "LOCATION", "SHA-256 / DEVICE"], evidence))
     failures = render_step_failures(report)
     if failures:
         parts.append(failures)
@@ -179,3 +187,25 @@ class ProgressPrinter:
                     f"[{self.done}/{self.total}] {self.action} {result.instance_id}: {outcome}\n"
                 )
             self.stream.flush()
+
+
+def render_findings(findings: Sequence[Finding]) -> str:
+    rows = [[f.status, f.ref.kind, f.ref.location, f.detail] for f in findings]
+    bad = sum(not f.ok for f in findings)
+    verdict = (
+        f"{bad} of {len(findings)} piece(s) of evidence do NOT match the journal"
+        if bad
+        else f"all {len(findings)} piece(s) of evidence match the journal"
+    )
+    return table(["STATUS", "KIND", "LOCATION", "DETAIL"], rows) + "\n\n" + verdict
+
+
+def progress_bar(stream: TextIO, what: str, done: int, total: int, width: int = 30) -> None:
+    """A bar redrawn in place on a terminal; one plain line per poll otherwise."""
+    if stream.isatty():
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "." * (width - filled)
+        stream.write(f"\r{what} [{bar}] {done}/{total}\x1b[K" + ("\n" if done == total else ""))
+    else:
+        stream.write(f"{what}: {done}/{total} completed\n")
+    stream.flush()

@@ -14,6 +14,8 @@ from typing import Any
 
 from ec2ir.aws import Aws, chunks, translated
 from ec2ir.errors import Ec2irError
+from ec2ir.evidence import EVIDENCE_PERMISSIONS
+from ec2ir.forensics import FORENSICS_PERMISSIONS
 from ec2ir.steps import STEPS
 
 ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
@@ -36,16 +38,22 @@ ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:Scan",
+        "dynamodb:Query",  # the case journal
     ),
     # Creating a KMS-encrypted table with the AWS managed key needs these once.
     "state table encryption": ("kms:DescribeKey", "kms:CreateGrant"),
 }
 
+FORENSIC_VOLUMES = "forensic volumes (ec2ir forensics)"
+# The stack's functions never attach forensic volumes, so their role does not get to delete them.
+RESPONDER_ONLY = frozenset({FORENSIC_VOLUMES})
+
 ALLOWED, DENIED, NOT_CHECKED = "allowed", "denied", "not checked"
 
 
 def actions_by_purpose() -> dict[str, tuple[str, ...]]:
-    purposes = dict(ENGINE_PERMISSIONS)
+    purposes = dict(ENGINE_PERMISSIONS) | EVIDENCE_PERMISSIONS
+    purposes[FORENSIC_VOLUMES] = FORENSICS_PERMISSIONS
     for step in STEPS:
         purposes[f"step {step.name}: {step.title}"] = step.permissions
     return purposes
@@ -53,6 +61,18 @@ def actions_by_purpose() -> dict[str, tuple[str, ...]]:
 
 def required_actions() -> list[str]:
     return sorted({action for actions in actions_by_purpose().values() for action in actions})
+
+
+def function_actions() -> list[str]:
+    """What the stack's functions use: everything but the commands only a responder runs."""
+    return sorted(
+        {
+            action
+            for purpose, actions in actions_by_purpose().items()
+            if purpose not in RESPONDER_ONLY
+            for action in actions
+        }
+    )
 
 
 def policy_document() -> dict[str, Any]:

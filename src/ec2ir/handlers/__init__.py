@@ -22,6 +22,7 @@ from ec2ir.state import StateStore
 TABLE_ENV = "EC2IR_TABLE"
 TOPIC_ENV = "EC2IR_TOPIC_ARN"
 CONCURRENCY_ENV = "EC2IR_CONCURRENCY"
+EVIDENCE_BUCKET_ENV = "EC2IR_EVIDENCE_BUCKET"
 # SNS caps a subject at 100 characters and a message at 256 KiB; stay well inside both.
 SUBJECT_LIMIT = 100
 MESSAGE_LIMIT = 64 * 1024
@@ -55,7 +56,8 @@ def engine_from_environment(environ: Mapping[str, str] = os.environ) -> Engine:
     except ValueError as exc:
         raise UsageError(f"{CONCURRENCY_ENV} must be a whole number") from exc
     aws = Aws(AwsSettings(region=environ.get("AWS_REGION") or None))
-    return Engine(aws, StateStore(aws, table), concurrency=concurrency)
+    bucket = environ.get(EVIDENCE_BUCKET_ENV, "").strip()
+    return Engine(aws, StateStore(aws, table), concurrency=concurrency, evidence_bucket=bucket)
 
 
 def report_lines(report: RunReport) -> list[str]:

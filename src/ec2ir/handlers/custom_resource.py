@@ -399,7 +399,7 @@ def _held_elsewhere(report: RunReport | None) -> list[InstanceResult]:
 
 def _data(case: str, report: RunReport | None) -> dict[str, str]:
     """The attributes ``Fn::GetAtt`` reads. Every key is always present, or a GetAtt on it would
-    fail the stack. Snapshot ids stay empty until the engine collects evidence."""
+    fail the stack."""
     groups = list(report.groups.values()) if report else []
     contained = sum(1 for r in report.results if r.ok) if report else 0
     return {
@@ -407,7 +407,7 @@ def _data(case: str, report: RunReport | None) -> dict[str, str]:
         "IsolationGroupIds": ",".join(sorted({g.isolation_group_id for g in groups if g.isolation_group_id})),
         "ForensicGroupIds": ",".join(sorted({g.forensic_group_id for g in groups if g.forensic_group_id})),
         "ContainedCount": str(contained + len(_held_elsewhere(report))),
-        "SnapshotIds": "",
+        "SnapshotIds": ",".join(s for r in report.results for s in r.snapshot_ids) if report else "",
     }
 
 
