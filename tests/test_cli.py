@@ -461,3 +461,75 @@ def test_role_arn_acts_in_the_other_account_through_assume_role(run: Cli, fleet:
 
     assert result.code == 0, result.err
     assert ":assumed-role/ec2ir-responder/ec2ir" in result.json()["actor"]
+
+
+def test_collect_verify_report_and_forensics_from_the_command_line(
+    run: Cli, fleet: Fleet, tmp_path: Any
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    workstation = fleet.instance(vpc, [fleet.group(vpc, "forensic")])
+
+    collected = run("collect", "IR-9", instance, "--output", "json")
+    assert collected.code == 0, collected.err
+    evidence = collected.json()["results"][0]["evidence"]
+    assert {ref["kind"] for ref in evidence} >= {"snapshot", "metadata:describe-instances"}
+
+    verified = run("verify", "IR-9")
+    assert verified.code == 0, verified.out
+    assert "match the journal" in verified.out
+
+    out = tmp_path / "IR-9.html"
+    reported = run("report", "IR-9", "--format", "html", "-o", str(out))
+    assert reported.code == 0 and out.read_text().startswith("<!DOCTYPE html>")
+    markdown = run("report", "IR-9")
+    assert "collect:snapshots" in markdown.out
+
+    attached = run("forensics", "attach", "IR-9", "--to", workstation)
+    assert attached.code == 0, attached.err
+    assert "ro,noload" in attached.out
+    detached = run("forensics", "detach", "IR-9")
+    assert detached.code == 0, detached.err
+
+
+def test_verify_exits_1_when_evidence_was_deleted(run: Cli, fleet: Fleet, aws: Aws) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    collected = run("collect", "IR-9", instance, "--output", "json")
+    ref = next(r for r in collected.json()["results"][0]["evidence"] if r["kind"] == "metadata:iam")
+    bucket, key = ref["location"].removeprefix("s3://").split("/", 1)
+    aws.client("s3").delete_object(Bucket=bucket, Key=key, VersionId=ref["version_id"])
+
+    verified = run("verify", "IR-9")
+
+    assert verified.code == 1
+    assert "MISSING" in verified.out and "do NOT match the journal" in verified.out
+
+
+def test_no_evidence_and_unknown_cases_and_bad_buckets(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    isolated = run("isolate", instance, "--case", "IR-9", "--no-evidence", "--output", "json")
+    assert isolated.code == 0
+    assert isolated.json()["results"][0]["evidence"] == []
+    assert "snapshots" not in isolated.json()["results"][0]["steps"]
+
+    unknown = run("report", "IR-404")
+    assert unknown.code == 2 and "IR-404" in one_line_error(unknown)
+    bad_bucket = run("collect", "IR-9", instance, "--evidence-bucket", "No_Such")
+    assert bad_bucket.code == 2 and "not a valid S3 bucket name" in one_line_error(bad_bucket)
+    with pytest.raises(SystemExit) as negative:
+        run("collect", "IR-9", instance, "--object-lock-days", "-1")
+    assert negative.value.code == 2
+
+
+def test_wait_shows_snapshot_progress(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    isolated = run("isolate", instance, "--case", "IR-9", "--wait")
+
+    assert isolated.code == 0, isolated.err
+    assert "snapshots: 1/1 completed" in isolated.err
+    assert "1 of 1 snapshot(s) completed" in isolated.err
