@@ -490,3 +490,30 @@ def test_an_outside_forensic_group_is_admitted_and_left_alone(engine: Engine, fl
     assert fleet.group_rules(security_team) == its_rules  # not ours to change
     names = {g["GroupName"] for g in fleet.ec2.describe_security_groups()["SecurityGroups"]}
     assert "ec2ir-forensic" not in names
+
+
+def test_safe_groups_cost_no_second_read_and_drift_is_still_repaired(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    first, second, third = (fleet.instance(vpc, [web]) for _ in range(3))
+    engine.isolate([first], "CASE-1", office_cidr=OFFICE, options=Options(evidence=False))
+    operations: list[str] = []
+    engine.aws.ec2().meta.events.register(
+        "before-parameter-build.ec2", lambda model, **_: operations.append(model.name)
+    )
+
+    engine.isolate([second], "CASE-1", office_cidr=OFFICE, options=Options(evidence=False))
+
+    assert "DescribeSecurityGroupRules" not in operations  # the rules came with the groups' read
+    isolation_id = next(iter(fleet.eni_groups([second]).values()))[0]
+    fleet.ec2.authorize_security_group_egress(
+        GroupId=isolation_id, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    )
+    operations.clear()
+
+    report = engine.isolate([third], "CASE-1", office_cidr=OFFICE, options=Options(evidence=False))
+
+    assert report.results[0].ok
+    assert "DescribeSecurityGroupRules" in operations
+    assert (True, "-1/-1", "0.0.0.0/0") not in fleet.group_rules(isolation_id)
+    assert any("had drifted" in note for note in report.notes)

@@ -205,7 +205,17 @@ def test_create_isolates_every_eni_and_answers_with_the_groups(
         "IsolationGroupIds": iso,
         "ForensicGroupIds": body["Data"]["ForensicGroupIds"],
         "ContainedCount": "3",
-        "SnapshotIds": "",  # no evidence collection in the engine yet
+        "SnapshotIds": body["Data"]["SnapshotIds"],
+    }
+    snapshots = fleet.ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:ec2ir:case", "Values": [CASE]}]
+    )["Snapshots"]
+    assert sorted(body["Data"]["SnapshotIds"].split(",")) == sorted(s["SnapshotId"] for s in snapshots)
+    assert {s["VolumeId"] for s in snapshots} == {
+        m["Ebs"]["VolumeId"]
+        for r in fleet.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        for i in r["Instances"]
+        for m in i["BlockDeviceMappings"]
     }
     assert body["Data"]["ForensicGroupIds"].startswith("sg-")
     assert "details: CloudWatch log stream" in body["Reason"]

@@ -50,7 +50,7 @@ from ec2ir.evidence import (
     verify_refs,
     volumes_of,
 )
-from ec2ir.groups import ForensicSource, ensure_groups, find_groups, find_groups_in
+from ec2ir.groups import ForensicSource, describe_groups, ensure_groups, find_groups
 from ec2ir.models import (
     ACTIVE_STATUSES,
     EvidenceRef,
@@ -284,6 +284,7 @@ class PlanReport:
 
 ALONGSIDE_STEPS = [step for step in STEPS if step.phase == ALONGSIDE]
 MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "metadata"
+REFUSALS_NAMED = 20
 # What a result reports, in order: the containment steps, then the evidence.
 REPORTED = [step.name for step in STEPS] + [MEMORY, SNAPSHOTS, METADATA, "journal"]
 
@@ -392,13 +393,13 @@ class Engine:
             asked_table = pool.submit(self.store.ensure_table)
             asked_facts = pool.submit(self._discover, ids, "isolate")
             asked_lookups = pool.submit(self._lookups, ids)
-            asked_groups = pool.submit(find_groups_in, self.aws, None)  # every VPC's, by tag
+            asked_groups = pool.submit(describe_groups, self.aws, None)  # every VPC's, by tag
             asked_volumes = pool.submit(volumes_of, self.aws, ids) if options.evidence else None
             actor = asked_actor.result()
             asked_table.result()
             facts, early = asked_facts.result()
             lookups, lookup_errors = asked_lookups.result()
-            found_groups = asked_groups.result()
+            found_groups, listed_rules = asked_groups.result()
             collection = self._collection(actor, options, asked_volumes) if options.evidence else None
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
@@ -414,6 +415,7 @@ class Engine:
             cidr,
             untrack=options.untrack,
             found={v: found_groups.get(v, {}) for v in vpcs},
+            listed=listed_rules,
             forensic=ForensicSource(options.forensic_group, options.forensic_group_owner)
             if options.forensic_group
             else None,
@@ -460,12 +462,35 @@ class Engine:
 
     @staticmethod
     def _refusals(report: RunReport) -> list[JournalEntry]:
-        """Instances refused before any step ran: the journal keeps the attempt too."""
-        return [
-            JournalEntry(now(), report.case_id, report.actor, r.instance_id, r.action, f"FAILED: {r.detail}")
-            for r in report.results
-            if r.error_code and not r.steps
-        ]
+        """Instances refused before any step ran: the journal keeps the attempt too. Refusals
+        beyond a few share one entry per error code, so ten thousand bad ids cost one line."""
+        refused = [r for r in report.results if r.error_code and not r.steps]
+        by_code: dict[str, list[InstanceResult]] = {}
+        for result in refused:
+            by_code.setdefault(result.error_code, []).append(result)
+        entries = []
+        for code, results in by_code.items():
+            if len(results) <= REFUSALS_NAMED:
+                entries += [
+                    JournalEntry(
+                        now(), report.case_id, report.actor, r.instance_id, r.action, f"FAILED: {r.detail}"
+                    )
+                    for r in results
+                ]
+                continue
+            named = ", ".join(r.instance_id for r in results[:REFUSALS_NAMED])
+            more = len(results) - REFUSALS_NAMED
+            entries.append(
+                JournalEntry(
+                    now(),
+                    report.case_id,
+                    report.actor,
+                    f"{len(results)} instances",
+                    report.action,
+                    f"FAILED: {code} for {len(results)} instance(s): {named} and {more} more",
+                )
+            )
+        return entries
 
     @staticmethod
     def _group_entries(ctx: Context, report: RunReport) -> list[JournalEntry]:

@@ -112,6 +112,12 @@ class StaleRecord(Ec2irError):
     code = "StaleRecord"
 
 
+class EvidenceBucketUnusable(Ec2irError):
+    """The evidence bucket belongs to someone else: evidence is never written there."""
+
+    code = "EvidenceBucketUnusable"
+
+
 class Unexpected(Ec2irError):
     """A bug of ec2ir's own inside one step: reported as that step's failure, with its type."""
 

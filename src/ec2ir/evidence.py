@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ec2ir.aws import Aws, chunks, patiently, translated
-from ec2ir.errors import AwsError, Ec2irError, UsageError
+from ec2ir.errors import AwsError, Ec2irError, EvidenceBucketUnusable, UsageError
 from ec2ir.models import EvidenceRef, InstanceFacts
 
 EVIDENCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
@@ -135,6 +135,12 @@ class EvidenceBucket:
                     self._s3.head_bucket(Bucket=self.name, **self._owner())
                 exists = True
             except AwsError as error:
+                if error.code in ("403", "AccessDenied"):
+                    raise EvidenceBucketUnusable(
+                        f"the evidence bucket {self.name} exists but is not this account's, or "
+                        f"denies it ({error})",
+                        "pass --evidence-bucket with a bucket of your own",
+                    ) from error
                 if error.code not in ("404", "NoSuchBucket", "NotFound"):
                     raise
                 exists = False
@@ -156,6 +162,11 @@ class EvidenceBucket:
             with s3_translated("CreateBucket"):
                 s3.create_bucket(**arguments)
         except AwsError as error:
+            if error.code == "BucketAlreadyExists":
+                raise EvidenceBucketUnusable(
+                    f"the bucket name {self.name} is taken by another account",
+                    "pass --evidence-bucket with a name of your own",
+                ) from error
             if error.code != "BucketAlreadyOwnedByYou":  # a racing run made it first
                 raise
         owner = self._owner()

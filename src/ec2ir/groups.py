@@ -121,6 +121,40 @@ def rules_of(aws: Aws, group_ids: list[str]) -> dict[str, dict[str, Rule]]:
     return rules
 
 
+# Rules read from DescribeSecurityGroups carry no rule ids; they are keyed by this prefix, and a
+# group whose listed rules differ from the desired set is read again with ids before any revoke.
+LISTED = "listed:"
+PEER_KEYS = {
+    "IpRanges": "CidrIp",
+    "Ipv6Ranges": "CidrIpv6",
+    "UserIdGroupPairs": "GroupId",
+    "PrefixListIds": "PrefixListId",
+}
+
+
+def listed_rules(group: dict[str, Any]) -> dict[str, Rule] | None:
+    """A group's rules from its DescribeSecurityGroups item, or None if any permission has a
+    shape this does not know (then the caller reads the rules themselves)."""
+    rules: dict[str, Rule] = {}
+    for egress, key in ((False, "IpPermissions"), (True, "IpPermissionsEgress")):
+        for permission in group.get(key, []):
+            protocol = str(permission.get("IpProtocol", "-1"))
+            whole_range = protocol == "-1"
+            from_port = -1 if whole_range else int(permission.get("FromPort", -1))
+            to_port = -1 if whole_range else int(permission.get("ToPort", -1))
+            peers = [
+                str(peer[field_name])
+                for list_key, field_name in PEER_KEYS.items()
+                for peer in permission.get(list_key, [])
+            ]
+            unknown = set(permission) - set(PEER_KEYS) - {"IpProtocol", "FromPort", "ToPort"}
+            if unknown or not peers:
+                return None
+            for peer in peers:
+                rules[f"{LISTED}{len(rules)}"] = Rule(egress, protocol, from_port, to_port, peer)
+    return rules
+
+
 def current_rules(aws: Aws, group_id: str) -> dict[str, Rule]:
     """Every rule of one group, keyed by its rule id."""
     return rules_of(aws, [group_id])[group_id]
@@ -158,6 +192,12 @@ def enforce_rules(
         missing = sorted(desired - set(actual.values()))
         if not extra and not missing:
             return Enforced(tuple(changes), frozenset(actual.values()))
+        if any(rid.startswith(LISTED) for rid in extra):  # revoking needs the rules' own ids
+            actual = current_rules(aws, group_id)
+            extra = {rid: rule for rid, rule in actual.items() if rule not in desired}
+            missing = sorted(desired - set(actual.values()))
+            if not extra and not missing:
+                return Enforced(tuple(changes), frozenset(actual.values()))
         for egress in (False, True):
             revoke_ids = [rid for rid, rule in extra.items() if rule.egress == egress]
             if revoke_ids and _tolerating_races(_revoke, aws, group_id, egress, revoke_ids):
@@ -216,6 +256,14 @@ def find_groups_in(
     aws: Aws, vpc_ids: list[str] | None, by_name: bool = False
 ) -> dict[str, dict[str, list[str]]]:
     """``find_groups`` for many VPCs (None: every VPC) in one paginated read: VPC -> role -> ids."""
+    return describe_groups(aws, vpc_ids, by_name)[0]
+
+
+def describe_groups(
+    aws: Aws, vpc_ids: list[str] | None, by_name: bool = False
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, Rule]]]:
+    """``find_groups_in``, and the rules each group listed in the same read (group id -> rules),
+    so that groups already safe cost no second read."""
     role_filter = (
         {"Name": "group-name", "Values": list(GROUP_NAMES.values())}
         if by_name
@@ -228,12 +276,16 @@ def find_groups_in(
     with translated("ec2", "DescribeSecurityGroups"):
         pages = paginator.paginate(Filters=filters)
         groups = [group for page in pages for group in page.get("SecurityGroups", [])]
+    rules: dict[str, dict[str, Rule]] = {}
     for group in sorted(groups, key=lambda g: str(g["GroupId"])):
         tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
         role = role_by_name.get(group["GroupName"]) if by_name else tags.get(ROLE_TAG)
         if role in GROUP_NAMES:
             found.setdefault(group["VpcId"], {}).setdefault(role, []).append(str(group["GroupId"]))
-    return found
+            listed = listed_rules(group)
+            if listed is not None:
+                rules[str(group["GroupId"])] = listed
+    return found, rules
 
 
 def create_group(aws: Aws, vpc_id: str, role: str, case_id: str) -> str:
@@ -287,6 +339,7 @@ def ensure_groups(
     untrack: bool = True,
     found: dict[str, dict[str, list[str]]] | None = None,
     forensic: ForensicSource | None = None,
+    listed: dict[str, dict[str, Rule]] | None = None,
 ) -> tuple[dict[str, VpcGroups], dict[str, Ec2irError]]:
     """Find or create each VPC's ec2ir groups and make their rules exact.
 
@@ -294,7 +347,8 @@ def ensure_groups(
     rules. The forensic group's ingress is set to SSH from ``office_cidr`` when one is given;
     without one, a new forensic group has no ingress at all, and an existing one is left as it is.
     A VPC whose groups cannot be made safe is returned as an error, never as groups. ``found``
-    (from ``find_groups_in``) saves the first read when the caller made it already.
+    (from ``find_groups_in``) saves the first read when the caller made it already, and
+    ``listed`` (from ``describe_groups``) the second, for groups whose listed rules are safe.
     """
     roles = tuple(
         role
@@ -320,7 +374,8 @@ def ensure_groups(
     ours = {
         gid for vpc in usable for role, gid in chosen[vpc].items() if role != FORENSIC or forensic is None
     }
-    known = rules_of(aws, sorted(ours))
+    known = {gid: rules for gid, rules in (listed or {}).items() if gid in ours}
+    known |= rules_of(aws, sorted(ours - set(known)))
     result: dict[str, VpcGroups] = {}
     for vpc_id in usable:
         try:
