@@ -13,6 +13,7 @@ import pytest
 from ec2ir.aws import Aws, AwsSettings
 from ec2ir.emulator import Emulator
 from ec2ir.engine import Engine
+from ec2ir.errors import UsageError
 from ec2ir.evidence import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME, split_location
 from ec2ir.models import EvidenceRef, HoldStatus, JournalEntry
 from ec2ir.state import StateStore
@@ -167,12 +168,13 @@ def test_no_evidence_takes_no_snapshot_and_writes_no_object(engine: Engine, flee
 def test_evidence_that_fails_never_undoes_containment(engine: Engine, fleet: Fleet) -> None:
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
-    inject(engine.aws, Fault("ec2", "CreateSnapshots", "UnauthorizedOperation", status=403))
+    inject(engine.evidence_aws, Fault("ec2", "CreateSnapshots", "UnauthorizedOperation", status=403))
 
     report = engine.isolate([instance], CASE, office_cidr=OFFICE)
 
     result = report.results[0]
-    assert not result.ok and result.error_code == "UnauthorizedOperation"
+    assert result.ok and result.error_code == ""  # contained: evidence is reported apart
+    assert [failed.split(":")[0] for failed in result.evidence_failed] == ["snapshots"]
     assert (
         result.steps["snapshots"].startswith("FAILED") and "ec2:CreateSnapshots" in result.steps["snapshots"]
     )
@@ -307,7 +309,7 @@ def test_a_crash_at_any_evidence_call_is_finished_by_a_rerun_without_duplicates(
         aws = Aws(AwsSettings(region="us-east-1", endpoint_url=emulator.endpoint_url))
         if point is not None:
             point.install(aws, services)
-        return Engine(aws, StateStore(aws), concurrency=1)
+        return Engine(aws, StateStore(aws), concurrency=1, evidence_aws=aws)  # one count of every call
 
     _, instance = build()
     counting = FaultPoint()
@@ -330,3 +332,48 @@ def test_a_crash_at_any_evidence_call_is_finished_by_a_rerun_without_duplicates(
         assert all(f.ok for f in findings), (k, [(f.status, f.ref.location) for f in findings if not f.ok])
         items = {item for target, item in metadata_refs(engine) if target == instance}
         assert items == METADATA_ITEMS, (k, items)
+
+
+def test_verify_catches_a_plain_delete_that_leaves_a_delete_marker(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    engine.isolate([instance], CASE, office_cidr=OFFICE)
+    ref = metadata_refs(engine)[(instance, "network")]
+    bucket, key = split_location(ref.location)
+
+    engine.aws.client("s3").delete_object(Bucket=bucket, Key=key)  # `aws s3 rm`: no version id
+
+    findings = [f for f in engine.verify(CASE) if not f.ok]
+    assert [(f.status, f.ref.location) for f in findings] == [("DELETED", ref.location)]
+
+
+def test_bad_evidence_options_are_refused_before_any_change(engine: Engine, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    instance = fleet.instance(vpc, [web])
+
+    for options in (Options(object_lock_days=-1), Options(object_lock_days=36501)):
+        with pytest.raises(UsageError, match="object lock days"):
+            engine.isolate([instance], CASE, options=options)
+        with pytest.raises(UsageError, match="object lock days"):
+            engine.collect([instance], CASE, options=options)
+
+    assert set(fleet.eni_groups([instance]).values()) == {(web,)}
+    assert engine.aws.client("s3").list_buckets()["Buckets"] == []
+
+
+def test_a_half_made_evidence_bucket_is_hardened_again(engine: Engine, fleet: Fleet) -> None:
+    s3 = engine.aws.client("s3")
+    bucket = "ec2ir-evidence-123456789012-us-east-1"
+    s3.create_bucket(Bucket=bucket)  # an interrupted run got no further than creating it
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    engine.isolate([instance], CASE, office_cidr=OFFICE)
+
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert (
+        json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"][0]["Sid"]
+        == "DenyInsecureTransport"
+    )
+    assert {"Key": "ec2ir:role", "Value": "evidence"} in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]

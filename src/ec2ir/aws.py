@@ -157,6 +157,10 @@ class Aws:
         botocore_session.set_config_variable("region", base.region_name)
         return boto3.session.Session(botocore_session=botocore_session)
 
+    def sibling(self) -> Aws:
+        """The same account, Region and settings through clients of its own."""
+        return Aws(self.settings)
+
     def ec2(self) -> Any:
         return self.client("ec2")
 

@@ -430,7 +430,14 @@ def run_command(args: argparse.Namespace) -> int:
         wait_for_evidence(aws, [s for result in report.results for s in result.snapshot_ids])
     for failed in report.failed:
         print(f"ec2ir: {failed.instance_id}: {failed.error_code}: {failed.detail}", file=sys.stderr)
-    return EXIT_PARTIAL if report.failed else EXIT_OK
+    incomplete = [r for r in report.results if r.ok and r.evidence_failed]
+    for result in incomplete:
+        print(
+            f"ec2ir: {result.instance_id}: contained, but evidence incomplete: "
+            + "; ".join(result.evidence_failed),
+            file=sys.stderr,
+        )
+    return EXIT_PARTIAL if report.failed or incomplete else EXIT_OK
 
 
 def wait_for_evidence(aws: Any, snapshot_ids: list[str]) -> None:

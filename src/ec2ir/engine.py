@@ -42,11 +42,14 @@ from ec2ir.evidence import (
     EvidenceBucket,
     Finding,
     Item,
+    account_of,
+    as_json,
     bucket_name,
     compact_time,
     default_bucket,
     metadata_items,
     take_snapshots,
+    validate_object_lock_days,
     verify_refs,
     volumes_of,
 )
@@ -117,6 +120,15 @@ class RunReport:
             },
             "notes": self.notes,
         }
+
+
+def validate_evidence_options(options: Options) -> None:
+    """Refused before any change, like every other bad input."""
+    if options.evidence_bucket:
+        bucket_name(options.evidence_bucket)
+    validate_object_lock_days(options.object_lock_days)
+    if options.memory and options.memory_timeout <= 0:
+        raise UsageError(f"memory timeout must be positive, not {options.memory_timeout}")
 
 
 def _done(log: StepLog) -> Future[StepLog]:
@@ -216,14 +228,25 @@ class StepLog:
         ]
         return lines
 
-    def result(self, instance_id: str, action: str, summary: str, **extra: Any) -> InstanceResult:
+    def result(
+        self, instance_id: str, action: str, summary: str, evidence_counts: bool = False, **extra: Any
+    ) -> InstanceResult:
+        """``ok`` says whether the instance is contained; evidence that failed is reported apart
+        (``evidence_failed``), so that it can never make a stack undo a containment that held.
+        For ``collect``, evidence is the work, and ``evidence_counts``."""
         extra["evidence"] = tuple(ref for refs in self.evidence.values() for ref in refs) + tuple(
             ref for *_, refs in self.extra for ref in refs
         )
-        if not self.errors:
+        extra["evidence_failed"] = tuple(
+            f"{name}: {error}" for name, error in self.errors.items() if name in EVIDENCE_WORK
+        )
+        errors = {
+            name: error for name, error in self.errors.items() if evidence_counts or name not in EVIDENCE_WORK
+        }
+        if not errors:
             return InstanceResult(instance_id, action, ok=True, detail=summary, steps=self.outcomes, **extra)
-        name, error = next(iter(self.errors.items()))
-        failed = ", ".join(self.errors)
+        name, error = next(iter(errors.items()))
+        failed = ", ".join(errors)
         return InstanceResult(
             instance_id,
             action,
@@ -285,20 +308,32 @@ class PlanReport:
 ALONGSIDE_STEPS = [step for step in STEPS if step.phase == ALONGSIDE]
 MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "metadata"
 REFUSALS_NAMED = 20
+EVIDENCE_WORK = frozenset({MEMORY, SNAPSHOTS, METADATA, "journal"})
 # What a result reports, in order: the containment steps, then the evidence.
 REPORTED = [step.name for step in STEPS] + [MEMORY, SNAPSHOTS, METADATA, "journal"]
 
 
 @dataclass
 class Collection:
-    """What one run collects as evidence, and where it goes."""
+    """What one run collects as evidence, where it goes, and the pool that does it: evidence has
+    its own workers, so it never holds up another instance's containment."""
 
     bucket: EvidenceBucket
-    volumes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    volumes_error: Ec2irError | None = None
+    pool: ThreadPoolExecutor
+    volumes: Future[dict[str, list[dict[str, Any]]]] | None = None
 
-    def key_prefix(self, case_id: str, instance_id: str, stamp: str) -> str:
-        return f"{case_id}/{instance_id}/{compact_time(stamp)}"
+    def volumes_of(self, instance_id: str) -> Item:
+        """The instance's volumes as read in the first round trip, or why they are unknown."""
+        if self.volumes is None:
+            return Item("volumes", why_not="not read")
+        try:
+            return Item("volumes", as_json(self.volumes.result().get(instance_id, [])))
+        except Exception as error:  # evidence must never stop containment
+            return Item("volumes", why_not=f"{type(error).__name__}: {error}")
+
+
+def key_prefix(case_id: str, instance_id: str, stamp: str) -> str:
+    return f"{case_id}/{instance_id}/{compact_time(stamp)}"
 
 
 @dataclass
@@ -310,10 +345,13 @@ class Containment:
     created: bool
     log: StepLog  # the urgent steps, and lookup failures
     alongside: list[Future[StepLog]] = field(default_factory=list)
+    evidence: Future[StepLog] | None = None
 
     def result(self, after: Future[StepLog]) -> InstanceResult:
         merged = StepLog()
         logs = [self.log, *(future.result() for future in self.alongside), after.result()]
+        if self.evidence is not None:
+            logs.append(self.evidence.result())
         for name in REPORTED:  # report in the steps' own order
             for log in logs:
                 if name in log.outcomes:
@@ -344,6 +382,7 @@ class Engine:
         store: StateStore,
         concurrency: int = DEFAULT_CONCURRENCY,
         evidence_bucket: str = "",
+        evidence_aws: Aws | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
@@ -352,6 +391,9 @@ class Engine:
         self.concurrency = concurrency
         # the stack's own bucket, used when a run names none
         self.evidence_bucket = bucket_name(evidence_bucket) if evidence_bucket else ""
+        # Evidence calls go through clients of their own: botocore's adaptive rate limiter is per
+        # client, and a throttled console read must never slow an ENI swap.
+        self.evidence_aws = evidence_aws or aws.sibling()
 
     def _start(self, action: str, instance_ids: Iterable[str], case_id: str) -> tuple[list[str], RunReport]:
         """Validate, learn who is acting and make sure the state table is usable: the preflight
@@ -384,23 +426,35 @@ class Engine:
         ids = validate.instance_ids(named)
         case = validate.case_id(case_id)
 
-        if options.evidence_bucket:
-            bucket_name(options.evidence_bucket)
+        validate_evidence_options(options)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as evidence_pool:
+            return self._isolate(named, ids, case, cidr, options, progress, evidence_pool)
 
+    def _isolate(
+        self,
+        named: list[str],
+        ids: list[str],
+        case: str,
+        cidr: str | None,
+        options: Options,
+        progress: Progress | None,
+        evidence_pool: ThreadPoolExecutor,
+    ) -> RunReport:
+        # Read for the evidence only, on the evidence's own workers: never waited on before the cut.
+        volumes = evidence_pool.submit(volumes_of, self.evidence_aws, ids) if options.evidence else None
         # Everything that needs only the ids goes out at once: one round trip, not seven.
-        with ThreadPoolExecutor(max_workers=6) as pool:
+        with ThreadPoolExecutor(max_workers=5) as pool:
             asked_actor = pool.submit(self.aws.caller_arn)
             asked_table = pool.submit(self.store.ensure_table)
             asked_facts = pool.submit(self._discover, ids, "isolate")
             asked_lookups = pool.submit(self._lookups, ids)
             asked_groups = pool.submit(describe_groups, self.aws, None)  # every VPC's, by tag
-            asked_volumes = pool.submit(volumes_of, self.aws, ids) if options.evidence else None
             actor = asked_actor.result()
             asked_table.result()
             facts, early = asked_facts.result()
             lookups, lookup_errors = asked_lookups.result()
             found_groups, listed_rules = asked_groups.result()
-            collection = self._collection(actor, options, asked_volumes) if options.evidence else None
+        collection = self._collection(actor, options, evidence_pool, volumes) if options.evidence else None
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
             report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
@@ -448,17 +502,16 @@ class Engine:
         return report
 
     def _collection(
-        self, actor: str, options: Options, asked_volumes: Future[dict[str, list[dict[str, Any]]]] | None
+        self,
+        actor: str,
+        options: Options,
+        pool: ThreadPoolExecutor,
+        volumes: Future[dict[str, list[dict[str, Any]]]] | None,
     ) -> Collection:
-        account = actor.split(":")[4] if actor.count(":") >= 5 else ""
-        name = options.evidence_bucket or self.evidence_bucket or default_bucket(actor, self.aws.region())
-        collection = Collection(EvidenceBucket(self.aws, name, account, options.object_lock_days))
-        if asked_volumes is not None:
-            try:
-                collection.volumes = asked_volumes.result()
-            except Ec2irError as error:  # evidence must never stop containment
-                collection.volumes_error = error
-        return collection
+        account = account_of(actor)
+        name = options.evidence_bucket or self.evidence_bucket or default_bucket(account, self.aws.region())
+        bucket = EvidenceBucket(self.evidence_aws, name, account, options.object_lock_days)
+        return Collection(bucket, pool, volumes)
 
     @staticmethod
     def _refusals(report: RunReport) -> list[JournalEntry]:
@@ -561,7 +614,11 @@ class Engine:
                     continue
                 if memory and instance_id in memory:
                     containment.alongside.append(_done(memory[instance_id]))
-                finishing[background.submit(self._after_cut, ctx, containment, collection)] = containment
+                if collection is not None:
+                    containment.evidence = collection.pool.submit(
+                        self._collect_for, ctx, containment, collection
+                    )
+                finishing[background.submit(self._after_cut, ctx, containment)] = containment
             for finished in as_completed(finishing):
                 containment = finishing[finished]
                 try:
@@ -629,8 +686,8 @@ class Engine:
                 raise
         return containment
 
-    def _after_cut(self, ctx: Context, containment: Containment, collection: Collection | None) -> StepLog:
-        """Journal the cut, then snapshot, run the after-steps and capture the metadata."""
+    def _after_cut(self, ctx: Context, containment: Containment) -> StepLog:
+        """Journal the cut, then run the after-steps."""
         instance_id = containment.target.instance_id
         hold = containment.hold
         cut = (
@@ -649,20 +706,31 @@ class Engine:
             else []
         )
         log = StepLog()
-        self._journal(cut + containment.log.journal_entries(ctx, instance_id, "isolate"), log=log)
-        episode = hold.recorded_at
-        if collection is not None:
-            log.run(SNAPSHOTS, lambda: self._snapshot(ctx, containment.target.facts, episode, log))
+        first = cut + containment.log.journal_entries(ctx, instance_id, "isolate")
+        self._journal(first, log=log)
+        if "journal" in log.errors:  # tried again below; the entries' keys make that safe
+            log.outcomes.pop("journal")
+            log.errors.pop("journal")
+        else:
+            first = []
         log = self._run_steps(ctx, containment, AFTER, log)
-        if collection is not None:
-            target, rerun = containment.target, not containment.created
-            log.run(METADATA, lambda: self._capture_metadata(ctx, target, collection, episode, log, rerun))
         # The alongside work was queued on this pool before this, so it has started: no deadlock.
         earlier = [future.result() for future in containment.alongside]
         lines = [
             line for done in [*earlier, log] for line in done.journal_entries(ctx, instance_id, "isolate")
         ]
-        self._journal(lines, log=log)
+        self._journal(first + lines, log=log)
+        return log
+
+    def _collect_for(self, ctx: Context, containment: Containment, collection: Collection) -> StepLog:
+        """Snapshots, then the metadata, on the evidence's own workers and clients, then their
+        journal lines."""
+        log = StepLog()
+        episode = containment.hold.recorded_at
+        target, rerun = containment.target, not containment.created
+        log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, episode, log))
+        log.run(METADATA, lambda: self._capture_metadata(ctx, target, collection, episode, log, rerun))
+        self._journal(log.journal_entries(ctx, target.instance_id, "isolate"), log=log)
         return log
 
     def _acquire_memory(
@@ -670,13 +738,19 @@ class Engine:
     ) -> dict[str, StepLog]:
         from ec2ir.memory import acquire
 
-        outcomes = acquire(
-            self.aws,
-            collection.bucket,
-            ctx.case_id,
-            [target.instance_id for target in targets],
-            timeout=ctx.options.memory_timeout,
-        )
+        try:
+            outcomes = acquire(
+                self.evidence_aws,
+                collection.bucket,
+                ctx.case_id,
+                [target.instance_id for target in targets],
+                timeout=ctx.options.memory_timeout,
+            )
+        except Exception as error:  # no memory is ever worth not containing the instances
+            failed = {target.instance_id: StepLog() for target in targets}
+            for log in failed.values():
+                log.fail(MEMORY, error if isinstance(error, Ec2irError) else Unexpected(error))
+            return failed
         logs: dict[str, StepLog] = {}
         for instance_id, outcome in outcomes.items():
             log = StepLog()
@@ -688,8 +762,9 @@ class Engine:
         return logs
 
     def _snapshot(self, ctx: Context, facts: InstanceFacts, episode: str, log: StepLog) -> str:
-        refs = take_snapshots(self.aws, ctx.case_id, facts, episode)
-        log.evidence[SNAPSHOTS] = refs
+        refs = take_snapshots(
+            self.evidence_aws, ctx.case_id, facts, episode, log.evidence.setdefault(SNAPSHOTS, [])
+        )
         if not refs:
             return "no EBS volumes to snapshot"
         return f"{len(refs)} snapshot(s), crash-consistent: " + ", ".join(
@@ -708,14 +783,10 @@ class Engine:
         """Each item to its own object under the episode's prefix. A rerun on a held instance
         stores only the items an interrupted run did not (captured now, after the hold began)."""
         facts = target.facts
-        if collection.volumes_error is not None:
-            volumes_item: Item | None = Item("volumes", why_not=str(collection.volumes_error))
-        else:
-            volumes_item = None
-        items = metadata_items(self.aws, facts, target.lookups, collection.volumes.get(facts.instance_id, []))
-        if volumes_item is not None:
-            items = [volumes_item if item.name == "volumes" else item for item in items]
-        prefix = collection.key_prefix(ctx.case_id, facts.instance_id, episode)
+        items = metadata_items(
+            self.evidence_aws, facts, target.lookups, collection.volumes_of(facts.instance_id)
+        )
+        prefix = key_prefix(ctx.case_id, facts.instance_id, episode)
         tags = {"ec2ir:case": ctx.case_id, "ec2ir:instance": facts.instance_id}
         stored: list[EvidenceRef] = []
         kept = 0
@@ -1092,22 +1163,20 @@ class Engine:
         """Snapshots and metadata (and memory, if asked) without isolating: each run takes a
         fresh set, journaled under the case."""
         options = replace(options or Options(), evidence=True)
-        if options.evidence_bucket:
-            bucket_name(options.evidence_bucket)
-        named = list(instance_ids)
-        ids = validate.instance_ids(named)
+        validate_evidence_options(options)
+        ids = validate.instance_ids(list(instance_ids))
         case = validate.case_id(case_id)
         with ThreadPoolExecutor(max_workers=5) as pool:
             asked_actor = pool.submit(self.aws.caller_arn)
             asked_table = pool.submit(self.store.ensure_table)
             asked_facts = pool.submit(self._discover, ids, "collect")
             asked_lookups = pool.submit(self._lookups, ids)
-            asked_volumes = pool.submit(volumes_of, self.aws, ids)
+            volumes = pool.submit(volumes_of, self.evidence_aws, ids)
             actor = asked_actor.result()
             asked_table.result()
             facts, early = asked_facts.result()
             lookups, lookup_errors = asked_lookups.result()
-            collection = self._collection(actor, options, asked_volumes)
+            collection = self._collection(actor, options, pool, volumes)
         report = RunReport("collect", case, actor, results=[])
         ctx = Context(self.aws, case, actor, now(), options)
         targets = {
@@ -1123,7 +1192,7 @@ class Engine:
             log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, ctx.started_at, log))
             log.run(METADATA, lambda: self._capture_metadata(ctx, target, collection, ctx.started_at, log))
             self._journal(log.journal_entries(ctx, instance_id, "collect"), log=log)
-            return log.result(instance_id, "collect", "evidence collected")
+            return log.result(instance_id, "collect", "evidence collected", evidence_counts=True)
 
         done = run_each(list(targets), collect_one, "collect", self.concurrency, progress)
         report.results = [early.get(i) or done[i] for i in ids]
@@ -1145,13 +1214,17 @@ class Engine:
         with request_ids() as ids:
             findings = verify_refs(self.aws, refs, case)
         bad = [f for f in findings if not f.ok]
+        named = "; ".join(f"{f.status} {f.ref.location}" for f in bad[:REFUSALS_NAMED])
+        more = f" and {len(bad) - REFUSALS_NAMED} more" if len(bad) > REFUSALS_NAMED else ""
         result = (
             f"FAILED: {len(bad)} of {len(findings)} piece(s) of evidence do not match the journal: "
-            + "; ".join(f"{f.status} {f.ref.location}" for f in bad)
+            + named
+            + more
             if bad
             else f"done: {len(findings)} piece(s) of evidence intact"
         )
-        self._journal([JournalEntry(now(), case, actor, case, "verify", result, tuple(ids))])
+        # one entry however large the case: its request ids are capped to stay far below 400 KB
+        self._journal([JournalEntry(now(), case, actor, case, "verify", result, tuple(ids[:100]))])
         return findings
 
     # -- status --------------------------------------------------------------------------------

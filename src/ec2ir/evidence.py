@@ -23,21 +23,25 @@ from ec2ir.aws import Aws, chunks, patiently, translated
 from ec2ir.errors import AwsError, Ec2irError, EvidenceBucketUnusable, UsageError
 from ec2ir.models import EvidenceRef, InstanceFacts
 
+BUCKET_CREATION = "evidence bucket, once, to create it"
 EVIDENCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "evidence bucket": (
         "s3:ListBucket",  # HeadBucket
+        "s3:ListBucketVersions",
+        "s3:GetBucketVersioning",
+        "s3:GetBucketTagging",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+    ),
+    BUCKET_CREATION: (
         "s3:CreateBucket",
         "s3:PutBucketVersioning",
-        "s3:GetBucketVersioning",
         "s3:PutEncryptionConfiguration",
         "s3:PutBucketPublicAccessBlock",
         "s3:PutBucketPolicy",
         "s3:PutBucketObjectLockConfiguration",
         "s3:PutBucketTagging",
-        "s3:PutObject",
-        "s3:GetObject",
-        "s3:GetObjectVersion",
-        "s3:ListBucketVersions",
     ),
     "captured metadata": (
         "ec2:DescribeVolumes",
@@ -73,10 +77,27 @@ def s3_translated(operation: str) -> Any:
     return translated("s3", S3_ACTIONS.get(operation, operation))
 
 
-def default_bucket(caller_arn: str, region: str) -> str:
+MAX_OBJECT_LOCK_DAYS = 36500  # S3's limit: 100 years
+
+
+def account_of(caller_arn: str) -> str:
+    return caller_arn.split(":")[4] if caller_arn.count(":") >= 5 else ""
+
+
+DEFAULT_PREFIX = "ec2ir-evidence-"
+
+
+def default_bucket(account: str, region: str) -> str:
     """``ec2ir-evidence-<account>-<region>``: one bucket per account and Region."""
-    account = caller_arn.split(":")[4] if caller_arn.count(":") >= 5 else ""
-    return f"ec2ir-evidence-{account}-{region}"
+    return f"{DEFAULT_PREFIX}{account}-{region}"
+
+
+def validate_object_lock_days(days: int) -> int:
+    if not isinstance(days, int) or not 0 <= days <= MAX_OBJECT_LOCK_DAYS:
+        raise UsageError(
+            f"object lock days must be a whole number from 0 to {MAX_OBJECT_LOCK_DAYS}, not {days!r}"
+        )
+    return days
 
 
 def bucket_name(name: str) -> str:
@@ -116,6 +137,7 @@ class EvidenceBucket:
     object_lock_days: int = 0
     notes: list[str] = field(default_factory=list)
     _ready: bool = False
+    _failure: Ec2irError | None = None  # once the bucket failed, every instance hears so at once
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -130,27 +152,52 @@ class EvidenceBucket:
         with self._lock:
             if self._ready:
                 return
+            if self._failure is not None:
+                raise self._failure
             try:
-                with s3_translated("HeadBucket"):
-                    self._s3.head_bucket(Bucket=self.name, **self._owner())
-                exists = True
-            except AwsError as error:
-                if error.code in ("403", "AccessDenied"):
-                    raise EvidenceBucketUnusable(
-                        f"the evidence bucket {self.name} exists but is not this account's, or "
-                        f"denies it ({error})",
-                        "pass --evidence-bucket with a bucket of your own",
-                    ) from error
-                if error.code not in ("404", "NoSuchBucket", "NotFound"):
-                    raise
-                exists = False
-            if exists:
-                self._check_existing()
-            else:
-                self._create()
+                self._ensure()
+            except Ec2irError as error:
+                self._failure = error
+                raise
             self._ready = True
 
-    def _create(self) -> None:
+    def _ensure(self) -> None:
+        try:
+            with s3_translated("HeadBucket"):
+                self._s3.head_bucket(Bucket=self.name, **self._owner())
+            exists = True
+        except AwsError as error:
+            if error.code in ("403", "AccessDenied"):
+                raise EvidenceBucketUnusable(
+                    f"the evidence bucket {self.name} exists but is not this account's, or "
+                    f"denies it ({error})",
+                    "pass --evidence-bucket with a bucket of your own",
+                ) from error
+            if error.code not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            exists = False
+        if exists and self._hardened():
+            self._check_existing()
+        else:
+            # A bucket of ec2ir's own name without the mark that its hardening finished was
+            # left half-made by an interrupted run: every setting is applied again.
+            self._create(exists)
+
+    def _hardened(self) -> bool:
+        """Whether the bucket carries the tag ec2ir sets last, once every hardening step is done;
+        a bucket not named like ec2ir's own is the team's, and is only checked."""
+        if not self.name.startswith(DEFAULT_PREFIX):
+            return True
+        try:
+            with s3_translated("GetBucketTagging"):
+                tags = self._s3.get_bucket_tagging(Bucket=self.name, **self._owner()).get("TagSet", [])
+        except AwsError as error:
+            if error.code != "NoSuchTagSet":
+                raise
+            tags = []
+        return any(tag["Key"] == "ec2ir:role" and tag["Value"] == "evidence" for tag in tags)
+
+    def _create(self, exists: bool = False) -> None:
         s3 = self._s3
         arguments: dict[str, Any] = {"Bucket": self.name}
         region = self.aws.region()
@@ -159,8 +206,9 @@ class EvidenceBucket:
         if self.object_lock_days:
             arguments["ObjectLockEnabledForBucket"] = True
         try:
-            with s3_translated("CreateBucket"):
-                s3.create_bucket(**arguments)
+            if not exists:
+                with s3_translated("CreateBucket"):
+                    s3.create_bucket(**arguments)
         except AwsError as error:
             if error.code == "BucketAlreadyExists":
                 raise EvidenceBucketUnusable(
@@ -198,10 +246,6 @@ class EvidenceBucket:
             )
         with s3_translated("PutBucketPolicy"):
             s3.put_bucket_policy(Bucket=self.name, Policy=json.dumps(tls_only_policy(self.name)), **owner)
-        with s3_translated("PutBucketTagging"):
-            s3.put_bucket_tagging(
-                Bucket=self.name, Tagging={"TagSet": [{"Key": "ec2ir:role", "Value": "evidence"}]}, **owner
-            )
         if self.object_lock_days:
             with s3_translated("PutObjectLockConfiguration"):
                 s3.put_object_lock_configuration(
@@ -212,6 +256,10 @@ class EvidenceBucket:
                     },
                     **owner,
                 )
+        with s3_translated("PutBucketTagging"):  # last: it marks the hardening as complete
+            s3.put_bucket_tagging(
+                Bucket=self.name, Tagging={"TagSet": [{"Key": "ec2ir:role", "Value": "evidence"}]}, **owner
+            )
         lock = f", Object Lock COMPLIANCE {self.object_lock_days} day(s)" if self.object_lock_days else ""
         self.notes.append(
             f"created evidence bucket s3://{self.name} (versioned, KMS-encrypted, public access "
@@ -342,9 +390,7 @@ class Item:
     why_not: str = ""
 
 
-def metadata_items(
-    aws: Aws, facts: InstanceFacts, lookups: dict[str, Any], volumes: list[dict[str, Any]]
-) -> list[Item]:
+def metadata_items(aws: Aws, facts: InstanceFacts, lookups: dict[str, Any], volumes: Item) -> list[Item]:
     """Every metadata item of one instance, in a fixed order; a read that fails becomes an item
     that says why, and the other items are still collected."""
     memberships = {
@@ -354,7 +400,7 @@ def metadata_items(
     readers: list[tuple[str, Callable[[], Item]]] = [
         ("describe-instances", lambda: Item("describe-instances", as_json(facts.description))),
         ("network", lambda: _network(aws, facts)),
-        ("volumes", lambda: Item("volumes", as_json(volumes))),
+        ("volumes", lambda: volumes),
         ("iam", lambda: _iam(aws, lookups.get("credentials"))),
         ("memberships", lambda: Item("memberships", as_json(memberships))),
         ("console-output", lambda: _console_output(aws, facts.instance_id)),
@@ -463,9 +509,14 @@ def existing_snapshots(aws: Aws, case_id: str, instance_id: str, episode: str) -
         ]
 
 
-def take_snapshots(aws: Aws, case_id: str, facts: InstanceFacts, episode: str) -> list[EvidenceRef]:
+def take_snapshots(
+    aws: Aws, case_id: str, facts: InstanceFacts, episode: str, refs: list[EvidenceRef]
+) -> list[EvidenceRef]:
     """One crash-consistent CreateSnapshots of every attached volume, boot included, tagged with
-    the case, instance, episode and time, then each with its own volume and device."""
+    the case, instance, episode and time, then each with its own volume and device.
+
+    Each snapshot joins ``refs`` as soon as it exists, so that a failure while tagging it never
+    hides it from the journal."""
     found = existing_snapshots(aws, case_id, facts.instance_id, episode)
     if not found:
         taken_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -496,13 +547,10 @@ def take_snapshots(aws: Aws, case_id: str, facts: InstanceFacts, episode: str) -
         for snapshot in found:
             snapshot.setdefault("Tags", [{"Key": k, "Value": v} for k, v in tags.items()])
     devices = {volume.volume_id: volume.device_name for volume in facts.volumes}
-    refs: list[EvidenceRef] = []
-    for snapshot in found:
+    for snapshot in sorted(found, key=lambda s: devices.get(s.get("VolumeId", ""), "")):
         tags = {tag["Key"]: tag["Value"] for tag in snapshot.get("Tags", [])}
         volume_id = snapshot.get("VolumeId", "")
         device = devices.get(volume_id, "")
-        if tags.get(TAG_VOLUME) != volume_id:
-            _tag(aws, snapshot["SnapshotId"], {TAG_VOLUME: volume_id, TAG_DEVICE: device})
         refs.append(
             EvidenceRef(
                 kind="snapshot",
@@ -515,7 +563,11 @@ def take_snapshots(aws: Aws, case_id: str, facts: InstanceFacts, episode: str) -
                 },
             )
         )
-    return sorted(refs, key=lambda ref: ref.details["device"])
+    for snapshot in found:
+        volume_id = snapshot.get("VolumeId", "")
+        if {tag["Key"]: tag["Value"] for tag in snapshot.get("Tags", [])}.get(TAG_VOLUME) != volume_id:
+            _tag(aws, snapshot["SnapshotId"], {TAG_VOLUME: volume_id, TAG_DEVICE: devices.get(volume_id, "")})
+    return refs
 
 
 def _tag(aws: Aws, resource: str, tags: dict[str, str]) -> None:
@@ -614,8 +666,9 @@ def _verify_snapshot(aws: Aws, ref: EvidenceRef) -> Finding:
 
 
 def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, str]]) -> list[Finding]:
-    """Every object version under ``<case>/`` that no journal entry names: evidence whose journal
-    line was lost, or something else written where only ec2ir writes."""
+    """Every object version under ``<case>/`` that no journal entry names (evidence whose journal
+    line was lost, or something written over it), and every journaled object whose latest
+    version is a delete marker: deleted, though its versions can still be restored."""
     found: list[Finding] = []
     try:
         with s3_translated("ListObjectVersions"):
@@ -624,6 +677,13 @@ def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, 
                 .get_paginator("list_object_versions")
                 .paginate(Bucket=bucket, Prefix=f"{case_id}/")
             ):
+                for marker in page.get("DeleteMarkers", []):
+                    location = f"s3://{bucket}/{marker['Key']}"
+                    if marker.get("IsLatest") and any(loc == location for loc, _ in journaled):
+                        ref = EvidenceRef("deleted", location, version_id=str(marker.get("VersionId") or ""))
+                        found.append(
+                            Finding(ref, "DELETED", "deleted; its journaled version can be restored")
+                        )
                 for version in page.get("Versions", []):
                     location = f"s3://{bucket}/{version['Key']}"
                     version_id = str(version.get("VersionId") or "")

@@ -94,6 +94,7 @@ class InstanceResult:
     enis: dict[str, tuple[str, ...]] = field(default_factory=dict)
     steps: dict[str, str] = field(default_factory=dict)  # step name -> what happened
     evidence: tuple[EvidenceRef, ...] = ()
+    evidence_failed: tuple[str, ...] = ()  # what evidence could not be collected, and why
 
     @property
     def snapshot_ids(self) -> list[str]:
@@ -109,6 +110,7 @@ class InstanceResult:
             "enis": {eni: list(groups) for eni, groups in self.enis.items()},
             "steps": self.steps,
             "evidence": [ref.as_dict() for ref in self.evidence],
+            "evidence_failed": list(self.evidence_failed),
         }
 
 

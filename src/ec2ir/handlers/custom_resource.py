@@ -431,6 +431,13 @@ def _outcome(
     if data["IsolationGroupIds"]:
         parts[0] += f" (isolation groups {data['IsolationGroupIds']})"
     parts += [f"{r.instance_id} stays with the case that holds it: {r.detail}" for r in elsewhere]
+    # Evidence that failed never fails the stack: a failed Create would roll back, and the
+    # rollback's Delete would release instances that are contained.
+    parts += [
+        f"{r.instance_id}: evidence incomplete: {'; '.join(r.evidence_failed)}"
+        for r in listed
+        if r.evidence_failed
+    ]
     if released:
         parts.append(f"released {', '.join(released)}")
     parts += [*notes, *(report.notes if report else [])]
