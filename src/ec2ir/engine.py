@@ -1107,7 +1107,24 @@ class Engine:
                 "nothing was changed; `ec2ir status` lists what is isolated",
             )
         self._check_owner(hold, ctx.case_id)
-        self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
+        try:
+            self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
+        except StaleRecord:
+            current = self.store.get(instance_id)
+            if (
+                current is None
+                or current.recorded_at != hold.recorded_at
+                or current.status is not HoldStatus.RELEASED
+            ):
+                raise
+            # A concurrent release of the same hold finished first: the instance is released.
+            return InstanceResult(
+                instance_id,
+                "release",
+                ok=True,
+                detail=f"released by a concurrent run ({current.released_at}, {current.released_by})",
+                enis=dict(hold.originals),
+            )
         records = dict(hold.steps)
         records[NETWORK.name] = {"originals": hold.originals}
         log = StepLog()
