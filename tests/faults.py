@@ -132,3 +132,35 @@ class FaultPoint:
         if self.crash_after and len(self.calls) == self.at and not self.crashed:
             self.crashed = True
             raise Crash(f"the process died right after call {self.at} ({self.calls[-1]})")
+
+
+@dataclass
+class Answer:
+    """Answer ``operation`` of a JSON-protocol service (SSM, DynamoDB) with ``body`` instead of
+    sending the request: a real-shaped success, for states the emulator never reaches (a command
+    that stays InProgress), or a JSON-protocol error (``status`` 400 and a ``__type`` body), which
+    ``Fault`` shapes as XML. Every attempt is answered, or the first ``times`` only."""
+
+    service: str
+    operation: str
+    body: dict[str, Any]
+    status: int = 200
+    times: int | None = None
+    answered: int = field(default=0, init=False)
+
+    def __call__(self, request: Any, **_: Any) -> AWSResponse | None:
+        if self.times is not None and self.answered >= self.times:
+            return None
+        self.answered += 1
+        target = "1.0" if self.service == "dynamodb" else "1.1"
+        headers = HTTPHeaders()
+        headers["Content-Type"] = f"application/x-amz-json-{target}"
+        headers["x-amzn-RequestId"] = f"answer-injected-{self.answered}"
+        return AWSResponse(request.url, self.status, headers, _Body(json.dumps(self.body).encode()))
+
+
+def answer(aws: Aws, canned: Answer) -> Answer:
+    client = aws.client(canned.service)
+    service_id = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(f"before-send.{service_id}.{canned.operation}", canned)
+    return canned

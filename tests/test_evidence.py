@@ -198,9 +198,9 @@ def test_the_journal_records_every_action_in_order_with_actor_and_request_ids(
     journal = engine.store.journal(CASE)
     actions = [entry.action for entry in journal if entry.target == instance]
     assert actions.index("isolate:record-originals") < actions.index("isolate:network")
-    assert (
-        actions.index("isolate:network") < actions.index("isolate:snapshots") < actions.index("isolate:tags")
-    )
+    # evidence runs on its own workers, beside the after-steps, but only once the cut is made
+    assert actions.index("isolate:network") < actions.index("isolate:snapshots")
+    assert actions.index("isolate:network") < actions.index("isolate:tags")
     assert actions.index("isolate:tags") < actions.index("release:tags") < actions.index("release:network")
     assert [e.at for e in journal] == sorted(e.at for e in journal)
     assert {e.actor for e in journal} == {"arn:aws:sts::123456789012:user/moto"}

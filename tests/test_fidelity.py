@@ -6,6 +6,8 @@ behaviour is seen exactly when the fix is on. On plain moto the EC2 assertion fa
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -151,3 +153,159 @@ def test_racing_requests_are_applied_one_at_a_time(
 
     created = [outcome for outcome in outcomes if isinstance(outcome, str)]
     assert (len(created) == 1) is corrected, outcomes
+
+
+# -- SSM and the console screenshot (memory acquisition and metadata) -------------------------------
+
+LINUX_AMI = "ami-760aaa0f"  # Amazon Linux in moto's catalogue
+
+
+def single_try(fleet: Fleet, service: Literal["ssm", "ec2"]) -> Any:
+    """A client that does not retry, so that plain moto's HTTP 500 fails at once."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=fleet.aws.settings.endpoint_url,
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def linux_instance(fleet: Fleet, vpc: str, profile_name: str = "") -> str:
+    """A Linux instance; with ``profile_name``, an instance profile of that name is associated."""
+    instance = str(
+        fleet.ec2.run_instances(ImageId=LINUX_AMI, MinCount=1, MaxCount=1, SubnetId=fleet.subnets[vpc])[
+            "Instances"
+        ][0]["InstanceId"]
+    )
+    if profile_name:
+        iam = fleet.aws.client("iam")
+        profile = iam.create_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+        fleet.ec2.associate_iam_instance_profile(
+            IamInstanceProfile={"Arn": profile["Arn"]}, InstanceId=instance
+        )
+    return instance
+
+
+def outcome(call: Any) -> Any:
+    try:
+        return call()
+    except ClientError as error:
+        return error.response["Error"]["Code"]
+    except Exception as error:  # plain moto's HTML 500 page does not even parse as an AWS error
+        return type(error).__name__
+
+
+@corrected
+def test_ssm_manages_only_instances_with_a_profile(fleet: Fleet, corrected: bool) -> None:
+    ssm = single_try(fleet, "ssm")
+    with fidelity(corrected):
+        vpc = fleet.vpc(1)
+        with_profile, without = linux_instance(fleet, vpc, "ssm-profile"), linux_instance(fleet, vpc)
+        listed = outcome(
+            lambda: ssm.describe_instance_information(
+                Filters=[{"Key": "InstanceIds", "Values": [with_profile, without]}]
+            )["InstanceInformationList"]
+        )
+        refused = outcome(
+            lambda: ssm.send_command(
+                InstanceIds=[without], DocumentName="AWS-RunShellScript", Parameters={"commands": ["id"]}
+            )
+        )
+
+    as_ec2 = (
+        isinstance(listed, list)
+        and [(i["InstanceId"], i["PingStatus"], i["PlatformType"]) for i in listed]
+        == [(with_profile, "Online", "Linux")]
+        and refused == "InvalidInstanceId"
+    )
+    assert as_ec2 is corrected, (listed, refused)
+
+
+@corrected
+def test_a_command_sent_to_one_instance_reaches_only_that_one(fleet: Fleet, corrected: bool) -> None:
+    ssm = fleet.aws.client("ssm")
+    with fidelity(corrected):
+        vpc = fleet.vpc(1)
+        target, bystander = linux_instance(fleet, vpc, "p1"), linux_instance(fleet, vpc, "p2")
+        command = ssm.send_command(
+            InstanceIds=[target], DocumentName="AWS-RunShellScript", Parameters={"commands": ["id"]}
+        )["Command"]
+        bystanders = ssm.list_commands(InstanceId=bystander)["Commands"]
+
+    as_ec2 = command["InstanceIds"] == [target] and command["TargetCount"] == 1 and bystanders == []
+    assert as_ec2 is corrected, (command["InstanceIds"], command["TargetCount"], bystanders)
+
+
+@corrected
+def test_the_memory_command_leaves_an_image_in_s3_and_reports_its_hash(fleet: Fleet, corrected: bool) -> None:
+    import hashlib
+
+    from ec2ir.memory import parse_report, script
+
+    s3, ssm = fleet.aws.client("s3"), fleet.aws.client("ssm")
+    with fidelity(corrected):
+        vpc = fleet.vpc(1)
+        instance = linux_instance(fleet, vpc, "mem-profile")
+        s3.create_bucket(Bucket="evidence")
+        s3.put_bucket_versioning(Bucket="evidence", VersioningConfiguration={"Status": "Enabled"})
+        key = f"IR-F/{instance}/20261128T062000000Z/memory.lime"
+        url = s3.generate_presigned_url(
+            "put_object", Params={"Bucket": "evidence", "Key": key}, ExpiresIn=300
+        )
+        command = ssm.send_command(
+            InstanceIds=[instance],
+            DocumentName="AWS-RunShellScript",
+            Parameters={"commands": script("IR-F", url, {"x86_64": "", "aarch64": ""})},
+        )["Command"]
+        invocation = ssm.get_command_invocation(CommandId=command["CommandId"], InstanceId=instance)
+        stored = outcome(lambda: s3.get_object(Bucket="evidence", Key=key)["Body"].read())
+
+    report = parse_report(invocation.get("StandardOutputContent", ""))
+    as_ec2 = (
+        invocation["Status"] == "Success"
+        and isinstance(stored, bytes)
+        and report.get("sha256") == hashlib.sha256(stored).hexdigest()
+        and report.get("size") == str(len(stored))
+    )
+    assert as_ec2 is corrected, (invocation["StandardOutputContent"], report)
+
+
+@corrected
+def test_a_command_can_be_cancelled(fleet: Fleet, corrected: bool) -> None:
+    ssm = single_try(fleet, "ssm")
+    with fidelity(corrected):
+        vpc = fleet.vpc(1)
+        instance = linux_instance(fleet, vpc, "cancel-profile")
+        command_id = ssm.send_command(
+            InstanceIds=[instance], DocumentName="AWS-RunShellScript", Parameters={"commands": ["sleep 600"]}
+        )["Command"]["CommandId"]
+        answered = outcome(lambda: ssm.cancel_command(CommandId=command_id, InstanceIds=[instance]))
+
+    as_ec2 = isinstance(answered, dict) and answered["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert as_ec2 is corrected, answered
+
+
+@corrected
+def test_a_running_instance_gives_a_jpeg_console_screenshot(fleet: Fleet, corrected: bool) -> None:
+    import base64
+
+    ec2 = single_try(fleet, "ec2")
+    with fidelity(corrected):
+        vpc = fleet.vpc(1)
+        running, stopped = linux_instance(fleet, vpc), linux_instance(fleet, vpc)
+        fleet.ec2.stop_instances(InstanceIds=[stopped])
+        shot = outcome(lambda: ec2.get_console_screenshot(InstanceId=running, WakeUp=True))
+        refused = outcome(lambda: ec2.get_console_screenshot(InstanceId=stopped))
+
+    image = base64.b64decode(shot["ImageData"]) if isinstance(shot, dict) else b""
+    as_ec2 = (
+        isinstance(shot, dict)
+        and shot["InstanceId"] == running
+        and image[:3] == b"\xff\xd8\xff"  # JPEG start-of-image, then a marker
+        and image[-2:] == b"\xff\xd9"
+        and refused == "IncorrectInstanceState"
+    )
+    assert as_ec2 is corrected, (shot if not isinstance(shot, dict) else shot["InstanceId"], refused)

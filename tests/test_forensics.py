@@ -123,7 +123,7 @@ def scene(aws: Aws, fleet: Fleet) -> Scene:
     """The scene with the case's snapshots taken directly, as ``isolate`` takes them after the cut."""
     built = build_scene(aws, fleet)
     facts = discover(aws, [built.compromised])[built.compromised]
-    refs = take_snapshots(aws, CASE, facts, episode="2026-11-28T06:20:00.000+00:00")
+    refs = take_snapshots(aws, CASE, facts, episode="2026-11-28T06:20:00.000+00:00", refs=[])
     built.snapshots = sorted(ref.location for ref in refs)
     assert len(built.snapshots) == 2  # boot and data volume
     return built

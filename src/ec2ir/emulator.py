@@ -324,10 +324,11 @@ def _patches() -> list[tuple[str, object, str, Any]]:
             )
         return original_send_command_response(response)
 
+    original_targets = Command._get_instance_ids_from_targets
+
     def instance_ids_from_targets(command: Any) -> list[str]:
         return list(original_targets(command)) if command.targets else []
 
-    original_targets = Command._get_instance_ids_from_targets
     original_send_command = SimpleSystemManagerBackend.send_command
 
     def send_command_standing_in(backend: Any, *args: Any, **kwargs: Any) -> Any:

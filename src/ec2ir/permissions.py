@@ -14,8 +14,9 @@ from typing import Any
 
 from ec2ir.aws import Aws, chunks, translated
 from ec2ir.errors import Ec2irError
-from ec2ir.evidence import EVIDENCE_PERMISSIONS
+from ec2ir.evidence import BUCKET_CREATION, EVIDENCE_PERMISSIONS
 from ec2ir.forensics import FORENSICS_PERMISSIONS
+from ec2ir.memory import MEMORY_PERMISSIONS
 from ec2ir.steps import STEPS
 
 ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
@@ -45,8 +46,11 @@ ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
 }
 
 FORENSIC_VOLUMES = "forensic volumes (ec2ir forensics)"
-# The stack's functions never attach forensic volumes, so their role does not get to delete them.
-RESPONDER_ONLY = frozenset({FORENSIC_VOLUMES})
+MEMORY = "memory (--memory)"
+# The stack's functions never attach forensic volumes or run commands on instances, so their role
+# does not get to delete volumes or send SSM commands.
+# The stack brings its own evidence bucket, so its role cannot weaken a bucket's settings either.
+RESPONDER_ONLY = frozenset({FORENSIC_VOLUMES, MEMORY, BUCKET_CREATION})
 
 ALLOWED, DENIED, NOT_CHECKED = "allowed", "denied", "not checked"
 
@@ -54,6 +58,7 @@ ALLOWED, DENIED, NOT_CHECKED = "allowed", "denied", "not checked"
 def actions_by_purpose() -> dict[str, tuple[str, ...]]:
     purposes = dict(ENGINE_PERMISSIONS) | EVIDENCE_PERMISSIONS
     purposes[FORENSIC_VOLUMES] = FORENSICS_PERMISSIONS
+    purposes[MEMORY] = MEMORY_PERMISSIONS
     for step in STEPS:
         purposes[f"step {step.name}: {step.title}"] = step.permissions
     return purposes
