@@ -9,6 +9,7 @@ after, and fails if the fleet is not restored exactly.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -120,10 +121,14 @@ def run_demo() -> int:
         print("Seeded a compromised fleet: 3 instances in 2 VPCs, app-1 with two ENIs.\n")
 
         common = ["--endpoint-url", url, "--region", DEMO_REGION]
+        report_path = os.path.join(tempfile.gettempdir(), "ec2ir-demo-report.html")
         steps = [
             ["isolate", *ids, "--case", DEMO_CASE, "--office-cidr", DEMO_OFFICE, *common],
             ["status", *common],
             ["release", *ids, "--case", DEMO_CASE, *common],
+            # evidence: snapshots and hashed metadata were taken after the cut, and outlive release
+            ["verify", DEMO_CASE, *common],
+            ["report", DEMO_CASE, "--format", "html", "-o", report_path, *common],
         ]
         codes: list[int] = []
         during: dict[tuple[str, str], tuple[str, ...]] = {}
