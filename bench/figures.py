@@ -4,13 +4,25 @@ token buckets allow for the calls that were made."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from bench.shim import MODIFY_ENI, BucketSpec, CallRecord
 
 
 def first_call(records: Sequence[CallRecord]) -> float | None:
     return min((record.start for record in records), default=None)
+
+
+def last_success(records: Sequence[CallRecord], actions: Collection[str]) -> float | None:
+    """When the last call of ``actions`` that succeeded came back, or None if none did."""
+    return max(
+        (record.end for record in records if record.action in actions and record.status == 200),
+        default=None,
+    )
+
+
+def successes(records: Sequence[CallRecord], actions: Collection[str]) -> int:
+    return sum(record.action in actions and record.status == 200 for record in records)
 
 
 def isolation_moment(records: Sequence[CallRecord], targets: Mapping[str, str]) -> float | None:
@@ -60,3 +72,20 @@ def token_bucket_lower_bound(
             continue
         drain_s = max(drain_s, max(0, calls - spec.size) / (spec.refill_per_s * speedup))
     return drain_s + round_trip_s
+
+
+def sequential_chain(records: Sequence[CallRecord], until: float) -> list[CallRecord]:
+    """The longest chain of calls, each sent after the one before it came back, that ends with
+    a call answered at ``until``: how many round trips the caller waited for one after another.
+
+    Each call in the chain takes at least one round trip and none overlap, so the chain's length
+    is the least number of round trips in which this sequence of calls could have been made;
+    the measured time over it is the emulator's and the client's CPU time. Quadratic: meant for
+    small runs (N = 1)."""
+    calls = sorted((record for record in records if record.end <= until), key=lambda r: r.end)
+    longest: list[list[CallRecord]] = []
+    for index, call in enumerate(calls):
+        before = [longest[j] for j in range(index) if calls[j].end <= call.start]
+        longest.append([*max(before, key=len, default=[]), call])
+    ending = [chain for chain in longest if chain[-1].end == until]
+    return max(ending, key=len, default=[])

@@ -8,11 +8,12 @@ set the time to contain a fleet on real AWS: round trips, and EC2's per-account 
   so that concurrent calls overlap like real round trips and a change lands mid-trip;
 * every EC2 call draws one token from its action's bucket; an empty bucket answers
   ``RequestLimitExceeded`` with HTTP 503 and EC2's XML error body. Buckets refill at
-  ``refill x speedup`` and keep their published sizes. Other services (DynamoDB, STS) only get
-  the latency;
+  ``refill x speedup`` and keep their published sizes. Other services (DynamoDB, STS, S3, IAM)
+  only get the latency;
 * every call is logged with its start, end, service, action, status and whether it was
-  throttled; a ``ModifyNetworkInterfaceAttribute`` also logs its ENI and target groups, so the
-  moment each ENI reached its isolation group can be read back.
+  throttled (S3's path-style REST calls under botocore's operation names: PutObject,
+  HeadBucket, ...); a ``ModifyNetworkInterfaceAttribute`` also logs its ENI and target groups,
+  so the moment each ENI reached its isolation group can be read back.
 
 Shaping (latency and throttling) can be switched off, to seed a fleet quickly. The shim is driven
 in-process through ``Shim`` or, when it runs as a server of its own (``python -m bench.shim``),
@@ -28,8 +29,10 @@ import argparse
 import io
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -198,13 +201,84 @@ def service_of(environ: Mapping[str, Any]) -> str:
     return match.group(1) if match else "unsigned"
 
 
-def action_of(environ: Mapping[str, Any], params: Mapping[str, list[str]]) -> str:
+def action_of(environ: Mapping[str, Any], params: Mapping[str, list[str]], service: str = "") -> str:
     if "Action" in params:  # the query protocol of EC2 and STS
         return params["Action"][0]
     target = str(environ.get("HTTP_X_AMZ_TARGET", ""))  # the JSON protocol of DynamoDB
     if target:
         return target.rsplit(".", 1)[-1]
+    if service == "s3":
+        return s3_operation(environ)
     return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+
+
+# S3's bucket subresources (path-style ``/bucket?versioning``) and the operation each one names,
+# after the method's verb: PUT /bucket?versioning is PutBucketVersioning.
+S3_BUCKET_SUBRESOURCES = {
+    "versioning": "BucketVersioning",
+    "policy": "BucketPolicy",
+    "encryption": "BucketEncryption",
+    "tagging": "BucketTagging",
+    "publicAccessBlock": "PublicAccessBlock",
+    "object-lock": "ObjectLockConfiguration",
+    "acl": "BucketAcl",
+    "location": "BucketLocation",
+    "lifecycle": "BucketLifecycleConfiguration",
+    "ownershipControls": "BucketOwnershipControls",
+    "notification": "BucketNotificationConfiguration",
+    "logging": "BucketLogging",
+    "cors": "BucketCors",
+    "policyStatus": "BucketPolicyStatus",
+}
+S3_OBJECT_SUBRESOURCES = {
+    "tagging": "ObjectTagging",
+    "acl": "ObjectAcl",
+    "retention": "ObjectRetention",
+    "legal-hold": "ObjectLegalHold",
+    "attributes": "ObjectAttributes",
+}
+S3_VERBS = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Head", "POST": "Post"}
+
+
+def s3_operation(environ: Mapping[str, Any]) -> str:
+    """S3's REST call as the operation botocore calls it, from a path-style request
+    (``/bucket`` or ``/bucket/key``): the log counts PutObject, not one name per key."""
+    method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+    bucket, _, key = str(environ.get("PATH_INFO", "")).lstrip("/").partition("/")
+    verb = S3_VERBS.get(method, method.title())
+    if not bucket:
+        return "ListBuckets" if method == "GET" else f"{verb} /"
+    if key:
+        if "uploadId" in query:
+            return {
+                "PUT": "UploadPart",
+                "POST": "CompleteMultipartUpload",
+                "DELETE": "AbortMultipartUpload",
+                "GET": "ListParts",
+            }.get(method, f"{verb}MultipartUpload")
+        if method == "POST" and "uploads" in query:
+            return "CreateMultipartUpload"
+        for name, operation in S3_OBJECT_SUBRESOURCES.items():
+            if name in query:
+                return verb + operation
+        if method == "PUT" and environ.get("HTTP_X_AMZ_COPY_SOURCE"):
+            return "CopyObject"
+        return f"{verb}Object"
+    for name, operation in S3_BUCKET_SUBRESOURCES.items():
+        if name in query:
+            return verb + operation
+    if method == "POST" and "delete" in query:
+        return "DeleteObjects"
+    if method == "GET":
+        if "versions" in query:
+            return "ListObjectVersions"
+        if "uploads" in query:
+            return "ListMultipartUploads"
+        return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
+    return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(
+        method, f"{verb}Bucket"
+    )
 
 
 def interface_change(params: Mapping[str, list[str]]) -> tuple[str | None, tuple[str, ...]]:
@@ -266,9 +340,11 @@ class Shim:
         start = self.clock()
         settings = self.settings
         body = self._read_body(environ)
-        params = parse_qs(body.decode("utf-8", "replace")) if self._is_form(environ) else {}
         service = service_of(environ)
-        action = action_of(environ, params)
+        # Only the query protocol (EC2, STS, IAM) is parsed; an S3 object's body never is.
+        parse = service != "s3" and self._is_form(environ)
+        params = parse_qs(body.decode("utf-8", "replace")) if parse else {}
+        action = action_of(environ, params, service)
         bucket = ec2_bucket(action, params) if service == "ec2" else None
         eni_id, group_ids = interface_change(params) if action == MODIFY_ENI else (None, ())
         half_trip = settings.round_trip_s / 2 if settings.latency else 0.0
@@ -297,12 +373,24 @@ class Shim:
 
     @staticmethod
     def _read_body(environ: dict[str, Any]) -> bytes:
-        """Read the whole body, then put it back so that the emulator still finds it."""
+        """Read the whole body, then put it back so that the emulator still finds it.
+
+        A body sent with ``Transfer-Encoding: chunked`` has no length; the server marks its
+        input terminated, and it is read to its end. The emulator then gets it with a length."""
+        stream = environ["wsgi.input"]
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        body: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
+        body: bytes
+        if length > 0:
+            body = stream.read(length)
+        elif environ.get("wsgi.input_terminated"):
+            body = stream.read()
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        else:
+            body = b""
         environ["wsgi.input"] = io.BytesIO(body)
         return body
 
@@ -446,14 +534,80 @@ class RemoteShim:
             pass
 
 
+def keep_only_amis(ami_ids: Iterable[str]) -> str:
+    """Make the emulator load only these AMIs from its catalogue; returns the catalogue's path.
+
+    moto seeds one snapshot per catalogued AMI (about 1,300 in us-east-1), and its
+    DescribeSnapshots filters them all in Python: some 0.2 s of CPU a call, on the one GIL that
+    serves every other call. EC2 answers that call in one round trip whatever the account holds,
+    so the benchmark's emulator keeps only the AMIs it launches. Must run before moto is imported.
+    """
+    from moto.utilities.utils import load_resource
+
+    wanted = set(ami_ids)
+    catalogue = [ami for ami in load_resource("ec2/resources/amis.json") if ami["ami_id"] in wanted]
+    missing = wanted - {ami["ami_id"] for ami in catalogue}
+    if missing:
+        raise SystemExit(f"not in the emulator's AMI catalogue: {', '.join(sorted(missing))}")
+    handle, path = tempfile.mkstemp(prefix="bench-amis-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        json.dump(catalogue, file)
+    os.environ["MOTO_AMIS_PATH"] = path
+    return path
+
+
+def index_tag_lookups() -> None:
+    """Give moto's EC2 resources their tags by id, not by a scan of every tag in the account.
+
+    moto 5's ``TaggedEC2Resource.get_tags`` asks ``describe_tags`` for one resource id, which
+    matches a regular expression against every tag of every resource: a ``DescribeSnapshots``
+    filtered by three tags then costs snapshots x 3 x all tags, some 0.4 s of CPU with 300
+    snapshots, 2 s with 700, on the GIL that serves every other call. The answer is the same
+    (the id pattern is exact, the order is the tags' own), only without the scan. For the
+    benchmark's server process: it changes moto for the whole process, so tests do not call it.
+    """
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    def get_tags(resource: Any) -> list[dict[str, str]]:
+        resource_id = resource.id
+        tags = resource.ec2_backend.tags.get(resource_id) if resource_id else None
+        if not tags:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+        return [
+            {"resource_id": resource_id, "key": key, "value": value, "resource_type": kind}
+            for key, value in list(tags.items())
+        ]
+
+    setattr(TaggedEC2Resource, "get_tags", get_tags)  # noqa: B010 (a patch, not an attribute)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve the shim until stdin closes, so that it never outlives the process that started it."""
     parser = argparse.ArgumentParser(prog="python -m bench.shim", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
+    parser.add_argument(
+        "--only-amis",
+        help="comma-separated AMI ids: the only ones the emulator loads, so that it seeds only their "
+        "snapshots (default: moto's whole catalogue)",
+    )
+    parser.add_argument(
+        "--index-tags",
+        action="store_true",
+        help="look each EC2 resource's tags up by id instead of scanning every tag (same answers)",
+    )
     args = parser.parse_args(argv)
-    with ShimServer(port=args.port) as server:
-        print(server.endpoint_url, flush=True)
-        sys.stdin.read()
+    catalogue = keep_only_amis(args.only_amis.split(",")) if args.only_amis else None
+    if args.index_tags:
+        index_tag_lookups()
+    try:
+        with ShimServer(port=args.port) as server:
+            print(server.endpoint_url, flush=True)
+            sys.stdin.read()
+    finally:
+        if catalogue is not None:
+            os.unlink(catalogue)
     return 0
 
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
 from collections.abc import Iterator
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
-from bench.figures import isolation_moment, token_bucket_lower_bound
+from bench.figures import (
+    isolation_moment,
+    last_success,
+    sequential_chain,
+    successes,
+    token_bucket_lower_bound,
+)
 from bench.shim import (
     DESCRIBE,
     EC2_BUCKETS,
@@ -21,6 +31,9 @@ from bench.shim import (
     ShimServer,
     ShimSettings,
     ec2_bucket,
+    index_tag_lookups,
+    keep_only_amis,
+    s3_operation,
 )
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -61,7 +74,7 @@ def shim(server: ShimServer) -> Shim:
     return server.shim
 
 
-def client(server: ShimServer, service: Literal["ec2", "sts", "dynamodb"]) -> Any:
+def client(server: ShimServer, service: Literal["ec2", "sts", "dynamodb", "s3"]) -> Any:
     return boto3.client(
         service,
         endpoint_url=server.endpoint_url,
@@ -211,3 +224,200 @@ def test_isolation_moment_and_lower_bound_from_a_log() -> None:
         {"ModifyNetworkInterfaceAttribute": 1000, MUTATING: 60}, buckets, speedup=2, round_trip_s=0.025
     )
     assert bound == pytest.approx(90.025)
+
+
+def test_s3_rest_calls_are_named_as_botocore_names_them() -> None:
+    def named(method: str, path: str, query: str = "", **headers: str) -> str:
+        return s3_operation({"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, **headers})
+
+    assert named("HEAD", "/evidence") == "HeadBucket"
+    assert named("PUT", "/evidence") == "CreateBucket"
+    assert named("GET", "/evidence", "versioning") == "GetBucketVersioning"
+    assert named("PUT", "/evidence", "versioning") == "PutBucketVersioning"
+    assert named("PUT", "/evidence", "publicAccessBlock") == "PutPublicAccessBlock"
+    assert named("PUT", "/evidence", "object-lock") == "PutObjectLockConfiguration"
+    assert named("PUT", "/evidence", "encryption") == "PutBucketEncryption"
+    assert named("GET", "/evidence", "list-type=2&prefix=CASE") == "ListObjectsV2"
+    assert named("PUT", "/evidence/CASE-1/i-1/20261128T000000000Z/network.json") == "PutObject"
+    assert named("HEAD", "/evidence/CASE-1/i-1/a.json") == "HeadObject"
+    assert named("GET", "/evidence/CASE-1/i-1/a.json") == "GetObject"
+    assert named("PUT", "/evidence/a.json", "tagging") == "PutObjectTagging"
+    assert named("PUT", "/evidence/b.json", HTTP_X_AMZ_COPY_SOURCE="/evidence/a.json") == "CopyObject"
+    assert named("POST", "/evidence/big.bin", "uploads") == "CreateMultipartUpload"
+    assert named("PUT", "/evidence/big.bin", "partNumber=1&uploadId=u") == "UploadPart"
+    assert named("GET", "/") == "ListBuckets"
+
+
+def test_s3_and_dynamodb_pass_through_with_latency_only(server: ShimServer, shim: Shim) -> None:
+    """The evidence path: S3's path-style REST with object bodies, DynamoDB's JSON; no EC2 bucket."""
+    shim.configure(ShimSettings(latency=False, buckets=tiny_buckets(0, 0)))
+    s3, dynamodb = client(server, "s3"), client(server, "dynamodb")
+    s3.create_bucket(Bucket="evidence")
+    s3.head_bucket(Bucket="evidence")
+    s3.put_bucket_versioning(Bucket="evidence", VersioningConfiguration={"Status": "Enabled"})
+    body = bytes(range(256)) * 64  # binary, like a console screenshot
+    s3.put_object(Bucket="evidence", Key="CASE-1/i-1/shot.jpg", Body=body, ContentType="image/jpeg")
+    s3.put_object(
+        Bucket="evidence",
+        Key="CASE-1/i-1/form.txt",
+        Body=b"Action=CreateVpc&a=b",
+        ContentType="application/x-www-form-urlencoded",
+    )
+    assert s3.get_object(Bucket="evidence", Key="CASE-1/i-1/shot.jpg")["Body"].read() == body
+    assert s3.get_bucket_versioning(Bucket="evidence")["Status"] == "Enabled"
+    dynamodb.create_table(
+        TableName="journal",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(TableName="journal", Item={"k": {"S": "one"}, "v": {"S": "Action=x"}})
+    assert dynamodb.get_item(TableName="journal", Key={"k": {"S": "one"}})["Item"]["v"] == {"S": "Action=x"}
+
+    records = shim.records()
+    assert [(r.service, r.action) for r in records] == [
+        ("s3", "CreateBucket"),
+        ("s3", "HeadBucket"),
+        ("s3", "PutBucketVersioning"),
+        ("s3", "PutObject"),
+        ("s3", "PutObject"),  # a form-encoded object body is not read as a query
+        ("s3", "GetObject"),
+        ("s3", "GetBucketVersioning"),
+        ("dynamodb", "CreateTable"),
+        ("dynamodb", "PutItem"),
+        ("dynamodb", "GetItem"),
+    ]
+    assert all(r.status == 200 and not r.throttled and r.bucket is None for r in records)
+
+
+def test_a_chunked_body_reaches_the_emulator_whole(server: ShimServer, shim: Shim) -> None:
+    """A body sent without a length (Transfer-Encoding: chunked) is read to its end and handed on."""
+    shim.configure(ShimSettings(latency=False))
+    client(server, "s3").create_bucket(Bucket="chunks")
+    body = b"evidence " * 1000
+    address = urlsplit(server.endpoint_url)
+    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=10)
+    scope = "Credential=testing/20261128/us-east-1/s3/aws4_request"
+    connection.putrequest("PUT", "/chunks/chunked.txt")
+    connection.putheader("Authorization", f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=host, Signature=0")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.putheader("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+    connection.endheaders()
+    for start in range(0, len(body), 4096):
+        piece = body[start : start + 4096]
+        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+    connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+
+    assert response.status == 200
+    assert [(r.service, r.action) for r in shim.records()][-1] == ("s3", "PutObject")
+    stored = client(server, "s3").get_object(Bucket="chunks", Key="chunked.txt")["Body"].read()
+    assert stored == body
+
+
+def test_evidence_figures_from_a_log() -> None:
+    def call(action: str, start: float, end: float, status: int = 200) -> CallRecord:
+        return CallRecord(start, end, "ec2", action, status, status == 503, None)
+
+    log = [
+        call("DescribeInstances", 0.0, 0.05),
+        call("GetCallerIdentity", 0.0, 0.05),
+        call("PutItem", 0.06, 0.11),
+        call("ModifyNetworkInterfaceAttribute", 0.12, 0.17),
+        call("DescribeInstanceAttribute", 0.12, 0.17),
+        call("ModifyNetworkInterfaceAttribute", 0.18, 0.23),
+        call("CreateSnapshots", 0.24, 0.29),
+        call("CreateSnapshots", 0.30, 0.35, status=503),
+    ]
+    assert last_success(log, {"CreateSnapshots"}) == 0.29
+    assert last_success(log, {"CreateVolume"}) is None
+    assert successes(log, {"CreateSnapshots", "PutItem"}) == 2
+    chain = sequential_chain(log, until=0.23)
+    assert [r.action for r in chain] == [
+        "DescribeInstances",
+        "PutItem",
+        "ModifyNetworkInterfaceAttribute",
+        "ModifyNetworkInterfaceAttribute",
+    ]
+    assert sequential_chain(log, until=0.2) == []
+
+
+def test_indexed_tag_lookups_give_moto_s_own_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import mock_aws
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.core import TaggedEC2Resource
+
+    scanning = TaggedEC2Resource.get_tags
+    monkeypatch.setattr(TaggedEC2Resource, "get_tags", scanning)  # restored after the test
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        vpc_id = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+        instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]
+        ec2.create_tags(Resources=[vpc_id], Tags=[{"Key": "b", "Value": "2"}, {"Key": "a", "Value": "1"}])
+        for case in ("CASE-1", "CASE-2"):
+            ec2.create_snapshots(
+                InstanceSpecification={"InstanceId": instance["InstanceId"]},
+                TagSpecifications=[
+                    {"ResourceType": "snapshot", "Tags": [{"Key": "ec2ir:case", "Value": case}]}
+                ],
+            )
+        filters = [{"Name": "tag:ec2ir:case", "Values": ["CASE-2"]}]
+        before = ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]
+        account = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
+        backend = ec2_backends[account][REGION]
+        resources = [
+            *backend.snapshots.values(),
+            *backend.vpcs.values(),
+            *backend.volumes.values(),
+            backend.get_instance(instance["InstanceId"]),
+        ]
+        scanned = [scanning(resource) for resource in resources]
+
+        index_tag_lookups()
+        assert TaggedEC2Resource.get_tags is not scanning
+        assert [resource.get_tags() for resource in resources] == scanned
+        assert any(scanned) and not all(scanned)  # tagged and untagged resources both compared
+        assert ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"] == before
+        assert len(before) == 1
+
+
+def test_the_bench_emulator_loads_only_the_amis_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOTO_AMIS_PATH", raising=False)
+    path = keep_only_amis(["ami-12c6146b"])
+    try:
+        assert os.environ["MOTO_AMIS_PATH"] == path
+        with open(path, encoding="utf-8") as file:
+            assert [ami["ami_id"] for ami in json.load(file)] == ["ami-12c6146b"]
+    finally:
+        os.unlink(path)
+    with pytest.raises(SystemExit):
+        keep_only_amis(["ami-00000000"])
+
+
+def test_the_served_shim_runs_the_bench_emulator() -> None:
+    """The child process run.py starts: one AMI, its snapshots filtered by tag, EC2 and S3 logged."""
+    from bench.run import AMI, served_shim
+
+    with served_shim() as remote:
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        ec2 = session.client("ec2", endpoint_url=remote.endpoint_url)
+        s3 = session.client("s3", endpoint_url=remote.endpoint_url)
+        assert [image["ImageId"] for image in ec2.describe_images()["Images"]] == [AMI]
+        instance_id = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        ec2.create_snapshots(
+            InstanceSpecification={"InstanceId": instance_id},
+            TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "case", "Value": "C"}]}],
+        )
+        found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:case", "Values": ["C"]}])
+        assert len(found["Snapshots"]) == 1
+        s3.create_bucket(Bucket="evidence")
+        s3.put_object(Bucket="evidence", Key="CASE/i-1/network.json", Body=b"{}")
+        assert [(r.service, r.action) for r in remote.records()][-3:] == [
+            ("ec2", "DescribeSnapshots"),
+            ("s3", "CreateBucket"),
+            ("s3", "PutObject"),
+        ]
