@@ -26,6 +26,7 @@ Times are ``time.monotonic()`` seconds, which on Linux is one clock for every pr
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import logging
@@ -534,13 +535,18 @@ class RemoteShim:
             pass
 
 
-def keep_only_amis(ami_ids: Iterable[str]) -> str:
-    """Make the emulator load only these AMIs from its catalogue; returns the catalogue's path.
+AMI_MODULE = "moto.ec2.models.amis"
+
+
+def keep_only_amis(ami_ids: Iterable[str]) -> None:
+    """Make the emulator of this process load only these AMIs from its catalogue.
 
     moto seeds one snapshot per catalogued AMI (about 1,300 in us-east-1), and its
     DescribeSnapshots filters them all in Python: some 0.2 s of CPU a call, on the one GIL that
     serves every other call. EC2 answers that call in one round trip whatever the account holds,
-    so the benchmark's emulator keeps only the AMIs it launches. Must run before moto is imported.
+    so the benchmark's emulator keeps only the AMIs it launches. moto reads ``MOTO_AMIS_PATH``
+    once, when its AMI module is imported, so this must run before that; the file is gone when
+    this returns (the variable stays set: moto then skips its other catalogues too).
     """
     from moto.utilities.utils import load_resource
 
@@ -549,11 +555,16 @@ def keep_only_amis(ami_ids: Iterable[str]) -> str:
     missing = wanted - {ami["ami_id"] for ami in catalogue}
     if missing:
         raise SystemExit(f"not in the emulator's AMI catalogue: {', '.join(sorted(missing))}")
+    if AMI_MODULE in sys.modules:
+        raise RuntimeError("keep_only_amis must run before moto's EC2 models are imported")
     handle, path = tempfile.mkstemp(prefix="bench-amis-", suffix=".json")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        json.dump(catalogue, file)
-    os.environ["MOTO_AMIS_PATH"] = path
-    return path
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(catalogue, file)
+        os.environ["MOTO_AMIS_PATH"] = path
+        importlib.import_module(AMI_MODULE)  # reads the catalogue, once
+    finally:
+        os.unlink(path)
 
 
 def index_tag_lookups() -> None:
@@ -598,16 +609,13 @@ def main(argv: list[str] | None = None) -> int:
         help="look each EC2 resource's tags up by id instead of scanning every tag (same answers)",
     )
     args = parser.parse_args(argv)
-    catalogue = keep_only_amis(args.only_amis.split(",")) if args.only_amis else None
+    if args.only_amis:
+        keep_only_amis(args.only_amis.split(","))
     if args.index_tags:
         index_tag_lookups()
-    try:
-        with ShimServer(port=args.port) as server:
-            print(server.endpoint_url, flush=True)
-            sys.stdin.read()
-    finally:
-        if catalogue is not None:
-            os.unlink(catalogue)
+    with ShimServer(port=args.port) as server:
+        print(server.endpoint_url, flush=True)
+        sys.stdin.read()
     return 0
 
 

@@ -441,7 +441,8 @@ class Engine:
         evidence_pool: ThreadPoolExecutor,
     ) -> RunReport:
         # Read for the evidence only, on the evidence's own workers: never waited on before the cut.
-        volumes = evidence_pool.submit(volumes_of, self.evidence_aws, ids) if options.evidence else None
+        # It uses the run's own EC2 client, so that no new client is built (CPU) before the cut.
+        volumes = evidence_pool.submit(volumes_of, self.aws, ids) if options.evidence else None
         # Everything that needs only the ids goes out at once: one round trip, not seven.
         with ThreadPoolExecutor(max_workers=5) as pool:
             asked_actor = pool.submit(self.aws.caller_arn)
