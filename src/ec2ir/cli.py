@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ec2ir import __version__
@@ -76,17 +76,26 @@ def common_options() -> argparse.ArgumentParser:
     return parent
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum``."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return whole_number
 
 
-def evidence_options(memory_only: bool = False) -> argparse.ArgumentParser:
+positive_int = at_least(1)
+non_negative_int = at_least(0)
+
+
+def evidence_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     evidence = parent.add_argument_group("evidence")
     evidence.add_argument(
@@ -123,16 +132,6 @@ def evidence_options(memory_only: bool = False) -> argparse.ArgumentParser:
         help="after this, isolation goes ahead with or without the memory (default: 600)",
     )
     return parent
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
