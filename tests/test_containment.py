@@ -182,6 +182,17 @@ class CallRecorder:
 
     def __init__(self, aws: Aws) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._watch(aws)
+        make_sibling = aws.sibling
+
+        def sibling() -> Aws:  # the clients of its own that a swap lane builds are watched too
+            other = make_sibling()
+            self._watch(other)
+            return other
+
+        aws.sibling = sibling  # type: ignore[method-assign]
+
+    def _watch(self, aws: Aws) -> None:
         for service in ("ec2", "dynamodb", "sts", "autoscaling", "elbv2", "elb", "iam"):
             client = aws.client(service)
             prefix = self.PREFIX.get(service, service)
@@ -277,9 +288,13 @@ def test_every_eni_passes_through_the_allow_all_group_before_the_isolation_group
 
     groups = report.groups[rich.vpc]
     swaps: dict[str, list[str]] = {}
+    enis_of = {instance_id: list(fleet.eni_groups([instance_id])) for instance_id in rich.instances}
     for action, params in recorder.calls:
         if action == "ec2:ModifyNetworkInterfaceAttribute":
             swaps.setdefault(params["NetworkInterfaceId"], []).extend(params["Groups"])
+        elif action == "ec2:ModifyInstanceAttribute" and "Groups" in params:
+            (eni_id,) = enis_of[params["InstanceId"]]  # the instance lane takes single-ENI instances only
+            swaps.setdefault(eni_id, []).extend(params["Groups"])
     assert len(swaps) == len(fleet.eni_groups(rich.instances)) == 7
     assert all(seq == [groups.allow_all_group_id, groups.isolation_group_id] for seq in swaps.values()), swaps
     assert fleet.group_rules(groups.allow_all_group_id) == {
@@ -298,14 +313,27 @@ def test_every_eni_passes_through_the_allow_all_group_before_the_isolation_group
 
     put = first("dynamodb:PutItem", about("Item"))
     detach = first("autoscaling:DetachInstances", about("InstanceIds"))
-    swap = first("ec2:ModifyNetworkInterfaceAttribute", lambda p: p["NetworkInterfaceId"] in member_enis)
+
+    def is_swap(action: str, params: dict[str, Any]) -> bool:
+        return action == "ec2:ModifyNetworkInterfaceAttribute" or (
+            action == "ec2:ModifyInstanceAttribute" and "Groups" in params
+        )
+
+    swap = next(
+        i
+        for i, (a, p) in enumerate(recorder.calls)
+        if is_swap(a, p)
+        and (p.get("NetworkInterfaceId") in member_enis or p.get("InstanceId") == rich.asg_member)
+    )
     assert put < detach < swap  # recorded, then out of the ASG, then cut
-    # Protection runs alongside the cut, on its own bucket, and is recorded before it changes anything.
+    # Protection shares EC2's mutating bucket with single-ENI swaps: it waits until every instance
+    # is cut off, and is recorded before it changes anything.
+    last_swap = max(i for i, (a, p) in enumerate(recorder.calls) if is_swap(a, p))
     protect_record = first(
         "dynamodb:UpdateItem", lambda p: "steps.#step" in p.get("UpdateExpression", "") and about("Key")(p)
     )
-    protect = first("ec2:ModifyInstanceAttribute", about("InstanceId"))
-    assert put < protect_record < protect
+    protect = first("ec2:ModifyInstanceAttribute", lambda p: "Groups" not in p and about("InstanceId")(p))
+    assert put < last_swap < protect_record < protect
 
 
 def test_no_untrack_swaps_straight_into_isolation(engine: Engine, fleet: Fleet) -> None:

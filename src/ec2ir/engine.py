@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,7 @@ from ec2ir.evidence import (
     volumes_of,
 )
 from ec2ir.groups import ForensicSource, describe_groups, ensure_groups, find_groups
+from ec2ir.lanes import SwapLanes
 from ec2ir.models import (
     ACTIVE_STATUSES,
     EvidenceRef,
@@ -68,8 +70,8 @@ from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, si
 from ec2ir.state import StateStore, now
 from ec2ir.steps import (
     AFTER,
-    ALONGSIDE,
     NETWORK,
+    ONCE_ALL_CUT,
     STEPS,
     URGENT,
     Context,
@@ -305,7 +307,7 @@ class PlanReport:
         }
 
 
-ALONGSIDE_STEPS = [step for step in STEPS if step.phase == ALONGSIDE]
+ONCE_ALL_CUT_STEPS = [step for step in STEPS if step.phase == ONCE_ALL_CUT]
 MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "metadata"
 REFUSALS_NAMED = 20
 EVIDENCE_WORK = frozenset({MEMORY, SNAPSHOTS, METADATA, "journal"})
@@ -344,14 +346,14 @@ class Containment:
     hold: Hold
     created: bool
     log: StepLog  # the urgent steps, and lookup failures
-    alongside: list[Future[StepLog]] = field(default_factory=list)
+    alongside: list[Future[StepLog]] = field(default_factory=list)  # finished before the cut
+    once_all_cut: Future[StepLog] | None = None
     evidence: Future[StepLog] | None = None
 
     def result(self, after: Future[StepLog]) -> InstanceResult:
         merged = StepLog()
         logs = [self.log, *(future.result() for future in self.alongside), after.result()]
-        if self.evidence is not None:
-            logs.append(self.evidence.result())
+        logs += [future.result() for future in (self.once_all_cut, self.evidence) if future is not None]
         for name in REPORTED:  # report in the steps' own order
             for log in logs:
                 if name in log.outcomes:
@@ -459,7 +461,7 @@ class Engine:
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
             report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
-        ctx = Context(self.aws, case, actor, now(), options)
+        ctx = Context(self.aws, case, actor, now(), options, lanes=SwapLanes(self.aws))
         live = [facts[i] for i in ids if i not in early]
 
         vpcs = sorted({vpc for f in live for vpc in f.vpc_ids})
@@ -588,38 +590,34 @@ class Engine:
     ) -> dict[str, InstanceResult]:
         """Cut every instance off first, then do the rest.
 
-        Two bounded pools: the urgent one only records and cuts (autoscaling, network), so the
-        last instance's cut never queues behind anyone's tags, load balancers or credentials;
-        the other runs evidence protection alongside the cut and the after-steps once it is done.
+        Three bounded pools: the urgent one only records and cuts (autoscaling, network), so
+        the last instance's cut never queues behind anyone's tags, load balancers or credentials;
+        the second runs each instance's after-steps once it is cut; the third holds the steps
+        that share a token bucket with the cut until every instance is cut off.
         """
         results: dict[str, InstanceResult] = {}
         workers = max(1, min(self.concurrency, len(targets) or 1))
-        with ThreadPoolExecutor(workers) as urgent, ThreadPoolExecutor(workers) as background:
+        all_cut = threading.Event()
+        with (
+            ThreadPoolExecutor(workers) as urgent,
+            ThreadPoolExecutor(workers) as background,
+            ThreadPoolExecutor(workers) as held_back,
+        ):
 
             def cut(target: Target) -> Containment:
                 broken = [vpc_errors[v] for v in sorted(target.facts.vpc_ids) if v in vpc_errors]
                 if broken:
                     raise broken[0]  # never isolate into a group that is not verified safe
-                return self._cut(ctx, target, lookup_errors, background)
+                containment = self._cut(ctx, target, lookup_errors)
+                if ONCE_ALL_CUT_STEPS:
+                    containment.once_all_cut = held_back.submit(self._once_all_cut, ctx, containment, all_cut)
+                return containment
 
             cuts = {urgent.submit(cut, target): target.instance_id for target in targets}
-            finishing: dict[Future[StepLog], Containment] = {}
-            for future in as_completed(cuts):
-                instance_id = cuts[future]
-                try:
-                    containment = future.result()
-                except Exception as error:  # one instance's failure must never stop the others
-                    results[instance_id] = failure(instance_id, "isolate", error)
-                    if progress:
-                        progress(results[instance_id])
-                    continue
-                if memory and instance_id in memory:
-                    containment.alongside.append(_done(memory[instance_id]))
-                if collection is not None:
-                    containment.evidence = collection.pool.submit(
-                        self._collect_for, ctx, containment, collection
-                    )
-                finishing[background.submit(self._after_cut, ctx, containment)] = containment
+            try:
+                finishing = self._after_each_cut(ctx, cuts, background, progress, results, collection, memory)
+            finally:
+                all_cut.set()
             for finished in as_completed(finishing):
                 containment = finishing[finished]
                 try:
@@ -631,12 +629,39 @@ class Engine:
                     progress(result)
         return results
 
+    def _after_each_cut(
+        self,
+        ctx: Context,
+        cuts: dict[Future[Containment], str],
+        background: ThreadPoolExecutor,
+        progress: Progress | None,
+        results: dict[str, InstanceResult],
+        collection: Collection | None,
+        memory: dict[str, StepLog] | None,
+    ) -> dict[Future[StepLog], Containment]:
+        """As each cut ends, start its evidence and after-steps; a failed cut is a result now."""
+        finishing: dict[Future[StepLog], Containment] = {}
+        for future in as_completed(cuts):
+            instance_id = cuts[future]
+            try:
+                containment = future.result()
+            except Exception as error:  # one instance's failure must never stop the others
+                results[instance_id] = failure(instance_id, "isolate", error)
+                if progress:
+                    progress(results[instance_id])
+                continue
+            if memory and instance_id in memory:
+                containment.alongside.append(_done(memory[instance_id]))
+            if collection is not None:
+                containment.evidence = collection.pool.submit(self._collect_for, ctx, containment, collection)
+            finishing[background.submit(self._after_cut, ctx, containment)] = containment
+        return finishing
+
     def _cut(
         self,
         ctx: Context,
         target: Target,
         lookup_errors: dict[str, Ec2irError],
-        background: ThreadPoolExecutor,
     ) -> Containment:
         """Record every original, start protecting the evidence, then detach and isolate."""
         facts = target.facts
@@ -671,8 +696,6 @@ class Engine:
             hold = self._record_what_is_new(ctx, replace(target, stored=hold.steps), hold, log, managed)
         target = replace(target, stored=dict(hold.steps))
         containment = Containment(target, hold, created, log)
-        if ALONGSIDE_STEPS:  # started before the cut, so it never waits behind it
-            containment.alongside.append(background.submit(self._run_steps, ctx, containment, ALONGSIDE))
         self._run_steps(ctx, containment, URGENT, log)
         if NETWORK.name not in log.errors:
             try:
@@ -715,12 +738,19 @@ class Engine:
         else:
             first = []
         log = self._run_steps(ctx, containment, AFTER, log)
-        # The alongside work was queued on this pool before this, so it has started: no deadlock.
         earlier = [future.result() for future in containment.alongside]
         lines = [
             line for done in [*earlier, log] for line in done.journal_entries(ctx, instance_id, "isolate")
         ]
         self._journal(first + lines, log=log)
+        return log
+
+    def _once_all_cut(self, ctx: Context, containment: Containment, all_cut: threading.Event) -> StepLog:
+        """The steps that share a token bucket with the cut, once every instance is cut off, then
+        their journal lines."""
+        all_cut.wait()
+        log = self._run_steps(ctx, containment, ONCE_ALL_CUT)
+        self._journal(log.journal_entries(ctx, containment.target.instance_id, "isolate"), log=log)
         return log
 
     def _collect_for(self, ctx: Context, containment: Containment, collection: Collection) -> StepLog:
@@ -846,8 +876,14 @@ class Engine:
             return None
         if not self.store.add_step_record(containment.hold, step.name, record):
             current = self.store.get(containment.target.instance_id)  # an earlier run's first wins
-            if current is None or current.recorded_at != containment.hold.recorded_at:
-                raise StaleRecord(f"the hold on {containment.target.instance_id} changed under this run")
+            if (
+                current is None
+                or current.recorded_at != containment.hold.recorded_at
+                or current.status not in (HoldStatus.ISOLATING, HoldStatus.ISOLATED)
+            ):
+                raise StaleRecord(
+                    f"the hold on {containment.target.instance_id} changed under this run (a release?)"
+                )
             record = current.steps.get(step.name, record)
         return record
 

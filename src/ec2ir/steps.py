@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 
 from botocore import xform_name
 
-from ec2ir.aws import Aws, chunks, patiently, translated
+from ec2ir.aws import Aws, chunks, translated
 from ec2ir.errors import AwsError, Ec2irError, SeveralFailed
-from ec2ir.models import InstanceFacts, VpcGroups
+from ec2ir.lanes import SwapLanes, set_eni_groups
+from ec2ir.models import Eni, InstanceFacts, VpcGroups
 
 Record = dict[str, Any]
 TAG_CASE, TAG_STATE, TAG_ISOLATED_AT = "ec2ir:case", "ec2ir:state", "ec2ir:isolated-at"
@@ -52,6 +53,7 @@ class Context:
     actor: str
     started_at: str
     options: Options = field(default_factory=Options)
+    lanes: SwapLanes | None = None  # isolate's swaps; None sends every swap per ENI
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class PlannedCall:
     dry_run: dict[str, Any] | None = None
 
 
-URGENT, ALONGSIDE, AFTER = "urgent", "alongside", "after"
+URGENT, AFTER, ONCE_ALL_CUT = "urgent", "after", "once-all-cut"
 
 
 class Step:
@@ -85,8 +87,9 @@ class Step:
     title: ClassVar[str]
     permissions: ClassVar[tuple[str, ...]]
     # When the engine runs it: URGENT steps cut the instance off, one after another, on the
-    # critical path; an ALONGSIDE step starts with them on another worker, so a throttled bucket
-    # of its own never delays the cut; AFTER steps wait until the network is isolated.
+    # critical path; AFTER steps run once that instance's network is isolated; ONCE_ALL_CUT
+    # steps wait until every instance of the run is cut off, because they draw on the token
+    # bucket that single-ENI swaps share (ModifyInstanceAttribute's, see ec2ir.lanes).
     phase: ClassVar[str] = AFTER
     # Whether capture makes no API call (it reads what discovery found), so that its record can
     # join the one write-ahead put; other steps record their originals just before they apply.
@@ -131,7 +134,7 @@ class ProtectEvidence(Step):
     name = "protect"
     title = "termination protection, stop on shutdown, keep volumes"
     permissions = ("ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute")
-    phase = ALONGSIDE
+    phase = ONCE_ALL_CUT
     cheap_capture = False
 
     def capture(self, ctx: Context, target: Target) -> Record:
@@ -292,16 +295,6 @@ class DetachFromAutoScaling(Step):
 ENI_GONE = "InvalidNetworkInterfaceID.NotFound"
 
 
-def set_eni_groups(aws: Aws, eni_id: str, group_ids: tuple[str, ...] | list[str]) -> None:
-    # Security groups belong to ENIs. ModifyInstanceAttribute(Groups) only reaches the primary
-    # ENI and EC2 rejects it outright on a multi-ENI instance, so never use it here.
-    def modify() -> None:
-        with translated("ec2", "ModifyNetworkInterfaceAttribute"):
-            aws.ec2().modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=list(group_ids))
-
-    patiently(modify)
-
-
 class IsolateNetwork(Step):
     """Every ENI into its VPC's isolation group, through the allow-all group unless told not to.
 
@@ -309,7 +302,8 @@ class IsolateNetwork(Step):
 
     name = "network"
     title = "move every ENI into its VPC's isolation group"
-    permissions = ("ec2:ModifyNetworkInterfaceAttribute",)
+    # ModifyInstanceAttribute: a single-ENI instance's swap may go through it (ec2ir.lanes)
+    permissions = ("ec2:ModifyNetworkInterfaceAttribute", "ec2:ModifyInstanceAttribute")
     phase = URGENT
 
     def capture(self, ctx: Context, target: Target) -> Record:
@@ -321,6 +315,14 @@ class IsolateNetwork(Step):
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
         moved = 0
         failures: list[tuple[str, Ec2irError]] = []
+        single_eni = len(target.facts.enis) == 1
+
+        def swap(eni: Eni, group_ids: tuple[str, ...]) -> None:
+            if ctx.lanes is None:
+                set_eni_groups(ctx.aws, eni.eni_id, group_ids)
+            else:
+                ctx.lanes.swap(target.instance_id, eni.eni_id, group_ids, single_eni)
+
         for eni in target.facts.enis:  # every ENI is tried: one refusal must not leave the rest open
             groups = target.groups[eni.vpc_id]
             isolation = (groups.isolation_group_id,)
@@ -329,8 +331,8 @@ class IsolateNetwork(Step):
             try:
                 if ctx.options.untrack and eni.group_ids != (groups.allow_all_group_id,):
                     # Allow-all makes every tracked flow untracked; the next swap then drops it.
-                    set_eni_groups(ctx.aws, eni.eni_id, (groups.allow_all_group_id,))
-                set_eni_groups(ctx.aws, eni.eni_id, isolation)
+                    swap(eni, (groups.allow_all_group_id,))
+                swap(eni, isolation)
                 moved += 1
             except Ec2irError as error:
                 failures.append((eni.eni_id, error))
