@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
-from bench.shim import MODIFY_ENI, BucketSpec, CallRecord
+from bench.shim import MODIFY_ENI, MODIFY_INSTANCE, BucketSpec, CallRecord
 
 
 def first_call(records: Sequence[CallRecord]) -> float | None:
@@ -25,23 +25,45 @@ def successes(records: Sequence[CallRecord], actions: Collection[str]) -> int:
     return sum(record.action in actions and record.status == 200 for record in records)
 
 
-def isolation_moment(records: Sequence[CallRecord], targets: Mapping[str, str]) -> float | None:
+def isolation_moment(
+    records: Sequence[CallRecord], targets: Mapping[str, str], instance_enis: Mapping[str, tuple[str, ...]]
+) -> float | None:
     """When the last ENI of ``targets`` (ENI id -> isolation group id) was isolated.
 
-    An ENI counts as isolated when a ModifyNetworkInterfaceAttribute that sets its groups to
-    exactly its isolation group has come back successfully: the moment the caller knows. None if
-    any ENI never got there.
+    An ENI counts as isolated when a call that sets its groups to exactly its isolation group has
+    come back successfully: the moment the caller knows. That call is a
+    ModifyNetworkInterfaceAttribute, or a ModifyInstanceAttribute(Groups) on an instance whose one
+    ENI it is (``instance_enis``: instance id -> its ENIs). None if any ENI never got there.
     """
     isolated_at: dict[str, float] = {}
     for record in records:
+        if record.status != 200:
+            continue
         eni_id = record.eni_id
-        if record.action != MODIFY_ENI or record.status != 200 or eni_id is None or eni_id not in targets:
+        if record.action == MODIFY_INSTANCE and record.instance_id is not None:
+            enis = instance_enis.get(record.instance_id, ())
+            eni_id = enis[0] if len(enis) == 1 else None
+        elif record.action != MODIFY_ENI:
+            continue
+        if eni_id is None or eni_id not in targets:
             continue
         if record.group_ids == (targets[eni_id],):
             isolated_at[eni_id] = min(record.end, isolated_at.get(eni_id, record.end))
     if set(isolated_at) != set(targets):
         return None
     return max(isolated_at.values(), default=None)
+
+
+def swaps_per_bucket(records: Sequence[CallRecord], until: float) -> Counter[str]:
+    """The accepted group swaps sent no later than ``until``, by the bucket each drew on."""
+    return Counter(
+        record.bucket
+        for record in records
+        if record.bucket is not None
+        and not record.throttled
+        and record.start <= until
+        and (record.action == MODIFY_ENI or (record.action == MODIFY_INSTANCE and record.group_ids))
+    )
 
 
 def accepted_calls_per_bucket(records: Sequence[CallRecord], until: float) -> Counter[str]:

@@ -38,9 +38,10 @@ from bench.figures import (
     last_success,
     sequential_chain,
     successes,
+    swaps_per_bucket,
     token_bucket_lower_bound,
 )
-from bench.shim import EC2_BUCKETS, MODIFY_ENI, CallRecord, RemoteShim
+from bench.shim import EC2_BUCKETS, CallRecord, RemoteShim
 from ec2ir.aws import Aws, AwsSettings
 from ec2ir.engine import Engine
 from ec2ir.state import StateStore
@@ -291,7 +292,7 @@ class RunFigures:
     throttled_calls: int
     failed: int
     lower_bound_s: float | None  # for every EC2 call made before the last ENI was isolated
-    swap_bound_s: float | None  # for the ENI swaps (ModifyNetworkInterfaceAttribute) alone
+    swap_bound_s: float | None  # for the group swaps alone, on the buckets they drew on
     calls_by_action: dict[str, int]  # accepted calls, keyed "service:Action"
     before_isolation: tuple[str, ...]  # accepted calls sent before the last ENI was isolated, in order
     snapshot_s: float | None = None  # first API call -> the last CreateSnapshot(s) answered
@@ -345,13 +346,13 @@ def figures_from_log(
     failed: int,
 ) -> RunFigures:
     round_trip_s = latency_s / speedup
-    began, isolated = first_call(records), isolation_moment(records, targets)
+    began, isolated = first_call(records), isolation_moment(records, targets, fleet.instance_enis)
     isolation_s = lower_bound_s = swap_bound_s = None
     if began is not None and isolated is not None:
         isolation_s = isolated - began
         calls = accepted_calls_per_bucket(records, until=isolated)
         lower_bound_s = token_bucket_lower_bound(calls, EC2_BUCKETS, speedup, round_trip_s)
-        swaps = {MODIFY_ENI: calls[MODIFY_ENI]}
+        swaps = swaps_per_bucket(records, until=isolated)
         swap_bound_s = token_bucket_lower_bound(swaps, EC2_BUCKETS, speedup, round_trip_s)
     throttled = sum(record.throttled for record in records)
     accepted = sorted((record for record in records if not record.throttled), key=lambda r: r.start)

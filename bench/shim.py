@@ -55,6 +55,7 @@ class BucketSpec:
 DESCRIBE = "describe"
 UNFILTERED_DESCRIBE = "unfiltered-describe"
 MODIFY_ENI = "ModifyNetworkInterfaceAttribute"
+MODIFY_INSTANCE = "ModifyInstanceAttribute"  # with Groups, a single-ENI instance's swap
 MUTATING = "mutating"
 SECURITY_GROUP_RULES = "security-group-rules"
 
@@ -132,7 +133,9 @@ class CallRecord:
     throttled: bool
     bucket: str | None = None  # EC2 calls only
     eni_id: str | None = None  # ModifyNetworkInterfaceAttribute only
-    group_ids: tuple[str, ...] = ()  # ModifyNetworkInterfaceAttribute only
+    group_ids: tuple[str, ...] = ()  # the groups a ModifyNetworkInterfaceAttribute or a
+    # ModifyInstanceAttribute(Groups) sets
+    instance_id: str | None = None  # ModifyInstanceAttribute(Groups) only
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +171,7 @@ CONTROL_PREFIX = "/_shim/"
 REMOTE_SETTINGS = frozenset({"latency_s", "speedup", "latency", "throttling"})
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 GROUP_PARAM = re.compile(r"SecurityGroupId\.(\d+)$")
+INSTANCE_GROUP_PARAM = re.compile(r"GroupId\.(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -282,15 +286,25 @@ def s3_operation(environ: Mapping[str, Any]) -> str:
     )
 
 
+def numbered_groups(params: Mapping[str, list[str]], pattern: re.Pattern[str]) -> tuple[str, ...]:
+    numbered = sorted(
+        (int(match.group(1)), values[0]) for name, values in params.items() if (match := pattern.match(name))
+    )
+    return tuple(group for _, group in numbered)
+
+
 def interface_change(params: Mapping[str, list[str]]) -> tuple[str | None, tuple[str, ...]]:
     """The ENI and target groups of a ModifyNetworkInterfaceAttribute body, in their given order."""
-    numbered = sorted(
-        (int(match.group(1)), values[0])
-        for name, values in params.items()
-        if (match := GROUP_PARAM.match(name))
-    )
     eni_ids = params.get("NetworkInterfaceId")
-    return (eni_ids[0] if eni_ids else None), tuple(group for _, group in numbered)
+    return (eni_ids[0] if eni_ids else None), numbered_groups(params, GROUP_PARAM)
+
+
+def instance_groups_change(params: Mapping[str, list[str]]) -> tuple[str | None, tuple[str, ...]]:
+    """The instance and target groups of a ModifyInstanceAttribute body; no groups for its other
+    forms (termination protection, shutdown behaviour...)."""
+    groups = numbered_groups(params, INSTANCE_GROUP_PARAM)
+    instance_ids = params.get("InstanceId")
+    return (instance_ids[0] if instance_ids and groups else None), groups
 
 
 class Shim:
@@ -347,7 +361,12 @@ class Shim:
         params = parse_qs(body.decode("utf-8", "replace")) if parse else {}
         action = action_of(environ, params, service)
         bucket = ec2_bucket(action, params) if service == "ec2" else None
-        eni_id, group_ids = interface_change(params) if action == MODIFY_ENI else (None, ())
+        eni_id = instance_id = None
+        group_ids: tuple[str, ...] = ()
+        if action == MODIFY_ENI:
+            eni_id, group_ids = interface_change(params)
+        elif action == MODIFY_INSTANCE:
+            instance_id, group_ids = instance_groups_change(params)
         half_trip = settings.round_trip_s / 2 if settings.latency else 0.0
 
         self.sleep(half_trip)  # the request travelling to AWS
@@ -356,7 +375,16 @@ class Shim:
         self.sleep(half_trip)  # the response travelling back
 
         record = CallRecord(
-            start, self.clock(), service, action, answer.status, throttled, bucket, eni_id, group_ids
+            start,
+            self.clock(),
+            service,
+            action,
+            answer.status,
+            throttled,
+            bucket,
+            eni_id,
+            group_ids,
+            instance_id,
         )
         with self._lock:
             self._log.append(record)

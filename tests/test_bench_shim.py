@@ -15,6 +15,7 @@ from bench.figures import (
     last_success,
     sequential_chain,
     successes,
+    swaps_per_bucket,
     token_bucket_lower_bound,
 )
 from bench.shim import (
@@ -31,6 +32,7 @@ from bench.shim import (
     ShimSettings,
     ec2_bucket,
     index_tag_lookups,
+    instance_groups_change,
     keep_only_amis,
     s3_operation,
 )
@@ -192,6 +194,14 @@ def test_the_log_records_each_interface_change(server: ShimServer, shim: Shim) -
     assert sorted(g["GroupId"] for g in groups) == sorted([first, second])
 
 
+def test_an_instance_group_change_is_told_from_the_other_modify_instance_attribute_forms() -> None:
+    body = {"Action": ["ModifyInstanceAttribute"], "InstanceId": ["i-1"]}
+    swap = {**body, "GroupId.2": ["sg-b"], "GroupId.1": ["sg-a"]}
+    protect = {**body, "DisableApiTermination.Value": ["true"]}
+    assert instance_groups_change(swap) == ("i-1", ("sg-a", "sg-b"))
+    assert instance_groups_change(protect) == (None, ())
+
+
 def test_the_shim_is_driven_remotely(server: ShimServer, shim: Shim) -> None:
     remote = RemoteShim(server.endpoint_url)
     client(server, "sts").get_caller_identity()
@@ -208,14 +218,24 @@ def test_isolation_moment_and_lower_bound_from_a_log() -> None:
         bucket = "ModifyNetworkInterfaceAttribute"
         return CallRecord(end - 0.05, end, "ec2", bucket, status, status == 503, bucket, eni, groups)
 
+    def instance_change(instance: str, groups: tuple[str, ...], end: float) -> CallRecord:
+        action = "ModifyInstanceAttribute"
+        return CallRecord(end - 0.05, end, "ec2", action, 200, False, MUTATING, None, groups, instance)
+
     log = [
         change("eni-a", ("sg-allow-all",), 1.0),  # an untracking detour does not count
         change("eni-a", ("sg-iso",), 2.0),
         change("eni-b", ("sg-iso",), 2.5, status=503),
         change("eni-b", ("sg-iso",), 3.0),
+        instance_change("i-c", ("sg-allow-all",), 3.5),
+        instance_change("i-c", ("sg-iso",), 4.0),  # i-c's one ENI, eni-c, through the instance
+        instance_change("i-d", ("sg-iso",), 5.0),  # two ENIs: never counted for either
     ]
-    assert isolation_moment(log, {"eni-a": "sg-iso", "eni-b": "sg-iso"}) == 3.0
-    assert isolation_moment(log, {"eni-a": "sg-iso", "eni-c": "sg-iso"}) is None
+    enis = {"i-a": ("eni-a",), "i-b": ("eni-b",), "i-c": ("eni-c",), "i-d": ("eni-d", "eni-e")}
+    assert isolation_moment(log, {"eni-a": "sg-iso", "eni-b": "sg-iso"}, enis) == 3.0
+    assert isolation_moment(log, {"eni-a": "sg-iso", "eni-c": "sg-iso"}, enis) == 4.0
+    assert isolation_moment(log, {"eni-a": "sg-iso", "eni-d": "sg-iso"}, enis) is None
+    assert swaps_per_bucket(log, until=3.96) == {"ModifyNetworkInterfaceAttribute": 3, MUTATING: 2}
 
     buckets = {"ModifyNetworkInterfaceAttribute": BucketSpec(100, 5), MUTATING: BucketSpec(50, 5)}
     # 1000 swaps: (1000 - 100) / (5 x 2) = 90 s, plus one 0.025 s round trip; 60 mutating calls need 2 s.
