@@ -169,12 +169,11 @@ class Prepared:
     isolate: Callable[[], Outcome]  # the measured work
 
 
-def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, evidence: bool) -> Prepared:
+def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, options: Options) -> Prepared:
     """Isolate one canary per VPC first, with the same options, so the state table, the per-VPC
     groups and (with evidence) the evidence bucket exist, as in an account where ec2ir has run
     before (the baseline's table and group likewise pre-exist)."""
     ec2 = aws.ec2()
-    options = Options(evidence=evidence)
     canaries = [
         ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]["InstanceId"]
         for subnet in fleet.subnets.values()
@@ -192,7 +191,7 @@ def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, evidence: bool) -> P
     def isolate() -> Outcome:
         report = engine.isolate(fleet.instance_ids, CASE, office_cidr=OFFICE_CIDR, options=options)
         failed = {result.instance_id for result in report.failed}
-        if not evidence:
+        if not options.evidence:
             return Outcome(failed)
         return Outcome(failed, sum(not result.snapshot_ids for result in report.results))
 
@@ -200,11 +199,16 @@ def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, evidence: bool) -> P
 
 
 def prepare_ec2ir_isolation_only(aws: Aws, fleet: Fleet, concurrency: int) -> Prepared:
-    return prepare_ec2ir(aws, fleet, concurrency, evidence=False)
+    return prepare_ec2ir(aws, fleet, concurrency, Options(evidence=False))
+
+
+def prepare_ec2ir_one_swap(aws: Aws, fleet: Fleet, concurrency: int) -> Prepared:
+    """The baseline's network work: one swap per ENI, no detour through the allow-all group."""
+    return prepare_ec2ir(aws, fleet, concurrency, Options(evidence=False, untrack=False))
 
 
 def prepare_ec2ir_with_evidence(aws: Aws, fleet: Fleet, concurrency: int) -> Prepared:
-    return prepare_ec2ir(aws, fleet, concurrency, evidence=True)
+    return prepare_ec2ir(aws, fleet, concurrency, Options(evidence=True))
 
 
 def prepare_baseline(aws: Aws, fleet: Fleet, _concurrency: int) -> Prepared:
@@ -257,16 +261,22 @@ def prepare_baseline(aws: Aws, fleet: Fleet, _concurrency: int) -> Prepared:
     return Prepared(isolation_groups, isolate)
 
 
-EC2IR, EC2IR_EVIDENCE, BASELINE = "ec2ir, isolation only", "ec2ir + evidence", "baseline"
+EC2IR, EC2IR_ONE_SWAP, EC2IR_EVIDENCE, BASELINE = (
+    "ec2ir, isolation only",
+    "ec2ir, one swap (--no-untrack)",
+    "ec2ir + evidence",
+    "baseline",
+)
 CONTENDERS: dict[str, Callable[[Aws, Fleet, int], Prepared]] = {
     EC2IR: prepare_ec2ir_isolation_only,
+    EC2IR_ONE_SWAP: prepare_ec2ir_one_swap,
     EC2IR_EVIDENCE: prepare_ec2ir_with_evidence,
     BASELINE: prepare_baseline,
 }
-OURS = (EC2IR, EC2IR_EVIDENCE)
+OURS = (EC2IR, EC2IR_ONE_SWAP, EC2IR_EVIDENCE)
 # --scenarios names -> the ec2ir contender that runs it; the baseline runs at every N.
-ISOLATION_ONLY, WITH_EVIDENCE = "isolation", "evidence"
-SCENARIOS = {ISOLATION_ONLY: EC2IR, WITH_EVIDENCE: EC2IR_EVIDENCE}
+ISOLATION_ONLY, ONE_SWAP, WITH_EVIDENCE = "isolation", "one-swap", "evidence"
+SCENARIOS = {ISOLATION_ONLY: EC2IR, ONE_SWAP: EC2IR_ONE_SWAP, WITH_EVIDENCE: EC2IR_EVIDENCE}
 
 
 # -- one measured run ----------------------------------------------------------------------------
@@ -734,8 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenarios",
         type=parse_scenarios,
         default=list(SCENARIOS),
-        help="ec2ir's scenarios, comma-separated: isolation (Options(evidence=False)), evidence "
-        "(the default Options) (default: both; the baseline always runs)",
+        help="ec2ir's scenarios, comma-separated: isolation (Options(evidence=False)), one-swap "
+        "(Options(evidence=False, untrack=False): the baseline's network work), evidence (the default "
+        "Options) (default: all three; the baseline always runs)",
     )
     parser.add_argument(
         "--evidence-sizes",

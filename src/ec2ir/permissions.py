@@ -40,6 +40,7 @@ ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:UpdateItem",
         "dynamodb:Scan",
         "dynamodb:Query",  # the case journal
+        "dynamodb:BatchWriteItem",  # the case journal, 25 entries a call
     ),
     # Creating a KMS-encrypted table with the AWS managed key needs these once.
     "state table encryption": ("kms:DescribeKey", "kms:CreateGrant"),
