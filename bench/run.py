@@ -183,10 +183,17 @@ def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, options: Options) ->
     if warm_up.failed:
         raise RuntimeError(f"the ec2ir warm-up failed: {[r.as_dict() for r in warm_up.failed]}")
     found = ec2.describe_security_groups(Filters=[{"Name": "tag:ec2ir:role", "Values": ["isolation"]}])
-    # The evidence's own clients (a sibling of ``aws``) were built by the warm-up: like every
-    # other client, before the clock starts. Built inside the run, their ~0.2-0.5 s of CPU
-    # would land on the GIL just before the cut (see README.md).
-    engine = Engine(aws, StateStore(aws), concurrency=concurrency, evidence_aws=warm_engine.evidence_aws)
+    # The evidence's and the instance swap lane's own clients (siblings of ``aws``) are built
+    # here: like every other client, before the clock starts. Built inside the run, their
+    # ~0.2-0.5 s of CPU would land on the GIL among the cuts (see README.md).
+    warm_engine.lanes_aws.ec2()
+    engine = Engine(
+        aws,
+        StateStore(aws),
+        concurrency=concurrency,
+        evidence_aws=warm_engine.evidence_aws,
+        lanes_aws=warm_engine.lanes_aws,
+    )
 
     def isolate() -> Outcome:
         report = engine.isolate(fleet.instance_ids, CASE, office_cidr=OFFICE_CIDR, options=options)

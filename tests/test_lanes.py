@@ -55,7 +55,7 @@ def test_a_single_eni_swap_takes_the_instance_lane_while_the_eni_lane_is_busy(
     web, isolation = fleet.group(vpc, "web"), fleet.group(vpc, "isolation")
     one, two = fleet.instance(vpc, [web]), fleet.instance(vpc, [web])
     (eni_one,), (eni_two,) = fleet.eni_groups([one]), fleet.eni_groups([two])
-    lanes = SwapLanes(aws)
+    lanes = SwapLanes(aws, aws.sibling())
 
     first = start_first_swap(lanes, held, one, eni_one, isolation)
     lanes.swap(two, eni_two, [isolation], single_eni=True)
@@ -75,7 +75,7 @@ def test_a_multi_eni_instance_always_goes_per_eni(aws: Aws, fleet: Fleet, held: 
     (eni_single,) = fleet.eni_groups([single])
     before = fleet.eni_groups([multi])
     swapped, left = sorted(before)
-    lanes = SwapLanes(aws)
+    lanes = SwapLanes(aws, aws.sibling())
 
     first = start_first_swap(lanes, held, single, eni_single, isolation)
     lanes.swap(multi, swapped, [isolation], single_eni=False)  # the ENI lane, busy or not
@@ -98,7 +98,7 @@ def test_a_refused_instance_lane_call_falls_back_to_the_eni_lane(
     grown = fleet.instance(vpc, [web], extra_enis=[[db]])
     before = fleet.eni_groups([grown])
     known, attached_since = sorted(before)
-    lanes = SwapLanes(aws)
+    lanes = SwapLanes(aws, aws.sibling())
 
     first = start_first_swap(lanes, held, other, eni_other, isolation)
     lanes.swap(grown, known, [isolation], single_eni=True)
@@ -125,14 +125,7 @@ def test_isolate_spreads_single_eni_swaps_over_both_lanes_and_release_restores_t
             with count:
                 sent.append(params["InstanceId"])
 
-    make_sibling = engine.aws.sibling
-
-    def watched_sibling() -> Aws:
-        other = make_sibling()
-        other.ec2().meta.events.register("before-parameter-build.ec2", note)
-        return other
-
-    engine.aws.sibling = watched_sibling  # type: ignore[method-assign]
+    engine.lanes_aws.ec2().meta.events.register("before-parameter-build.ec2", note)
 
     report = engine.isolate(instances, "CASE-LANES")
 

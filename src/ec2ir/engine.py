@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -70,8 +69,8 @@ from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, si
 from ec2ir.state import StateStore, now
 from ec2ir.steps import (
     AFTER,
+    BESIDE,
     NETWORK,
-    ONCE_ALL_CUT,
     STEPS,
     URGENT,
     Context,
@@ -307,7 +306,7 @@ class PlanReport:
         }
 
 
-ONCE_ALL_CUT_STEPS = [step for step in STEPS if step.phase == ONCE_ALL_CUT]
+BESIDE_STEPS = [step for step in STEPS if step.phase == BESIDE]
 MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "metadata"
 REFUSALS_NAMED = 20
 EVIDENCE_WORK = frozenset({MEMORY, SNAPSHOTS, METADATA, "journal"})
@@ -347,13 +346,14 @@ class Containment:
     created: bool
     log: StepLog  # the urgent steps, and lookup failures
     alongside: list[Future[StepLog]] = field(default_factory=list)  # finished before the cut
-    once_all_cut: Future[StepLog] | None = None
+    beside: Future[StepLog] | None = None
     evidence: Future[StepLog] | None = None
+    cut_at: str = ""
 
     def result(self, after: Future[StepLog]) -> InstanceResult:
         merged = StepLog()
         logs = [self.log, *(future.result() for future in self.alongside), after.result()]
-        logs += [future.result() for future in (self.once_all_cut, self.evidence) if future is not None]
+        logs += [future.result() for future in (self.beside, self.evidence) if future is not None]
         for name in REPORTED:  # report in the steps' own order
             for log in logs:
                 if name in log.outcomes:
@@ -385,6 +385,7 @@ class Engine:
         concurrency: int = DEFAULT_CONCURRENCY,
         evidence_bucket: str = "",
         evidence_aws: Aws | None = None,
+        lanes_aws: Aws | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
@@ -396,6 +397,8 @@ class Engine:
         # Evidence calls go through clients of their own: botocore's adaptive rate limiter is per
         # client, and a throttled console read must never slow an ENI swap.
         self.evidence_aws = evidence_aws or aws.sibling()
+        # The instance swap lane's clients (ec2ir.lanes), for the same reason; built on first use.
+        self.lanes_aws = lanes_aws or aws.sibling()
 
     def _start(self, action: str, instance_ids: Iterable[str], case_id: str) -> tuple[list[str], RunReport]:
         """Validate, learn who is acting and make sure the state table is usable: the preflight
@@ -461,7 +464,7 @@ class Engine:
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
             report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
-        ctx = Context(self.aws, case, actor, now(), options, lanes=SwapLanes(self.aws))
+        ctx = Context(self.aws, case, actor, now(), options, lanes=SwapLanes(self.aws, self.lanes_aws))
         live = [facts[i] for i in ids if i not in early]
 
         vpcs = sorted({vpc for f in live for vpc in f.vpc_ids})
@@ -590,34 +593,35 @@ class Engine:
     ) -> dict[str, InstanceResult]:
         """Cut every instance off first, then do the rest.
 
-        Three bounded pools: the urgent one only records and cuts (autoscaling, network), so
-        the last instance's cut never queues behind anyone's tags, load balancers or credentials;
-        the second runs each instance's after-steps once it is cut; the third holds the steps
-        that share a token bucket with the cut until every instance is cut off.
+        The urgent pool only records and cuts (autoscaling, network). Everything else starts once
+        every instance is cut off, as it would take workers, CPU and token-bucket time from the
+        cuts still to come: the after-steps on a second pool, and, on a third, the steps with a
+        throttled bucket of their own, so that they never hold the after-steps up.
         """
         results: dict[str, InstanceResult] = {}
         workers = max(1, min(self.concurrency, len(targets) or 1))
-        all_cut = threading.Event()
         with (
             ThreadPoolExecutor(workers) as urgent,
             ThreadPoolExecutor(workers) as background,
-            ThreadPoolExecutor(workers) as held_back,
+            ThreadPoolExecutor(workers) as beside,
         ):
 
             def cut(target: Target) -> Containment:
                 broken = [vpc_errors[v] for v in sorted(target.facts.vpc_ids) if v in vpc_errors]
                 if broken:
                     raise broken[0]  # never isolate into a group that is not verified safe
-                containment = self._cut(ctx, target, lookup_errors)
-                if ONCE_ALL_CUT_STEPS:
-                    containment.once_all_cut = held_back.submit(self._once_all_cut, ctx, containment, all_cut)
-                return containment
+                return self._cut(ctx, target, lookup_errors)
 
             cuts = {urgent.submit(cut, target): target.instance_id for target in targets}
-            try:
-                finishing = self._after_each_cut(ctx, cuts, background, progress, results, collection, memory)
-            finally:
-                all_cut.set()
+            finishing: dict[Future[StepLog], Containment] = {}
+            for containment in self._wait_for_cuts(cuts, results, progress):
+                instance_id = containment.target.instance_id
+                if memory and instance_id in memory:
+                    containment.alongside.append(_done(memory[instance_id]))
+                if collection is not None:
+                    collect = functools.partial(self._collect_for, ctx, containment, collection)
+                    containment.evidence = collection.pool.submit(collect)
+                finishing[background.submit(self._after_cut, ctx, containment, beside)] = containment
             for finished in as_completed(finishing):
                 containment = finishing[finished]
                 try:
@@ -629,33 +633,23 @@ class Engine:
                     progress(result)
         return results
 
-    def _after_each_cut(
-        self,
-        ctx: Context,
+    @staticmethod
+    def _wait_for_cuts(
         cuts: dict[Future[Containment], str],
-        background: ThreadPoolExecutor,
-        progress: Progress | None,
         results: dict[str, InstanceResult],
-        collection: Collection | None,
-        memory: dict[str, StepLog] | None,
-    ) -> dict[Future[StepLog], Containment]:
-        """As each cut ends, start its evidence and after-steps; a failed cut is a result now."""
-        finishing: dict[Future[StepLog], Containment] = {}
+        progress: Progress | None,
+    ) -> list[Containment]:
+        """Every cut once all have ended; a failed cut is a result at once."""
+        cut_off: list[Containment] = []
         for future in as_completed(cuts):
             instance_id = cuts[future]
             try:
-                containment = future.result()
+                cut_off.append(future.result())
             except Exception as error:  # one instance's failure must never stop the others
                 results[instance_id] = failure(instance_id, "isolate", error)
                 if progress:
                     progress(results[instance_id])
-                continue
-            if memory and instance_id in memory:
-                containment.alongside.append(_done(memory[instance_id]))
-            if collection is not None:
-                containment.evidence = collection.pool.submit(self._collect_for, ctx, containment, collection)
-            finishing[background.submit(self._after_cut, ctx, containment)] = containment
-        return finishing
+        return cut_off
 
     def _cut(
         self,
@@ -663,7 +657,7 @@ class Engine:
         target: Target,
         lookup_errors: dict[str, Ec2irError],
     ) -> Containment:
-        """Record every original, start protecting the evidence, then detach and isolate."""
+        """Record every original, then detach and isolate."""
         facts = target.facts
         log = StepLog()
         for name, error in lookup_errors.items():
@@ -697,23 +691,34 @@ class Engine:
         target = replace(target, stored=dict(hold.steps))
         containment = Containment(target, hold, created, log)
         self._run_steps(ctx, containment, URGENT, log)
-        if NETWORK.name not in log.errors:
-            try:
-                self.store.transition(
-                    hold,
-                    (HoldStatus.ISOLATING, HoldStatus.ISOLATED),
-                    HoldStatus.ISOLATED,
-                    isolated_at=hold.isolated_at or now(),
-                )
-            except StaleRecord:
-                self._yield_to_release(ctx, containment)
-                raise
+        containment.cut_at = now()
         return containment
 
-    def _after_cut(self, ctx: Context, containment: Containment) -> StepLog:
-        """Journal the cut, then run the after-steps."""
+    def _mark_isolated(self, ctx: Context, containment: Containment) -> None:
+        """Mark the hold isolated, unless a release of it ran since the cut: then the release
+        wins, and this run undoes what it did."""
+        hold = containment.hold
+        try:
+            self.store.transition(
+                hold,
+                (HoldStatus.ISOLATING, HoldStatus.ISOLATED),
+                HoldStatus.ISOLATED,
+                isolated_at=hold.isolated_at or containment.cut_at,
+            )
+        except StaleRecord:
+            self._yield_to_release(ctx, containment)
+            raise
+
+    def _after_cut(self, ctx: Context, containment: Containment, beside: ThreadPoolExecutor) -> StepLog:
+        """Mark the hold isolated, journal the cut, then run the after-steps (the ones with a
+        bucket of their own beside the others)."""
         instance_id = containment.target.instance_id
         hold = containment.hold
+        # Before any after-step: the hold's condition is what tells that a release ran meanwhile.
+        if NETWORK.name not in containment.log.errors:
+            self._mark_isolated(ctx, containment)
+        if BESIDE_STEPS:
+            containment.beside = beside.submit(self._run_beside, ctx, containment)
         cut = (
             [
                 JournalEntry(
@@ -745,11 +750,9 @@ class Engine:
         self._journal(first + lines, log=log)
         return log
 
-    def _once_all_cut(self, ctx: Context, containment: Containment, all_cut: threading.Event) -> StepLog:
-        """The steps that share a token bucket with the cut, once every instance is cut off, then
-        their journal lines."""
-        all_cut.wait()
-        log = self._run_steps(ctx, containment, ONCE_ALL_CUT)
+    def _run_beside(self, ctx: Context, containment: Containment) -> StepLog:
+        """The after-steps with a throttled bucket of their own, then their journal lines."""
+        log = self._run_steps(ctx, containment, BESIDE)
         self._journal(log.journal_entries(ctx, containment.target.instance_id, "isolate"), log=log)
         return log
 

@@ -32,7 +32,7 @@ FORENSICS_PERMISSIONS: tuple[str, ...] = (
     "ec2:DetachVolume",
     "ec2:DeleteVolume",
     "dynamodb:GetItem",  # is the workstation itself held by a case?
-    "dynamodb:PutItem",  # the case journal
+    "dynamodb:BatchWriteItem",  # the case journal
 )
 
 TAG_ROLE, ROLE_COPY = "ec2ir:role", "forensic-copy"

@@ -43,11 +43,11 @@ class SwapLanes:
     A lane's busy count is its calls in flight. botocore's adaptive rate limiter is per client,
     so the instance lane has a client of its own: when the mutating bucket runs dry, that lane's
     calls wait and pile up, and new swaps go to the other lane until it catches up. Ties go to
-    the ENI lane, so a run of one instance builds no second client."""
+    the ENI lane, so a run of one instance never builds the second lane's clients."""
 
-    def __init__(self, aws: Aws) -> None:
+    def __init__(self, aws: Aws, instance_aws: Aws) -> None:
         self._aws = aws
-        self._instance_aws: Aws | None = None
+        self._instance_aws = instance_aws  # clients of its own (a sibling of ``aws``)
         self._busy = {ENI_LANE: 0, INSTANCE_LANE: 0}
         self._instance_lane_open = True
         self._lock = threading.Lock()
@@ -58,7 +58,7 @@ class SwapLanes:
         try:
             if lane == INSTANCE_LANE:
                 try:
-                    set_instance_groups(self._instance_client(), instance_id, group_ids)
+                    set_instance_groups(self._instance_aws, instance_id, group_ids)
                     return
                 except Ec2irError as error:
                     # A second ENI attached since discovery, or no right to this call: the ENI
@@ -78,9 +78,3 @@ class SwapLanes:
             busy[lane] += 1
             self.chosen[lane] += 1
             return lane
-
-    def _instance_client(self) -> Aws:
-        with self._lock:
-            if self._instance_aws is None:
-                self._instance_aws = self._aws.sibling()
-            return self._instance_aws

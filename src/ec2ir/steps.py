@@ -79,7 +79,7 @@ class PlannedCall:
     dry_run: dict[str, Any] | None = None
 
 
-URGENT, AFTER, ONCE_ALL_CUT = "urgent", "after", "once-all-cut"
+URGENT, AFTER, BESIDE = "urgent", "after", "beside"
 
 
 class Step:
@@ -87,9 +87,9 @@ class Step:
     title: ClassVar[str]
     permissions: ClassVar[tuple[str, ...]]
     # When the engine runs it: URGENT steps cut the instance off, one after another, on the
-    # critical path; AFTER steps run once that instance's network is isolated; ONCE_ALL_CUT
-    # steps wait until every instance of the run is cut off, because they draw on the token
-    # bucket that single-ENI swaps share (ModifyInstanceAttribute's, see ec2ir.lanes).
+    # critical path. The rest waits until every instance of the run is cut off: AFTER steps one
+    # after another, BESIDE steps beside them on workers of their own, because their throttled
+    # bucket would hold the others up (ModifyInstanceAttribute's, which single-ENI cuts share).
     phase: ClassVar[str] = AFTER
     # Whether capture makes no API call (it reads what discovery found), so that its record can
     # join the one write-ahead put; other steps record their originals just before they apply.
@@ -134,7 +134,7 @@ class ProtectEvidence(Step):
     name = "protect"
     title = "termination protection, stop on shutdown, keep volumes"
     permissions = ("ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute")
-    phase = ONCE_ALL_CUT
+    phase = BESIDE
     cheap_capture = False
 
     def capture(self, ctx: Context, target: Target) -> Record:
