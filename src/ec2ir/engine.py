@@ -6,10 +6,12 @@ Order of work for ``isolate``, per run:
      load balancers, instance profiles), in as few paginated calls as the APIs allow;
   3. per VPC, find or create the forensic, isolation and allow-all groups and verify their rules;
   4. per instance, concurrently and with a bound: capture what every step will change and write
-     it all to the state table in one conditional put (write-ahead), then run the steps in order
-     (``ec2ir.steps.STEPS``), then mark the hold isolated once the network step succeeded.
+     it all to the state table in one conditional put (write-ahead), then cut it off (the URGENT
+     steps of ``ec2ir.steps.STEPS``, each swap down the less busy lane of ``ec2ir.lanes``);
+  5. once every instance is cut off: mark each hold isolated, then run the other steps, and
+     collect the evidence.
 
-Anything that goes wrong before step 4 raises, and nothing has changed. In step 4 each instance
+Anything that goes wrong before step 4 raises, and nothing has changed. From step 4 each instance
 succeeds or fails on its own; a failed step is named in the result and the later steps still run,
 so the instance is contained as far as it can be. Release undoes the recorded steps in reverse.
 """
