@@ -13,7 +13,7 @@ import pytest
 from ec2ir.aws import Aws, AwsSettings
 from ec2ir.emulator import Emulator
 from ec2ir.engine import Engine
-from ec2ir.errors import UsageError
+from ec2ir.errors import AwsError, UsageError
 from ec2ir.evidence import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME, split_location
 from ec2ir.models import EvidenceRef, HoldStatus, JournalEntry
 from ec2ir.state import StateStore
@@ -225,6 +225,25 @@ def test_a_retried_journal_append_adds_no_second_copy(engine: Engine) -> None:
     engine.store.append(entries[:1])
 
     assert engine.store.journal(CASE) == entries
+
+
+def test_the_journal_writes_many_entries_in_batches_and_one_refused_entry_costs_no_other(
+    engine: Engine,
+) -> None:
+    engine.store.ensure_table()
+
+    def entry(index: int, result: str = "done") -> JournalEntry:
+        at = f"2026-11-28T07:00:{index:02d}.000+00:00"
+        return JournalEntry(at, CASE, "arn:aws:iam::1:user/a", f"i-{index}", "isolate:x", result)
+
+    entries = [entry(index) for index in range(30)]
+    engine.store.append(entries + entries[:5])  # more than one batch, with repeats
+    assert engine.store.journal(CASE) == entries
+
+    too_big = entry(31, "x" * 500_000)  # beyond DynamoDB's 400 KB an item
+    with pytest.raises(AwsError):
+        engine.store.append([entry(30), too_big, entry(32)])
+    assert [e.target for e in engine.store.journal(CASE)][-2:] == ["i-30", "i-32"]
 
 
 def test_collect_takes_evidence_without_isolating(engine: Engine, fleet: Fleet) -> None:

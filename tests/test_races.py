@@ -7,7 +7,7 @@ from typing import Any
 
 from ec2ir.aws import Aws, AwsSettings, discover
 from ec2ir.engine import Engine, RunReport
-from ec2ir.models import HoldStatus
+from ec2ir.models import HoldStatus, InstanceResult
 from ec2ir.state import StateStore
 from ec2ir.steps import Options, revoke_policy_name
 from tests.conftest import Fleet, race
@@ -165,5 +165,48 @@ def test_releasing_a_terminated_instance_closes_its_hold_and_lifts_the_role_deny
     assert (
         iam.list_role_policies(RoleName="app")["PolicyNames"] == []
     )  # other users of the role are free again
+    hold = engine.store.get(instance)
+    assert hold is not None and hold.status is HoldStatus.RELEASED
+
+
+def test_a_release_that_lands_during_protection_wins_and_protection_is_undone(
+    engine: Engine, fleet: Fleet
+) -> None:
+    # Protection runs after every cut, so a release can land in the middle of it: whatever this
+    # run changes after the release read the hold must be undone again by this run.
+    vpc = fleet.vpc(2)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    ec2 = fleet.ec2
+
+    def settings() -> tuple[object, object, dict[str, tuple[str, ...]]]:
+        termination = ec2.describe_instance_attribute(InstanceId=instance, Attribute="disableApiTermination")
+        shutdown = ec2.describe_instance_attribute(
+            InstanceId=instance, Attribute="instanceInitiatedShutdownBehavior"
+        )
+        return (
+            termination["DisableApiTermination"]["Value"],
+            shutdown["InstanceInitiatedShutdownBehavior"]["Value"],
+            fleet.eni_groups([instance]),
+        )
+
+    before = settings()
+    releaser = second_responder(engine)
+    released: list[InstanceResult] = []
+
+    def release_during_protection(request: Any, **_: Any) -> None:
+        body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
+        if b"GroupId." in body or released:
+            return  # a swap, or the release already ran
+        released.append(releaser.release([instance], "CASE-2").results[0])
+
+    engine.aws.ec2().meta.events.register(
+        "before-send.ec2.ModifyInstanceAttribute", release_during_protection
+    )
+
+    result = engine.isolate([instance], "CASE-2").results[0]
+
+    assert released and released[0].ok, released
+    assert (result.ok, result.error_code) == (False, "ReleaseInProgress")
+    assert settings() == before
     hold = engine.store.get(instance)
     assert hold is not None and hold.status is HoldStatus.RELEASED

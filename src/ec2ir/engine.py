@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -351,6 +352,15 @@ class Containment:
     beside: Future[StepLog] | None = None
     evidence: Future[StepLog] | None = None
     cut_at: str = ""
+    late_tasks: int = 1  # the after-steps' task, and the beside steps' when there are any
+    _late_logs: list[StepLog] = field(default_factory=list)
+    _late_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def late_task_done(self, log: StepLog) -> list[StepLog]:
+        """Every late task's log once the last of them ends, else nothing yet."""
+        with self._late_lock:
+            self._late_logs.append(log)
+            return list(self._late_logs) if len(self._late_logs) == self.late_tasks else []
 
     def result(self, after: Future[StepLog]) -> InstanceResult:
         merged = StepLog()
@@ -602,10 +612,11 @@ class Engine:
         """
         results: dict[str, InstanceResult] = {}
         workers = max(1, min(self.concurrency, len(targets) or 1))
+        # ``beside`` is listed before ``background``, whose tasks submit to it, so it closes after.
         with (
             ThreadPoolExecutor(workers) as urgent,
-            ThreadPoolExecutor(workers) as background,
             ThreadPoolExecutor(workers) as beside,
+            ThreadPoolExecutor(workers) as background,
         ):
 
             def cut(target: Target) -> Containment:
@@ -708,7 +719,9 @@ class Engine:
                 isolated_at=hold.isolated_at or containment.cut_at,
             )
         except StaleRecord:
-            self._yield_to_release(ctx, containment)
+            self._yield_to_release(
+                ctx, containment, [containment.log, *(future.result() for future in containment.alongside)]
+            )
             raise
 
     def _after_cut(self, ctx: Context, containment: Containment, beside: ThreadPoolExecutor) -> StepLog:
@@ -720,6 +733,7 @@ class Engine:
         if NETWORK.name not in containment.log.errors:
             self._mark_isolated(ctx, containment)
         if BESIDE_STEPS:
+            containment.late_tasks = 2
             containment.beside = beside.submit(self._run_beside, ctx, containment)
         cut = (
             [
@@ -750,13 +764,23 @@ class Engine:
             line for done in [*earlier, log] for line in done.journal_entries(ctx, instance_id, "isolate")
         ]
         self._journal(first + lines, log=log)
+        self._check_not_released(ctx, containment, log)
         return log
 
     def _run_beside(self, ctx: Context, containment: Containment) -> StepLog:
         """The after-steps with a throttled bucket of their own, then their journal lines."""
         log = self._run_steps(ctx, containment, BESIDE)
         self._journal(log.journal_entries(ctx, containment.target.instance_id, "isolate"), log=log)
+        self._check_not_released(ctx, containment, log)
         return log
+
+    def _check_not_released(self, ctx: Context, containment: Containment, log: StepLog) -> None:
+        """After the last late change to the instance: if a release of its hold ran meanwhile,
+        the release wins and those changes are undone. A release that starts after this read
+        undoes them itself, from the records the hold holds by then."""
+        logs = containment.late_task_done(log)
+        if any(outcome.startswith("done") for done in logs for outcome in done.outcomes.values()):
+            self._yield_to_release(ctx, containment, logs)
 
     def _collect_for(self, ctx: Context, containment: Containment, collection: Collection) -> StepLog:
         """Snapshots, then the metadata, on the evidence's own workers and clients, then their
@@ -954,25 +978,24 @@ class Engine:
                 records[step.name] = record
         return records
 
-    def _yield_to_release(self, ctx: Context, containment: Containment) -> None:
-        """A release of this very hold ran while this run was cutting: the release wins.
+    def _yield_to_release(self, ctx: Context, containment: Containment, logs: list[StepLog]) -> None:
+        """If a release of this very hold ran while this run worked on it, the release wins.
 
-        Whatever this run applied after the release had undone it is undone again, so the
-        instance ends exactly as the release left it."""
+        What ``logs`` say this run applied is undone again, from the records in the hold, so the
+        instance ends exactly as the release left it; then ReleaseInProgress is raised."""
         hold = containment.hold
         current = self.store.get(hold.instance_id)
         if current is None or current.recorded_at != hold.recorded_at:
             return
         if current.status not in (HoldStatus.RELEASING, HoldStatus.RELEASED):
             return
-        logs = [containment.log, *(future.result() for future in containment.alongside)]
+        records = {**current.steps, NETWORK.name: {"originals": current.originals}}
         failures: list[tuple[str, Ec2irError]] = []
         for step in reversed(STEPS):
-            if any(log.outcomes.get(step.name, "").startswith("done") for log in logs):
+            record = records.get(step.name)
+            if record is not None and any(log.outcomes.get(step.name, "").startswith("done") for log in logs):
                 try:
-                    record = self._record_for(ctx, containment, step)
-                    if record is not None:
-                        step.undo(ctx, hold.instance_id, record)
+                    step.undo(ctx, hold.instance_id, record)
                 except Ec2irError as error:
                     failures.append((step.name, error))
         raise ReleaseInProgress(
@@ -1023,7 +1046,7 @@ class Engine:
         report = PlanReport(case, self.aws.caller_arn())
         ctx = Context(self.aws, case, report.actor, now(), options)
         table_exists = self.store.exists()
-        needed = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+        needed = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"}
         if not table_exists:
             report.setup.append(f"create the state table {self.store.table} (on-demand, KMS-encrypted)")
             needed |= {"dynamodb:CreateTable", "dynamodb:TagResource"}
@@ -1150,7 +1173,8 @@ class Engine:
             )
         self._check_owner(hold, ctx.case_id)
         try:
-            self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
+            # The hold as this move left it: a record an isolate wrote since the read above is in it.
+            hold = self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
         except StaleRecord:
             current = self.store.get(instance_id)
             if (

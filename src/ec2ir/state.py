@@ -74,8 +74,8 @@ def journal_item(entry: JournalEntry) -> dict[str, Any]:
         "request_ids": list(entry.request_ids),
         "evidence": [ref.as_dict() for ref in entry.evidence],
     }
-    # The key holds a digest of the whole entry: a retried put of the same entry meets its first
-    # copy and stops, while two different entries of the same moment never collide.
+    # The key holds a digest of the whole entry: a retried write of the same entry rewrites it
+    # unchanged, while two different entries of the same moment never collide.
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     sort_key = f"{JOURNAL}{entry.at}#{entry.target}#{entry.action}#{digest}"
     return _serialize(data) | case_key(entry.case_id) | {"sk": {"S": sort_key}}
@@ -225,7 +225,23 @@ class StateStore:
         items = {(item["pk"]["S"], item["sk"]["S"]): item for item in map(journal_item, entries)}
         unique = list(items.values())  # BatchWriteItem refuses a key twice in one call
         for start in range(0, len(unique), JOURNAL_BATCH):
-            self._write_batch(unique[start : start + JOURNAL_BATCH])
+            batch = unique[start : start + JOURNAL_BATCH]
+            try:
+                self._write_batch(batch)
+            except AwsError as error:
+                if len(batch) == 1 or isinstance(error, Throttled):
+                    raise
+                self._write_one_by_one(batch)  # one refused entry must not cost the others
+
+    def _write_one_by_one(self, items: list[dict[str, Any]]) -> None:
+        refused: list[AwsError] = []
+        for item in items:
+            try:
+                self._write_batch([item])
+            except AwsError as error:
+                refused.append(error)
+        if refused:
+            raise refused[0]
 
     def _write_batch(self, items: list[dict[str, Any]]) -> None:
         requests = [{"PutRequest": {"Item": item}} for item in items]
@@ -398,8 +414,9 @@ class StateStore:
         allowed_from: tuple[HoldStatus, ...],
         to: HoldStatus,
         **stamps: str,
-    ) -> None:
-        """Move a hold to ``to`` only if it is still this episode, this case and an allowed status."""
+    ) -> Hold:
+        """Move a hold to ``to`` only if it is still this episode, this case and an allowed status;
+        returns the hold as the move left it, step records written meanwhile included."""
         names = {"#s": "status"}
         values: dict[str, Any] = {
             ":to": {"S": to.value},
@@ -417,7 +434,7 @@ class StateStore:
             sets.append(f"#a{index} = :a{index}")
         try:
             with translated("dynamodb", "UpdateItem"):
-                self._ddb.update_item(
+                answer = self._ddb.update_item(
                     TableName=self.table,
                     Key=instance_key(hold.instance_id),
                     UpdateExpression="SET " + ", ".join(sets),
@@ -426,6 +443,7 @@ class StateStore:
                     ),
                     ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
                 )
         except AwsError as error:
             if error.code == CONDITION_FAILED:
@@ -434,6 +452,7 @@ class StateStore:
                     "run `ec2ir status` and try again",
                 ) from error
             raise
+        return hold_from_item(answer["Attributes"])
 
     def _item(self, hold: Hold) -> dict[str, Any]:
         data: dict[str, Any] = {
