@@ -84,10 +84,12 @@ class Fleet:
     def group(self, vpc_id: str, name: str) -> str:
         return str(self.ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)["GroupId"])
 
-    def instance(self, vpc_id: str, groups: list[str], extra_enis: list[list[str]] | None = None) -> str:
+    def instance(
+        self, vpc_id: str, groups: list[str], extra_enis: list[list[str]] | None = None, image_id: str = AMI
+    ) -> str:
         instance_id = str(
             self.ec2.run_instances(
-                ImageId=AMI,
+                ImageId=image_id,
                 MinCount=1,
                 MaxCount=1,
                 SubnetId=self.subnets[vpc_id],

@@ -62,15 +62,7 @@ def managed(fleet: Fleet, vpc: str, name: str = "ssm") -> str:
     iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"}))
     profile = iam.create_instance_profile(InstanceProfileName=f"{name}-profile")["InstanceProfile"]
     iam.add_role_to_instance_profile(InstanceProfileName=f"{name}-profile", RoleName=f"{name}-role")
-    instance = str(
-        fleet.ec2.run_instances(
-            ImageId=LINUX_AMI,
-            MinCount=1,
-            MaxCount=1,
-            SubnetId=fleet.subnets[vpc],
-            SecurityGroupIds=[fleet.group(vpc, f"{name}-web")],
-        )["Instances"][0]["InstanceId"]
-    )
+    instance = fleet.instance(vpc, [fleet.group(vpc, f"{name}-web")], image_id=LINUX_AMI)
     fleet.ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile["Arn"]}, InstanceId=instance)
     return instance
 

@@ -135,12 +135,6 @@ def validate_evidence_options(options: Options) -> None:
         raise UsageError(f"memory timeout must be positive, not {options.memory_timeout}")
 
 
-def _done(log: StepLog) -> Future[StepLog]:
-    future: Future[StepLog] = Future()
-    future.set_result(log)
-    return future
-
-
 def failure(instance_id: str, action: str, error: Exception, **extra: Any) -> InstanceResult:
     code = error.code if isinstance(error, Ec2irError) else type(error).__name__
     return InstanceResult(instance_id, action, ok=False, detail=str(error), error_code=code, **extra)
@@ -348,13 +342,16 @@ class Containment:
     hold: Hold
     created: bool
     log: StepLog  # the urgent steps, and lookup failures
-    alongside: list[Future[StepLog]] = field(default_factory=list)  # finished before the cut
+    memory: StepLog | None = None  # acquired before the cut
     beside: Future[StepLog] | None = None
     evidence: Future[StepLog] | None = None
     cut_at: str = ""
     late_tasks: int = 1  # the after-steps' task, and the beside steps' when there are any
     _late_logs: list[StepLog] = field(default_factory=list)
     _late_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def before_cut(self) -> list[StepLog]:
+        return [self.log] if self.memory is None else [self.log, self.memory]
 
     def late_task_done(self, log: StepLog) -> list[StepLog]:
         """Every late task's log once the last of them ends, else nothing yet."""
@@ -364,7 +361,7 @@ class Containment:
 
     def result(self, after: Future[StepLog]) -> InstanceResult:
         merged = StepLog()
-        logs = [self.log, *(future.result() for future in self.alongside), after.result()]
+        logs = [*self.before_cut(), after.result()]
         logs += [future.result() for future in (self.beside, self.evidence) if future is not None]
         for name in REPORTED:  # report in the steps' own order
             for log in logs:
@@ -630,7 +627,7 @@ class Engine:
             for containment in self._wait_for_cuts(cuts, results, progress):
                 instance_id = containment.target.instance_id
                 if memory and instance_id in memory:
-                    containment.alongside.append(_done(memory[instance_id]))
+                    containment.memory = memory[instance_id]
                 if collection is not None:
                     collect = functools.partial(self._collect_for, ctx, containment, collection)
                     containment.evidence = collection.pool.submit(collect)
@@ -719,9 +716,7 @@ class Engine:
                 isolated_at=hold.isolated_at or containment.cut_at,
             )
         except StaleRecord:
-            self._yield_to_release(
-                ctx, containment, [containment.log, *(future.result() for future in containment.alongside)]
-            )
+            self._yield_to_release(ctx, containment, containment.before_cut())
             raise
 
     def _after_cut(self, ctx: Context, containment: Containment, beside: ThreadPoolExecutor) -> StepLog:
@@ -759,10 +754,8 @@ class Engine:
         else:
             first = []
         log = self._run_steps(ctx, containment, AFTER, log)
-        earlier = [future.result() for future in containment.alongside]
-        lines = [
-            line for done in [*earlier, log] for line in done.journal_entries(ctx, instance_id, "isolate")
-        ]
+        done_here = [log] if containment.memory is None else [containment.memory, log]
+        lines = [line for done in done_here for line in done.journal_entries(ctx, instance_id, "isolate")]
         self._journal(first + lines, log=log)
         self._check_not_released(ctx, containment, log)
         return log
