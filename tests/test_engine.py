@@ -279,18 +279,29 @@ def test_an_eni_attached_after_isolation_is_recorded_and_isolated(engine: Engine
     assert fleet.eni_groups([instance])[late] == late_groups
 
 
-def test_an_eni_already_in_the_isolation_group_with_no_record_is_refused(
+def test_an_eni_already_in_the_isolation_group_with_no_record_is_isolated_and_never_restored_blindly(
     engine: Engine, fleet: Fleet
 ) -> None:
     vpc = fleet.vpc(1)
-    web = fleet.group(vpc, "web")
+    web, mgmt = fleet.group(vpc, "web"), fleet.group(vpc, "mgmt")
     first = engine.isolate([fleet.instance(vpc, [web])], "CASE-1")
-    stray = fleet.instance(vpc, [first.groups[vpc].isolation_group_id])
+    isolation = first.groups[vpc].isolation_group_id
+    stray = fleet.instance(vpc, [isolation], extra_enis=[[mgmt]])
 
-    report = engine.isolate([stray], "CASE-1")
+    report = engine.isolate([stray], "CASE-1", options=Options(evidence=False))
 
-    assert (report.results[0].ok, report.results[0].error_code) == (False, "OriginalsUnknown")
-    assert engine.store.get(stray) is None
+    result = report.results[0]
+    assert result.ok, result.detail
+    assert set(fleet.eni_groups([stray]).values()) == {(isolation,)}  # the second ENI is cut too
+    assert result.warnings and "never known" in result.warnings[0]
+    hold = engine.store.get(stray)
+    assert hold is not None and len(hold.unknown_originals) == 1
+    assert list(hold.originals.values()) == [(mgmt,)]  # the isolation group is never an original
+
+    released = engine.release([stray], "CASE-1").results[0]
+
+    assert released.warnings and "NOT restored" in released.warnings[0]
+    assert sorted(fleet.eni_groups([stray]).values()) == sorted([(isolation,), (mgmt,)])
 
 
 def test_throttled_calls_are_retried_not_reported(engine: Engine, fleet: Fleet) -> None:
@@ -419,7 +430,7 @@ def test_status_says_who_isolated_what_and_since_when(engine: Engine, fleet: Fle
 def ensure_groups_in(vpc_id: str, aws: Aws) -> VpcGroups:
     from ec2ir.groups import ensure_vpc_groups
 
-    return ensure_vpc_groups(aws, vpc_id, "CASE-1", OFFICE)
+    return ensure_vpc_groups(aws, StateStore(aws), vpc_id, "CASE-1", OFFICE)
 
 
 @pytest.mark.parametrize("drifted", [False, True], ids=["new-vpc", "drifted-groups"])
@@ -429,10 +440,11 @@ def test_racing_runs_agree_on_one_pair_of_safe_groups_per_vpc(
     from ec2ir.groups import ensure_vpc_groups
 
     endpoint = engine.aws.settings.endpoint_url
+    engine.store.ensure_table()
     for attempt in range(3):
         vpc = fleet.vpc(10 + attempt)
         if drifted:
-            made = ensure_vpc_groups(engine.aws, vpc, "CASE-0", OFFICE)
+            made = ensure_vpc_groups(engine.aws, engine.store, vpc, "CASE-0", OFFICE)
             fleet.ec2.authorize_security_group_egress(
                 GroupId=made.isolation_group_id,
                 IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
@@ -444,7 +456,7 @@ def test_racing_runs_agree_on_one_pair_of_safe_groups_per_vpc(
 
         def fresh_client() -> Aws:
             aws = Aws(AwsSettings(region="us-east-1", endpoint_url=endpoint))
-            aws.ec2()  # built before the start line, so the racers really overlap
+            aws.ec2(), aws.dynamodb()  # built before the start line, so the racers really overlap
             return aws
 
         outcomes = race(4, fresh_client, functools.partial(ensure_groups_in, vpc))
@@ -489,7 +501,7 @@ def test_an_outside_forensic_group_is_admitted_and_left_alone(engine: Engine, fl
     }
     assert fleet.group_rules(security_team) == its_rules  # not ours to change
     names = {g["GroupName"] for g in fleet.ec2.describe_security_groups()["SecurityGroups"]}
-    assert "ec2ir-forensic" not in names
+    assert not any(name.startswith("ec2ir-forensic") for name in names)
 
 
 def test_safe_groups_cost_no_second_read_and_drift_is_still_repaired(engine: Engine, fleet: Fleet) -> None:

@@ -436,7 +436,11 @@ def run_command(args: argparse.Namespace) -> int:
             + "; ".join(result.evidence_failed),
             file=sys.stderr,
         )
-    return EXIT_PARTIAL if report.failed or incomplete else EXIT_OK
+    warned = [r for r in report.results if r.warnings]
+    for result in warned:
+        for warning in result.warnings:
+            print(f"ec2ir: {result.instance_id}: WARNING: {warning}", file=sys.stderr)
+    return EXIT_PARTIAL if report.failed or incomplete or warned else EXIT_OK
 
 
 def wait_for_evidence(aws: Any, snapshot_ids: list[str]) -> None:

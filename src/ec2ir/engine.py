@@ -34,7 +34,6 @@ from ec2ir.errors import (
     InstanceNotFound,
     InstanceTerminated,
     NotIsolated,
-    OriginalsUnknown,
     ReleaseInProgress,
     SeveralFailed,
     StaleRecord,
@@ -56,7 +55,7 @@ from ec2ir.evidence import (
     verify_refs,
     volumes_of,
 )
-from ec2ir.groups import ForensicSource, describe_groups, ensure_groups, find_groups
+from ec2ir.groups import ForensicSource, GroupSetup, describe_groups, ensure_groups
 from ec2ir.lanes import SwapLanes
 from ec2ir.models import (
     ACTIVE_STATUSES,
@@ -383,7 +382,12 @@ class Containment:
             if self.created
             else f"already held; originals kept from {self.hold.recorded_at}"
         )
-        return merged.result(facts.instance_id, "isolate", summary, enis=isolated)
+        warnings = tuple(
+            f"{eni}: isolated, but its original groups were never known (it already sat in one of "
+            "ec2ir's containment groups with no hold): release will leave it isolated"
+            for eni in self.hold.unknown_originals
+        )
+        return merged.result(facts.instance_id, "isolate", summary, enis=isolated, warnings=warnings)
 
 
 class Engine:
@@ -463,12 +467,14 @@ class Engine:
             asked_table = pool.submit(self.store.ensure_table)
             asked_facts = pool.submit(self._discover, ids, "isolate")
             asked_lookups = pool.submit(self._lookups, ids)
-            asked_groups = pool.submit(describe_groups, self.aws, None)  # every VPC's, by tag
+            asked_groups = pool.submit(describe_groups, self.aws)  # every VPC's tagged groups
+            asked_records = pool.submit(self.store.group_records, self.aws.region())
             actor = asked_actor.result()
             asked_table.result()
             facts, early = asked_facts.result()
             lookups, lookup_errors = asked_lookups.result()
-            found_groups, listed_rules = asked_groups.result()
+            seen_groups = asked_groups.result()
+            group_records = asked_records.result()
         collection = self._collection(actor, options, evidence_pool, volumes) if options.evidence else None
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
@@ -477,18 +483,21 @@ class Engine:
         live = [facts[i] for i in ids if i not in early]
 
         vpcs = sorted({vpc for f in live for vpc in f.vpc_ids})
-        report.groups, vpc_errors = ensure_groups(
+        setup = GroupSetup(
             self.aws,
-            vpcs,
+            self.store,
+            self.aws.region(),
+            account_of(actor),
             case,
             cidr,
             untrack=options.untrack,
-            found={v: found_groups.get(v, {}) for v in vpcs},
-            listed=listed_rules,
             forensic=ForensicSource(options.forensic_group, options.forensic_group_owner)
             if options.forensic_group
             else None,
+            records=group_records,
+            seen=seen_groups,
         )
+        report.groups, vpc_errors = ensure_groups(setup, vpcs)
         self._note_groups(report, cidr)
         if not options.untrack:
             report.notes.append(
@@ -674,21 +683,13 @@ class Engine:
             log.fail(name, error)
         # The forensic group is not here: a compromised forensic workstation is contained too.
         managed = {group_id for vpc in facts.vpc_ids for group_id in target.groups[vpc].containment_group_ids}
-        tainted = [eni.eni_id for eni in facts.enis if managed & set(eni.group_ids)]
-        created = False
-        if tainted:
-            # An ENI already in an ec2ir group must never have that group recorded as original.
-            existing = self.store.get(facts.instance_id)
-            if existing is None or existing.status not in ACTIVE_STATUSES:
-                raise OriginalsUnknown(
-                    f"{facts.instance_id}: ENI {', '.join(tainted)} is already in an ec2ir group "
-                    "but no active hold records its original groups",
-                    "restore its groups by hand from your own records, then isolate again",
-                )
-            hold = existing
-        else:
-            records = self._capture(ctx, target, log, skip=set(log.errors))
-            hold, created = self.store.record_originals(facts, ctx.case_id, ctx.actor, steps=records)
+        # An ENI already in one of ec2ir's containment groups with no hold to say where it came
+        # from: its originals cannot be known, so none is recorded, but it is isolated all the same.
+        unknown = frozenset(eni.eni_id for eni in facts.enis if managed & set(eni.group_ids))
+        records = self._capture(ctx, target, log, skip=set(log.errors))
+        hold, created = self.store.record_originals(
+            facts, ctx.case_id, ctx.actor, steps=records, unknown=unknown
+        )
         self._check_owner(hold, ctx.case_id)
         if hold.status is HoldStatus.RELEASING:
             raise ReleaseInProgress(
@@ -950,6 +951,7 @@ class Engine:
             if vpc_groups.created:
                 report.notes.append(f"{vpc_id}: created the {', '.join(vpc_groups.created)} group(s)")
             report.notes.extend(f"{vpc_id}: {change}" for change in vpc_groups.repaired)
+            report.notes.extend(f"{vpc_id}: {note}" for note in vpc_groups.notes)
             if cidr is None and "forensic" in vpc_groups.created:
                 report.notes.append(
                     f"{vpc_id}: the new forensic group {vpc_groups.forensic_group_id} admits nobody "
@@ -1006,13 +1008,11 @@ class Engine:
         Conditional writes keep whatever an earlier run recorded first."""
         changed = False
         for eni in target.facts.enis:
-            if eni.eni_id in hold.originals:
+            if eni.eni_id in hold.originals or eni.eni_id in hold.unknown_originals:
                 continue
-            if managed & set(eni.group_ids):
-                raise OriginalsUnknown(
-                    f"{target.instance_id}: ENI {eni.eni_id} was attached after isolation and is "
-                    "already in an ec2ir group; its originals are unknown"
-                )
+            if managed & set(eni.group_ids):  # attached since, already in one of ec2ir's groups
+                changed |= self.store.add_unknown_eni(hold, eni.eni_id, eni.vpc_id)
+                continue
             changed |= self.store.add_eni_originals(hold, eni.eni_id, eni.group_ids, eni.vpc_id)
         skip = set(log.errors) | set(hold.steps)
         for name, record in self._capture(ctx, target, log, skip).items():
@@ -1050,8 +1050,11 @@ class Engine:
         lookups, lookup_errors = self._lookups([f.instance_id for f in live])
         groups: dict[str, VpcGroups] = {}
         probes: list[tuple[str, dict[str, Any]]] = []
+        records = self.store.group_records(self.aws.region()) if table_exists else {}
+        account = account_of(report.actor)
         for vpc_id in sorted({vpc for f in live for vpc in f.vpc_ids}):
-            found = {role: ids_[0] for role, ids_ in find_groups(self.aws, vpc_id).items()}
+            record = records.get(vpc_id)
+            found = dict(record.roles) if record is not None and record.account == account else {}
             missing = [role for role in ("forensic", "isolation", "allow-all") if role not in found]
             missing = [role for role in missing if options.untrack or role != "allow-all"]
             if missing:
@@ -1225,7 +1228,13 @@ class Engine:
             else f"{len(hold.originals)} ENI(s) restored"
         )
         self._journal(log.journal_entries(ctx, instance_id, "release"), log=log)
-        return log.result(instance_id, "release", summary, enis=restored)
+        warnings = tuple(
+            f"{eni}: NOT restored: its original groups were never known, so it stays in the isolation "
+            "group; give it its groups by hand"
+            for eni in hold.unknown_originals
+            if not terminated
+        )
+        return log.result(instance_id, "release", summary, enis=restored, warnings=warnings)
 
     # -- evidence alone ------------------------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""The per-VPC forensic and isolation security groups: find, create, verify and repair.
+"""The per-VPC forensic, isolation and allow-all security groups: find, create, verify and repair.
+
+A group is ec2ir's only if the state table records its id (``StateStore.record_group``): a tag
+can be set by anyone with ec2:CreateTags, a stolen instance role included, so a tag never makes a
+group ec2ir's, and a tagged group that is not recorded is left alone and named in a note.
 
 The isolation group is the whole of containment, so its rules are checked on every run. Rules are
 compared as normalised tuples; anything that is not the safe set is revoked by rule id, anything
@@ -8,14 +12,16 @@ to isolate into it.
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ec2ir.aws import Aws, translated
 from ec2ir.errors import AwsError, Ec2irError, UnsafeIsolationGroup
-from ec2ir.models import VpcGroups
+from ec2ir.models import ACTIVE_STATUSES, GroupRecord, VpcGroups
+from ec2ir.state import StateStore
 
 ROLE_TAG = "ec2ir:role"
 FORENSIC = "forensic"
@@ -246,214 +252,391 @@ def describe(rule: Rule) -> str:
     return f"{direction} {ports} {'to' if rule.egress else 'from'} {rule.peer}"
 
 
-def find_groups(aws: Aws, vpc_id: str, by_name: bool = False) -> dict[str, list[str]]:
-    """Every ec2ir group of a VPC by role, lowest id first: found by tag, or by name for a group
-    whose tag is gone."""
-    return find_groups_in(aws, [vpc_id], by_name).get(vpc_id, {})
+@dataclass(frozen=True)
+class SeenGroup:
+    """A security group as one DescribeSecurityGroups read found it. Its tag is only a hint for
+    humans and IAM conditions: anyone with ec2:CreateTags can set it."""
+
+    group_id: str
+    vpc_id: str
+    name: str
+    role_tag: str
+    rules: dict[str, Rule] | None  # as listed, or None when their shape needs a read of its own
 
 
-def find_groups_in(
-    aws: Aws, vpc_ids: list[str] | None, by_name: bool = False
-) -> dict[str, dict[str, list[str]]]:
-    """``find_groups`` for many VPCs (None: every VPC) in one paginated read: VPC -> role -> ids."""
-    return describe_groups(aws, vpc_ids, by_name)[0]
+def _seen(groups: Iterable[dict[str, Any]]) -> dict[str, SeenGroup]:
+    seen: dict[str, SeenGroup] = {}
+    for group in sorted(groups, key=lambda g: str(g["GroupId"])):
+        tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+        seen[str(group["GroupId"])] = SeenGroup(
+            group_id=str(group["GroupId"]),
+            vpc_id=str(group.get("VpcId", "")),
+            name=str(group.get("GroupName", "")),
+            role_tag=str(tags.get(ROLE_TAG, "")),
+            rules=listed_rules(group),
+        )
+    return seen
 
 
-def describe_groups(
-    aws: Aws, vpc_ids: list[str] | None, by_name: bool = False
-) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, Rule]]]:
-    """``find_groups_in``, and the rules each group listed in the same read (group id -> rules),
-    so that groups already safe cost no second read."""
-    role_filter = (
-        {"Name": "group-name", "Values": list(GROUP_NAMES.values())}
-        if by_name
-        else {"Name": f"tag:{ROLE_TAG}", "Values": list(GROUP_NAMES)}
-    )
-    role_by_name = {name: role for role, name in GROUP_NAMES.items()}
-    found: dict[str, dict[str, list[str]]] = {vpc_id: {} for vpc_id in vpc_ids or []}
-    filters = [role_filter] if vpc_ids is None else [{"Name": "vpc-id", "Values": vpc_ids}, role_filter]
+def _describe(aws: Aws, filters: list[dict[str, Any]]) -> dict[str, SeenGroup]:
     paginator = aws.ec2().get_paginator("describe_security_groups")
     with translated("ec2", "DescribeSecurityGroups"):
         pages = paginator.paginate(Filters=filters)
-        groups = [group for page in pages for group in page.get("SecurityGroups", [])]
-    rules: dict[str, dict[str, Rule]] = {}
-    for group in sorted(groups, key=lambda g: str(g["GroupId"])):
-        tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
-        role = role_by_name.get(group["GroupName"]) if by_name else tags.get(ROLE_TAG)
-        if role in GROUP_NAMES:
-            found.setdefault(group["VpcId"], {}).setdefault(role, []).append(str(group["GroupId"]))
-            listed = listed_rules(group)
-            if listed is not None:
-                rules[str(group["GroupId"])] = listed
-    return found, rules
+        return _seen(group for page in pages for group in page.get("SecurityGroups", []))
+
+
+def describe_groups(aws: Aws) -> dict[str, SeenGroup]:
+    """Every group tagged as one of ec2ir's, in every VPC, in one paginated read: ec2ir's own
+    (created with the tag) are among them, and the rest are named in a note, never used."""
+    return _describe(aws, [{"Name": f"tag:{ROLE_TAG}", "Values": list(GROUP_NAMES)}])
+
+
+def describe_by_id(aws: Aws, group_ids: Iterable[str]) -> dict[str, SeenGroup]:
+    """The named groups that still exist (a filter, so that one deleted id fails nothing)."""
+    ids = sorted(set(group_ids))
+    return _describe(aws, [{"Name": "group-id", "Values": ids}]) if ids else {}
 
 
 def create_group(aws: Aws, vpc_id: str, role: str, case_id: str) -> str:
-    """Create one ec2ir group; if a racing run created it first, use that one."""
+    """Create one ec2ir group under a name no one can have taken first: a group named like ec2ir's
+    that someone else made is never adopted through a name clash."""
+    name = f"{GROUP_NAMES[role]}-{secrets.token_hex(4)}"
+    with translated("ec2", "CreateSecurityGroup"):
+        response = aws.ec2().create_security_group(
+            GroupName=name,
+            Description=DESCRIPTIONS[role],
+            VpcId=vpc_id,
+            TagSpecifications=[
+                {
+                    "ResourceType": "security-group",
+                    "Tags": [
+                        {"Key": ROLE_TAG, "Value": role},
+                        {"Key": "ec2ir:created-for-case", "Value": case_id},
+                        {"Key": "Name", "Value": name},
+                    ],
+                }
+            ],
+        )
+    return str(response["GroupId"])
+
+
+def _delete_quietly(aws: Aws, group_id: str) -> None:
+    """A group that lost the race to be recorded is nobody's: remove it (never worn by any ENI)."""
     try:
-        with translated("ec2", "CreateSecurityGroup"):
-            response = aws.ec2().create_security_group(
-                GroupName=GROUP_NAMES[role],
-                Description=DESCRIPTIONS[role],
-                VpcId=vpc_id,
-                TagSpecifications=[
-                    {
-                        "ResourceType": "security-group",
-                        "Tags": [
-                            {"Key": ROLE_TAG, "Value": role},
-                            {"Key": "ec2ir:created-for-case", "Value": case_id},
-                            {"Key": "Name", "Value": GROUP_NAMES[role]},
-                        ],
-                    }
-                ],
-            )
-        return str(response["GroupId"])
-    except AwsError as error:
-        if error.code != "InvalidGroup.Duplicate":
-            raise
-        existing = find_groups(aws, vpc_id, by_name=True).get(role)
-        if not existing:
-            raise AwsError(
-                error.code,
-                f"{GROUP_NAMES[role]} exists in {vpc_id} but cannot be read back yet; run again",
-                error.action,
-            ) from error
-        return existing[0]
+        with translated("ec2", "DeleteSecurityGroup"):
+            aws.ec2().delete_security_group(GroupId=group_id)
+    except Ec2irError:
+        pass  # left behind: unrecorded, so never used, and named in the next run's notes
+
+
+def foreign_enis(aws: Aws, store: StateStore, group_id: str) -> list[str]:
+    """The ENIs using the group that no active hold of ec2ir's holds: ec2ir never changes the
+    rules of a group they wear, as that would change someone else's traffic."""
+    paginator = aws.ec2().get_paginator("describe_network_interfaces")
+    users: list[tuple[str, str]] = []
+    with translated("ec2", "DescribeNetworkInterfaces"):
+        for page in paginator.paginate(Filters=[{"Name": "group-id", "Values": [group_id]}]):
+            for eni in page.get("NetworkInterfaces", []):
+                instance_id = str(eni.get("Attachment", {}).get("InstanceId", ""))
+                users.append((str(eni["NetworkInterfaceId"]), instance_id))
+    if not users:
+        return []
+    holds = store.get_many([instance for _, instance in users if instance])
+    foreign = []
+    for eni_id, instance_id in users:
+        hold = holds.get(instance_id)
+        held = (
+            hold is not None
+            and hold.status in ACTIVE_STATUSES
+            and (eni_id in hold.originals or eni_id in hold.unknown_originals)
+        )
+        if not held:
+            foreign.append(eni_id)
+    return foreign
+
+
+def legacy_rules_match(role: str, rules: frozenset[Rule], isolation_safe: frozenset[Rule]) -> bool:
+    """Whether a group an earlier version made (known by tag only) has exactly ec2ir's rules."""
+    if role == ISOLATION:
+        return rules == isolation_safe
+    if role == ALLOW_ALL:
+        return rules == allow_all_rules()
+    ingress = [rule for rule in rules if not rule.egress]
+    egress = {rule for rule in rules if rule.egress}
+    default_egress = {Rule(egress=True, protocol="-1", from_port=-1, to_port=-1, peer="0.0.0.0/0")}
+    ssh_from_a_cidr = all(
+        rule == ssh_from(rule.peer) and not rule.peer.startswith(("sg-", "pl-")) for rule in ingress
+    )
+    return len(ingress) <= 1 and ssh_from_a_cidr and egress <= default_egress
+
+
+@dataclass
+class GroupSetup:
+    """One run's view of ec2ir's groups: what is recorded, what was seen, and how to change them."""
+
+    aws: Aws
+    store: StateStore
+    region: str
+    account: str
+    case_id: str
+    office_cidr: str | None
+    untrack: bool = True
+    forensic: ForensicSource | None = None
+    records: dict[str, GroupRecord] = field(default_factory=dict)
+    seen: dict[str, SeenGroup] = field(default_factory=dict)
+
+    def roles(self) -> tuple[str, ...]:
+        # forensic first: the isolation group's ingress refers to it
+        return tuple(
+            role
+            for role in (FORENSIC, ISOLATION, ALLOW_ALL)
+            if (role != ALLOW_ALL or self.untrack) and (role != FORENSIC or self.forensic is None)
+        )
+
+    def record_of(self, vpc_id: str) -> GroupRecord:
+        record = self.records.get(vpc_id)
+        if record is None or record.account != self.account:
+            return GroupRecord(vpc_id, self.account)
+        return record
+
+    def recorded_ids(self) -> set[str]:
+        return {gid for record in self.records.values() for gid in (*record.roles.values(), *record.retired)}
 
 
 def ensure_vpc_groups(
-    aws: Aws, vpc_id: str, case_id: str, office_cidr: str | None, untrack: bool = True
+    aws: Aws,
+    store: StateStore,
+    vpc_id: str,
+    case_id: str,
+    office_cidr: str | None,
+    untrack: bool = True,
 ) -> VpcGroups:
     """``ensure_groups`` for one VPC; its error, if any, is raised."""
-    groups, errors = ensure_groups(aws, [vpc_id], case_id, office_cidr, untrack)
+    account = aws.caller_arn().split(":")[4]
+    setup = GroupSetup(aws, store, aws.region(), account, case_id, office_cidr, untrack)
+    setup.records = store.group_records(setup.region)
+    setup.seen = describe_groups(aws)
+    groups, errors = ensure_groups(setup, [vpc_id])
     if vpc_id in errors:
         raise errors[vpc_id]
     return groups[vpc_id]
 
 
 def ensure_groups(
-    aws: Aws,
-    vpc_ids: list[str],
-    case_id: str,
-    office_cidr: str | None,
-    untrack: bool = True,
-    found: dict[str, dict[str, list[str]]] | None = None,
-    forensic: ForensicSource | None = None,
-    listed: dict[str, dict[str, Rule]] | None = None,
+    setup: GroupSetup, vpc_ids: list[str]
 ) -> tuple[dict[str, VpcGroups], dict[str, Ec2irError]]:
-    """Find or create each VPC's ec2ir groups and make their rules exact.
+    """Find (by record, never by tag) or create each VPC's ec2ir groups and make their rules exact.
 
-    In the steady state this costs two reads for all VPCs together: the groups by tag, then their
-    rules. The forensic group's ingress is set to SSH from ``office_cidr`` when one is given;
-    without one, a new forensic group has no ingress at all, and an existing one is left as it is.
-    A VPC whose groups cannot be made safe is returned as an error, never as groups. ``found``
-    (from ``find_groups_in``) saves the first read when the caller made it already, and
-    ``listed`` (from ``describe_groups``) the second, for groups whose listed rules are safe.
+    In the steady state this costs no call beyond the run's first round trip, which read the
+    records and the tagged groups with their listed rules. A VPC whose groups cannot be made safe
+    is returned as an error, never as groups.
     """
-    roles = tuple(
-        role
-        for role in (FORENSIC, ISOLATION, ALLOW_ALL)
-        if (role != ALLOW_ALL or untrack) and (role != FORENSIC or forensic is None)
-    )
-    if found is None:
-        found = find_groups_in(aws, vpc_ids) if vpc_ids else {}
-    chosen: dict[str, dict[str, str]] = {}
-    created: dict[str, tuple[str, ...]] = {}
+    recorded = setup.recorded_ids()
+    missing = {
+        gid
+        for vpc in vpc_ids
+        for gid in setup.record_of(vpc).roles.values()
+        if gid not in setup.seen  # its tag was removed, or the group deleted
+    }
+    if missing:
+        setup.seen = setup.seen | describe_by_id(setup.aws, missing)
+    result: dict[str, VpcGroups] = {}
     errors: dict[str, Ec2irError] = {}
     for vpc_id in vpc_ids:
-        chosen[vpc_id] = {role: ids[0] for role, ids in found.get(vpc_id, {}).items()}
-        if forensic is not None:  # the security team's own group, wherever it lives
-            chosen[vpc_id][FORENSIC] = forensic.group_id
-        created[vpc_id] = tuple(role for role in roles if role not in chosen[vpc_id])
         try:
-            for role in created[vpc_id]:  # forensic first: the isolation group's ingress refers to it
-                chosen[vpc_id][role] = create_group(aws, vpc_id, role, case_id)
-        except Ec2irError as error:
-            errors[vpc_id] = error
-    usable = [vpc_id for vpc_id in vpc_ids if vpc_id not in errors]
-    ours = {
-        gid for vpc in usable for role, gid in chosen[vpc].items() if role != FORENSIC or forensic is None
-    }
-    known = {gid: rules for gid, rules in (listed or {}).items() if gid in ours}
-    known |= rules_of(aws, sorted(ours - set(known)))
-    result: dict[str, VpcGroups] = {}
-    for vpc_id in usable:
-        try:
-            result[vpc_id] = _make_safe(
-                aws,
-                vpc_id,
-                chosen[vpc_id],
-                found.get(vpc_id, {}),
-                created[vpc_id],
-                known,
-                None if forensic else office_cidr,  # an outside forensic group is not ours to change
-                untrack,
-                forensic.owner if forensic else "",
-            )
+            result[vpc_id] = _VpcWork(setup, vpc_id, recorded).ensure()
         except Ec2irError as error:
             errors[vpc_id] = error
     return result, errors
 
 
-def _make_safe(
-    aws: Aws,
-    vpc_id: str,
-    groups: dict[str, str],
-    found: dict[str, list[str]],
-    created: tuple[str, ...],
-    known: dict[str, dict[str, Rule]],
-    office_cidr: str | None,
-    untrack: bool,
-    forensic_owner: str = "",
-) -> VpcGroups:
-    forensic_id, isolation_id = groups[FORENSIC], groups[ISOLATION]
-    allow_all_id = groups.get(ALLOW_ALL, "") if untrack else ""
-    # Any group tagged for containment, including stray duplicates, can never be an original.
-    containment = {isolation_id, *found.get(ISOLATION, []), *found.get(ALLOW_ALL, [])} | (
-        {allow_all_id} if allow_all_id else set()
-    )
+class _VpcWork:
+    """Making one VPC's groups exact: choose each role's group, then enforce its rules."""
 
-    repaired: list[str] = []
-    if office_cidr is not None:
-        keep_egress = {rule for rule in known.get(forensic_id, {}).values() if rule.egress}
-        enforced = enforce_rules(
-            aws, forensic_id, frozenset({ssh_from(office_cidr)} | keep_egress), known.get(forensic_id)
+    def __init__(self, setup: GroupSetup, vpc_id: str, recorded: set[str]) -> None:
+        self.setup = setup
+        self.vpc_id = vpc_id
+        self.recorded = recorded
+        self.record = setup.record_of(vpc_id)
+        self.chosen: dict[str, str] = {}
+        self.created: list[str] = []
+        self.notes: list[str] = []
+        self.repaired: list[str] = []
+        self.retired: set[str] = set(self.record.retired)
+
+    def ensure(self) -> VpcGroups:
+        setup = self.setup
+        if setup.forensic is not None:  # the security team's own group, wherever it lives
+            self.chosen[FORENSIC] = setup.forensic.group_id
+        for role in setup.roles():
+            self.chosen[role] = self._choose(role)
+        self._note_untouched()
+        known = self._known_rules()
+        owner = setup.forensic.owner if setup.forensic else ""
+        if setup.forensic is None and setup.office_cidr is not None:
+            forensic_id = self.chosen[FORENSIC]
+            keep_egress = {rule for rule in known.get(forensic_id, {}).values() if rule.egress}
+            enforced = enforce_rules(
+                setup.aws,
+                forensic_id,
+                frozenset({ssh_from(setup.office_cidr)} | keep_egress),
+                known.get(forensic_id),
+            )
+            if FORENSIC not in self.created:
+                self.repaired += [f"forensic group {forensic_id}: {change}" for change in enforced.changes]
+        if ALLOW_ALL in self.chosen:
+            self._enforce(ALLOW_ALL, allow_all_rules(), known)
+        safe = isolation_rules(self.chosen[FORENSIC], owner)
+        final = self._enforce(ISOLATION, safe, known)
+        unexpected_rules = final - safe
+        if unexpected_rules:
+            unexpected = ", ".join(describe(rule) for rule in sorted(unexpected_rules))
+            raise UnsafeIsolationGroup(
+                f"isolation group {self.chosen[ISOLATION]} in {self.vpc_id} still has unsafe rules after "
+                f"repair (unexpected: {unexpected}); refusing to isolate into it",
+                "remove the extra rules by hand or check who keeps adding them",
+            )
+        self._remember_forensic_side()
+        allow_all_id = self.chosen.get(ALLOW_ALL, "")
+        containment = {self.chosen[ISOLATION], *self.retired} | ({allow_all_id} if allow_all_id else set())
+        return VpcGroups(
+            vpc_id=self.vpc_id,
+            forensic_group_id=self.chosen[FORENSIC],
+            isolation_group_id=self.chosen[ISOLATION],
+            allow_all_group_id=allow_all_id,
+            containment_group_ids=frozenset(containment),
+            created=tuple(self.created),
+            repaired=tuple(self.repaired),
+            notes=tuple(self.notes),
         )
-        if FORENSIC not in created:
-            repaired += [f"forensic group {forensic_id}: {change}" for change in enforced.changes]
 
-    if allow_all_id:
-        enforced = enforce_rules(aws, allow_all_id, allow_all_rules(), known.get(allow_all_id))
-        if ALLOW_ALL not in created:
-            repaired += [
-                f"allow-all group {allow_all_id} had drifted: {change}" for change in enforced.changes
+    def _choose(self, role: str) -> str:
+        """The recorded group; else an earlier version's group, adopted once if it is provably
+        ec2ir's; else a new one. Only a recorded id is ever used."""
+        setup = self.setup
+        recorded = self.record.roles.get(role, "")
+        if recorded and recorded in setup.seen:
+            return recorded
+        if recorded:
+            self.notes.append(f"ec2ir's {role} group {recorded} no longer exists; replacing it")
+        legacy = self._legacy(role)
+        if legacy:
+            standing = self._record(role, legacy, recorded)
+            if standing == legacy:
+                self.notes.append(
+                    f"adopted {legacy} ({setup.seen[legacy].name}), the {role} group an earlier ec2ir "
+                    "version made: its rules are exactly ec2ir's and no ENI outside ec2ir's holds uses it"
+                )
+            return standing
+        return self._create(role, recorded)
+
+    def _create(self, role: str, replacing: str = "") -> str:
+        setup = self.setup
+        new = create_group(setup.aws, self.vpc_id, role, setup.case_id)
+        standing = self._record(role, new, replacing)
+        if standing != new:  # a racing run recorded its own first: use that one
+            _delete_quietly(setup.aws, new)
+            return standing
+        self.created.append(role)
+        return new
+
+    def _record(self, role: str, group_id: str, replacing: str) -> str:
+        setup = self.setup
+        standing = setup.store.record_group(
+            setup.region, setup.account, self.vpc_id, role, group_id, replacing=replacing
+        )
+        if replacing and role != FORENSIC:
+            self.retired.add(replacing)
+        self.recorded.add(standing)
+        return standing
+
+    def _legacy(self, role: str) -> str:
+        setup = self.setup
+        candidates = [
+            group
+            for group in setup.seen.values()
+            if group.vpc_id == self.vpc_id
+            and group.role_tag == role
+            and group.name == GROUP_NAMES[role]
+            and group.group_id not in self.recorded
+        ]
+        if not candidates:
+            return ""
+        owner = setup.forensic.owner if setup.forensic else ""
+        isolation_safe = isolation_rules(self.chosen.get(FORENSIC, ""), owner)
+        for group in candidates:
+            rules = group.rules if group.rules is not None else current_rules(setup.aws, group.group_id)
+            if not legacy_rules_match(role, frozenset(rules.values()), isolation_safe):
+                continue
+            if foreign_enis(setup.aws, setup.store, group.group_id):
+                continue
+            return group.group_id
+        return ""
+
+    def _note_untouched(self) -> None:
+        chosen = set(self.chosen.values())
+        for group in self.setup.seen.values():
+            if (
+                group.vpc_id == self.vpc_id
+                and group.role_tag
+                and group.group_id not in chosen | self.recorded
+            ):
+                self.notes.append(
+                    f"{group.group_id} is tagged {ROLE_TAG}={group.role_tag!r} but ec2ir never recorded "
+                    "it: left untouched, and treated as any other group"
+                )
+
+    def _known_rules(self) -> dict[str, dict[str, Rule]]:
+        ours = {gid for role, gid in self.chosen.items() if role != FORENSIC or self.setup.forensic is None}
+        known = {
+            gid: rules
+            for gid in ours
+            if (seen := self.setup.seen.get(gid)) is not None and (rules := seen.rules) is not None
+        }
+        return known | rules_of(self.setup.aws, sorted(ours - set(known)))
+
+    def _enforce(
+        self, role: str, desired: frozenset[Rule], known: dict[str, dict[str, Rule]]
+    ) -> frozenset[Rule]:
+        """Make a containment group's rules exact, never while an ENI outside ec2ir's holds wears
+        it: then a fresh group replaces it, and the old one is retired."""
+        setup = self.setup
+        group_id = self.chosen[role]
+        actual = known.get(group_id)
+        if actual is None:
+            actual = current_rules(setup.aws, group_id)
+        if frozenset(actual.values()) != desired and role not in self.created:
+            strangers = foreign_enis(setup.aws, setup.store, group_id)
+            if strangers:
+                self.notes.append(
+                    f"ec2ir's {role} group {group_id} had drifted and is worn by ENIs ec2ir does not "
+                    f"hold ({', '.join(strangers[:5])}): left as it is, and replaced by a new group"
+                )
+                group_id = self.chosen[role] = self._create(role, replacing=group_id)
+                actual = current_rules(setup.aws, group_id)
+        enforced = enforce_rules(setup.aws, group_id, desired, actual)
+        if role not in self.created:
+            label = "isolation" if role == ISOLATION else "allow-all"
+            self.repaired += [
+                f"{label} group {group_id} had drifted: {change}" for change in enforced.changes
             ]
+        if enforced.settled is not None:
+            return enforced.settled
+        return frozenset(current_rules(setup.aws, group_id).values())
 
-    safe = isolation_rules(forensic_id, forensic_owner)
-    enforced = enforce_rules(aws, isolation_id, safe, known.get(isolation_id))
-    if ISOLATION not in created:
-        repaired += [f"isolation group {isolation_id} had drifted: {change}" for change in enforced.changes]
-    # A rule missing (say, not yet visible after creation) only makes the group stricter; any
-    # rule beyond the safe set would let traffic through, and then the group is never used.
-    final = (
-        enforced.settled
-        if enforced.settled is not None
-        else frozenset(current_rules(aws, isolation_id).values())
-    )
-    unexpected_rules = final - safe
-    if unexpected_rules:
-        unexpected = ", ".join(describe(rule) for rule in sorted(unexpected_rules))
-        raise UnsafeIsolationGroup(
-            f"isolation group {isolation_id} in {vpc_id} still has unsafe rules after repair "
-            f"(unexpected: {unexpected}); refusing to isolate into it",
-            "remove the extra rules by hand or check who keeps adding them",
+    def _remember_forensic_side(self) -> None:
+        setup = self.setup
+        source = setup.forensic.group_id if setup.forensic else ""
+        owner = setup.forensic.owner if setup.forensic else ""
+        cidr = setup.office_cidr if setup.forensic is None else None
+        record = self.record
+        unchanged = (
+            record.forensic_source == source
+            and record.forensic_source_owner == owner
+            and (cidr is None or record.office_cidr == cidr)
         )
-    return VpcGroups(
-        vpc_id=vpc_id,
-        forensic_group_id=forensic_id,
-        isolation_group_id=isolation_id,
-        allow_all_group_id=allow_all_id,
-        containment_group_ids=frozenset(containment),
-        created=created,
-        repaired=tuple(repaired),
-    )
+        if not unchanged:
+            try:
+                setup.store.note_group_settings(setup.region, self.vpc_id, cidr, source, owner)
+            except Ec2irError as error:  # only ``status --check`` needs it; containment does not
+                self.notes.append(f"could not record the forensic side's settings: {error}")

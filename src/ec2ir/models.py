@@ -53,16 +53,40 @@ class InstanceFacts:
 
 @dataclass(frozen=True)
 class VpcGroups:
-    """The two ec2ir groups of one VPC."""
+    """ec2ir's groups in one VPC, as this run uses them."""
 
     vpc_id: str
     forensic_group_id: str
     isolation_group_id: str
     allow_all_group_id: str = ""  # empty when the run does not untrack
-    # every group in the VPC tagged for isolation or untracking: never an ENI's "original"
+    # every recorded isolation and allow-all group of the VPC, past ones too: never an "original"
     containment_group_ids: frozenset[str] = frozenset()
     created: tuple[str, ...] = ()  # roles created by this run
     repaired: tuple[str, ...] = ()  # changes made to bring existing groups back to their rules
+    notes: tuple[str, ...] = ()  # groups adopted, replaced or left alone, and why
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """The groups ec2ir created (or adopted) in one VPC, as the state table records them.
+
+    Only a recorded id makes a group ec2ir's: a tag can be set by anyone with ec2:CreateTags,
+    including a stolen instance role, so ec2ir never trusts one."""
+
+    vpc_id: str
+    account: str
+    roles: dict[str, str] = field(default_factory=dict)  # role -> group id
+    # isolation and allow-all groups ec2ir used before (replaced since): still containment groups,
+    # so that an ENI found in one is never taken to be in its original groups
+    retired: tuple[str, ...] = ()
+    office_cidr: str = ""  # the SSH source last set on the forensic group
+    forensic_source: str = ""  # the outside forensic group the isolation group last admitted
+    forensic_source_owner: str = ""
+
+    @property
+    def containment_ids(self) -> frozenset[str]:
+        current = {self.roles[role] for role in ("isolation", "allow-all") if role in self.roles}
+        return frozenset(current | set(self.retired))
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,9 @@ class Hold:
     released_by: str = ""
     eni_vpcs: dict[str, str] = field(default_factory=dict)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step name -> its originals
+    # ENIs isolated although their original groups could not be known (they already sat in one
+    # of ec2ir's containment groups): release leaves them isolated and says so.
+    unknown_originals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,8 @@ class InstanceResult:
     steps: dict[str, str] = field(default_factory=dict)  # step name -> what happened
     evidence: tuple[EvidenceRef, ...] = ()
     evidence_failed: tuple[str, ...] = ()  # what evidence could not be collected, and why
+    # what the run could not do although the instance is as safe as it can be (exit 1 all the same)
+    warnings: tuple[str, ...] = ()
 
     @property
     def snapshot_ids(self) -> list[str]:
@@ -111,6 +140,7 @@ class InstanceResult:
             "steps": self.steps,
             "evidence": [ref.as_dict() for ref in self.evidence],
             "evidence_failed": list(self.evidence_failed),
+            "warnings": list(self.warnings),
         }
 
 

@@ -30,6 +30,10 @@ ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "ec2:AuthorizeSecurityGroupEgress",
         "ec2:RevokeSecurityGroupIngress",
         "ec2:RevokeSecurityGroupEgress",
+        # a group that lost the race to be recorded is removed; it was never worn
+        "ec2:DeleteSecurityGroup",
+        # who wears a group, before its rules are changed (never a group worn outside ec2ir's holds)
+        "ec2:DescribeNetworkInterfaces",
     ),
     "state table": (
         "dynamodb:DescribeTable",
@@ -41,6 +45,7 @@ ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:Scan",
         "dynamodb:Query",  # the case journal
         "dynamodb:BatchWriteItem",  # the case journal, 25 entries a call
+        "dynamodb:BatchGetItem",  # the holds of a group's wearers, 100 a call
     ),
     # Creating a KMS-encrypted table with the AWS managed key needs these once.
     "state table encryption": ("kms:DescribeKey", "kms:CreateGrant"),

@@ -22,7 +22,15 @@ from typing import Any
 
 from ec2ir.aws import PATIENT_ATTEMPTS, Aws, patiently, translated
 from ec2ir.errors import AwsError, StaleRecord, StateTableError, Throttled
-from ec2ir.models import ACTIVE_STATUSES, EvidenceRef, Hold, HoldStatus, InstanceFacts, JournalEntry
+from ec2ir.models import (
+    ACTIVE_STATUSES,
+    EvidenceRef,
+    GroupRecord,
+    Hold,
+    HoldStatus,
+    InstanceFacts,
+    JournalEntry,
+)
 
 DEFAULT_TABLE = "ec2ir-state"
 KEY_SCHEMA = [
@@ -35,6 +43,11 @@ CONDITION_FAILED = "ConditionalCheckFailedException"
 
 JOURNAL = "journal#"
 JOURNAL_BATCH = 25  # BatchWriteItem's most
+# ec2ir's groups, one item per VPC under ``pk = groups#<region>``: keyed by Region alone so that
+# they can be read in the run's first round trip, before the caller's account is known; each
+# item names its account, and a record of another account is never used.
+GROUPS = "groups#"
+BATCH_GET = 100  # BatchGetItem's most
 
 
 def now() -> str:
@@ -109,6 +122,33 @@ def hold_from_item(item: dict[str, Any]) -> Hold:
         released_at=data.get("released_at", ""),
         released_by=data.get("released_by", ""),
         steps={name: _plain(record) for name, record in data.get("steps", {}).items()},
+        unknown_originals=tuple(data.get("unknown_originals", [])),
+    )
+
+
+def groups_key(region: str, vpc_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"{GROUPS}{region}"}, "sk": {"S": f"vpc#{vpc_id}"}}
+
+
+GROUP_ROLES = ("forensic", "isolation", "allow-all")
+
+
+def role_attribute(role: str) -> str:
+    return f"group_{role}"
+
+
+def group_record_from_item(item: dict[str, Any]) -> GroupRecord:
+    data = _deserialize(item)
+    return GroupRecord(
+        vpc_id=str(data["vpc_id"]),
+        account=str(data.get("account", "")),
+        roles={
+            role: str(data[role_attribute(role)]) for role in GROUP_ROLES if data.get(role_attribute(role))
+        },
+        retired=tuple(str(gid) for gid in data.get("retired", [])),
+        office_cidr=str(data.get("office_cidr", "")),
+        forensic_source=str(data.get("forensic_source", "")),
+        forensic_source_owner=str(data.get("forensic_source_owner", "")),
     )
 
 
@@ -282,6 +322,7 @@ class StateStore:
         case_id: str,
         actor: str,
         steps: dict[str, dict[str, Any]] | None = None,
+        unknown: frozenset[str] = frozenset(),
     ) -> tuple[Hold, bool]:
         """Write the instance's originals before anything changes, or return the hold that wins.
 
@@ -294,11 +335,12 @@ class StateStore:
             instance_id=facts.instance_id,
             case_id=case_id,
             status=HoldStatus.ISOLATING,
-            originals={eni.eni_id: eni.group_ids for eni in facts.enis},
+            originals={eni.eni_id: eni.group_ids for eni in facts.enis if eni.eni_id not in unknown},
             eni_vpcs={eni.eni_id: eni.vpc_id for eni in facts.enis},
             recorded_at=stamp,
             recorded_by=actor,
             steps=dict(steps or {}),
+            unknown_originals=tuple(sorted(unknown)),
         )
         item = self._item(hold)
         try:
@@ -364,6 +406,121 @@ class StateStore:
             names={"#eni": eni_id},
             values={":groups": list(group_ids), ":vpc": vpc_id},
         )
+
+    def add_unknown_eni(self, hold: Hold, eni_id: str, vpc_id: str) -> bool:
+        """Record an ENI whose original groups cannot be known; False if it was recorded already."""
+        return self._set_if_absent(
+            hold,
+            "unknown_originals = list_append(if_not_exists(unknown_originals, :none), :eni), "
+            "eni_vpcs.#eni = :vpc",
+            absent="eni_vpcs.#eni",
+            names={"#eni": eni_id},
+            values={":none": [], ":eni": [eni_id], ":vpc": vpc_id},
+        )
+
+    def get_many(self, instance_ids: list[str]) -> dict[str, Hold]:
+        """The current holds of many instances, 100 to a BatchGetItem; an instance never held is
+        absent."""
+        holds: dict[str, Hold] = {}
+        unique = list(dict.fromkeys(instance_ids))
+        for start in range(0, len(unique), BATCH_GET):
+            keys = [instance_key(i) for i in unique[start : start + BATCH_GET]]
+            for attempt in range(PATIENT_ATTEMPTS):
+                with translated("dynamodb", "BatchGetItem"):
+                    answer = self._ddb.batch_get_item(
+                        RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+                    )
+                holds.update(
+                    (hold.instance_id, hold)
+                    for hold in map(hold_from_item, answer.get("Responses", {}).get(self.table, []))
+                )
+                keys = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                if not keys:
+                    break
+                time.sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))
+        return holds
+
+    # -- ec2ir's groups ----------------------------------------------------------------------------
+
+    def group_records(self, region: str) -> dict[str, GroupRecord]:
+        """Every VPC's recorded groups in the Region; nothing when the table does not exist yet."""
+        records: dict[str, GroupRecord] = {}
+        try:
+            with translated("dynamodb", "Query"):
+                for page in self._ddb.get_paginator("query").paginate(
+                    TableName=self.table,
+                    KeyConditionExpression="pk = :pk",
+                    ExpressionAttributeValues={":pk": {"S": f"{GROUPS}{region}"}},
+                    ConsistentRead=True,
+                ):
+                    for item in page.get("Items", []):
+                        record = group_record_from_item(item)
+                        records[record.vpc_id] = record
+        except AwsError as error:
+            if error.code == "ResourceNotFoundException":
+                return {}
+            raise
+        return records
+
+    def record_group(
+        self, region: str, account: str, vpc_id: str, role: str, group_id: str, replacing: str = ""
+    ) -> str:
+        """Record ``group_id`` as the VPC's group for ``role``, unless another run recorded one
+        first (or, with ``replacing``, replaced that one first); returns the id that stands.
+
+        A replaced isolation or allow-all group is kept in ``retired``: an ENI still in it was put
+        there by ec2ir, and its groups are never mistaken for its originals."""
+        names = {"#role": role_attribute(role)}
+        values: dict[str, Any] = {":id": group_id, ":vpc": vpc_id, ":account": account}
+        sets = ["#role = :id", "vpc_id = :vpc", "account = :account"]
+        if replacing:
+            condition = "#role = :old"
+            values[":old"] = replacing
+            if role != "forensic":
+                sets.append("retired = list_append(if_not_exists(retired, :none), :retire)")
+                values |= {":none": [], ":retire": [replacing]}
+        else:
+            condition = "attribute_not_exists(#role)"
+        try:
+            with translated("dynamodb", "UpdateItem"):
+                self._ddb.update_item(
+                    TableName=self.table,
+                    Key=groups_key(region, vpc_id),
+                    UpdateExpression="SET " + ", ".join(sets),
+                    ConditionExpression=(
+                        f"(attribute_not_exists(account) OR account = :account) AND {condition}"
+                    ),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=_serialize(values),
+                )
+            return group_id
+        except AwsError as error:
+            if error.code != CONDITION_FAILED:
+                raise
+        current = self.group_records(region).get(vpc_id)
+        standing = current.roles.get(role) if current is not None and current.account == account else None
+        if not standing:
+            raise StaleRecord(f"the record of ec2ir's {role} group in {vpc_id} belongs to another account")
+        return standing
+
+    def note_group_settings(
+        self, region: str, vpc_id: str, office_cidr: str | None, forensic_source: str, owner: str
+    ) -> None:
+        """Remember what the forensic side was last set to, so that ``status --check`` knows the
+        safe set without being told again."""
+        sets = ["forensic_source = :source", "forensic_source_owner = :owner"]
+        values = {":source": forensic_source, ":owner": owner}
+        if office_cidr is not None:
+            sets.append("office_cidr = :cidr")
+            values[":cidr"] = office_cidr
+        with translated("dynamodb", "UpdateItem"):
+            self._ddb.update_item(
+                TableName=self.table,
+                Key=groups_key(region, vpc_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_serialize(values),
+            )
 
     def add_step_record(self, hold: Hold, step: str, record: dict[str, Any]) -> bool:
         """Record a step's originals if this hold has none yet; False if one was already there."""
@@ -465,6 +622,8 @@ class StateStore:
             "recorded_by": hold.recorded_by,
             "steps": hold.steps,
         }
+        if hold.unknown_originals:
+            data["unknown_originals"] = list(hold.unknown_originals)
         for optional in ("isolated_at", "released_at", "released_by"):
             if getattr(hold, optional):
                 data[optional] = getattr(hold, optional)
