@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from ec2ir.errors import (
@@ -157,9 +157,12 @@ class Aws:
         botocore_session.set_config_variable("region", base.region_name)
         return boto3.session.Session(botocore_session=botocore_session)
 
-    def sibling(self) -> Aws:
-        """The same account, Region and settings through clients of its own."""
-        return Aws(self.settings)
+    def sibling(self, retries: bool = True) -> Aws:
+        """The same account, Region and settings through clients of its own; without ``retries``,
+        botocore sends each call once and leaves retrying (and its pacing) to the caller."""
+        if retries:
+            return Aws(self.settings)
+        return Aws(replace(self.settings, max_attempts=1, retry_mode="standard"))
 
     def ec2(self) -> Any:
         return self.client("ec2")

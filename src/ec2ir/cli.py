@@ -14,9 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ec2ir import __version__
-from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError
+from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError, UsageError
 
 EXIT_INTERRUPTED = 130
+# The same variables the stack's functions read, so that a responder's shell can point at the stack's
+# table and bucket once.
+TABLE_ENV = "EC2IR_TABLE"
+EVIDENCE_BUCKET_ENV = "EC2IR_EVIDENCE_BUCKET"
 
 DESCRIPTION = """\
 Contain compromised EC2 instances, and release them back to their exact original state.
@@ -63,7 +67,11 @@ def common_options() -> argparse.ArgumentParser:
         default="adaptive",
         help="botocore retry mode for throttled calls (default: adaptive)",
     )
-    parent.add_argument("--table", default="ec2ir-state", help="DynamoDB state table (default: ec2ir-state)")
+    parent.add_argument(
+        "--table",
+        default=os.environ.get(TABLE_ENV) or "ec2ir-state",
+        help=f"DynamoDB state table (default: ${TABLE_ENV}, else ec2ir-state)",
+    )
     parent.add_argument(
         "--output", choices=["table", "json"], default="table", help="output format (default: table)"
     )
@@ -95,14 +103,26 @@ positive_int = at_least(1)
 non_negative_int = at_least(0)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
 def evidence_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     evidence = parent.add_argument_group("evidence")
     evidence.add_argument(
         "--evidence-bucket",
         metavar="BUCKET",
-        default="",
-        help="where captured metadata (and memory) go (default: ec2ir-evidence-<account>-<region>, "
+        default=os.environ.get(EVIDENCE_BUCKET_ENV, ""),
+        help=f"where captured metadata (and memory) go (default: ${EVIDENCE_BUCKET_ENV}, else "
+        "ec2ir-evidence-<account>-<region>, "
         "created versioned, KMS-encrypted, public access blocked and TLS-only if missing)",
     )
     evidence.add_argument(
@@ -177,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="swap straight into the isolation group, skipping the allow-all group. RISK: flows EC2 "
         "already tracks (an attacker's open shell) then survive the swap",
+    )
+    isolate.add_argument(
+        "--untrack-deadline",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the longest an ENI may stay in the allow-all group; past it, or on an error that "
+        "retrying will not fix, it goes back to its groups and the instance is reported failed "
+        "(default: 5)",
     )
     isolate.add_argument(
         "--revoke-sessions",
@@ -266,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="show what is held")
     status.add_argument("--case", metavar="CASE_ID", help="only this case")
     status.add_argument("--all", action="store_true", help="include released instances")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="compare every held instance with the live state (each ENI's groups, the isolation and "
+        "forensic groups' rules, the instance profile); print each breach and exit 1 on any",
+    )
+    status.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --check: re-harden the groups and re-contain what is in breach (journaled like "
+        "isolate), then check again; exit 1 if any breach remains",
+    )
 
     commands.add_parser(
         "preflight",
@@ -355,6 +396,14 @@ def run_command(args: argparse.Namespace) -> int:
     )
     engine = Engine(aws, StateStore(aws, args.table), concurrency=args.concurrency)
 
+    if args.command == "status" and (args.check or args.repair):
+        if not args.check:
+            raise UsageError("--repair goes with --check", "run `ec2ir status --check --repair`")
+        from ec2ir.check import lines
+
+        checked = engine.check(args.case, repair=args.repair)
+        print(to_json(checked.as_dict()) if args.output == "json" else "\n".join(lines(checked)))
+        return EXIT_OK if checked.ok else EXIT_PARTIAL
     if args.command == "status":
         holds = engine.status(args.case, include_released=args.all)
         print(to_json([hold_as_dict(h) for h in holds]) if args.output == "json" else render_status(holds))
@@ -397,6 +446,9 @@ def run_command(args: argparse.Namespace) -> int:
         object_lock_days=getattr(args, "object_lock_days", 0),
         memory=getattr(args, "memory", False),
         memory_timeout=float(getattr(args, "memory_timeout", 600)),
+        untrack_deadline=getattr(args, "untrack_deadline", 5.0),
+        forensic_group=getattr(args, "forensic_group_id", ""),
+        forensic_group_owner=getattr(args, "forensic_group_owner", ""),
     )
     if args.command == "isolate" and args.dry_run:
         plan = engine.plan(

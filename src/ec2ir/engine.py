@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -28,12 +29,14 @@ from typing import Any
 
 from ec2ir import validate
 from ec2ir.aws import Aws, discover, request_ids
+from ec2ir.check import Breach, CheckReport, find_breaches
 from ec2ir.errors import (
     Ec2irError,
     HeldByOtherCase,
     InstanceNotFound,
     InstanceTerminated,
     NotIsolated,
+    OriginalsUnknown,
     ReleaseInProgress,
     SeveralFailed,
     StaleRecord,
@@ -59,7 +62,9 @@ from ec2ir.groups import ForensicSource, GroupSetup, describe_groups, ensure_gro
 from ec2ir.lanes import SwapLanes
 from ec2ir.models import (
     ACTIVE_STATUSES,
+    Eni,
     EvidenceRef,
+    GroupRecord,
     Hold,
     HoldStatus,
     InstanceFacts,
@@ -132,6 +137,8 @@ def validate_evidence_options(options: Options) -> None:
     validate_object_lock_days(options.object_lock_days)
     if options.memory and options.memory_timeout <= 0:
         raise UsageError(f"memory timeout must be positive, not {options.memory_timeout}")
+    if options.untrack_deadline <= 0:
+        raise UsageError(f"the untrack deadline must be positive, not {options.untrack_deadline}")
 
 
 def failure(instance_id: str, action: str, error: Exception, **extra: Any) -> InstanceResult:
@@ -399,6 +406,9 @@ class Engine:
         evidence_bucket: str = "",
         evidence_aws: Aws | None = None,
         lanes_aws: Aws | None = None,
+        urgent_aws: Aws | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
@@ -412,6 +422,11 @@ class Engine:
         self.evidence_aws = evidence_aws or aws.sibling()
         # The instance swap lane's clients (ec2ir.lanes), for the same reason; built on first use.
         self.lanes_aws = lanes_aws or aws.sibling()
+        # The swap out of the allow-all group retries on its own terms, against a deadline, so its
+        # clients leave retrying to it (ec2ir.lanes.SwapLanes.untrack).
+        self.urgent_aws = urgent_aws or aws.sibling(retries=False)
+        self.clock = clock
+        self.sleep = sleep
 
     def _start(self, action: str, instance_ids: Iterable[str], case_id: str) -> tuple[list[str], RunReport]:
         """Validate, learn who is acting and make sure the state table is usable: the preflight
@@ -420,7 +435,7 @@ class Engine:
         ids = validate.instance_ids(named)
         case = validate.case_id(case_id)
         actor = self.aws.caller_arn()
-        self.store.ensure_table()
+        self.store.require()  # only release starts here: with no table, nothing is held
         report = RunReport(action, case, actor, results=[])
         if len(ids) < len(named):
             report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
@@ -462,24 +477,36 @@ class Engine:
         # It uses the run's own EC2 client, so that no new client is built (CPU) before the cut.
         volumes = evidence_pool.submit(volumes_of, self.aws, ids) if options.evidence else None
         # Everything that needs only the ids goes out at once: one round trip, not seven.
-        with ThreadPoolExecutor(max_workers=5) as pool:
+        with ThreadPoolExecutor(max_workers=8) as pool:
             asked_actor = pool.submit(self.aws.caller_arn)
             asked_table = pool.submit(self.store.ensure_table)
             asked_facts = pool.submit(self._discover, ids, "isolate")
             asked_lookups = pool.submit(self._lookups, ids)
             asked_groups = pool.submit(describe_groups, self.aws)  # every VPC's tagged groups
             asked_records = pool.submit(self.store.group_records, self.aws.region())
+            # The swap clients are built now, beside the reads, never in the middle of the cut.
+            warm = [pool.submit(lanes.ec2) for lanes in (self.lanes_aws, self.urgent_aws)]
             actor = asked_actor.result()
             asked_table.result()
             facts, early = asked_facts.result()
             lookups, lookup_errors = asked_lookups.result()
             seen_groups = asked_groups.result()
             group_records = asked_records.result()
+            for built in warm:
+                built.result()
         collection = self._collection(actor, options, evidence_pool, volumes) if options.evidence else None
         report = RunReport("isolate", case, actor, results=[])
         if len(ids) < len(named):
             report.notes.append(f"ignored {len(named) - len(ids)} repeated instance id(s)")
-        ctx = Context(self.aws, case, actor, now(), options, lanes=SwapLanes(self.aws, self.lanes_aws))
+        lanes = SwapLanes(
+            self.aws,
+            self.lanes_aws,
+            urgent_aws=self.urgent_aws,
+            deadline=options.untrack_deadline,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+        ctx = Context(self.aws, case, actor, now(), options, lanes=lanes)
         live = [facts[i] for i in ids if i not in early]
 
         vpcs = sorted({vpc for f in live for vpc in f.vpc_ids})
@@ -633,7 +660,9 @@ class Engine:
 
             cuts = {urgent.submit(cut, target): target.instance_id for target in targets}
             finishing: dict[Future[StepLog], Containment] = {}
-            for containment in self._wait_for_cuts(cuts, results, progress):
+            cut_off = self._wait_for_cuts(cuts, results, progress)
+            self._recheck_enis(ctx, cut_off)
+            for containment in cut_off:
                 instance_id = containment.target.instance_id
                 if memory and instance_id in memory:
                     containment.memory = memory[instance_id]
@@ -704,6 +733,60 @@ class Engine:
         self._run_steps(ctx, containment, URGENT, log)
         containment.cut_at = now()
         return containment
+
+    def _recheck_enis(self, ctx: Context, containments: list[Containment]) -> None:
+        """Every cut instance's ENIs, read once more in one batch after the cut. An ENI attached
+        since discovery, or moved back by someone, is recorded and isolated before the instance is
+        reported isolated; if the read fails, the cut cannot be shown whole and is reported failed."""
+        cut = [c for c in containments if NETWORK.name not in c.log.errors]
+        if not cut:
+            return
+        try:
+            live = discover(self.aws, [c.target.instance_id for c in cut])
+        except Ec2irError as error:
+            for containment in cut:
+                containment.log.fail(NETWORK.name, error)
+            return
+        for containment in cut:
+            facts = live.get(containment.target.instance_id)
+            if facts is None or facts.state in GONE_STATES:
+                continue
+            target = containment.target
+            isolation = {vpc: groups.isolation_group_id for vpc, groups in target.groups.items()}
+            strays = [eni for eni in facts.enis if eni.group_ids != (isolation.get(eni.vpc_id),)]
+            if strays:
+                self._isolate_strays(ctx, containment, facts, strays)
+
+    def _isolate_strays(
+        self, ctx: Context, containment: Containment, facts: InstanceFacts, strays: list[Eni]
+    ) -> None:
+        target, log = containment.target, containment.log
+        unknown_vpcs = sorted({eni.vpc_id for eni in strays} - set(target.groups))
+        if unknown_vpcs:
+            log.fail(
+                NETWORK.name,
+                OriginalsUnknown(
+                    f"{target.instance_id}: ENI(s) {', '.join(e.eni_id for e in strays)} attached during the "
+                    f"run in {', '.join(unknown_vpcs)}, where this run has no isolation group",
+                    "run isolate again",
+                ),
+            )
+            return
+        managed = {gid for vpc in facts.vpc_ids for gid in target.groups[vpc].containment_group_ids}
+        now_target = replace(target, facts=facts)
+        try:
+            hold = self._record_what_is_new(ctx, now_target, containment.hold, log, managed)
+        except Ec2irError as error:
+            log.fail(NETWORK.name, error)
+            return
+        containment.hold, containment.target = hold, replace(now_target, stored=dict(hold.steps))
+        record = {"originals": hold.originals}
+        log.run(NETWORK.name, functools.partial(NETWORK.apply, ctx, containment.target, record))
+        if NETWORK.name not in log.errors:
+            log.outcomes[NETWORK.name] += (
+                f"; after the cut, {len(strays)} ENI(s) outside the isolation group "
+                f"({', '.join(e.eni_id for e in strays)}) were recorded and isolated"
+            )
 
     def _mark_isolated(self, ctx: Context, containment: Containment) -> None:
         """Mark the hold isolated, unless a release of it ran since the cut: then the release
@@ -1316,9 +1399,100 @@ class Engine:
 
     def status(self, case_id: str | None = None, include_released: bool = False) -> list[Hold]:
         case = validate.case_id(case_id) if case_id is not None else None
-        self.store.ensure_table()
+        self.store.require()
         holds = self.store.holds(case)
         return [h for h in holds if include_released or h.status is not HoldStatus.RELEASED]
+
+    # -- status --check -------------------------------------------------------------------------
+
+    def check(self, case_id: str | None = None, repair: bool = False) -> CheckReport:
+        """Every held instance (of one case, or all) against the live state; with ``repair``,
+        re-harden the groups and re-contain what is in breach through ``isolate``, then check
+        again. Each case with a breach gets a journal entry."""
+        case = validate.case_id(case_id) if case_id is not None else None
+        self.store.require()
+        actor = self.aws.caller_arn()
+        account, region = account_of(actor), self.aws.region()
+        records = self.store.group_records(region)
+        holds = self.store.holds(case)
+        checked, breaches, notes = find_breaches(self.aws, holds, records, account)
+        report = CheckReport(checked, breaches, notes=notes)
+        if repair and breaches:
+            self._repair(report, holds, records, account, region)
+            _, report.remaining, _ = find_breaches(
+                self.aws, self.store.holds(case), self.store.group_records(region), account
+            )
+        by_case: dict[str, list[Breach]] = {}
+        for breach in breaches:
+            by_case.setdefault(breach.case_id or "", []).append(breach)
+        entries = [
+            JournalEntry(
+                now(),
+                breach_case,
+                actor,
+                breach_case,
+                "status:check",
+                f"FAILED: {len(found)} breach(es): "
+                + "; ".join(f"{b.kind.value} {b.subject}: {b.detail}" for b in found[:REFUSALS_NAMED])
+                + (f"; repaired: {', '.join(report.repaired.get(breach_case, []))}" if repair else ""),
+            )
+            for breach_case, found in by_case.items()
+            if breach_case
+        ]
+        self._journal(entries, report.notes)
+        return report
+
+    def _repair(
+        self,
+        report: CheckReport,
+        holds: list[Hold],
+        records: dict[str, GroupRecord],
+        account: str,
+        region: str,
+    ) -> None:
+        held = {hold.instance_id: hold for hold in holds}
+        vpcs = sorted({vpc for hold in holds for vpc in hold.eni_vpcs.values()} & set(records))
+        seen = describe_groups(self.aws)
+        for vpc in vpcs:  # each VPC's groups back to their recorded safe sets
+            record = records[vpc]
+            setup = GroupSetup(
+                self.aws,
+                self.store,
+                region,
+                account,
+                "status-check",
+                record.office_cidr or None,
+                forensic=self._forensic_source(record),
+                records=records,
+                seen=seen,
+            )
+            groups, errors = ensure_groups(setup, [vpc])
+            report.notes += [f"{vpc}: {change}" for g in groups.values() for change in g.repaired]
+            report.notes += [f"{vpc}: could not re-harden: {error}" for error in errors.values()]
+        cases: dict[str, list[str]] = {}
+        for breach in report.breaches:
+            if breach.subject in held:
+                cases.setdefault(breach.case_id, []).append(breach.subject)
+        for case, instance_ids in cases.items():
+            ids = list(dict.fromkeys(instance_ids))
+            first_vpc = records.get(next(iter(held[ids[0]].eni_vpcs.values()), ""))
+            source = self._forensic_source(first_vpc) if first_vpc else None
+            options = Options(
+                evidence=False,
+                forensic_group=source.group_id if source else "",
+                forensic_group_owner=source.owner if source else "",
+            )
+            repaired = self.isolate(ids, case, options=options)
+            report.repaired[case] = [r.instance_id for r in repaired.results if r.ok]
+            report.notes += [
+                f"{r.instance_id}: repair failed: {r.error_code}: {r.detail}" for r in repaired.failed
+            ]
+
+    @staticmethod
+    def _forensic_source(record: GroupRecord) -> ForensicSource | None:
+        if not record.forensic_source:
+            return None
+        return ForensicSource(record.forensic_source, record.forensic_source_owner)
 
     @staticmethod
     def _check_owner(hold: Hold, case: str) -> None:

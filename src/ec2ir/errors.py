@@ -100,6 +100,13 @@ class OriginalsUnknown(Ec2irError):
     code = "OriginalsUnknown"
 
 
+class AllowAllWindowExceeded(Ec2irError):
+    """An ENI could not leave the allow-all group in time: it went back to its groups before the
+    run (or, if even that failed, the message says it is still there)."""
+
+    code = "AllowAllWindowExceeded"
+
+
 class UnsafeIsolationGroup(Ec2irError):
     """The isolation group's rules are not the safe set and could not be repaired."""
 

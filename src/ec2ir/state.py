@@ -187,6 +187,16 @@ class StateStore:
             raise StateTableError(f"cannot use state table {self.table!r}: {error}") from error
         return True
 
+    def require(self) -> None:
+        """Refuse, for a command that only reads, a table that does not exist: creating one would
+        answer "nothing is isolated" from an empty table, and a responder would believe it."""
+        if not self.exists():
+            raise StateTableError(
+                f"state table {self.table!r} does not exist in {self.aws.region()}: nothing was read",
+                "check the table's name (--table, or EC2IR_TABLE; the stack names its table in its "
+                "outputs) and the Region",
+            )
+
     def ensure_table(self) -> None:
         """Create the table if it is missing (on-demand, encrypted) and wait until it is active."""
         try:
