@@ -111,3 +111,42 @@ def sequential_chain(records: Sequence[CallRecord], until: float) -> list[CallRe
         longest.append([*max(before, key=len, default=[]), call])
     ending = [chain for chain in longest if chain[-1].end == until]
     return max(ending, key=len, default=[])
+
+
+def allow_all_windows(
+    records: Sequence[CallRecord], allow_all: Collection[str], instance_enis: Mapping[str, tuple[str, ...]]
+) -> tuple[list[float], int]:
+    """How long each ENI spent in an allow-all group, and how many were still there at the end.
+
+    A window runs from the moment the request that moved the ENI in reached EC2 to the moment the
+    answer to the request that moved it out came back: an upper bound, as each change takes
+    effect somewhere inside its own round trip."""
+    swaps: list[tuple[float, float, str, tuple[str, ...]]] = []
+    for record in records:
+        if record.status != 200:
+            continue
+        eni_id = record.eni_id
+        if record.action == MODIFY_INSTANCE and record.instance_id is not None:
+            enis = instance_enis.get(record.instance_id, ())
+            eni_id = enis[0] if len(enis) == 1 else None
+        elif record.action != MODIFY_ENI:
+            continue
+        if eni_id is not None and record.group_ids:
+            swaps.append((record.start, record.end, eni_id, record.group_ids))
+    entered: dict[str, float] = {}
+    windows: list[float] = []
+    for start, end, eni_id, groups in sorted(swaps):
+        if set(groups) & set(allow_all):
+            entered.setdefault(eni_id, start)
+        elif eni_id in entered:
+            windows.append(end - entered.pop(eni_id))
+    return windows, len(entered)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
+    return ordered[rank - 1]

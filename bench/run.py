@@ -33,9 +33,11 @@ from pathlib import Path
 
 from bench.figures import (
     accepted_calls_per_bucket,
+    allow_all_windows,
     first_call,
     isolation_moment,
     last_success,
+    percentile,
     sequential_chain,
     successes,
     swaps_per_bucket,
@@ -167,6 +169,7 @@ class Prepared:
 
     isolation_groups: dict[str, str]  # VPC id -> the group its ENIs must end up in
     isolate: Callable[[], Outcome]  # the measured work
+    allow_all_groups: frozenset[str] = frozenset()  # groups an ENI passes through, never stays in
 
 
 def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, options: Options) -> Prepared:
@@ -187,12 +190,14 @@ def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, options: Options) ->
     # here: like every other client, before the clock starts. Built inside the run, their
     # ~0.2-0.5 s of CPU would land on the GIL among the cuts (see README.md).
     warm_engine.lanes_aws.ec2()
+    warm_engine.urgent_aws.ec2()
     engine = Engine(
         aws,
         StateStore(aws),
         concurrency=concurrency,
         evidence_aws=warm_engine.evidence_aws,
         lanes_aws=warm_engine.lanes_aws,
+        urgent_aws=warm_engine.urgent_aws,
     )
 
     def isolate() -> Outcome:
@@ -202,7 +207,12 @@ def prepare_ec2ir(aws: Aws, fleet: Fleet, concurrency: int, options: Options) ->
             return Outcome(failed)
         return Outcome(failed, sum(not result.snapshot_ids for result in report.results))
 
-    return Prepared({group["VpcId"]: group["GroupId"] for group in found["SecurityGroups"]}, isolate)
+    allow_all = ec2.describe_security_groups(Filters=[{"Name": "tag:ec2ir:role", "Values": ["allow-all"]}])
+    return Prepared(
+        {group["VpcId"]: group["GroupId"] for group in found["SecurityGroups"]},
+        isolate,
+        frozenset(group["GroupId"] for group in allow_all["SecurityGroups"]),
+    )
 
 
 def prepare_ec2ir_isolation_only(aws: Aws, fleet: Fleet, concurrency: int) -> Prepared:
@@ -316,6 +326,8 @@ class RunFigures:
     snapshot_calls: int = 0  # CreateSnapshot(s) calls that succeeded
     without_snapshots: int | None = None  # instances the contender reports no snapshot for
     chain: tuple[str, ...] = ()  # the longest chain of calls made one after another up to isolation
+    allow_all_windows: tuple[float, ...] = ()  # each ENI's time in the allow-all group (s)
+    left_in_allow_all: int = 0  # ENIs still there when the run ended
 
 
 def measure_once(
@@ -349,7 +361,13 @@ def measure_once(
     figures = figures_from_log(
         contender, fleet, targets, records, speedup, settings.latency_s, wall_s, len(failed)
     )
-    return replace(figures, without_snapshots=outcome.without_snapshots)
+    windows, left = allow_all_windows(records, prepared.allow_all_groups, fleet.instance_enis)
+    return replace(
+        figures,
+        without_snapshots=outcome.without_snapshots,
+        allow_all_windows=tuple(windows),
+        left_in_allow_all=left,
+    )
 
 
 def figures_from_log(
@@ -423,6 +441,10 @@ class Medians:
     snapshot_s: float | None = None
     without_snapshots: float | None = None  # evidence runs: instances left without a snapshot
     chain_length: float | None = None  # round trips in sequence up to isolation (small runs)
+    allow_all_p50: float | None = None  # each run's percentile of the ENIs' allow-all windows
+    allow_all_p99: float | None = None
+    allow_all_max: float | None = None
+    left_in_allow_all: int = 0  # the most any run left in allow-all (the target is 0)
 
     @property
     def round_trips(self) -> float | None:
@@ -464,6 +486,10 @@ def medians(runs: Sequence[RunFigures]) -> Medians:
             [None if run.without_snapshots is None else float(run.without_snapshots) for run in runs]
         ),
         chain_length=median_or_none([float(len(run.chain)) if run.chain else None for run in runs]),
+        allow_all_p50=median_or_none([percentile(run.allow_all_windows, 0.5) for run in runs]),
+        allow_all_p99=median_or_none([percentile(run.allow_all_windows, 0.99) for run in runs]),
+        allow_all_max=median_or_none([max(run.allow_all_windows, default=None) for run in runs]),
+        left_in_allow_all=max(run.left_in_allow_all for run in runs),
     )
 
 
@@ -479,8 +505,9 @@ def render_table(rows: Sequence[Medians]) -> list[str]:
     lines = [
         "| N | ENIs | k | contender | isolated after (s) | round trips | ~ at k=1 (s) "
         "| last snapshot after (s) | wall (s) | calls / instance | throttled | failed | lower bound (s) "
-        "| vs lower bound | vs swap bound | ec2ir / baseline |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| vs lower bound | vs swap bound | ec2ir / baseline | allow-all p50 / p99 / max (s) "
+        "| left in allow-all |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_size = {(row.size, row.contender): row for row in rows}
     for row in rows:
@@ -493,6 +520,11 @@ def render_table(rows: Sequence[Medians]) -> list[str]:
         isolated = seconds(row.isolation_s) + (f" ({row.incomplete} incomplete)" if row.incomplete else "")
         scaled = None if row.isolation_s is None else row.isolation_s * row.speedup
         round_trips = "—" if row.round_trips is None else f"{row.round_trips:.1f}"
+        window = (
+            "—"
+            if row.allow_all_max is None
+            else " / ".join(seconds(v) for v in (row.allow_all_p50, row.allow_all_p99, row.allow_all_max))
+        )
         snapshot = seconds(row.snapshot_s)
         if row.without_snapshots:
             snapshot += f" ({row.without_snapshots:g} without)"
@@ -500,7 +532,8 @@ def render_table(rows: Sequence[Medians]) -> list[str]:
             f"| {row.size} | {row.enis} | {row.speedup:g} | {row.contender} | {isolated} | {round_trips} "
             f"| {seconds(scaled)} | {snapshot} | {seconds(row.wall_s)} | {row.calls_per_instance:.2f} "
             f"| {row.throttled_calls:g} | {row.failed:g} | {seconds(row.lower_bound_s)} "
-            f"| {ratio(row.vs_lower_bound)} | {ratio(row.vs_swap_bound)} | {ratio(versus)} |"
+            f"| {ratio(row.vs_lower_bound)} | {ratio(row.vs_swap_bound)} | {ratio(versus)} "
+            f"| {window} | {row.left_in_allow_all if row.contender in OURS else '—'} |"
         )
     return lines
 
@@ -563,6 +596,21 @@ def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[st
                 f"{name}: N = {largest} within 1.25x of the token-bucket lower bound for the calls it "
                 f"made ({ratio(row.vs_lower_bound)}; against the bound for its ENI swaps alone "
                 f"{ratio(row.vs_swap_bound)}) with 0 failed ({row.failed:g})",
+            )
+    # Issue 12: the time an ENI spends in the allow-all group is bounded, and none is left there.
+    for name in OURS:
+        for size, row in sorted(by_contender.get(name, {}).items()):
+            if row.allow_all_max is None and not row.left_in_allow_all:
+                continue
+            target = "; target at most 2 s at N = 200, k = 1" if size == 200 and row.speedup == 1 else ""
+            met = row.left_in_allow_all == 0 and (
+                not target or (row.allow_all_max is not None and row.allow_all_max <= 2)
+            )
+            check(
+                met,
+                f"{name}: N = {size}, time in the allow-all group p50 {seconds(row.allow_all_p50)} s, "
+                f"p99 {seconds(row.allow_all_p99)} s, max {seconds(row.allow_all_max)} s, "
+                f"{row.left_in_allow_all} ENI(s) left there{target}",
             )
     for size in sorted(set(ours) & set(evidence)):
         alone, along = ours[size].isolation_s, evidence[size].isolation_s

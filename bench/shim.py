@@ -2,7 +2,7 @@
 
 moto answers in a few milliseconds and never throttles, so on its own it hides the two things that
 set the time to contain a fleet on real AWS: round trips, and EC2's per-account token buckets
-(see ../shared/DESIGN.md, "EC2 API throttling"). ``Shim`` is a WSGI middleware that adds both:
+(see docs/design.md, "EC2's token buckets"). ``Shim`` is a WSGI middleware that adds both:
 
 * every call takes ``latency_s / speedup``, half before it reaches the emulator and half after,
   so that concurrent calls overlap like real round trips and a change lands mid-trip;
@@ -90,7 +90,7 @@ PROTOCOL_PARAMS = frozenset({"Action", "Version", "DryRun"})
 
 
 def ec2_bucket(action: str, params: Mapping[str, object]) -> str:
-    """The bucket an EC2 call draws from, as DESIGN.md lists them."""
+    """The bucket an EC2 call draws from, as docs/design.md lists them."""
     if action in OWN_BUCKETS:
         return action
     if action in SECURITY_GROUP_RULE_ACTIONS:

@@ -502,3 +502,25 @@ def test_the_cli_admits_ssh_from_the_forensic_group_it_is_given(
     groups = json.loads(capsys.readouterr().out)["groups"][vpc]
     assert groups["forensic_group_id"] == security_team
     assert (False, "tcp/22", security_team) in fleet.group_rules(groups["isolation_group_id"])
+
+
+def test_an_allow_all_swap_whose_answer_is_lost_is_put_back(aws: Aws, fleet: Fleet) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    engine = timed_engine(aws, FakeTime())
+    victim, web, groups = prepared(engine, fleet)
+    lost: list[str] = []
+
+    def lose_the_answer(model: Any, **_: Any) -> None:
+        if not lost:  # applied by EC2, but the answer never arrives
+            lost.append(model.name)
+            raise ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com")
+
+    for client in (engine.aws.ec2(), engine.lanes_aws.ec2()):
+        for operation in ("ModifyNetworkInterfaceAttribute", "ModifyInstanceAttribute"):
+            client.meta.events.register(f"after-call.ec2.{operation}", lose_the_answer)
+
+    result = engine.isolate([victim], CASE, options=QUIET).results[0]
+
+    assert lost and not result.ok
+    assert set(fleet.eni_groups([victim]).values()) == {(web,)}  # not left in allow-all

@@ -1,7 +1,7 @@
 """The embedded emulator: moto's server on loopback, corrected where moto differs from EC2.
 
 Tests that pass on plain moto prove nothing where moto is wrong, so every gap that ec2ir relies on
-is corrected here, in one reversible patch set (see DESIGN.md, "moto ... what differs from EC2"):
+is corrected here, in one reversible patch set (see docs/design.md, "The emulator"):
 
 * ``eni-groups``: moto reports an ENI's groups as the union of the ENI's own list and the
   instance's list, so a swapped ENI still shows its old group. EC2 keeps groups per ENI; the

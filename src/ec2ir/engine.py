@@ -89,6 +89,14 @@ from ec2ir.steps import (
 )
 
 DEFAULT_CONCURRENCY = 16
+# Said once per isolate run: what no security group can stop (AWS, "Amazon EC2 security group
+# connection tracking"; the README's "What isolation cannot stop" has the details).
+ISOLATION_LIMITS = (
+    "isolation limits: security groups do not filter the VPC's DNS resolver, instance metadata "
+    "(IMDS), DHCP or Amazon Time Sync, so DNS-tunnelled command and control survives a swap; ICMP "
+    "flows and flows through load balancers, NAT gateways and other automatically tracked paths may "
+    "stay tracked (see the README, What isolation cannot stop)"
+)
 GONE_STATES = frozenset({"terminated", "shutting-down"})
 
 Progress = Callable[[InstanceResult], None]
@@ -526,6 +534,7 @@ class Engine:
         )
         report.groups, vpc_errors = ensure_groups(setup, vpcs)
         self._note_groups(report, cidr)
+        report.notes.append(ISOLATION_LIMITS)
         if not options.untrack:
             report.notes.append(
                 "--no-untrack: connections EC2 already tracks (an attacker's open shell) survive the swap"

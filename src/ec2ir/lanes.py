@@ -36,6 +36,12 @@ def retryable(error: Ec2irError) -> bool:
     return isinstance(error, Throttled) or (isinstance(error, AwsError) and error.code in RETRYABLE_CODES)
 
 
+def retryable_or_unknown(error: Ec2irError) -> bool:
+    """Whether EC2 may have applied a call that failed: a 5xx, or an answer that never came
+    (botocore's own errors, translated with their class name as the code)."""
+    return retryable(error) or not isinstance(error, AwsError) or error.code.endswith(("Error", "Timeout"))
+
+
 @dataclass
 class UntrackTimes:
     """How long each ENI spent in the allow-all group in this run, by the run's own clock."""
@@ -116,7 +122,15 @@ class SwapLanes:
         with self._calm:
             while self._pressed:  # an ENI already in allow-all goes ahead of any new one
                 self._calm.wait()
-        self.swap(instance_id, eni_id, (allow_all,), single_eni)
+        try:
+            self.swap(instance_id, eni_id, (allow_all,), single_eni)
+        except Ec2irError as error:
+            if isinstance(error, Throttled | PermissionDenied) or not retryable_or_unknown(error):
+                raise  # EC2 said no: the ENI never moved
+            # A 5xx or a lost answer: the swap may have been applied all the same, so the ENI
+            # goes back to where it was (a no-op if it never moved) before the error is reported.
+            self._urgently(instance_id, eni_id, before, single_eni, self._clock() + self.deadline)
+            raise
         self.isolate_from_allow_all(instance_id, eni_id, isolation, before, single_eni)
 
     def isolate_from_allow_all(
