@@ -508,7 +508,7 @@ def test_an_allow_all_swap_whose_answer_is_lost_is_put_back(aws: Aws, fleet: Fle
     from botocore.exceptions import ReadTimeoutError
 
     engine = timed_engine(aws, FakeTime())
-    victim, web, groups = prepared(engine, fleet)
+    victim, web, _groups = prepared(engine, fleet)
     lost: list[str] = []
 
     def lose_the_answer(model: Any, **_: Any) -> None:
