@@ -524,3 +524,29 @@ def test_an_allow_all_swap_whose_answer_is_lost_is_put_back(aws: Aws, fleet: Fle
 
     assert lost and not result.ok
     assert set(fleet.eni_groups([victim]).values()) == {(web,)}  # not left in allow-all
+
+
+def test_the_stacks_scheduled_recheck_repairs_and_notifies(engine: Engine, fleet: Fleet) -> None:
+    from ec2ir.handlers import recheck
+
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    victim = fleet.instance(vpc, [web])
+    isolation = engine.isolate([victim], CASE, options=QUIET).groups[vpc].isolation_group_id
+    [eni] = fleet.eni_groups([victim])
+    fleet.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[web])
+    sns, sqs = fleet.aws.client("sns"), fleet.aws.client("sqs")
+    topic = sns.create_topic(Name="ec2ir-stack")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+    outcome = recheck.handle(lambda: engine, topic)
+
+    assert outcome["ok"] is True and outcome["remaining"] == []
+    assert fleet.eni_groups([victim]) == {eni: (isolation,)}
+    message = json.loads(sqs.receive_message(QueueUrl=queue)["Messages"][0]["Body"])
+    assert "found and repaired" in message["Subject"] and victim in message["Message"]
+    assert recheck.handle(lambda: engine, topic)["breaches"] == []  # quiet once all is well
