@@ -28,7 +28,8 @@ from ec2ir.forensics import (
     render_attach,
     render_detach,
 )
-from ec2ir.state import StateStore
+from ec2ir.models import JournalEntry
+from ec2ir.state import StateStore, now
 from tests.conftest import AMI, Fleet
 from tests.faults import Fault, inject
 from tests.test_containment import CallRecorder
@@ -120,10 +121,18 @@ def build_scene(aws: Aws, fleet: Fleet) -> Scene:
 
 @pytest.fixture
 def scene(aws: Aws, fleet: Fleet) -> Scene:
-    """The scene with the case's snapshots taken directly, as ``isolate`` takes them after the cut."""
+    """The scene with the case's snapshots taken directly and journaled, as ``isolate`` takes and
+    journals them after the cut."""
     built = build_scene(aws, fleet)
     facts = discover(aws, [built.compromised])[built.compromised]
     refs = take_snapshots(aws, CASE, facts, episode="2026-11-28T06:20:00.000+00:00", refs=[])
+    built.store.append(
+        [
+            JournalEntry(
+                now(), CASE, ACTOR, built.compromised, "isolate:snapshots", "done: 2", evidence=tuple(refs)
+            )
+        ]
+    )
     built.snapshots = sorted(ref.location for ref in refs)
     assert len(built.snapshots) == 2  # boot and data volume
     return built
@@ -311,6 +320,7 @@ def test_bad_input_is_refused_and_creates_nothing(
     scene: Scene, workstation: str | None, case: str, message: str
 ) -> None:
     volumes = scene.volume_count()
+    journal = scene.store.journal(CASE)
 
     with pytest.raises(UsageError) as raised:
         attach(scene.aws, scene.store, case, scene.workstation if workstation is None else workstation, ACTOR)
@@ -318,7 +328,7 @@ def test_bad_input_is_refused_and_creates_nothing(
     assert raised.value.message == message
     assert raised.value.exit_code == 2
     assert scene.volume_count() == volumes
-    assert scene.store.journal(CASE) == []
+    assert scene.store.journal(CASE) == journal
 
 
 def test_a_compromised_instance_is_never_the_workstation(scene: Scene) -> None:
@@ -360,7 +370,7 @@ def test_the_journal_names_every_copy_attached_and_detached(scene: Scene) -> Non
     attached = attach(scene.aws, scene.store, CASE, scene.workstation, ACTOR)
     detached = detach(scene.aws, scene.store, CASE, ACTOR)
 
-    entries = scene.store.journal(CASE)
+    entries = [entry for entry in scene.store.journal(CASE) if entry.action.startswith("forensics:")]
     by_action: dict[str, dict[str, Any]] = {}
     for entry in entries:
         by_action.setdefault(entry.action, {})[entry.target] = entry

@@ -15,6 +15,7 @@ from typing import Any
 
 from ec2ir import __version__
 from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError, UsageError
+from ec2ir.output import printable
 
 EXIT_INTERRUPTED = 130
 # The same variables the stack's functions read, so that a responder's shell can point at the stack's
@@ -344,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         return run_command(args)
     except Ec2irError as error:
-        print(f"ec2ir: error: {error}", file=sys.stderr)
+        print(f"ec2ir: error: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:  # a bug: still one line, and the state table still holds the truth
         if os.environ.get("EC2IR_DEBUG"):
@@ -480,18 +481,22 @@ def run_command(args: argparse.Namespace) -> int:
     if getattr(args, "wait", False) and options.evidence:
         wait_for_evidence(aws, [s for result in report.results for s in result.snapshot_ids])
     for failed in report.failed:
-        print(f"ec2ir: {failed.instance_id}: {failed.error_code}: {failed.detail}", file=sys.stderr)
+        print(
+            printable(f"ec2ir: {failed.instance_id}: {failed.error_code}: {failed.detail}"), file=sys.stderr
+        )
     incomplete = [r for r in report.results if r.ok and r.evidence_failed]
     for result in incomplete:
         print(
-            f"ec2ir: {result.instance_id}: contained, but evidence incomplete: "
-            + "; ".join(result.evidence_failed),
+            printable(
+                f"ec2ir: {result.instance_id}: contained, but evidence incomplete: "
+                + "; ".join(result.evidence_failed)
+            ),
             file=sys.stderr,
         )
     warned = [r for r in report.results if r.warnings]
     for result in warned:
         for warning in result.warnings:
-            print(f"ec2ir: {result.instance_id}: WARNING: {warning}", file=sys.stderr)
+            print(printable(f"ec2ir: {result.instance_id}: WARNING: {warning}"), file=sys.stderr)
     return EXIT_PARTIAL if report.failed or incomplete or warned else EXIT_OK
 
 

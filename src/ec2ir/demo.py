@@ -100,6 +100,13 @@ def eni_groups(aws: Aws, instance_ids: list[str]) -> dict[tuple[str, str], tuple
     }
 
 
+def fresh_report_path() -> str:
+    """Where the demo's report goes: a directory made for it alone (mode 0700, a name nobody can
+    guess, created or refused in one step), so that no file or symlink anyone planted in the shared
+    temporary directory can stand in for the report, as one at a fixed name could."""
+    return os.path.join(tempfile.mkdtemp(prefix="ec2ir-demo-"), "report.html")
+
+
 def run_demo() -> int:
     from ec2ir import cli
 
@@ -121,7 +128,7 @@ def run_demo() -> int:
         print("Seeded a compromised fleet: 3 instances in 2 VPCs, app-1 with two ENIs.\n")
 
         common = ["--endpoint-url", url, "--region", DEMO_REGION]
-        report_path = os.path.join(tempfile.gettempdir(), "ec2ir-demo-report.html")
+        report_path = fresh_report_path()
         steps = [
             ["isolate", *ids, "--case", DEMO_CASE, "--office-cidr", DEMO_OFFICE, *common],
             ["status", *common],
@@ -153,7 +160,10 @@ def run_demo() -> int:
     ]
     print("Each ENI's security groups:")
     print(table(["INSTANCE", "ENI", "BEFORE", "DURING", "AFTER"], rows))
-    isolated = all(len(g) == 1 and names.get(g[0]) == "ec2ir-isolation" for g in during.values())
+    # ec2ir names each isolation group it creates ec2ir-isolation-<random>, so no one can take the name first.
+    isolated = all(
+        len(g) == 1 and names.get(g[0], "").startswith("ec2ir-isolation-") for g in during.values()
+    )
     exact = after == before
     print(f"\nisolated during the incident: {'yes' if isolated else 'NO'}")
     print(f"restored exactly afterwards:  {'yes' if exact else 'NO'}")

@@ -570,7 +570,7 @@ class Engine:
     ) -> Collection:
         account = account_of(actor)
         name = options.evidence_bucket or self.evidence_bucket or default_bucket(account, self.aws.region())
-        bucket = EvidenceBucket(self.evidence_aws, name, account, options.object_lock_days)
+        bucket = EvidenceBucket(self.evidence_aws, name, account, options.object_lock_days, store=self.store)
         return Collection(bucket, pool, volumes)
 
     @staticmethod

@@ -22,6 +22,7 @@ from typing import Any
 from ec2ir.aws import Aws, chunks, patiently, translated
 from ec2ir.errors import AwsError, Ec2irError, EvidenceBucketUnusable, UsageError
 from ec2ir.models import EvidenceRef, InstanceFacts
+from ec2ir.state import StateStore
 
 BUCKET_CREATION = "evidence bucket, once, to create it"
 EVIDENCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
@@ -30,6 +31,8 @@ EVIDENCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "s3:ListBucketVersions",
         "s3:GetBucketVersioning",
         "s3:GetBucketTagging",
+        "s3:GetEncryptionConfiguration",  # checking a bucket ec2ir did not create
+        "s3:GetBucketPublicAccessBlock",
         "s3:PutObject",
         "s3:GetObject",
         "s3:GetObjectVersion",
@@ -59,7 +62,9 @@ EVIDENCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
 S3_ACTIONS = {
     "HeadBucket": "ListBucket",
     "PutBucketEncryption": "PutEncryptionConfiguration",
+    "GetBucketEncryption": "GetEncryptionConfiguration",
     "PutPublicAccessBlock": "PutBucketPublicAccessBlock",
+    "GetPublicAccessBlock": "GetBucketPublicAccessBlock",
     "PutObjectLockConfiguration": "PutBucketObjectLockConfiguration",
     "ListObjectVersions": "ListBucketVersions",
     "HeadObject": "GetObject",
@@ -85,6 +90,11 @@ def account_of(caller_arn: str) -> str:
 
 
 DEFAULT_PREFIX = "ec2ir-evidence-"
+# The state table's record of a bucket ec2ir creates: CREATING before CreateBucket, CREATED once
+# hardened. Only a bucket whose record says CREATING and that lacks ec2ir's tag is ever finished.
+BUCKET_RECORD, BUCKET_RECORD_SORT = "evidence-bucket#", "creation"
+CREATING, CREATED = "creating", "created"
+PUBLIC_ACCESS_BLOCKS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 
 
 def default_bucket(account: str, region: str) -> str:
@@ -126,7 +136,16 @@ def compact_time(stamp: str) -> str:
 
 @dataclass
 class EvidenceBucket:
-    """The case's evidence bucket, created hardened on first use and checked when it exists.
+    """The case's evidence bucket: created hardened on first use, only checked when it exists.
+
+    ec2ir changes the settings, policy and tags of a bucket it created itself and of no other: a
+    bucket that exists already (the team's, or the default name taken by someone in the account)
+    keeps its policy, with any deny statement of the organisation's own, and its tags, legal holds
+    included; what it lacks of versioning, encryption and blocked public access is said in the
+    notes. A run that is interrupted between CreateBucket and the last setting leaves a bucket only
+    ec2ir can finish, recognised by the record it wrote to the state table before CreateBucket,
+    never by a tag, which anyone allowed to tag the bucket could set. Without a state table (no
+    ``store``) a bucket is changed only in the run that created it.
 
     Every call names the expected owner, so evidence never lands in a bucket of the same name
     that someone else took first."""
@@ -135,6 +154,7 @@ class EvidenceBucket:
     name: str
     account: str
     object_lock_days: int = 0
+    store: StateStore | None = None
     notes: list[str] = field(default_factory=list)
     _ready: bool = False
     _failure: Ec2irError | None = None  # once the bucket failed, every instance hears so at once
@@ -148,7 +168,8 @@ class EvidenceBucket:
         return {"ExpectedBucketOwner": self.account} if self.account.isdigit() else {}
 
     def ensure(self) -> None:
-        """Once per run: create the bucket if it is missing, else check it keeps versions."""
+        """Once per run: create the bucket if it is missing, finish it if ec2ir's own record says
+        an interrupted run was creating it, else only check it."""
         with self._lock:
             if self._ready:
                 return
@@ -176,18 +197,91 @@ class EvidenceBucket:
             if error.code not in ("404", "NoSuchBucket", "NotFound"):
                 raise
             exists = False
-        if exists and self._hardened():
-            self._check_existing()
+        if not exists:
+            self._record_creation(CREATING)
+            self._create()
+            self._harden()
+            self._record_creation(CREATED)
+            self.notes.append(f"created evidence bucket s3://{self.name} ({self._hardening()})")
+            return
+        record, recorded_days = self._creation_record()
+        # A bucket named by the team (--evidence-bucket, or the stack's) is theirs, tag or not.
+        tagged = self._tagged() if record == CREATING or self.name.startswith(DEFAULT_PREFIX) else True
+        if record == CREATING and not tagged:
+            # As the interrupted run meant it: Object Lock can be configured only on a bucket
+            # created with it enabled.
+            self.object_lock_days = recorded_days
+            self._harden()
+            self.notes.append(
+                f"finished hardening evidence bucket s3://{self.name}, which an interrupted ec2ir run "
+                f"had created ({self._hardening()})"
+            )
         else:
-            # A bucket of ec2ir's own name without the mark that its hardening finished was
-            # left half-made by an interrupted run: every setting is applied again.
-            self._create(exists)
+            if not tagged:
+                self.notes.append(
+                    f"evidence bucket s3://{self.name} has ec2ir's default name but ec2ir did not create "
+                    "it: it is used as it is, and its settings, policy and tags are left alone"
+                )
+            self._check_existing()
+        if record == CREATING:
+            self._record_creation(CREATED)
 
-    def _hardened(self) -> bool:
-        """Whether the bucket carries the tag ec2ir sets last, once every hardening step is done;
-        a bucket not named like ec2ir's own is the team's, and is only checked."""
-        if not self.name.startswith(DEFAULT_PREFIX):
-            return True
+    # -- ec2ir's own record of the buckets it creates --------------------------------------------
+
+    def _record_key(self) -> dict[str, Any]:
+        return {"pk": {"S": f"{BUCKET_RECORD}{self.name}"}, "sk": {"S": BUCKET_RECORD_SORT}}
+
+    def _creation_record(self) -> tuple[str, int]:
+        """CREATING, CREATED or "" (no record, or no state table to keep one in), and the Object
+        Lock days the bucket was created with."""
+        if self.store is None:
+            return "", 0
+        try:
+            with translated("dynamodb", "GetItem"):
+                item = (
+                    self.store.aws.dynamodb()
+                    .get_item(TableName=self.store.table, Key=self._record_key(), ConsistentRead=True)
+                    .get("Item")
+                )
+        except AwsError as error:
+            self.notes.append(
+                f"WARNING: cannot read whether ec2ir created s3://{self.name} ({error}); it is only checked"
+            )
+            return "", 0
+        record = item or {}
+        days = str(record.get("object_lock_days", {}).get("N", "0"))
+        return str(record.get("status", {}).get("S", "")), int(days) if days.isdigit() else 0
+
+    def _record_creation(self, status: str) -> None:
+        """Written before CreateBucket (CREATING) and after the last setting (CREATED), so that only
+        a bucket whose hardening ec2ir began and did not finish is ever changed by a later run. A
+        record that cannot be written costs only that: the bucket is still made and used."""
+        if self.store is None:
+            return
+        item = {
+            **self._record_key(),
+            "status": {"S": status},
+            "at": {"S": datetime.now(UTC).isoformat(timespec="milliseconds")},
+            "region": {"S": self.aws.region()},
+            "object_lock_days": {"N": str(self.object_lock_days)},
+        }
+        try:
+            with translated("dynamodb", "PutItem"):
+                self.store.aws.dynamodb().put_item(TableName=self.store.table, Item=item)
+        except AwsError as error:
+            if status == CREATING:
+                self.notes.append(
+                    f"WARNING: could not record in the state table that ec2ir is creating s3://{self.name} "
+                    f"({error}); if this run is interrupted, later runs will only check the bucket"
+                )
+            else:
+                self.notes.append(
+                    f"WARNING: could not record in the state table that s3://{self.name} is hardened "
+                    f"({error})"
+                )
+
+    def _tagged(self) -> bool:
+        """Whether the bucket carries the tag ec2ir sets last, once every hardening step is done."""
         try:
             with s3_translated("GetBucketTagging"):
                 tags = self._s3.get_bucket_tagging(Bucket=self.name, **self._owner()).get("TagSet", [])
@@ -197,8 +291,9 @@ class EvidenceBucket:
             tags = []
         return any(tag["Key"] == "ec2ir:role" and tag["Value"] == "evidence" for tag in tags)
 
-    def _create(self, exists: bool = False) -> None:
-        s3 = self._s3
+    # -- creating and hardening ------------------------------------------------------------------
+
+    def _create(self) -> None:
         arguments: dict[str, Any] = {"Bucket": self.name}
         region = self.aws.region()
         if region != "us-east-1":
@@ -206,27 +301,25 @@ class EvidenceBucket:
         if self.object_lock_days:
             arguments["ObjectLockEnabledForBucket"] = True
         try:
-            if not exists:
-                with s3_translated("CreateBucket"):
-                    s3.create_bucket(**arguments)
+            with s3_translated("CreateBucket"):
+                self._s3.create_bucket(**arguments)
         except AwsError as error:
             if error.code == "BucketAlreadyExists":
                 raise EvidenceBucketUnusable(
                     f"the bucket name {self.name} is taken by another account",
                     "pass --evidence-bucket with a name of your own",
                 ) from error
-            if error.code != "BucketAlreadyOwnedByYou":  # a racing run made it first
+            # A racing run made it first, after writing its own record: both harden it alike.
+            if error.code != "BucketAlreadyOwnedByYou":
                 raise
+
+    def _harden(self) -> None:
+        s3 = self._s3
         owner = self._owner()
         with s3_translated("PutPublicAccessBlock"):
             s3.put_public_access_block(
                 Bucket=self.name,
-                PublicAccessBlockConfiguration={
-                    "BlockPublicAcls": True,
-                    "IgnorePublicAcls": True,
-                    "BlockPublicPolicy": True,
-                    "RestrictPublicBuckets": True,
-                },
+                PublicAccessBlockConfiguration=dict.fromkeys(PUBLIC_ACCESS_BLOCKS, True),
                 **owner,
             )
         with s3_translated("PutBucketVersioning"):
@@ -260,25 +353,65 @@ class EvidenceBucket:
             s3.put_bucket_tagging(
                 Bucket=self.name, Tagging={"TagSet": [{"Key": "ec2ir:role", "Value": "evidence"}]}, **owner
             )
+
+    def _hardening(self) -> str:
         lock = f", Object Lock COMPLIANCE {self.object_lock_days} day(s)" if self.object_lock_days else ""
-        self.notes.append(
-            f"created evidence bucket s3://{self.name} (versioned, KMS-encrypted, public access "
-            f"blocked, TLS only{lock})"
-        )
+        return f"versioned, KMS-encrypted, public access blocked, TLS only{lock}"
+
+    # -- a bucket ec2ir did not create -----------------------------------------------------------
 
     def _check_existing(self) -> None:
-        with s3_translated("GetBucketVersioning"):
-            versioning = self._s3.get_bucket_versioning(Bucket=self.name, **self._owner()).get("Status")
-        if versioning != "Enabled":
+        """Read, never change: say what the bucket lacks. A setting that cannot be read (the
+        caller may not read it) is said too, rather than taken as missing."""
+        s3, owner, where = self._s3, self._owner(), f"evidence bucket s3://{self.name}"
+        versioning = self._read(
+            "GetBucketVersioning", lambda: s3.get_bucket_versioning(Bucket=self.name, **owner), ()
+        )
+        if versioning is not None and versioning.get("Status") != "Enabled":
             self.notes.append(
-                f"WARNING: evidence bucket s3://{self.name} does not keep versions, so an overwritten "
-                "object is lost; enable versioning on it"
+                f"WARNING: {where} does not keep versions, so an overwritten object is lost; enable "
+                "versioning on it"
             )
+        encryption = self._read(
+            "GetBucketEncryption",
+            lambda: s3.get_bucket_encryption(Bucket=self.name, **owner),
+            ("ServerSideEncryptionConfigurationNotFoundError",),
+        )
+        if encryption is not None and not encryption.get("ServerSideEncryptionConfiguration", {}).get(
+            "Rules"
+        ):
+            self.notes.append(f"WARNING: {where} has no default encryption; turn it on (SSE-KMS)")
+        blocks = self._read(
+            "GetPublicAccessBlock",
+            lambda: s3.get_public_access_block(Bucket=self.name, **owner),
+            ("NoSuchPublicAccessBlockConfiguration",),
+        )
+        if blocks is not None:
+            settings = blocks.get("PublicAccessBlockConfiguration", {})
+            open_ = [name for name in PUBLIC_ACCESS_BLOCKS if not settings.get(name)]
+            if open_:
+                self.notes.append(
+                    f"WARNING: {where} does not block public access ({', '.join(open_)} off); its "
+                    "policy or ACLs could make evidence public"
+                )
         if self.object_lock_days:
             self.notes.append(
                 f"--object-lock-days applies only when ec2ir creates the bucket; s3://{self.name} "
                 "already exists and keeps its own Object Lock settings"
             )
+
+    def _read(
+        self, operation: str, call: Callable[[], dict[str, Any]], absent: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """The answer; {} when the setting is absent; None (and a note) when it cannot be read."""
+        try:
+            with s3_translated(operation):
+                return dict(call())
+        except AwsError as error:
+            if error.code in absent:
+                return {}
+            self.notes.append(f"WARNING: cannot check s3://{self.name} ({error})")
+            return None
 
     def stored(self, key: str, kind: str) -> EvidenceRef | None:
         """The object already under ``key``, as its own metadata describes it, or None."""

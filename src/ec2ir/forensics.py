@@ -4,6 +4,14 @@
 Zone, attaches them at free device names and says how to mount them read-only; ``detach`` detaches
 and deletes those volumes. The volumes are working copies, found again by their tags, so both
 commands can be rerun safely. The snapshots are the evidence: nothing here ever deletes one.
+
+The case's snapshots are the ones its journal names, not the ones tagged with it: anyone who may
+tag a snapshot in the account (the attacker included) can tag one with the case, and whatever
+attach copies ends up on the forensic workstation. A snapshot is copied only when the journal's
+entry for it (written by isolate or collect when it took the snapshot) agrees with EC2 on the
+volume it was taken of and with its instance tag; a snapshot tagged with the case that the journal
+does not name is left alone and named in a note. Every text shown is passed through
+``output.printable``, and the mount commands hold only values ec2ir checked or quoted itself.
 """
 
 from __future__ import annotations
@@ -16,10 +24,11 @@ from functools import partial
 from typing import Any
 
 from ec2ir import validate
-from ec2ir.aws import Aws, discover, patiently, request_ids, translated
+from ec2ir.aws import Aws, chunks, discover, patiently, request_ids, translated
 from ec2ir.errors import AwsError, Ec2irError, StateTableError, UsageError
-from ec2ir.evidence import TAG_CASE, TAG_DEVICE, TAG_INSTANCE, TAG_TAKEN_AT
+from ec2ir.evidence import TAG_CASE, TAG_INSTANCE
 from ec2ir.models import ACTIVE_STATUSES, EvidenceRef, JournalEntry
+from ec2ir.output import printable, table
 from ec2ir.state import StateStore, now
 
 FORENSICS_PERMISSIONS: tuple[str, ...] = (
@@ -32,6 +41,7 @@ FORENSICS_PERMISSIONS: tuple[str, ...] = (
     "ec2:DetachVolume",
     "ec2:DeleteVolume",
     "dynamodb:GetItem",  # is the workstation itself held by a case?
+    "dynamodb:Query",  # the case journal: which snapshots are the case's
     "dynamodb:BatchWriteItem",  # the case journal
 )
 
@@ -43,6 +53,10 @@ TAG_SOURCE_INSTANCE, TAG_SOURCE_DEVICE = "ec2ir:source-instance", "ec2ir:source-
 DEVICES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
 # /dev/sdf and /dev/xvdf name the same attachment point, so a name is known by its letter.
 DEVICE_LETTER = re.compile(r"^(?:/dev/)?(?:sd|xvd)([a-z]+)\d*$")
+VOLUME_ID = re.compile(r"^vol-[0-9a-f]+$")
+TAG_VALUE_LIMIT = 256
+# The journal entries of the steps that take snapshots (the engine's "<verb>:snapshots").
+SNAPSHOT_ACTIONS = ("isolate:snapshots", "collect:snapshots")
 USABLE_STATES = ("running", "stopped")
 GONE = ("deleting", "deleted")
 # Volumes made from snapshots are usually ready in seconds; a mounted one never detaches, so the
@@ -144,11 +158,13 @@ def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor
     already has a copy for this workstation is not copied again."""
     case = validate.case_id(case_id)
     workstation = _workstation_id(workstation_id)
-    snapshots = case_snapshots(aws, case)
-    if not snapshots:
+    found = case_snapshots(aws, store, case)
+    if not found.snapshots:
+        ignored = f"; {len(found.notes)} left out: {' '.join(found.notes[:3])}" if found.notes else ""
         raise UsageError(
             f"case {case} has no snapshots",
-            "ec2ir isolate and ec2ir collect take them; check the case id in `ec2ir status`",
+            "ec2ir isolate and ec2ir collect take them and name them in the case journal; check the case "
+            f"id in `ec2ir status`{ignored}",
         )
     facts = discover(aws, [workstation]).get(workstation)
     if facts is None:
@@ -161,27 +177,33 @@ def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor
             f"workstation {workstation} is {facts.state}",
             "volumes can be attached only to a running or stopped instance",
         )
-    sources = {_tags(snapshot).get(TAG_INSTANCE, "") for snapshot in snapshots}
-    if workstation in sources:
+    if workstation in found.instances:
         raise UsageError(
             f"{workstation} is one of case {case}'s compromised instances",
             "attach the copies to a separate, trusted forensic workstation",
         )
     _refuse_held(store, workstation)
+    snapshots = found.snapshots
 
     zone = str(facts.description.get("Placement", {}).get("AvailabilityZone", ""))
-    report = AttachReport(case, workstation, zone, actor)
-    ready = [snapshot for snapshot in snapshots if snapshot.get("State") == "completed"]
+    report = AttachReport(case, workstation, zone, actor, notes=list(found.notes))
+    ready = [snapshot for snapshot in snapshots if snapshot.described.get("State") == "completed"]
     for snapshot in snapshots:
-        if snapshot.get("State") != "completed":
+        if snapshot.described.get("State") != "completed":
             report.notes.append(
-                f"{snapshot['SnapshotId']} is {snapshot.get('State', 'unknown')}: not copied; "
-                "run attach again once it has completed"
+                printable(
+                    f"{snapshot.snapshot_id} is {snapshot.described.get('State', 'unknown')}: not copied; "
+                    "run attach again once it has completed"
+                )
             )
+    # A copy found by its tags is taken for one only if EC2 says it was made from the snapshot its
+    # tag names: a volume of anyone's, tagged so, is never attached as evidence.
     existing = {
-        _tags(volume)[TAG_SNAPSHOT]: volume
+        volume["SnapshotId"]: volume
         for volume in forensic_copies(aws, case)
-        if _tags(volume).get(TAG_WORKSTATION) == workstation and volume.get("State") not in (*GONE, "error")
+        if _tags(volume).get(TAG_WORKSTATION) == workstation
+        and _tags(volume)[TAG_SNAPSHOT] == volume.get("SnapshotId")
+        and volume.get("State") not in (*GONE, "error")
     }
     copies = [_copy_of(snapshot, workstation) for snapshot in ready]
     for copy in copies:
@@ -206,7 +228,7 @@ def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor
             f"{len(free)} of {DEVICES[0]}-{DEVICES[-1]} are free",
             "detach other volumes from the workstation, or use a second workstation",
         )
-    by_snapshot = {snapshot["SnapshotId"]: snapshot for snapshot in ready}
+    by_snapshot = {snapshot.snapshot_id: snapshot.described for snapshot in ready}
     # Each phase for every copy before the next phase, so the volumes are made side by side.
     for copy in to_attach:
         if not copy.volume_id:
@@ -228,7 +250,10 @@ def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor
 
     for copy in copies:
         if copy.device:
-            copy.mount_commands = mount_commands(case, copy.volume_id, copy.device)
+            try:
+                copy.mount_commands = mount_commands(case, copy.volume_id, copy.device)
+            except ValueError as error:
+                report.notes.append(printable(f"no mount commands for {copy.volume_id}: {error}"))
     report.copies = copies
     _journal(store, [_entry(case, actor, copy, "forensics:attach") for copy in copies if copy.acted], report)
     return report
@@ -259,12 +284,12 @@ def _refuse_held(store: StateStore, workstation: str) -> None:
         )
 
 
-def _copy_of(snapshot: dict[str, Any], workstation: str) -> Copy:
-    tags = _tags(snapshot)
+def _copy_of(snapshot: CaseSnapshot, workstation: str) -> Copy:
+    """The copy's source as the journal recorded it, never as the snapshot's tags say."""
     return Copy(
-        snapshot_id=snapshot["SnapshotId"],
-        source_instance=tags.get(TAG_INSTANCE, ""),
-        source_device=tags.get(TAG_DEVICE, ""),
+        snapshot_id=snapshot.snapshot_id,
+        source_instance=snapshot.instance_id,
+        source_device=snapshot.device,
         workstation_id=workstation,
     )
 
@@ -275,8 +300,10 @@ def _create(aws: Aws, case: str, snapshot: dict[str, Any], copy: Copy, zone: str
         TAG_CASE: case,
         TAG_ROLE: ROLE_COPY,
         TAG_SNAPSHOT: copy.snapshot_id,
-        TAG_SOURCE_INSTANCE: copy.source_instance,
-        TAG_SOURCE_DEVICE: copy.source_device,
+        # What the journal says of the source, as it would be shown: whoever can write to the state
+        # table chooses it, and EC2 takes at most 256 characters.
+        TAG_SOURCE_INSTANCE: printable(copy.source_instance)[:TAG_VALUE_LIMIT],
+        TAG_SOURCE_DEVICE: printable(copy.source_device)[:TAG_VALUE_LIMIT],
         TAG_WORKSTATION: copy.workstation_id,
     }
     arguments: dict[str, Any] = {
@@ -323,9 +350,15 @@ def mount_commands(case_id: str, volume_id: str, device: str) -> tuple[str, ...]
     """Shell lines that find the copy on the workstation and mount it read-only.
 
     On Nitro instances the volume appears as /dev/nvme*n1 whatever the device name, with the
-    volume id (without the dash) as its serial; on Xen instances /dev/sdf appears as /dev/xvdf."""
+    volume id (without the dash) as its serial; on Xen instances /dev/sdf appears as /dev/xvdf.
+    A responder pastes these lines into a root shell, so a volume id or device name of any other
+    form is refused (ValueError) rather than printed, and the mount point is quoted."""
+    if not VOLUME_ID.match(volume_id):
+        raise ValueError(f"{volume_id!r} is not a volume id")
+    if not DEVICE_LETTER.match(device):
+        raise ValueError(f"{device!r} is not a device name of the form /dev/sdf or /dev/xvdf")
     serial = volume_id.replace("-", "")
-    xen = "/dev/xvd" + device.removeprefix("/dev/sd").removeprefix("/dev/xvd")
+    xen = shlex.quote("/dev/xvd" + device.removeprefix("/dev/").removeprefix("sd").removeprefix("xvd"))
     point = shlex.quote(f"/mnt/ec2ir/{case_id}/{volume_id}")
     return (
         f"DISK=$(lsblk -dnpo NAME,SERIAL | awk '$2==\"{serial}\" {{print $1}}'); DISK=${{DISK:-{xen}}}",
@@ -344,16 +377,35 @@ def mount_commands(case_id: str, volume_id: str, device: str) -> tuple[str, ...]
 
 
 def detach(aws: Aws, store: StateStore, case_id: str, actor: str) -> DetachReport:
-    """Detach and delete every forensic copy of the case; the snapshots stay."""
+    """Detach and delete every forensic copy of the case; the snapshots stay.
+
+    Tags say which volumes are copies, and anyone may tag a volume (a production one included),
+    so a volume is deleted only when EC2 says it was made from one of the snapshots the case
+    journal names: at worst that is another copy of the same evidence. Any other volume tagged as
+    a copy of the case is left alone and named in a note."""
     case = validate.case_id(case_id)
     report = DetachReport(case, actor)
-    volumes = [volume for volume in forensic_copies(aws, case) if volume.get("State") not in GONE]
+    journaled = journaled_snapshots(store, case)
+    volumes = []
+    for volume in forensic_copies(aws, case):
+        if volume.get("State") in GONE:
+            continue
+        if volume.get("SnapshotId") in journaled:
+            volumes.append(volume)
+        else:
+            report.notes.append(
+                printable(
+                    f"left {volume['VolumeId']} alone: it is tagged as a copy of case {case}, but it was "
+                    f"made from {volume.get('SnapshotId') or 'no snapshot'}, which the case journal does "
+                    "not name"
+                )
+            )
     copies = []
     for volume in volumes:
         tags = _tags(volume)
         attachments = volume.get("Attachments", [])
         copy = Copy(
-            snapshot_id=tags.get(TAG_SNAPSHOT, volume.get("SnapshotId", "")),
+            snapshot_id=str(volume["SnapshotId"]),  # EC2's word, not the tag's
             source_instance=tags.get(TAG_SOURCE_INSTANCE, ""),
             source_device=tags.get(TAG_SOURCE_DEVICE, ""),
             volume_id=volume["VolumeId"],
@@ -405,32 +457,121 @@ def _delete(aws: Aws, copy: Copy) -> None:
 # -- shared ---------------------------------------------------------------------------------------
 
 
-def case_snapshots(aws: Aws, case_id: str) -> list[dict[str, Any]]:
-    """The case's snapshots by instance, oldest first; always filtered by tag, as an account can own
-    thousands."""
+@dataclass(frozen=True)
+class CaseSnapshot:
+    """One of the case's snapshots: EC2's description of it, and its source as the journal has it."""
+
+    described: dict[str, Any]
+    instance_id: str
+    volume_id: str
+    device: str
+    taken_at: str
+
+    @property
+    def snapshot_id(self) -> str:
+        return str(self.described["SnapshotId"])
+
+
+@dataclass(frozen=True)
+class CaseSnapshots:
+    snapshots: list[CaseSnapshot]  # by instance, oldest first
+    instances: frozenset[str]  # every instance the journal names a snapshot of
+    notes: list[str]  # the snapshots left out, and why
+
+
+def journaled_snapshots(store: StateStore, case_id: str) -> dict[str, EvidenceRef]:
+    """Snapshot id -> the reference the case journal keeps for it: those isolate and collect
+    journaled when they took them, each naming the instance (the entry's target) and the volume.
+    The forensic entries also name snapshots, but repeat what attach was given, so they prove
+    nothing."""
+    try:
+        entries = store.journal(case_id)
+    except AwsError as error:
+        if error.code == "ResourceNotFoundException":
+            raise StateTableError(
+                f"state table {store.table!r} does not exist, so the case's snapshots are unknown",
+                "pass --table with the table `ec2ir isolate` used",
+            ) from error
+        raise
+    found: dict[str, EvidenceRef] = {}
+    for entry in entries:
+        if entry.case_id != case_id or entry.action not in SNAPSHOT_ACTIONS:
+            continue
+        for ref in entry.evidence:
+            named = ref.details.get("instance_id") == entry.target and ref.details.get("volume_id")
+            if ref.kind == "snapshot" and named:
+                found.setdefault(ref.location, ref)
+    return found
+
+
+def case_snapshots(aws: Aws, store: StateStore, case_id: str) -> CaseSnapshots:
+    """The case's snapshots: those the journal names, as long as EC2 agrees with the journal on
+    the volume each was taken of and its instance tag says the same instance. Every snapshot
+    tagged with the case that the journal does not name, or that disagrees with it, is left out
+    and named in a note."""
+    journaled = journaled_snapshots(store, case_id)
+    described = {
+        snapshot["SnapshotId"]: snapshot
+        for batch in chunks(sorted(journaled), 200)
+        for snapshot in _describe_snapshots(aws, [{"Name": "snapshot-id", "Values": batch}])
+    }
+    notes: list[str] = []
+    snapshots: list[CaseSnapshot] = []
+    for snapshot_id, ref in journaled.items():
+        snapshot = described.get(snapshot_id)
+        journal_says = f"the journal says {ref.details['instance_id']} {ref.details['volume_id']}"
+        if snapshot is None:
+            notes.append(
+                printable(f"{snapshot_id} is not in {aws.region()} any more ({journal_says}): not copied")
+            )
+            continue
+        volume, instance = snapshot.get("VolumeId", ""), _tags(snapshot).get(TAG_INSTANCE, "")
+        if (volume, instance) != (ref.details["volume_id"], ref.details["instance_id"]):
+            notes.append(
+                printable(
+                    f"{snapshot_id} does not match the case journal ({journal_says}; EC2 says volume "
+                    f"{volume or '-'}, tagged {TAG_INSTANCE}={instance or '-'}): not copied"
+                )
+            )
+            continue
+        snapshots.append(
+            CaseSnapshot(
+                snapshot,
+                instance,
+                volume,
+                ref.details.get("device", ""),
+                ref.details.get("taken_at", ""),
+            )
+        )
+    for snapshot in _describe_snapshots(aws, [{"Name": f"tag:{TAG_CASE}", "Values": [case_id]}]):
+        if snapshot["SnapshotId"] not in journaled:
+            tags = ", ".join(f"{key}={value}" for key, value in sorted(_tags(snapshot).items()))
+            notes.append(
+                printable(
+                    f"ignored {snapshot['SnapshotId']}: it is tagged {TAG_CASE}={case_id} but the case "
+                    f"journal does not name it (tags: {tags})"
+                )
+            )
+    snapshots.sort(key=lambda s: (s.instance_id, s.taken_at, s.device, s.snapshot_id))
+    instances = frozenset(ref.details["instance_id"] for ref in journaled.values())
+    return CaseSnapshots(snapshots, instances, notes)
+
+
+def _describe_snapshots(aws: Aws, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Always filtered, as an account can own thousands of snapshots."""
     with translated("ec2", "DescribeSnapshots"):
-        found = [
+        return [
             snapshot
             for page in aws.ec2()
             .get_paginator("describe_snapshots")
-            .paginate(OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG_CASE}", "Values": [case_id]}])
+            .paginate(OwnerIds=["self"], Filters=filters)
             for snapshot in page.get("Snapshots", [])
-            if _tags(snapshot).get(TAG_CASE) == case_id
         ]
-    return sorted(
-        found,
-        key=lambda s: (
-            _tags(s).get(TAG_INSTANCE, ""),
-            _tags(s).get(TAG_TAKEN_AT, ""),
-            _tags(s).get(TAG_DEVICE, ""),
-            s["SnapshotId"],
-        ),
-    )
 
 
 def forensic_copies(aws: Aws, case_id: str) -> list[dict[str, Any]]:
-    """The case's forensic copies. The tags are checked again here, so a volume that is not one of
-    our copies is never detached or deleted, even if a filter were ignored."""
+    """The volumes tagged as the case's forensic copies. The tags are checked again here, so a
+    volume without them is never detached or deleted, even if a filter were ignored."""
     filters = [
         {"Name": f"tag:{TAG_CASE}", "Values": [case_id]},
         {"Name": f"tag:{TAG_ROLE}", "Values": [ROLE_COPY]},
@@ -517,29 +658,32 @@ def render_attach(report: AttachReport) -> str:
         ]
         for copy in report.copies
     ]
-    from ec2ir.output import table  # output imports the engine, which imports this module
-
     parts = [table(["SNAPSHOT", "SOURCE", "COPY", "DEVICE", "RESULT"], rows)]
     mounted = [copy for copy in report.copies if copy.mount_commands]
     if mounted:
         lines = [
-            f"On {report.workstation_id}, mount each copy read-only (it is evidence: never mount it "
-            "writable, never run fsck on it). On Nitro instances the copy is /dev/nvme*n1 whatever its "
-            "device name: `lsblk -o NAME,SERIAL` shows the volume id without the dash."
+            f"On {printable(report.workstation_id)}, mount each copy read-only (it is evidence: never "
+            "mount it writable, never run fsck on it). On Nitro instances the copy is /dev/nvme*n1 "
+            "whatever its device name: `lsblk -o NAME,SERIAL` shows the volume id without the dash."
         ]
         for copy in mounted:
             lines.append("")
+            # One line whatever the journal holds, so it stays a comment when pasted into a shell.
             lines.append(
-                f"# {copy.volume_id}: copy of {copy.snapshot_id} "
-                f"({copy.source_instance} {copy.source_device}), attached at {copy.device}"
+                printable(
+                    f"# {copy.volume_id}: copy of {copy.snapshot_id} "
+                    f"({copy.source_instance} {copy.source_device}), attached at {copy.device}"
+                )
             )
             lines.extend(copy.mount_commands)
         parts.append("\n".join(lines))
-    parts.extend(f"note: {note}" for note in report.notes)
+    parts.extend(f"note: {printable(note)}" for note in report.notes)
     failed = sum(not copy.ok for copy in report.copies)
     parts.append(
-        f"case {report.case_id}: {len(report.copies) - failed} copy(ies) on {report.workstation_id} "
-        f"({report.availability_zone}), {failed} failed (acting as {report.actor})"
+        printable(
+            f"case {report.case_id}: {len(report.copies) - failed} copy(ies) on {report.workstation_id} "
+            f"({report.availability_zone}), {failed} failed (acting as {report.actor})"
+        )
     )
     return "\n\n".join(parts)
 
@@ -555,14 +699,14 @@ def render_detach(report: DetachReport) -> str:
         ]
         for copy in report.copies
     ]
-    from ec2ir.output import table
-
     parts = [table(["COPY", "SNAPSHOT", "WORKSTATION", "DEVICE", "RESULT"], rows)] if rows else []
-    parts.extend(f"note: {note}" for note in report.notes)
+    parts.extend(f"note: {printable(note)}" for note in report.notes)
     failed = sum(not copy.ok for copy in report.copies)
     parts.append(
-        f"case {report.case_id}: {len(report.copies) - failed} copy(ies) detached and deleted, "
-        f"{failed} failed; the snapshots are kept (acting as {report.actor})"
+        printable(
+            f"case {report.case_id}: {len(report.copies) - failed} copy(ies) detached and deleted, "
+            f"{failed} failed; the snapshots are kept (acting as {report.actor})"
+        )
     )
     return "\n\n".join(parts)
 

@@ -16,9 +16,10 @@ usual.
 How: ``DescribeInstanceInformation`` tells which instances SSM manages; each of those gets one
 ``SendCommand`` of ``AWS-RunShellScript`` that downloads AVML at a pinned release, checks its
 pinned SHA-256 (and refuses to run a binary it cannot verify), runs ``avml acquire --compress``
-into the local directory with the most free space, hashes the image with ``sha256sum``, uploads
-it with ``curl`` to an S3 presigned PUT URL for ``<case>/<instance>/<time>/memory.lime`` in the
-evidence bucket (so the instance role needs no S3 permission), deletes the local copy and prints
+into the local directory with the most free space, hashes the image with ``sha256sum`` and
+``md5sum``, uploads it with ``curl`` to an S3 presigned PUT URL for
+``<case>/<instance>/<time>/memory.lime`` in the evidence bucket (so the instance role needs no S3
+permission) with the image's ``Content-MD5`` (see ``UPLOAD_CHECKSUM``), deletes the local copy and prints
 one ``EC2IR-MEMORY sha256=<hex> size=<bytes> version=<id>`` line. ec2ir polls
 ``GetCommandInvocation`` until the command ends or the deadline passes, checks the object's size
 with ``HeadObject`` and records the instance-reported hash; ``ec2ir verify`` re-reads the object
@@ -82,6 +83,34 @@ FIRST_POLL = 1.0  # seconds before the first GetCommandInvocation; doubles up to
 LAST_POLL = 5.0
 GRACE = 5.0  # how long past the deadline acquire() waits for cancellations to be recorded
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# The upload carries the image's MD5 as Content-MD5, for two reasons. A bucket with an Object Lock
+# default retention refuses an upload without it: the PutObject API reference (Content-MD5) says
+# "The Content-MD5 or x-amz-sdk-checksum-algorithm header is required for any request to upload an
+# object with a retention period configured using Amazon S3 Object Lock", and
+# x-amz-sdk-checksum-algorithm in turn needs an x-amz-checksum-<algorithm> header or a trailer. And
+# S3 then checks the bytes it received against it (BadDigest), so a damaged upload is refused
+# rather than kept as evidence. Content-MD5 is the one of those that a presigned URL can carry
+# without signing it: S3 refuses any x-amz-* header the URL did not sign ("There were headers
+# present in the request which were not signed"), and a signed header is signed with its value,
+# which nobody knows when the URL is made, before the image exists. A trailing checksum does not
+# help either: it needs x-amz-decoded-content-length, an x-amz-* header holding the size, unknown
+# as well. The URL therefore signs only the host, and the request adds no x-amz-* header.
+UPLOAD_CHECKSUM = "Content-MD5"
+# POSIX awk, as the instance may have neither openssl nor xxd: a hex digest on stdin, in Base64.
+HEX_TO_BASE64 = (
+    "awk 'function byte(k) { return (index(HEX, substr(D, 2 * k + 1, 1)) - 1) * 16 "
+    "+ index(HEX, substr(D, 2 * k + 2, 1)) - 1 } "
+    'BEGIN { HEX = "0123456789abcdef"; '
+    'B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" } '
+    '{ D = tolower($1); N = length(D) / 2; OUT = ""; '
+    "for (I = 0; I < N; I += 3) { "
+    "V = byte(I) * 65536 + (I + 1 < N ? byte(I + 1) : 0) * 256 + (I + 2 < N ? byte(I + 2) : 0); "
+    "OUT = OUT substr(B64, int(V / 262144) + 1, 1) substr(B64, int(V / 4096) % 64 + 1, 1); "
+    'OUT = OUT (I + 1 < N ? substr(B64, int(V / 64) % 64 + 1, 1) : "="); '
+    'OUT = OUT (I + 2 < N ? substr(B64, V % 64 + 1, 1) : "=") } '
+    "print OUT }'"
+)
 _CASE_SAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
 
@@ -120,7 +149,7 @@ def script(case_id: str, url: str, pins: dict[str, str] | None = None) -> list[s
         'WORK=; BIN=; PID=; trap \'[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK" "$BIN"\' EXIT',
         "trap 'exit 143' INT TERM",
         '[ "$(id -u)" = 0 ] || fail "not running as root"',
-        "for TOOL in curl sha256sum df awk mktemp; do",
+        "for TOOL in curl sha256sum md5sum df awk mktemp; do",
         '  command -v "$TOOL" >/dev/null 2>&1 || fail "$TOOL is not installed"',
         "done",
         'case "$(uname -m)" in',
@@ -161,8 +190,10 @@ def script(case_id: str, url: str, pins: dict[str, str] | None = None) -> list[s
         f'[ "$SIZE" -le {S3_SINGLE_PUT_LIMIT} ] || fail "the image is $SIZE bytes, above the 5 GiB '
         'that one S3 PUT can carry"',
         "SUM=$(sha256sum \"$IMAGE\" | awk '{print $1}')",
-        f'curl --fail --silent --show-error --retry 3 -X PUT -T "$IMAGE" -D "$WORK/headers" -o /dev/null '
-        f"'{url}' 2>\"$WORK/curl.log\" "
+        f"MD5=$(md5sum \"$IMAGE\" | awk '{{print $1}}' | {HEX_TO_BASE64})",
+        '[ -n "$MD5" ] || fail "cannot compute the MD5 of the image"',
+        f'curl --fail --silent --show-error --retry 3 -X PUT -T "$IMAGE" -H "{UPLOAD_CHECKSUM}: $MD5" '
+        f'-D "$WORK/headers" -o /dev/null \'{url}\' 2>"$WORK/curl.log" '
         '|| fail "the upload to S3 failed: $(tail -n 1 "$WORK/curl.log")"',
         'VERSION=$(tr -d \'\\r\' <"$WORK/headers" | awk \'tolower($1) == "x-amz-version-id:" {v = $2} '
         "END {print v}')",
@@ -313,13 +344,7 @@ class _Run:
     def acquire_one(self, instance_id: str) -> tuple[str, EvidenceRef | None]:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         key = f"{self.case_id}/{instance_id}/{compact_time(stamp)}/{IMAGE_NAME}"
-        url = str(
-            self.presigner.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": self.bucket.name, "Key": key},
-                ExpiresIn=max(60, int(self.timeout) + 120),
-            )
-        )
+        url = upload_url(self.presigner, self.bucket.name, key, max(60, int(self.timeout) + 120))
         seconds = max(1, min(172800, math.ceil(self.timeout)))
         with translated("ssm", "SendCommand"):
             command = self.aws.client("ssm").send_command(
@@ -428,6 +453,15 @@ def describe(error: Exception) -> str:
     if isinstance(error, Ec2irError):
         return str(error)
     return f"internal error {type(error).__name__}: {error}"  # a bug of ours
+
+
+def upload_url(presigner: Any, bucket: str, key: str, expires_in: int) -> str:
+    """The presigned PUT the script uploads to. It signs the host alone (see UPLOAD_CHECKSUM)."""
+    return str(
+        presigner.generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
+        )
+    )
 
 
 def presigning_client(aws: Aws, bucket: str) -> Any:

@@ -1,4 +1,10 @@
-"""Rendering for people (aligned tables, live progress) and for machines (JSON)."""
+"""Rendering for people (aligned tables, live progress) and for machines (JSON).
+
+Much of what is shown comes from the attacker's side: console and script output, tags, AWS error
+messages quoting them, and anything written to the state table. Every piece of text goes through
+``printable`` before it reaches a terminal, so none of it can move the cursor, clear the screen,
+rewrite a line already shown or add a line of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,50 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ec2ir.engine import PlanReport, RunReport
-from ec2ir.evidence import Finding
 from ec2ir.models import Hold, InstanceResult
-from ec2ir.permissions import Check
+
+if TYPE_CHECKING:  # at run time only models: forensics and report import this module
+    from ec2ir.engine import PlanReport, RunReport
+    from ec2ir.evidence import Finding
+    from ec2ir.permissions import Check
 
 # Below this many instances a run is quick enough that progress lines would only be noise.
 PROGRESS_THRESHOLD = 5
 
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """``text`` on one line with every character a terminal could act on shown as an escape:
+    ESC as ``\\x1b``, BEL as ``\\x07``, a newline as ``\\n``, bidirectional and zero-width
+    controls as ``\\u202e``. What counts is Python's ``str.isprintable``, which also covers the C1
+    controls (a lone CSI is ``\\x9b``) and line and paragraph separators."""
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(character if character.isprintable() else _escape(character) for character in value)
+
+
+def _escape(character: str) -> str:
+    if character in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[character]
+    code = ord(character)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
+    head = [printable(header) for header in headers]
+    body = [[printable(cell) for cell in row] for row in rows]
+    widths = [len(h) for h in head]
+    for row in body:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [headers, ["-" * w for w in widths], *rows]
+    lines = [head, ["-" * w for w in widths], *body]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
@@ -61,17 +95,18 @@ def render_run(report: RunReport) -> str:
     if failures:
         parts.append(failures)
     if report.notes:
-        parts.append("\n".join(f"note: {note}" for note in report.notes))
+        parts.append("\n".join(f"note: {printable(note)}" for note in report.notes))
     ok = len(report.results) - len(report.failed)
     parts.append(
-        f"case {report.case_id}: {ok} {verb}, {len(report.failed)} failed (acting as {report.actor})"
+        f"case {printable(report.case_id)}: {ok} {verb}, {len(report.failed)} failed "
+        f"(acting as {printable(report.actor)})"
     )
     return "\n\n".join(parts)
 
 
 def render_step_failures(report: RunReport) -> str:
     lines = [
-        f"{result.instance_id}: {step}: {outcome}"
+        printable(f"{result.instance_id}: {step}: {outcome}")
         for result in report.results
         for step, outcome in result.steps.items()
         if outcome.startswith("FAILED")
@@ -80,28 +115,33 @@ def render_step_failures(report: RunReport) -> str:
 
 
 def render_plan(plan: PlanReport) -> str:
-    parts = [f"DRY RUN for case {plan.case_id}, acting as {plan.actor}: nothing will be changed."]
+    parts = [
+        f"DRY RUN for case {printable(plan.case_id)}, acting as {printable(plan.actor)}: "
+        "nothing will be changed."
+    ]
     if plan.setup:
-        parts.append("Set-up:\n" + "\n".join(f"  - {line}" for line in plan.setup))
+        parts.append("Set-up:\n" + "\n".join(f"  - {printable(line)}" for line in plan.setup))
     for instance_id, steps in plan.instances.items():
-        lines = [f"{instance_id}:"]
+        lines = [f"{printable(instance_id)}:"]
         for number, planned in enumerate(steps, start=1):
             lines.append(
-                f"  {number}. {planned.step}: {planned.title}"
-                + (f" ({planned.note})" if planned.note else "")
+                printable(
+                    f"  {number}. {planned.step}: {planned.title}"
+                    + (f" ({planned.note})" if planned.note else "")
+                )
             )
             for call in planned.calls:
                 check = plan.checks.get(call.action)
                 verdict = f"[{check.verdict} by {check.how}]" if check else ""
-                lines.append(f"       {call.action} {' '.join(call.resources)} {verdict}".rstrip())
+                lines.append(printable(f"       {call.action} {' '.join(call.resources)} {verdict}".rstrip()))
         parts.append("\n".join(lines))
     for refused in plan.refused:
-        parts.append(f"{refused.instance_id}: would fail: {refused.error_code}: {refused.detail}")
+        parts.append(printable(f"{refused.instance_id}: would fail: {refused.error_code}: {refused.detail}"))
     counts = {verdict: 0 for verdict in ("allowed", "denied", "not checked")}
     for check in plan.checks.values():
         counts[check.verdict] += 1
     parts.append(", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " permission(s)")
-    parts.extend(f"DENIED: {check.action} (found by {check.how})" for check in plan.denied)
+    parts.extend(printable(f"DENIED: {check.action} (found by {check.how})") for check in plan.denied)
     return "\n\n".join(parts)
 
 
@@ -111,7 +151,7 @@ def render_preflight(caller: str, rows: Sequence[tuple[str, str, Check]]) -> str
         [[action, check.verdict, check.how, purpose] for action, purpose, check in rows],
     )
     denied = sum(check.verdict == "denied" for _, _, check in rows)
-    return f"{body}\n\npreflight for {caller}: {denied} action(s) denied"
+    return f"{body}\n\npreflight for {printable(caller)}: {denied} action(s) denied"
 
 
 def check_as_dict(check: Check) -> dict[str, str]:
@@ -177,15 +217,14 @@ class ProgressPrinter:
             self.failed += not result.ok
             if self.live:
                 self.stream.write(
-                    f"\r{self.action}: {self.done}/{self.total} done, {self.failed} failed\x1b[K"
+                    f"\r{printable(self.action)}: {self.done}/{self.total} done, {self.failed} failed\x1b[K"
                 )
                 if self.done == self.total:
                     self.stream.write("\n")
             else:
                 outcome = "ok" if result.ok else f"failed {result.error_code}"
-                self.stream.write(
-                    f"[{self.done}/{self.total}] {self.action} {result.instance_id}: {outcome}\n"
-                )
+                line = f"[{self.done}/{self.total}] {self.action} {result.instance_id}: {outcome}"
+                self.stream.write(printable(line) + "\n")
             self.stream.flush()
 
 
@@ -205,7 +244,7 @@ def progress_bar(stream: TextIO, what: str, done: int, total: int, width: int = 
     if stream.isatty():
         filled = width * done // max(total, 1)
         bar = "#" * filled + "." * (width - filled)
-        stream.write(f"\r{what} [{bar}] {done}/{total}\x1b[K" + ("\n" if done == total else ""))
+        stream.write(f"\r{printable(what)} [{bar}] {done}/{total}\x1b[K" + ("\n" if done == total else ""))
     else:
-        stream.write(f"{what}: {done}/{total} completed\n")
+        stream.write(f"{printable(what)}: {done}/{total} completed\n")
     stream.flush()

@@ -6,7 +6,9 @@ Markdown (for tickets), JSON (for tools) or one self-contained HTML page (for pe
 and SVG, no script and no external URL, so it can be mailed, archived or opened offline.
 
 Journal text comes from AWS error messages, tags and instance metadata, so every renderer treats
-it as hostile: HTML escapes it, Markdown neutralises tags and table syntax.
+it as hostile: HTML escapes it, Markdown neutralises tags and table syntax, and both show control
+characters as visible escapes (``output.printable``), as a Markdown report is often read in a
+terminal and an HTML one may be printed to one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from ec2ir import validate
 from ec2ir.errors import UsageError
 from ec2ir.models import EvidenceRef, Hold, HoldStatus, JournalEntry
+from ec2ir.output import printable
 from ec2ir.state import StateStore, now
 
 FORMATS = ("md", "html", "json")
@@ -303,9 +306,10 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
 
 
 def _md(text: object) -> str:
-    """One table cell: no line breaks, no table or link syntax, and no raw HTML that a viewer
-    might render (a tag is shown as text, an entity keeps it readable once rendered)."""
-    flat = " ".join(str(text).split())
+    """One table cell: no line breaks, no table or link syntax, no raw HTML that a viewer might
+    render (a tag is shown as text, an entity keeps it readable once rendered), and no control
+    character that a terminal would act on."""
+    flat = printable(" ".join(str(text).split()))
     return _MD_SPECIAL.sub(r"\\\1", flat).replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -469,7 +473,7 @@ footer { margin-top:32px; font-size:11px; color:var(--muted); border-top:1px sol
 
 
 def _h(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(printable(text), quote=True)
 
 
 def _pill(text: str, colour: str) -> str:
