@@ -26,7 +26,8 @@ from botocore import xform_name
 from ec2ir.aws import Aws, chunks, translated
 from ec2ir.errors import AwsError, Ec2irError, SeveralFailed
 from ec2ir.lanes import SwapLanes, set_eni_groups
-from ec2ir.models import Eni, InstanceFacts, VpcGroups
+from ec2ir.models import InstanceFacts, VpcGroups
+from ec2ir.state import now
 
 Record = dict[str, Any]
 TAG_CASE, TAG_STATE, TAG_ISOLATED_AT = "ec2ir:case", "ec2ir:state", "ec2ir:isolated-at"
@@ -39,11 +40,15 @@ class Options:
     rejoin: bool = False  # on release, rejoin the Auto Scaling group and the load balancers
     forensic_group: str = ""  # a forensic group ec2ir does not manage, to admit SSH from
     forensic_group_owner: str = ""  # that group's account, when it is another account
+    # an isolation group the caller's own stack made (the stack passes its own group's id):
+    # recorded as ec2ir's for its VPC on first use; never one found by tag
+    isolation_group: str = ""
     evidence: bool = True  # snapshots and metadata (the memory too, with ``memory``)
     evidence_bucket: str = ""  # default: ec2ir-evidence-<account>-<region>
     object_lock_days: int = 0  # Object Lock (compliance mode) when ec2ir creates the bucket
     memory: bool = False  # acquire RAM through SSM and AVML before the cut
     memory_timeout: float = 600.0  # seconds; the cut goes ahead after this, memory or not
+    untrack_deadline: float = 5.0  # seconds an ENI may spend in the allow-all group
 
 
 @dataclass(frozen=True)
@@ -133,80 +138,186 @@ def _tolerate(codes: frozenset[str], call: Callable[[], object]) -> bool:
 class ProtectEvidence(Step):
     name = "protect"
     title = "termination protection, stop on shutdown, keep volumes"
-    permissions = ("ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute")
+    permissions = ("ec2:DescribeInstanceAttribute", "ec2:DescribeInstances", "ec2:ModifyInstanceAttribute")
     phase = BESIDE
     cheap_capture = False
+    # The three settings, each set (and put back) by a call of its own.
+    TERMINATION: ClassVar[str] = "termination protection"
+    SHUTDOWN: ClassVar[str] = "shutdown behaviour"
+    VOLUMES: ClassVar[str] = "DeleteOnTermination"
+    # EC2 refuses termination protection for a Spot instance, on or off, with UnsupportedOperation:
+    # "Modifying 'disableApiTermination' is not supported for spot instances." The other two
+    # settings still keep its evidence, so that refusal is reported, not a failure of the step.
+    SPOT_REFUSAL: ClassVar[str] = "UnsupportedOperation"
+    NOT_FOR_SPOT: ClassVar[str] = "termination protection not possible for a Spot instance"
 
     def capture(self, ctx: Context, target: Target) -> Record:
-        ec2 = ctx.aws.ec2()
-        instance_id = target.instance_id
-        with translated("ec2", "DescribeInstanceAttribute"):
-            termination = ec2.describe_instance_attribute(
-                InstanceId=instance_id, Attribute="disableApiTermination"
-            )["DisableApiTermination"]["Value"]
-            shutdown = ec2.describe_instance_attribute(
-                InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior"
-            )["InstanceInitiatedShutdownBehavior"]["Value"]
+        aws, instance_id = ctx.aws, target.instance_id
         return {
-            "disable_api_termination": bool(termination),
-            "shutdown_behavior": str(shutdown),
+            "disable_api_termination": bool(self._attribute(aws, instance_id, "disableApiTermination")),
+            "shutdown_behavior": str(self._attribute(aws, instance_id, "instanceInitiatedShutdownBehavior")),
             "delete_on_termination": {v.device_name: v.delete_on_termination for v in target.facts.volumes},
         }
 
-    def _set(
+    @staticmethod
+    def _attribute(aws: Aws, instance_id: str, attribute: str) -> Any:
+        key = attribute[0].upper() + attribute[1:]
+        with translated("ec2", "DescribeInstanceAttribute"):
+            described = aws.ec2().describe_instance_attribute(InstanceId=instance_id, Attribute=attribute)
+        return described[key]["Value"]
+
+    @staticmethod
+    def _delete_on_termination_now(aws: Aws, instance_id: str) -> dict[str, bool]:
+        with translated("ec2", "DescribeInstances"):
+            reservations = aws.ec2().describe_instances(InstanceIds=[instance_id])["Reservations"]
+        return {
+            mapping["DeviceName"]: bool(mapping["Ebs"].get("DeleteOnTermination", False))
+            for reservation in reservations
+            for instance in reservation["Instances"]
+            for mapping in instance.get("BlockDeviceMappings", [])
+            if "Ebs" in mapping
+        }
+
+    @staticmethod
+    def _volumes(devices: list[str], delete: bool) -> dict[str, Any] | None:
+        if not devices:
+            return None
+        return {
+            "BlockDeviceMappings": [
+                {"DeviceName": device, "Ebs": {"DeleteOnTermination": delete}} for device in sorted(devices)
+            ]
+        }
+
+    @staticmethod
+    def _is_spot(target: Target) -> bool:
+        return target.facts.description.get("InstanceLifecycle") == "spot"
+
+    def _refused_for_spot(self, setting: str, error: Ec2irError) -> bool:
+        spot_refusal = error.code == self.SPOT_REFUSAL and "spot" in str(error).lower()
+        return setting == self.TERMINATION and spot_refusal
+
+    def _modify_each(
         self,
         aws: Aws,
         instance_id: str,
-        termination: bool | None,
-        shutdown: str | None,
-        volumes: dict[str, bool],
-    ) -> int:
-        """Set what is given (None and {} mean leave it); each attribute takes its own call."""
-        ec2 = aws.ec2()
-        calls: list[dict[str, Any]] = []
-        if termination is not None:
-            calls.append({"DisableApiTermination": {"Value": termination}})
-        if shutdown is not None:
-            calls.append({"InstanceInitiatedShutdownBehavior": {"Value": shutdown}})
-        if volumes:
-            calls.append(
-                {
-                    "BlockDeviceMappings": [
-                        {"DeviceName": device, "Ebs": {"DeleteOnTermination": keep}}
-                        for device, keep in sorted(volumes.items())
-                    ]
-                }
-            )
-        for arguments in calls:
-            with translated("ec2", "ModifyInstanceAttribute"):
-                ec2.modify_instance_attribute(InstanceId=instance_id, **arguments)
-        return len(calls)
+        changes: list[tuple[str, str, Callable[[], dict[str, Any] | None]]],
+    ) -> tuple[list[str], int, list[tuple[str, Ec2irError]]]:
+        """Make each change on its own: one refused must never keep the others from being made.
+
+        A change is (setting, its outcome once done, what gives the ModifyInstanceAttribute
+        arguments, or None when the setting is already so; it may read the setting first).
+        Returns the outcomes, the number of calls made, and the refusals by setting."""
+        outcomes: list[str] = []
+        failures: list[tuple[str, Ec2irError]] = []
+        calls = 0
+        for setting, outcome, arguments_for in changes:
+            try:
+                arguments = arguments_for()
+                if arguments is not None:
+                    with translated("ec2", "ModifyInstanceAttribute"):
+                        aws.ec2().modify_instance_attribute(InstanceId=instance_id, **arguments)
+                    calls += 1
+            except Ec2irError as error:
+                if self._refused_for_spot(setting, error):
+                    outcomes.append(self.NOT_FOR_SPOT)
+                else:
+                    failures.append((setting, error))
+                continue
+            outcomes.append(outcome)
+        return outcomes, calls, failures
+
+    @staticmethod
+    def _outcome(outcomes: list[str], calls: int, failures: list[tuple[str, Ec2irError]], retry: str) -> str:
+        if failures:
+            error = SeveralFailed(failures)
+            error.hint = (f"still done: {', '.join(outcomes)}; " if outcomes else "") + retry
+            raise error
+        return f"{', '.join(outcomes)} ({calls} change(s))"
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
         # Only what differs from the protected state is changed: ModifyInstanceAttribute draws on
-        # EC2's shared mutating bucket (50, then 5 a second), the scarcest at scale.
-        volumes = {device: False for device, delete in record["delete_on_termination"].items() if delete}
-        calls = self._set(
+        # EC2's shared mutating bucket (50, then 5 a second), the scarcest at scale. A Spot
+        # instance's termination protection is not even asked for: EC2 always refuses it.
+        spot = self._is_spot(target)
+        deleted = [device for device, delete in record["delete_on_termination"].items() if delete]
+        termination = (
+            None if spot or record["disable_api_termination"] else {"DisableApiTermination": {"Value": True}}
+        )
+        shutdown = (
+            None
+            if record["shutdown_behavior"] == "stop"
+            else {"InstanceInitiatedShutdownBehavior": {"Value": "stop"}}
+        )
+        volumes = self._volumes(deleted, delete=False)
+        outcomes, calls, failures = self._modify_each(
             ctx.aws,
             target.instance_id,
-            None if record["disable_api_termination"] else True,
-            None if record["shutdown_behavior"] == "stop" else "stop",
-            volumes,
+            [
+                (
+                    self.TERMINATION,
+                    self.NOT_FOR_SPOT if spot else "termination protection on",
+                    lambda: termination,
+                ),
+                (self.SHUTDOWN, "shutdown stops", lambda: shutdown),
+                (
+                    self.VOLUMES,
+                    f"{len(record['delete_on_termination'])} volume(s) kept on termination",
+                    lambda: volumes,
+                ),
+            ],
         )
-        return (
-            f"termination protection on, shutdown stops, {len(record['delete_on_termination'])} volume(s) "
-            f"kept on termination ({calls} change(s))"
-        )
+        return self._outcome(outcomes, calls, failures, "run isolate again to retry the rest")
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
-        self._set(
-            ctx.aws,
+        # Each setting is read and put back only where it differs from its original now, so that
+        # what apply could not change (a Spot instance's termination protection, which EC2 refuses
+        # even to turn off) is never asked for.
+        aws = ctx.aws
+        original_shutdown = str(record["shutdown_behavior"])
+        deleted = [device for device, delete in record["delete_on_termination"].items() if delete]
+
+        def termination() -> dict[str, Any] | None:
+            if record["disable_api_termination"]:
+                return None  # it was on before ec2ir: nothing to put back
+            if not self._attribute(aws, instance_id, "disableApiTermination"):
+                return None
+            return {"DisableApiTermination": {"Value": False}}
+
+        def shutdown() -> dict[str, Any] | None:
+            if original_shutdown == "stop" or (
+                self._attribute(aws, instance_id, "instanceInitiatedShutdownBehavior") == original_shutdown
+            ):
+                return None
+            return {"InstanceInitiatedShutdownBehavior": {"Value": original_shutdown}}
+
+        def volumes() -> dict[str, Any] | None:
+            if not deleted:
+                return None
+            now_kept = [
+                device
+                for device, delete in self._delete_on_termination_now(aws, instance_id).items()
+                if device in deleted and not delete
+            ]
+            return self._volumes(now_kept, delete=True)
+
+        outcomes, calls, failures = self._modify_each(
+            aws,
             instance_id,
-            None if record["disable_api_termination"] else False,
-            None if record["shutdown_behavior"] == "stop" else str(record["shutdown_behavior"]),
-            {device: True for device, delete in record["delete_on_termination"].items() if delete},
+            [
+                (
+                    self.TERMINATION,
+                    f"termination protection {'on' if record['disable_api_termination'] else 'off'}",
+                    termination,
+                ),
+                (self.SHUTDOWN, f"shutdown behaviour {original_shutdown}", shutdown),
+                (
+                    self.VOLUMES,
+                    f"DeleteOnTermination as it was on {len(record['delete_on_termination'])} volume(s)",
+                    volumes,
+                ),
+            ],
         )
-        return "termination, shutdown and DeleteOnTermination settings restored"
+        return "restored: " + self._outcome(outcomes, calls, failures, "run release again to retry the rest")
 
     def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
         iid = target.instance_id
@@ -214,14 +325,18 @@ class ProtectEvidence(Step):
             PlannedCall(
                 "ec2:ModifyInstanceAttribute",
                 (iid,),
-                {"InstanceId": iid, "DisableApiTermination": {"Value": True}},
-            ),
-            PlannedCall(
-                "ec2:ModifyInstanceAttribute",
-                (iid,),
                 {"InstanceId": iid, "InstanceInitiatedShutdownBehavior": {"Value": "stop"}},
             ),
         ]
+        if not self._is_spot(target):  # apply never asks for a Spot instance's termination protection
+            calls.insert(
+                0,
+                PlannedCall(
+                    "ec2:ModifyInstanceAttribute",
+                    (iid,),
+                    {"InstanceId": iid, "DisableApiTermination": {"Value": True}},
+                ),
+            )
         if record["delete_on_termination"]:
             calls.append(
                 PlannedCall(
@@ -245,15 +360,30 @@ class DetachFromAutoScaling(Step):
     )
     phase = URGENT  # before the cut: an ASG health check would terminate the isolated instance
 
+    # Why AWS may refuse to detach an instance still in its group, by its lifecycle state.
+    STUCK_HINTS: ClassVar[dict[str, str]] = {
+        "Pending:Wait": "a launch lifecycle hook holds it: complete that lifecycle action "
+        "(aws autoscaling complete-lifecycle-action), then run isolate again",
+        "Terminating:Wait": "a termination lifecycle hook holds it and the group terminates it when the "
+        "hook ends: keep the hook waiting (aws autoscaling record-lifecycle-action-heartbeat) while the "
+        "evidence is taken",
+        "Detaching": "a detach is already under way: run isolate again in a minute",
+    }
+
     def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
+        memberships = self._memberships(aws, instance_ids)
+        return {item["InstanceId"]: item["AutoScalingGroupName"] for item in memberships}
+
+    @staticmethod
+    def _memberships(aws: Aws, instance_ids: list[str]) -> list[dict[str, Any]]:
+        """DescribeAutoScalingInstances' item (group, LifecycleState) of each instance in a group."""
+        found: list[dict[str, Any]] = []
         client = aws.client("autoscaling")
         with translated("autoscaling", "DescribeAutoScalingInstances"):
             for batch in chunks(instance_ids, 50):
                 pages = client.get_paginator("describe_auto_scaling_instances").paginate(InstanceIds=batch)
                 for page in pages:
-                    for item in page.get("AutoScalingInstances", []):
-                        found[item["InstanceId"]] = item["AutoScalingGroupName"]
+                    found.extend(page.get("AutoScalingInstances", []))
         return found
 
     def capture(self, ctx: Context, target: Target) -> Record | None:
@@ -261,19 +391,34 @@ class DetachFromAutoScaling(Step):
         return {"group": group} if group else None
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
-        client = ctx.aws.client("autoscaling")
-
-        def detach() -> None:
+        try:
             with translated("autoscaling", "DetachInstances"):
-                client.detach_instances(
+                ctx.aws.client("autoscaling").detach_instances(
                     InstanceIds=[target.instance_id],
                     AutoScalingGroupName=record["group"],
                     ShouldDecrementDesiredCapacity=False,
                 )
-
-        # A rerun finds the instance already detached: AWS answers ValidationError.
-        detached = _tolerate(frozenset({"ValidationError"}), detach)
-        return f"detached from {record['group']}" + ("" if detached else " (already)")
+        except AwsError as error:
+            # AWS answers ValidationError both when the instance is no longer in the group (a
+            # rerun) and when its lifecycle state forbids a detach: only a fresh look tells which.
+            if error.code != "ValidationError":
+                raise
+            still_in = self._memberships(ctx.aws, [target.instance_id])
+            if not still_in or still_in[0].get("LifecycleState") == "Detached":
+                return f"detached from {record['group']} (already)"
+            group, state = still_in[0]["AutoScalingGroupName"], still_in[0].get("LifecycleState", "unknown")
+            stuck = AwsError(
+                error.code,
+                f"{target.instance_id} is still in Auto Scaling group {group}, in lifecycle state "
+                f"{state}; AWS said: {error.message.removeprefix(f'{error.action}: {error.code}: ')}",
+                error.action,
+                error.request_id,
+            )
+            stuck.hint = self.STUCK_HINTS.get(
+                state, "run isolate again; if it is refused again, read the group's activity history"
+            )
+            raise stuck from error
+        return f"detached from {record['group']}"
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
         if not ctx.options.rejoin:
@@ -317,22 +462,28 @@ class IsolateNetwork(Step):
         failures: list[tuple[str, Ec2irError]] = []
         single_eni = len(target.facts.enis) == 1
 
-        def swap(eni: Eni, group_ids: tuple[str, ...]) -> None:
-            if ctx.lanes is None:
-                set_eni_groups(ctx.aws, eni.eni_id, group_ids)
-            else:
-                ctx.lanes.swap(target.instance_id, eni.eni_id, group_ids, single_eni)
-
+        lanes = ctx.lanes or SwapLanes(ctx.aws, ctx.aws)
         for eni in target.facts.enis:  # every ENI is tried: one refusal must not leave the rest open
             groups = target.groups[eni.vpc_id]
             isolation = (groups.isolation_group_id,)
+            allow_all = groups.allow_all_group_id
             if eni.group_ids == isolation:
                 continue
             try:
-                if ctx.options.untrack and eni.group_ids != (groups.allow_all_group_id,):
+                if allow_all and eni.group_ids == (allow_all,):
+                    # Left there by a run that stopped between its two swaps: out first. Should
+                    # even that fail, its recorded originals are the only groups known to be safe.
+                    before = tuple(record["originals"].get(eni.eni_id, ())) or isolation
+                    lanes.isolate_from_allow_all(
+                        target.instance_id, eni.eni_id, isolation, before, single_eni
+                    )
+                elif ctx.options.untrack:
                     # Allow-all makes every tracked flow untracked; the next swap then drops it.
-                    swap(eni, (groups.allow_all_group_id,))
-                swap(eni, isolation)
+                    lanes.untrack(
+                        target.instance_id, eni.eni_id, allow_all, isolation, eni.group_ids, single_eni
+                    )
+                else:
+                    lanes.swap(target.instance_id, eni.eni_id, isolation, single_eni)
                 moved += 1
             except Ec2irError as error:
                 failures.append((eni.eni_id, error))
@@ -497,7 +648,12 @@ class DeregisterLoadBalancers(Step):
 
 
 def revoke_policy_name(case_id: str) -> str:
-    return f"ec2ir-revoke-sessions-{case_id}"
+    """The role's inline deny policy for one case, a valid IAM name for every valid case id.
+
+    IAM names allow ``[\\w+=,.@-]``, not the ``:`` a case id may hold; ``=``, which no case id
+    holds, stands in for it, so that two cases never share a name. A hold records the name it
+    used, and undo reads it from there."""
+    return f"ec2ir-revoke-sessions-{case_id.replace(':', '=')}"
 
 
 def deny_older_sessions(issued_before: str) -> str:
@@ -547,12 +703,16 @@ class DisassociateProfile(Step):
         return dict(association) if association else None
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        # A profile associated again since the record (by anyone) is the one to cut; release
+        # still restores the recorded one.
+        live = target.lookups.get(self.name) or record
+
         def disassociate() -> None:
             with translated("ec2", "DisassociateIamInstanceProfile"):
-                ctx.aws.ec2().disassociate_iam_instance_profile(AssociationId=record["association_id"])
+                ctx.aws.ec2().disassociate_iam_instance_profile(AssociationId=live["association_id"])
 
         done = _tolerate(frozenset({"InvalidAssociationID.NotFound"}), disassociate)
-        return f"instance profile {record['profile_arn']} disassociated" + ("" if done else " (already)")
+        return f"instance profile {live['profile_arn']} disassociated" + ("" if done else " (already)")
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
         current = self.lookup(ctx.aws, [instance_id]).get(instance_id)
@@ -604,7 +764,10 @@ class RevokeSessions(Step):
 
             pre_existing = _tolerate(frozenset({"NoSuchEntity"}), existing)
             roles.append({"role": role["RoleName"], "pre_existing": pre_existing})
-        return {"policy": policy, "issued_before": ctx.started_at, "roles": roles}
+        # Not the run's start: credentials the instance fetched from IMDS until the profile was
+        # disassociated must die too. The engine captures this record just before apply, after
+        # the credentials step, so now is after the disassociation.
+        return {"policy": policy, "issued_before": now(), "roles": roles}
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
         for role in record["roles"]:

@@ -12,6 +12,10 @@ INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 GROUP_ID = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
+# A shorter office prefix is the internet in disguise (0.0.0.0/1 and 128.0.0.0/1 are every IPv4
+# address): an IPv4 /8 is the largest block ever assigned to one organisation, and an IPv6 /32 is a
+# whole ISP's allocation from its registry.
+SHORTEST_OFFICE_PREFIX = {4: 8, 6: 32}
 
 
 def instance_ids(raw: Iterable[str]) -> list[str]:
@@ -49,9 +53,12 @@ def office_cidr(raw: str | None, allow_any_source: bool = False) -> str | None:
             f"invalid office CIDR {raw!r}: {exc}",
             "give a network such as 203.0.113.0/24, or one address such as 203.0.113.7",
         ) from exc
-    if network.prefixlen == 0 and not allow_any_source:
+    shortest = SHORTEST_OFFICE_PREFIX[network.version]
+    if network.prefixlen < shortest and not allow_any_source:
+        reach = "the whole internet" if network.prefixlen == 0 else "a large share of the internet"
         raise UsageError(
-            f"refusing office CIDR {raw}: it would open the forensic group to the whole internet",
+            f"refusing office CIDR {raw}: it would open the forensic group to {reach}; "
+            f"the shortest IPv{network.version} office prefix accepted is /{shortest}",
             "give your office's range, or pass --allow-any-source if you really mean it",
         )
     return str(network)
