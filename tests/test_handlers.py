@@ -12,20 +12,24 @@ import copy
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from ec2ir import validate
 from ec2ir.aws import Aws
-from ec2ir.engine import Engine
+from ec2ir.engine import Engine, RunReport
+from ec2ir.evidence import default_bucket
 from ec2ir.handlers import custom_resource, guardduty
-from ec2ir.models import HoldStatus
+from ec2ir.models import EvidenceRef, HoldStatus, InstanceResult
 from ec2ir.state import StateStore
 from tests.conftest import Fleet
 
@@ -76,9 +80,13 @@ class ResponseCatcher:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
-    def url(self, name: str) -> str:
+    @property
+    def origin(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/cloudformation-responses/{name}?X-Amz-Signature=stand-in"
+        return f"http://{host!s}:{port}"
+
+    def url(self, name: str) -> str:
+        return f"{self.origin}/cloudformation-responses/{name}?X-Amz-Signature=stand-in"
 
     def answers(self, name: str) -> list[Received]:
         return [r for r in self.received if r.path.startswith(f"/cloudformation-responses/{name}?")]
@@ -145,10 +153,62 @@ def engine_factory(aws: Aws) -> Callable[[], Engine]:
     return lambda: Engine(aws, StateStore(aws, TABLE), concurrency=4)
 
 
+class StackStatus:
+    """CloudFormation's DescribeStacks answer for the stack, in the API's own response shape,
+    while the stack is in ``status``. moto cannot hold a stack in the middle of an operation (its
+    deletes and rollbacks finish at once), so the call is answered at botocore's ``before-call``
+    hook, where the handler's real client and parsing still run. ``status=None`` lets the call
+    through to the emulator, which does not know the stack (a status that cannot be read)."""
+
+    def __init__(self, aws: Aws, status: str | None = "CREATE_COMPLETE", stack_id: str = STACK_ID) -> None:
+        self.status = status
+        self.stack_id = stack_id
+        self.calls = 0
+        aws.client("cloudformation").meta.events.register(
+            "before-call.cloudformation.DescribeStacks", self.answer
+        )
+
+    def answer(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        self.calls += 1
+        if self.status is None:
+            return None
+        stack = {
+            "StackId": self.stack_id,
+            "StackName": custom_resource.stack_name_of(self.stack_id),
+            "CreationTime": datetime(2026, 3, 14, 9, 0, tzinfo=UTC),
+            "StackStatus": self.status,
+            "DisableRollback": False,
+        }
+        metadata = {"RequestId": str(uuid.uuid4()), "HTTPStatusCode": 200}
+        return AWSResponse("https://cloudformation.us-east-1.amazonaws.com/", 200, HTTPHeaders(), None), {
+            "Stacks": [stack],
+            "ResponseMetadata": metadata,
+        }
+
+
+@pytest.fixture
+def stack(aws: Aws) -> StackStatus:
+    return StackStatus(aws)
+
+
+def handle(
+    event: Any, catcher: ResponseCatcher, factory: Callable[[], Engine], **kwargs: Any
+) -> dict[str, Any]:
+    """``custom_resource.handle`` for the test stack, with answers allowed to the loopback catcher."""
+    return custom_resource.handle(
+        event,
+        kwargs.pop("context", None) or LambdaRuntimeContext(),
+        factory,
+        own_stack_id=kwargs.pop("own_stack_id", STACK_ID),
+        extra_response_origins={catcher.origin},
+        **kwargs,
+    )
+
+
 def run(aws: Aws, catcher: ResponseCatcher, event: dict[str, Any], remaining_ms: int = 900_000) -> Received:
     """Invoke the handler as Lambda would and return what CloudFormation received."""
     name = event["ResponseURL"].split("/cloudformation-responses/", 1)[1].split("?", 1)[0]
-    returned = custom_resource.handle(event, LambdaRuntimeContext(remaining_ms), engine_factory(aws))
+    returned = handle(event, catcher, engine_factory(aws), context=LambdaRuntimeContext(remaining_ms))
     answer = catcher.answers(name)[-1]
     assert answer.body == returned
     assert answer.headers.get("Content-Type", "") == ""  # the URL is signed without one
@@ -200,17 +260,29 @@ def test_create_isolates_every_eni_and_answers_with_the_groups(
     assert body["PhysicalResourceId"] == f"ec2ir:{CASE}:{STACK_NAME}"
     assert body["StackId"] == STACK_ID and body["LogicalResourceId"] == "Containment"
     iso = isolation_group(fleet, incident["vpc"])
+    key = f"{CASE}/cloudformation/{STACK_NAME}/{body['RequestId']}/snapshot-ids.json"
     assert body["Data"] == {
         "CaseId": CASE,
         "IsolationGroupIds": iso,
         "ForensicGroupIds": body["Data"]["ForensicGroupIds"],
         "ContainedCount": "3",
+        "FailedCount": "0",
+        "FailedInstanceIds": "",
         "SnapshotIds": body["Data"]["SnapshotIds"],
+        "SnapshotIdsKey": key,
     }
     snapshots = fleet.ec2.describe_snapshots(
         OwnerIds=["self"], Filters=[{"Name": "tag:ec2ir:case", "Values": [CASE]}]
     )["Snapshots"]
     assert sorted(body["Data"]["SnapshotIds"].split(",")) == sorted(s["SnapshotId"] for s in snapshots)
+    # The full list, per instance, is one object in the evidence bucket: the answer may not hold it.
+    stored = aws.client("s3").get_object(Bucket=default_bucket("123456789012", "us-east-1"), Key=key)
+    listed = json.loads(stored["Body"].read())
+    assert listed["stack_id"] == STACK_ID and listed["case_id"] == CASE
+    assert sorted(s for ids in listed["snapshot_ids"].values() for s in ids) == sorted(
+        s["SnapshotId"] for s in snapshots
+    )
+    assert set(listed["snapshot_ids"]) == set(ids)
     assert {s["VolumeId"] for s in snapshots} == {
         m["Ebs"]["VolumeId"]
         for r in fleet.ec2.describe_instances(InstanceIds=ids)["Reservations"]
@@ -249,7 +321,7 @@ def test_create_retried_with_the_same_request_id_answers_alike_and_calls_no_ec2(
 
 
 def test_update_isolates_added_and_releases_removed_without_touching_kept_originals(
-    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
     removed, kept, added = incident["ids"]
     before = incident["before"]
@@ -258,6 +330,7 @@ def test_update_isolates_added_and_releases_removed_without_touching_kept_origin
     store = StateStore(aws, TABLE)
     kept_hold = store.get(kept)
 
+    stack.status = "UPDATE_IN_PROGRESS"
     update = cfn_event(
         "Update",
         catcher.url("update"),
@@ -280,11 +353,12 @@ def test_update_isolates_added_and_releases_removed_without_touching_kept_origin
 
 
 def test_an_update_that_removes_every_instance_releases_them_all_and_delete_still_succeeds(
-    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
     ids, before = incident["ids"], incident["before"]
     create = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids))
     physical_id = create.body["PhysicalResourceId"]
+    stack.status = "UPDATE_IN_PROGRESS"
 
     update = cfn_event("Update", catcher.url("update"), [], old=properties(ids), physical_id=physical_id)
     body = run(aws, catcher, update).body
@@ -299,18 +373,25 @@ def test_an_update_that_removes_every_instance_releases_them_all_and_delete_stil
     assert fleet.eni_groups(ids) == before
 
 
-def test_delete_after_a_failed_create_releases_what_was_isolated(
-    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+def test_a_create_with_an_instance_that_fails_succeeds_and_names_it(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
+    # SUCCESS, not FAILED: a FAILED Create rolls the stack back, and nothing contained may depend on
+    # every other instance (here one that no longer exists) succeeding too.
     real = incident["ids"][0]
     missing = "i-0123456789abcdef0"
     create = run(aws, catcher, cfn_event("Create", catcher.url("create"), [real, missing])).body
 
-    assert create["Status"] == "FAILED"
+    assert create["Status"] == "SUCCESS", create["Reason"]
+    assert create["Reason"].startswith(f"1 of 2 instance(s) failed under case {CASE}: {missing}: isolate: ")
     assert f"{missing}: isolate: InvalidInstanceID.NotFound" in create["Reason"]
+    assert "contained 1 instance(s)" in create["Reason"]
+    assert (create["Data"]["FailedInstanceIds"], create["Data"]["FailedCount"]) == (missing, "1")
+    assert create["Data"]["ContainedCount"] == "1"
     assert create["PhysicalResourceId"] == f"ec2ir:{CASE}:{STACK_NAME}"  # Delete will carry it
     assert set(fleet.eni_groups([real]).values()) == {(isolation_group(fleet, incident["vpc"]),)}
 
+    stack.status = "DELETE_IN_PROGRESS"
     delete = cfn_event(
         "Delete", catcher.url("delete"), [real, missing], physical_id=create["PhysicalResourceId"]
     )
@@ -343,13 +424,14 @@ def test_delete_after_a_create_refused_for_bad_input_succeeds_and_changed_nothin
 
 
 def test_delete_when_already_released_by_hand_succeeds(
-    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
     ids = incident["ids"]
     create = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids)).body
     # A responder released everything with the CLI's engine before deleting the stack.
     by_hand = engine_factory(aws)().release(ids, CASE)
     assert not by_hand.failed
+    stack.status = "DELETE_IN_PROGRESS"
 
     delete = cfn_event("Delete", catcher.url("delete"), ids, physical_id=create["PhysicalResourceId"])
     body = run(aws, catcher, delete).body
@@ -361,12 +443,13 @@ def test_delete_when_already_released_by_hand_succeeds(
 
 
 def test_delete_succeeds_when_an_isolated_instance_was_terminated(
-    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
     gone, alive = incident["ids"][:2]
     create = run(aws, catcher, cfn_event("Create", catcher.url("create"), [gone, alive])).body
     fleet.ec2.modify_instance_attribute(InstanceId=gone, DisableApiTermination={"Value": False})
     fleet.ec2.terminate_instances(InstanceIds=[gone])
+    stack.status = "DELETE_IN_PROGRESS"
 
     delete = cfn_event(
         "Delete", catcher.url("delete"), [gone, alive], physical_id=create["PhysicalResourceId"]
@@ -378,7 +461,7 @@ def test_delete_succeeds_when_an_isolated_instance_was_terminated(
 
 
 def test_an_instance_guardduty_contained_first_stays_with_its_case(
-    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
     early, listed = incident["ids"][:2]
     auto = contain(aws, finding("ec2_backdoor_high.json", early))
@@ -389,6 +472,7 @@ def test_an_instance_guardduty_contained_first_stays_with_its_case(
     assert f"{early} stays with the case that holds it" in create["Reason"]
     assert create["Data"]["ContainedCount"] == "2"
 
+    stack.status = "DELETE_IN_PROGRESS"
     delete = cfn_event(
         "Delete", catcher.url("delete"), [early, listed], physical_id=create["PhysicalResourceId"]
     )
@@ -442,7 +526,7 @@ class SlowOnce:
 
 
 def test_the_deadline_path_answers_failed_before_lambda_would_stop(
-    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
     ids = incident["ids"]
     slow = SlowOnce(2.5)
@@ -456,8 +540,17 @@ def test_the_deadline_path_answers_failed_before_lambda_would_stop(
     assert "did not finish within the function's time limit" in body["Reason"]
     assert slow.calls == 1
 
-    # The work outlived the answer and finished; the rollback's Delete releases what it did.
+    # The work outlived the answer and finished; the rollback's Delete keeps what it contained ...
     wait_for_workers()
+    iso = isolation_group(fleet, incident["vpc"])
+    stack.status = "ROLLBACK_IN_PROGRESS"
+    rollback = cfn_event("Delete", catcher.url("rollback"), ids, physical_id=body["PhysicalResourceId"])
+    kept = run(aws, catcher, rollback).body
+    assert kept["Status"] == "SUCCESS", kept["Reason"]
+    assert "STAY CONTAINED" in kept["Reason"]
+    assert set(fleet.eni_groups(ids).values()) == {(iso,)}
+    # ... and deleting the stack (after ROLLBACK_COMPLETE) releases it.
+    stack.status = "DELETE_IN_PROGRESS"
     delete = cfn_event("Delete", catcher.url("delete"), ids, physical_id=body["PhysicalResourceId"])
     released = run(aws, catcher, delete).body
     assert released["Status"] == "SUCCESS", released["Reason"]
@@ -468,7 +561,7 @@ def test_the_deadline_path_answers_failed_before_lambda_would_stop(
     ("change", "why"),
     [
         ({"RequestType": "Replace"}, "unknown RequestType 'Replace'"),
-        ({"StackId": None}, "malformed request: the request lacks StackId"),
+        ({"LogicalResourceId": None}, "malformed request: the request lacks LogicalResourceId"),
         ({"ResourceProperties": ["not", "an", "object"]}, "ResourceProperties must be an object"),
     ],
 )
@@ -486,6 +579,248 @@ def test_a_malformed_request_is_still_answered(
     assert why in body["Reason"]
 
 
+def inbox(aws: Aws) -> tuple[str, Callable[[], list[dict[str, Any]]]]:
+    """An SNS topic as the stack's, and a way to read what it delivered (through an SQS queue)."""
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    topic = sns.create_topic(Name="ec2ir-notifications")["TopicArn"]
+    queue = sqs.create_queue(QueueName="ec2ir-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+    def read() -> list[dict[str, Any]]:
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+    return topic, read
+
+
+@pytest.mark.parametrize("status", ["ROLLBACK_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", None])
+def test_a_delete_that_is_not_the_stacks_deletion_keeps_every_instance_held(
+    aws: Aws,
+    fleet: Fleet,
+    catcher: ResponseCatcher,
+    incident: dict[str, Any],
+    stack: StackStatus,
+    status: str | None,
+) -> None:
+    # A failed Create's rollback (ROLLBACK_IN_PROGRESS), a resource dropped by an update, or a
+    # status that cannot be read (None: the emulator does not know the stack): nothing is released.
+    ids = incident["ids"]
+    topic, read = inbox(aws)
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids)).body
+    iso = isolation_group(fleet, incident["vpc"])
+    stack.status = status
+
+    delete = cfn_event("Delete", catcher.url("delete"), ids, physical_id=create["PhysicalResourceId"])
+    body = handle(delete, catcher, engine_factory(aws), topic_arn=topic)
+
+    assert catcher.only_answer("delete").body == body
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert stack.calls == 1
+    command = f"ec2ir release {' '.join(ids)} --case {CASE} --table {TABLE}"
+    assert f"STAY CONTAINED under case {CASE}; to release them run: {command}" in body["Reason"]
+    assert (f"is {status}" if status else "its status could not be read") in body["Reason"]
+    assert set(fleet.eni_groups(ids).values()) == {(iso,)}
+    store = StateStore(aws, TABLE)
+    assert all(store.get(i).status is HoldStatus.ISOLATED for i in ids)  # type: ignore[union-attr]
+    notifications = read()
+    assert [n["Subject"] for n in notifications] == [
+        f"ec2ir kept 3 instance(s) contained: {STACK_NAME} {status or 'status unknown'}"
+    ]
+    assert command in notifications[0]["Message"]
+
+
+def test_an_update_rollback_keeps_the_instances_it_would_release(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
+) -> None:
+    first, added, third = incident["ids"]
+    physical_id = run(aws, catcher, cfn_event("Create", catcher.url("create"), [first])).body[
+        "PhysicalResourceId"
+    ]
+    stack.status = "UPDATE_IN_PROGRESS"
+    update = cfn_event(
+        "Update", catcher.url("update"), [first, added], old=properties([first]), physical_id=physical_id
+    )
+    assert run(aws, catcher, update).body["Status"] == "SUCCESS"
+
+    # Another resource failed the update: CloudFormation rolls back with the sides swapped, which
+    # "removes" the instance just added. It stays held.
+    stack.status = "UPDATE_ROLLBACK_IN_PROGRESS"
+    rollback = cfn_event(
+        "Update", catcher.url("rollback"), [first], old=properties([first, added]), physical_id=physical_id
+    )
+    body = run(aws, catcher, rollback).body
+
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert body["Reason"].startswith(f"not released: stack {STACK_NAME} is UPDATE_ROLLBACK_IN_PROGRESS")
+    assert (
+        f"STAY CONTAINED under case {CASE}; to release them run: ec2ir release {added} --case {CASE}"
+        in (body["Reason"])
+    )
+    assert "released" not in body["Reason"].replace("not released", "")
+    iso = isolation_group(fleet, incident["vpc"])
+    assert set(fleet.eni_groups([first, added]).values()) == {(iso,)}
+    hold = StateStore(aws, TABLE).get(added)
+    assert hold is not None and hold.status is HoldStatus.ISOLATED
+    assert fleet.eni_groups([third]) == {
+        e: g for e, g in incident["before"].items() if e in fleet.eni_groups([third])
+    }
+
+
+@pytest.fixture
+def outbound_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
+    """From the moment it is called: every URL the handler tries to open (none is opened)."""
+
+    def start() -> list[str]:
+        opened: list[str] = []
+
+        def urlopen(request: Any, *args: Any, **kwargs: Any) -> Any:
+            opened.append(getattr(request, "full_url", str(request)))
+            raise AssertionError("no HTTP request may be made for a refused event")
+
+        monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+        return opened
+
+    return start
+
+
+ATTACKER = "arn:aws:cloudformation:us-east-1:123456789012:stack/attacker/0d1e2f30-1d2e-11f0-9c1b-0affd1e2c3b4"
+REAL_RESPONSE_URL = (
+    "https://cloudformation-custom-resource-response-useast1.s3-us-east-1.amazonaws.com/"
+    "arn%3Aaws%3Acloudformation%3Aus-east-1%3A123456789012%3Astack/incident-ir-7/"
+    "4f1c2a60-1d2e-11f0-9c1b-0affd1e2c3b4%7CContainment%7C5d478078-13e9-baf0-464a-7ef285ecc786"
+    "?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1773480000&Signature=28UijZePE5I4dvukKQqM%2F9Rf1o4%3D"
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"StackId": ATTACKER}, "not for this function's stack"),
+        ({"StackId": None}, "not for this function's stack"),
+        ({"ResponseURL": "https://attacker.example/collect"}, "is not CloudFormation's response bucket"),
+        (
+            {"ResponseURL": REAL_RESPONSE_URL.replace("https://", "http://")},
+            "is not CloudFormation's response bucket",
+        ),
+        (
+            {"ResponseURL": REAL_RESPONSE_URL.replace(".amazonaws.com/", ".amazonaws.com.attacker.example/")},
+            "is not CloudFormation's response bucket",
+        ),
+        (
+            {"ResponseURL": REAL_RESPONSE_URL.replace("response-useast1.", "response-evil.")},
+            "is not CloudFormation's response bucket",
+        ),
+    ],
+)
+def test_a_forged_delete_releases_nothing_and_sends_nothing(
+    aws: Aws,
+    fleet: Fleet,
+    catcher: ResponseCatcher,
+    incident: dict[str, Any],
+    stack: StackStatus,
+    outbound_calls: Callable[[], list[str]],
+    change: dict[str, Any],
+    why: str,
+) -> None:
+    ids = incident["ids"]
+    create = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids)).body
+    iso = isolation_group(fleet, incident["vpc"])
+    no_outbound = outbound_calls()
+    stack.status = "DELETE_IN_PROGRESS"  # even while the real stack is being deleted
+    forged = cfn_event("Delete", REAL_RESPONSE_URL, ids, physical_id=create["PhysicalResourceId"]) | change
+    answered = len(catcher.received)
+
+    def never() -> Engine:
+        raise AssertionError("a refused event must not reach the engine")
+
+    returned = handle(forged, catcher, never)
+
+    assert why in returned["Refused"]
+    assert no_outbound == [] and len(catcher.received) == answered
+    assert stack.calls == 0
+    assert set(fleet.eni_groups(ids).values()) == {(iso,)}
+
+
+def test_the_lambda_entry_point_answers_only_its_own_stack_at_cloudformations_bucket(
+    catcher: ResponseCatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        custom_resource, "engine_from_environment", lambda: pytest.fail("a refused event reached the engine")
+    )
+    event = cfn_event("Delete", catcher.url("delete"), ["i-0123456789abcdef0"], physical_id="ec2ir:x:y")
+    monkeypatch.delenv(custom_resource.STACK_ENV, raising=False)
+    assert "EC2IR_STACK_ID is not set" in custom_resource.handler(event, LambdaRuntimeContext())["Refused"]
+    # The stack's own id is not enough: the entry point never allows a loopback (test) origin.
+    monkeypatch.setenv(custom_resource.STACK_ENV, STACK_ID)
+    refused = custom_resource.handler(event, LambdaRuntimeContext())["Refused"]
+    assert "is not CloudFormation's response bucket in us-east-1" in refused
+    assert catcher.received == []
+
+
+@pytest.mark.parametrize(
+    ("stack_id", "url", "allowed"),
+    [
+        (STACK_ID, REAL_RESPONSE_URL, True),
+        (
+            STACK_ID,
+            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/k?Signature=s",
+            True,
+        ),
+        (
+            STACK_ID,
+            "https://cloudformation-custom-resource-response-useast1.s3.us-east-1.amazonaws.com/k",
+            True,
+        ),
+        (STACK_ID, "https://CLOUDFORMATION-custom-resource-response-useast1.s3.amazonaws.com:443/k", True),
+        (
+            "arn:aws-cn:cloudformation:cn-north-1:123456789012:stack/incident/4f1c2a60",
+            "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/k",
+            True,
+        ),
+        (
+            "arn:aws-us-gov:cloudformation:us-gov-west-1:123456789012:stack/incident/4f1c2a60",
+            "https://cloudformation-custom-resource-response-usgovwest1.s3-us-gov-west-1.amazonaws.com/k",
+            True,
+        ),
+        # another partition, Region, bucket, scheme, port, or a lookalike host
+        (
+            "arn:aws-cn:cloudformation:cn-north-1:123456789012:stack/incident/4f1c2a60",
+            "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com/k",
+            False,
+        ),
+        (
+            STACK_ID,
+            "https://cloudformation-custom-resource-response-euwest1.s3-eu-west-1.amazonaws.com/k",
+            False,
+        ),
+        (STACK_ID, "https://attacker-bucket.s3.amazonaws.com/k", False),
+        (STACK_ID, "https://s3.amazonaws.com/cloudformation-custom-resource-response-useast1/k", False),
+        (STACK_ID, "http://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/k", False),
+        (STACK_ID, "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com:8443/k", False),
+        (STACK_ID, "https://user@cloudformation-custom-resource-response-useast1.s3.amazonaws.com/k", False),
+        (
+            STACK_ID,
+            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com.example/k",
+            False,
+        ),
+        (STACK_ID, "https://x.cloudformation-custom-resource-response-useast1.s3.amazonaws.com/k", False),
+        (STACK_ID, "https://127.0.0.1:8080/cloudformation-responses/x", False),
+        ("not-an-arn", REAL_RESPONSE_URL, False),
+        ("arn:aws-mars:cloudformation:mars-1:123456789012:stack/x/y", REAL_RESPONSE_URL, False),
+    ],
+)
+def test_answers_go_only_to_cloudformations_response_bucket_of_the_stacks_partition_and_region(
+    stack_id: str, url: str, allowed: bool
+) -> None:
+    urls = custom_resource.ResponseUrls.for_stack(stack_id)
+    assert (urls is not None and urls.allows(url)) is allowed
+    event = cfn_event("Delete", url, []) | {"StackId": stack_id}
+    assert (custom_resource.refusal(event, stack_id, urls) is None) is allowed
+
+
 def test_the_answer_always_fits_cloudformations_limit() -> None:
     request = custom_resource.Request.from_event(
         cfn_event("Create", "https://example.invalid/response", ["i-0123456789abcdef0"])
@@ -497,6 +832,69 @@ def test_the_answer_always_fits_cloudformations_limit() -> None:
     assert len(body) <= custom_resource.RESPONSE_LIMIT
     decoded = json.loads(body)
     assert decoded["Status"] == "FAILED" and decoded["Reason"].endswith("[truncated]")
+    assert decoded["Reason"].startswith("x" * custom_resource.REASON_FLOOR)
+    assert "log-stream" in decoded["Reason"]
+
+
+def fleet_of(count: int) -> list[str]:
+    return [f"i-{n:017x}" for n in range(1, count + 1)]
+
+
+def test_the_answer_for_200_instances_keeps_the_head_of_its_reason_and_every_key() -> None:
+    ids = fleet_of(200)
+    request = custom_resource.Request.from_event(cfn_event("Create", REAL_RESPONSE_URL, ids))
+    # As a FAILED answer for many instances looked before: a long reason and long Data.
+    failures = "; ".join(f"{i}: isolate: InvalidInstanceID.NotFound: {i} does not exist" for i in ids)
+    data = {
+        "CaseId": CASE,
+        "IsolationGroupIds": "sg-0123456789abcdef0",
+        "ContainedCount": "0",
+        "SnapshotIds": ",".join(f"snap-{n:017x}" for n in range(400)),
+    }
+    answer = custom_resource.Answer(
+        "FAILED", f"200 of 200 instance(s) failed under case {CASE}: {failures}", data
+    )
+    decoded = json.loads(custom_resource.response_body(request, answer, "log-stream"))
+    assert decoded["Reason"].startswith(answer.reason[:1000])  # not " [truncated]" alone
+    assert decoded["Data"]["CaseId"] == CASE and decoded["Data"]["SnapshotIds"] == ""
+
+    # The answer the handler now gives: SUCCESS, what failed first, the full snapshot list stored.
+    actor = "arn:aws:sts::123456789012:assumed-role/ec2ir-engine/incident-ir-7"
+    results = [
+        InstanceResult(
+            i,
+            "isolate",
+            ok=True,
+            detail="isolated",
+            evidence=(
+                EvidenceRef("snapshot", f"snap-{2 * n:017x}"),
+                EvidenceRef("snapshot", f"snap-{2 * n + 1:017x}"),
+            ),
+        )
+        if n % 5
+        else InstanceResult(
+            i, "isolate", ok=False, detail=f"{i} does not exist", error_code="InvalidInstanceID.NotFound"
+        )
+        for n, i in enumerate(ids)
+    ]
+    key = f"{CASE}/cloudformation/{STACK_NAME}/{request.request_id}/snapshot-ids.json"
+    outcome = custom_resource._outcome(CASE, RunReport("isolate", CASE, actor, results), snapshot_key=key)
+    body = custom_resource.response_body(request, outcome, "2026/03/14/[$LATEST]0123456789abcdef")
+    decoded = json.loads(body)
+
+    assert len(body) <= custom_resource.RESPONSE_LIMIT
+    assert decoded["Status"] == "SUCCESS"
+    assert decoded["Reason"].startswith(f"40 of 200 instance(s) failed under case {CASE}: {ids[0]}: isolate:")
+    assert len(decoded["Reason"]) >= custom_resource.REASON_FLOOR
+    assert decoded["Reason"].endswith("[truncated]") and "[$LATEST]0123456789abcdef" in decoded["Reason"]
+    assert set(decoded["Data"]) == set(outcome.data)  # every key GetAtt may read is still there
+    assert decoded["Data"]["SnapshotIdsKey"] == key
+    assert (decoded["Data"]["CaseId"], decoded["Data"]["ContainedCount"], decoded["Data"]["FailedCount"]) == (
+        CASE,
+        "160",
+        "40",
+    )
+    assert decoded["Data"]["SnapshotIds"] == ""  # gave way to the reason; the bucket has the list
 
 
 # -- GuardDuty ------------------------------------------------------------------------------------------
@@ -658,3 +1056,126 @@ def test_case_ids_from_findings_are_always_valid(finding_id: str) -> None:
     case = guardduty.case_for(finding_id)
     assert validate.CASE_ID.match(case), case
     assert guardduty.case_for(finding_id) == case  # the same finding always maps to the same case
+
+
+def test_guardduty_admits_ssh_from_the_stacks_forensic_group(
+    aws: Aws, fleet: Fleet, incident: dict[str, Any]
+) -> None:
+    # The stack's ForensicSecurityGroupId: a security account's group, here in another VPC.
+    outside = fleet.group(fleet.vpc(30), "security-account-forensic")
+    target = incident["ids"][0]
+
+    outcome = contain(aws, finding("ec2_backdoor_high.json", target), forensic_group=outside)
+
+    assert outcome["outcome"] == "contained", outcome
+    iso = isolation_group(fleet, incident["vpc"])
+    assert set(fleet.eni_groups([target]).values()) == {(iso,)}
+    # SSH from the security team's group, and nothing else in; nothing out.
+    assert fleet.group_rules(iso) == {(False, "tcp/22", outside), (True, "-1/-1", "127.0.0.1/32")}
+    forensic = fleet.ec2.describe_security_groups(
+        Filters=[{"Name": "tag:ec2ir:role", "Values": ["forensic"]}]
+    )["SecurityGroups"]
+    assert forensic == []  # no ec2ir forensic group of its own was made
+
+
+def test_guardduty_reads_the_forensic_group_from_the_functions_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(guardduty, "handle", lambda event, factory, **kwargs: seen.update(kwargs) or {})
+    monkeypatch.setenv(guardduty.FORENSIC_GROUP_ENV, "sg-0123456789abcdef0")
+    monkeypatch.setenv(guardduty.FORENSIC_GROUP_OWNER_ENV, "210987654321")
+    guardduty.handler(finding("ec2_backdoor_high.json"), LambdaRuntimeContext())
+    assert (seen["forensic_group"], seen["forensic_group_owner"]) == ("sg-0123456789abcdef0", "210987654321")
+
+
+def later(stamp: str, minutes: int) -> str:
+    """``stamp`` (the state table's ISO time) moved by ``minutes``, written as GuardDuty writes it."""
+    moment = datetime.fromisoformat(stamp) + timedelta(minutes=minutes)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@pytest.mark.parametrize(
+    ("minutes_after_release", "count", "contained_again"),
+    [
+        (-5, 11, False),  # updated (and counted) before the responder's release: old news
+        (30, 4, False),  # updated after the release, but no new occurrence since containment
+        (30, 11, True),  # new occurrences after the release: contained again, under a new episode
+    ],
+)
+def test_a_finding_sent_again_after_a_release_contains_again_only_on_new_activity(
+    aws: Aws,
+    fleet: Fleet,
+    incident: dict[str, Any],
+    minutes_after_release: int,
+    count: int,
+    contained_again: bool,
+) -> None:
+    target = incident["ids"][0]
+    topic, read = inbox(aws)
+    first = contain(aws, finding("ec2_backdoor_high.json", target), topic_arn=topic)
+    assert first["outcome"] == "contained"
+    case = first["case"]
+    store = StateStore(aws, TABLE)
+    contained = store.get(target)
+    assert contained is not None
+    # A responder looks, finds nothing to keep it for, and releases it with the CLI's engine.
+    assert not engine_factory(aws)().release([target], case).failed
+    released = store.get(target)
+    assert released is not None and released.status is HoldStatus.RELEASED
+    read()  # the first containment's notification
+
+    # GuardDuty sends the finding again, updated (a real update's shape; its times set around the
+    # release, which the state table recorded on the machine's clock).
+    update = finding("ec2_backdoor_high_updated.json", target)
+    update["detail"]["updatedAt"] = later(released.released_at, minutes_after_release)
+    update["detail"]["service"]["count"] = count
+    outcome = contain(aws, update, topic_arn=topic)
+
+    iso = isolation_group(fleet, incident["vpc"])
+    now_hold = store.get(target)
+    assert now_hold is not None
+    if contained_again:
+        assert outcome["outcome"] == "contained" and outcome["episode"] == "new", outcome
+        assert "count grown from 4 to 11" in outcome["reason"]
+        assert now_hold.status is HoldStatus.ISOLATED and now_hold.case_id == case
+        assert now_hold.recorded_at != contained.recorded_at  # a new episode, the old one archived
+        assert set(fleet.eni_groups([target]).values()) == {(iso,)}
+        (notification,) = read()
+        assert notification["Subject"] == f"ec2ir contained {target} again (GuardDuty 8)"
+        assert "new activity after the release" in notification["Message"]
+        assert f"released at {released.released_at}" in notification["Message"]
+        # A later release is weighed against this containment's count.
+        seen = guardduty.Sightings(engine_factory(aws)()).get(case, target)
+        assert seen is not None and seen.count == count
+    else:
+        assert outcome["outcome"] == "ignored", outcome
+        assert outcome["reason"].startswith(f"not contained again: case {case} was released at")
+        assert now_hold == released
+        untouched = fleet.eni_groups([target])
+        assert untouched == {eni: incident["before"][eni] for eni in untouched}
+        assert read() == []
+        seen = guardduty.Sightings(engine_factory(aws)()).get(case, target)
+        assert seen is not None and seen.count == 4  # the finding's service.count at containment
+
+
+def test_a_released_finding_without_a_recorded_count_is_not_contained_again(
+    aws: Aws, fleet: Fleet, incident: dict[str, Any]
+) -> None:
+    # Contained before the count was kept (or the record was lost): growth cannot be shown.
+    target = incident["ids"][0]
+    case = contain(aws, finding("ec2_backdoor_high.json", target))["case"]
+    aws.dynamodb().delete_item(
+        TableName=TABLE, Key={"pk": {"S": f"guardduty#{case}"}, "sk": {"S": f"instance#{target}"}}
+    )
+    engine_factory(aws)().release([target], case)
+    released = StateStore(aws, TABLE).get(target)
+    assert released is not None
+    update = finding("ec2_backdoor_high_updated.json", target)
+    update["detail"]["updatedAt"] = later(released.released_at, 30)
+
+    outcome = contain(aws, update)
+
+    assert outcome["outcome"] == "ignored"
+    assert "count at containment is not on record" in outcome["reason"]
+    assert StateStore(aws, TABLE).get(target) == released

@@ -46,12 +46,15 @@ from ec2ir.models import HoldStatus
 from ec2ir.permissions import function_actions
 from ec2ir.state import KEY_SCHEMA, StateStore
 from tests.conftest import AMI, Fleet
-from tests.test_handlers import FIXTURES, LambdaRuntimeContext, ResponseCatcher
+from tests.test_handlers import FIXTURES, LambdaRuntimeContext, ResponseCatcher, StackStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 PACKAGE = ROOT / "src" / "ec2ir"
 AMI_PARAMETER = "/ec2ir/tests/forensic-ami"
+# Any value of the parameter's form: the emulator never runs the bootstrap that checks it.
+CAST_SHA256 = "5f2b7c9e4a1d3b6f8e0a2c4d6b8f1e3a5c7d9b0f2e4a6c8d0b1f3e5a7c9d2b4f"
+STACK_NAME = "incident-ir-2026-042"
 MOTO_SKIPS = frozenset(
     {
         "AWS::EC2::SecurityGroupEgress",
@@ -144,11 +147,23 @@ def test_parameters_refuse_what_the_engine_refuses() -> None:
         # CloudFormation matches AllowedPattern against the whole value.
         return re.fullmatch(parameters[name]["AllowedPattern"], value) is not None
 
-    for office in ("203.0.113.7", "203.0.113.0/24", "10.0.0.0/8", "198.51.100.9/32"):
+    for office in ("203.0.113.7", "203.0.113.0/24", "10.0.0.0/8", "198.51.100.9/32", "100.64.0.0/10"):
         assert allowed("CompanyIp", office), office
         assert validate.office_cidr(office)
     for office in ("0.0.0.0/0", "203.0.113.7/0", "203.0.113.7/33", "256.1.1.1", "example.com", "", "::/0"):
         assert not allowed("CompanyIp", office), office
+    # Shorter than /8 is a slice of the internet: 0.0.0.0/1 and 128.0.0.0/1 are all of it.
+    for prefix in range(1, 8):
+        for office in (f"0.0.0.0/{prefix}", f"128.0.0.0/{prefix}", f"203.0.113.7/{prefix}"):
+            assert not allowed("CompanyIp", office), office
+    for digest in ("", "5f2b7c9e4a1d3b6f8e0a2c4d6b8f1e3a5c7d9b0f2e4a6c8d0b1f3e5a7c9d2b4f"):
+        assert allowed("CastSha256", digest), digest
+    for digest in ("5F2B" * 16, "5f2b" * 15, "sha256:" + "0" * 64, "latest"):
+        assert not allowed("CastSha256", digest), digest
+    # The digest is optional only where no workstation is created (an outside forensic group).
+    (rule,) = sam_template()["Rules"].values()
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "ForensicSecurityGroupId"}, ""]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CastSha256"}, ""]}]}
     for severity in ("", "1", "7", "7.5", "8.9", "10", "10.0"):
         assert allowed("AutoContainSeverity", severity), severity
     for severity in ("0", "0.5", "11", "7.55", "high", "-7"):
@@ -218,11 +233,18 @@ def deploy(aws: Aws, fleet: Fleet, **overrides: str) -> Deployed:
         "Ec2KeyName": "incident-responders",
         "CompanyIp": "203.0.113.7",
         "ForensicAmiId": AMI_PARAMETER,
+        "CastSha256": CAST_SHA256,
     } | overrides
     template = for_the_emulator(translated(package_code(aws)), parameters.get("AutoContainSeverity", ""))
+    return create_stack(aws, template, parameters, instance_ids, vpc)
+
+
+def create_stack(
+    aws: Aws, template: dict[str, Any], parameters: dict[str, str], instance_ids: list[str], vpc: str
+) -> Deployed:
     cloudformation = aws.client("cloudformation")
     stack_id = cloudformation.create_stack(
-        StackName="incident-ir-2026-042",
+        StackName=STACK_NAME,
         TemplateBody=json.dumps(template),
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=["CAPABILITY_IAM"],
@@ -341,6 +363,20 @@ def containment_request(
     return event
 
 
+def handle(
+    deployed: Deployed, catcher: ResponseCatcher, event: dict[str, Any], engine: Any
+) -> dict[str, Any]:
+    """The function as the stack deploys it: its own stack is the deployed one (EC2IR_STACK_ID);
+    answers may go to the loopback catcher too."""
+    return custom_resource.handle(
+        event,
+        LambdaRuntimeContext(),
+        engine,
+        own_stack_id=deployed.stack_id,
+        extra_response_origins={catcher.origin},
+    )
+
+
 def test_the_engine_finds_verifies_and_uses_the_stacks_groups(
     aws: Aws, fleet: Fleet, catcher: ResponseCatcher
 ) -> None:
@@ -375,12 +411,12 @@ def test_the_engine_finds_verifies_and_uses_the_stacks_groups(
     def engine() -> Engine:
         return Engine(aws, StateStore(aws, table), concurrency=4)
 
-    created = custom_resource.handle(
-        containment_request(deployed, "Create", catcher.url("create")), LambdaRuntimeContext(), engine
+    created = handle(
+        deployed, catcher, containment_request(deployed, "Create", catcher.url("create")), engine
     )
 
     assert created["Status"] == "SUCCESS", created["Reason"]
-    assert created["Data"]["IsolationGroupIds"] == isolation  # the stack's group, found by its tag
+    assert created["Data"]["IsolationGroupIds"] == isolation  # the stack's group, named by the stack
     assert created["Data"]["ForensicGroupIds"] == forensic
     assert (
         f"isolation group {isolation} had drifted: revoked egress all traffic to 0.0.0.0/0"
@@ -389,9 +425,12 @@ def test_the_engine_finds_verifies_and_uses_the_stacks_groups(
     assert fleet.group_rules(isolation) == {(False, "tcp/22", forensic), (True, "-1/-1", "127.0.0.1/32")}
     assert set(fleet.eni_groups(deployed.instance_ids).values()) == {(isolation,)}
 
-    deleted = custom_resource.handle(
+    # The emulator's stack is CREATE_COMPLETE; CloudFormation's, while it deletes, says so.
+    StackStatus(aws, "DELETE_IN_PROGRESS", deployed.stack_id)
+    deleted = handle(
+        deployed,
+        catcher,
         containment_request(deployed, "Delete", catcher.url("delete"), created["PhysicalResourceId"]),
-        LambdaRuntimeContext(),
         engine,
     )
     assert deleted["Status"] == "SUCCESS", deleted["Reason"]
@@ -451,7 +490,7 @@ def test_the_evidence_bucket_is_retained_private_encrypted_and_tls_only(aws: Aws
 def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aws: Aws, fleet: Fleet) -> None:
     template = translated()
     functions = resources_of(template, "AWS::Lambda::Function")
-    assert set(functions) == {"ContainmentFunction", "GuardDutyFunction"}
+    assert set(functions) == {"ContainmentFunction", "GuardDutyFunction", "RecheckFunction"}
     for function in functions.values():
         properties = function["Properties"]
         assert properties["Runtime"] in ("python3.12", "python3.13")
@@ -474,7 +513,11 @@ def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aw
         for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
     }
     assert set(function_actions()) <= allowed, sorted(set(function_actions()) - allowed)
-    assert allowed - set(function_actions()) == {"sns:Publish"}
+    assert allowed - set(function_actions()) == {"sns:Publish", *custom_resource.HANDLER_ACTIONS}
+    (own_stack,) = [s for _, s in statements if s["Action"] in custom_resource.HANDLER_ACTIONS]
+    assert own_stack["Resource"] == {"Ref": "AWS::StackId"}  # its own stack's status, nothing else
+    containment = functions["ContainmentFunction"]["Properties"]["Environment"]["Variables"]
+    assert containment[custom_resource.STACK_ENV] == {"Ref": "AWS::StackId"}
     for name, statement in statements:
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
         if statement["Effect"] == "Allow" and statement["Resource"] == "*":
@@ -493,6 +536,7 @@ def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aw
         FunctionName=deployed.resources["ContainmentFunction"]
     )
     assert configuration["Environment"]["Variables"]["EC2IR_TABLE"] == deployed.resources["StateTable"]
+    assert configuration["Environment"]["Variables"][custom_resource.STACK_ENV] == deployed.stack_id
 
 
 def test_the_workstation_is_hardened_and_installs_sift_with_cast(aws: Aws, fleet: Fleet) -> None:
@@ -504,18 +548,34 @@ def test_the_workstation_is_hardened_and_installs_sift_with_cast(aws: Aws, fleet
     assert root["DeviceName"] == "/dev/sda1" and root["Ebs"]["Encrypted"] is True
     assert properties["SecurityGroupIds"] == [{"Fn::GetAtt": ["ForensicSecurityGroup", "GroupId"]}]
     assert workstation["CreationPolicy"] == {"ResourceSignal": {"Count": 1, "Timeout": "PT30M"}}
-    init = workstation["Metadata"]["AWS::CloudFormation::Init"]
-    assert init["configSets"] == {"bootstrap": ["hup", "cast"], "sift": ["sift"]}
-    install_cast = init["cast"]["commands"]["01_install_cast"]["command"]["Fn::Sub"]
-    assert "https://github.com/ekristen/cast/releases/download/v${CastVersion}" in install_cast
-    assert "sha256sum -c" in install_cast and "dpkg -i" in install_cast
-    install_sift = init["sift"]["commands"]["01_install_sift"]["command"]
-    assert "cast install --mode=server --user ubuntu teamdfir/sift-saltstack" in install_sift
     user_data = properties["UserData"]["Fn::Base64"]["Fn::Sub"]
-    # The signal follows the bootstrap config set and precedes the long SIFT install (the reason
-    # is in the template: a failed SIFT install must never roll back, and so release, containment).
-    signal = user_data.index("cfn-signal -e $?")
-    assert user_data.index("--configsets bootstrap") < signal < user_data.index("--configsets sift")
+    # cast's release assets are goreleaser's "{{ .PackageName }}-v{{ .Version }}-{{ .Os }}-{{ .Arch }}"
+    # (github.com/ekristen/cast .goreleaser.yml, nfpms.file_name_template, since v1.0.0).
+    assert 'deb="cast-v${CastVersion}-linux-amd64.deb"' in user_data
+    assert "https://github.com/ekristen/cast/releases/download/v${CastVersion}/$deb" in user_data
+    assert "cast_v" not in user_data and "_linux_amd64" not in user_data
+    # Installed only if its digest is the pinned one, and nothing else is downloaded unpinned.
+    check = user_data.index('echo "${CastSha256}  $deb" | sha256sum -c - &&')
+    assert check < user_data.index('dpkg -i "$deb"')
+    assert "checksums.txt" not in user_data  # a list from the same place as the file proves nothing
+    assert "latest" not in user_data and "pip install" not in user_data
+    assert "AWS::CloudFormation::Init" not in workstation.get("Metadata", {})
+    # The signal follows the checked install of cast and precedes the long SIFT install (the reason
+    # is in the template: a slow or failed SIFT install must not fail the stack).
+    assert user_data.index("if install_cast; then") < user_data.index("signal SUCCESS")
+    assert user_data.index("signal SUCCESS") < user_data.index(
+        "cast install --mode=server --user ubuntu teamdfir/sift-saltstack"
+    )
+    assert "signal FAILURE" in user_data
+    parameters = sam_template()["Parameters"]
+    assert parameters["CastVersion"]["Default"] == "1.0.21"
+    # The role may signal this stack, and read (not write) evidence; nothing else.
+    (policy,) = resources_of(sam_template(), "AWS::IAM::Role")["WorkstationRole"]["Properties"]["Policies"]
+    (signal,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Sid"] == "SignalBootstrap"]
+    assert (signal["Action"], signal["Resource"]) == (
+        "cloudformation:SignalResource",
+        {"Ref": "AWS::StackId"},
+    )
 
     deployed = deploy(aws, fleet)
     instance_id = deployed.resources["ForensicWorkstation"]
@@ -570,10 +630,158 @@ def test_the_guardduty_rule_selects_ec2_findings_at_or_above_the_severity(aws: A
         )
         assert sent["FailedEntryCount"] == 0
     deadline = time.monotonic() + 5
-    selected: set[str] = set()
-    while time.monotonic() < deadline and len(selected) < 2:
+    selected: set[str] = set()  # the EventBridge ids of the events delivered
+    while time.monotonic() < deadline and len(selected) < 3:
         for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
-            selected.add(json.loads(message["Body"])["detail"]["id"])
-    by_id = {fixture_event(name)["detail"]["id"]: name for name in names}
+            delivered = json.loads(message["Body"])
+            selected.add(json.dumps([delivered["detail"]["id"], delivered["detail"].get("updatedAt")]))
+    by_key = {
+        json.dumps(
+            [fixture_event(name)["detail"]["id"], fixture_event(name)["detail"].get("updatedAt")]
+        ): name
+        for name in names
+    }
     # The sample passes the rule (it is a high EC2 finding); the handler drops it (test_handlers).
-    assert {by_id[i] for i in selected} == {"ec2_backdoor_high.json", "ec2_sample_high.json"}
+    assert {by_key[key] for key in selected} == {
+        "ec2_backdoor_high.json",
+        "ec2_backdoor_high_updated.json",
+        "ec2_sample_high.json",
+    }
+
+
+# -- the stack's lifecycle is the incident's -----------------------------------------------------------
+
+
+def test_log_groups_are_retained_and_named_by_cloudformation_so_the_stack_can_be_created_again(
+    aws: Aws, fleet: Fleet
+) -> None:
+    log_groups = resources_of(sam_template(), "AWS::Logs::LogGroup")
+    assert set(log_groups) == {"ContainmentLogGroup", "GuardDutyLogGroup", "RecheckLogGroup"}
+    for name, group in log_groups.items():
+        assert (group["DeletionPolicy"], group["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
+        assert "LogGroupName" not in group["Properties"], name  # a fixed name outlives the stack
+
+    first = deploy(aws, fleet, **FULL)
+    logs = aws.client("logs")
+    kept = {g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]}
+    assert {first.resources["ContainmentLogGroup"], first.resources["GuardDutyLogGroup"]} <= kept
+    # The stack fails (here: it is deleted, as after ROLLBACK_COMPLETE) and is created again under
+    # the same name. The retained groups stay, and are no obstacle.
+    aws.client("cloudformation").delete_stack(StackName=first.stack_id)
+    assert kept <= {g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]}
+    again = create_stack(aws, first.template, first.parameters, first.instance_ids, first.vpc_id)
+    assert again.stack_id != first.stack_id
+    assert again.resources["ContainmentLogGroup"] not in kept
+    assert set(again.statuses.values()) == {"CREATE_COMPLETE"}
+
+
+def test_the_deployed_function_obeys_its_own_stack_and_a_rollback_releases_nothing(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher
+) -> None:
+    deployed = deploy(aws, fleet)
+    table = deployed.resources["StateTable"]
+    own = aws.client("lambda").get_function_configuration(
+        FunctionName=deployed.resources["ContainmentFunction"]
+    )
+    assert own["Environment"]["Variables"][custom_resource.STACK_ENV] == deployed.stack_id
+
+    def engine() -> Engine:
+        return Engine(aws, StateStore(aws, table), concurrency=4)
+
+    created = handle(
+        deployed, catcher, containment_request(deployed, "Create", catcher.url("create")), engine
+    )
+    assert created["Status"] == "SUCCESS", created["Reason"]
+    contained = fleet.eni_groups(deployed.instance_ids)
+
+    # A Delete from another stack (or anyone allowed to invoke the function) is refused unanswered.
+    forged = containment_request(deployed, "Delete", catcher.url("forged"), created["PhysicalResourceId"])
+    forged["StackId"] = deployed.stack_id.replace(STACK_NAME, "another-stack")
+    assert "not for this function's stack" in handle(deployed, catcher, forged, engine)["Refused"]
+    assert catcher.answers("forged") == []
+
+    # A Delete while the stack is not being deleted (the emulator's stack is CREATE_COMPLETE, as
+    # DescribeStacks says): every instance stays held.
+    kept = handle(
+        deployed,
+        catcher,
+        containment_request(deployed, "Delete", catcher.url("delete"), created["PhysicalResourceId"]),
+        engine,
+    )
+    assert kept["Status"] == "SUCCESS", kept["Reason"]
+    assert f"not released: stack {STACK_NAME} is CREATE_COMPLETE" in kept["Reason"]
+    assert f"--case {deployed.parameters['CaseId']} --table {table}" in kept["Reason"]
+    assert fleet.eni_groups(deployed.instance_ids) == contained
+    holds = [StateStore(aws, table).get(i) for i in deployed.instance_ids]
+    assert all(h is not None and h.status is HoldStatus.ISOLATED for h in holds)
+
+
+def test_the_guardduty_function_uses_the_stacks_forensic_group(aws: Aws, fleet: Fleet) -> None:
+    functions = resources_of(translated(), "AWS::Lambda::Function")
+    variables = functions["GuardDutyFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["EC2IR_FORENSIC_GROUP_ID"] == {
+        "Fn::If": [
+            "CreateForensicGroup",
+            {"Fn::GetAtt": ["ForensicSecurityGroup", "GroupId"]},
+            {"Ref": "ForensicSecurityGroupId"},
+        ]
+    }
+    assert variables["EC2IR_FORENSIC_GROUP_OWNER_ID"] == {"Ref": "ForensicSecurityGroupOwnerId"}
+    # The same group Custom::Containment admits SSH from.
+    containment = sam_template()["Resources"]["Containment"]["Properties"]
+    assert containment["ForensicGroupId"] == variables["EC2IR_FORENSIC_GROUP_ID"]
+
+    outside = fleet.group(fleet.vpc(30), "security-account-forensic")
+    deployed = deploy(aws, fleet, **FULL, ForensicSecurityGroupId=outside)
+    configuration = aws.client("lambda").get_function_configuration(
+        FunctionName=deployed.resources["GuardDutyFunction"]
+    )
+    assert configuration["Environment"]["Variables"]["EC2IR_FORENSIC_GROUP_ID"] == outside
+
+
+def test_the_outputs_carry_what_failed_and_where_the_snapshot_list_is() -> None:
+    template = sam_template()
+    outputs = {name: o["Value"] for name, o in template["Outputs"].items()}
+    assert outputs["ContainmentFailedInstanceIds"] == {"Fn::GetAtt": ["Containment", "FailedInstanceIds"]}
+    assert outputs["SnapshotIdsKey"] == {"Fn::GetAtt": ["Containment", "SnapshotIdsKey"]}
+    # Every attribute an output reads is a key of every answer the handler gives.
+    request = custom_resource.Request.from_event(
+        {
+            "RequestType": "Create",
+            "RequestId": "r",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/s/g",
+            "LogicalResourceId": "Containment",
+            "ResponseURL": "https://example.invalid/",
+            "ResourceProperties": {"CaseId": "IR-1"},
+        }
+    )
+    answer = custom_resource._outcome("IR-1", None)
+    data = json.loads(custom_resource.response_body(request, answer))["Data"]
+    read = {
+        v["Fn::GetAtt"][1]
+        for v in outputs.values()
+        if "Fn::GetAtt" in v and v["Fn::GetAtt"][0] == "Containment"
+    }
+    assert read <= set(data)
+    # Raised with each new attribute, so that updating an existing stack asks the function again.
+    assert template["Resources"]["Containment"]["Properties"]["AnswerVersion"] == "2"
+
+
+def test_the_stack_rechecks_what_it_holds_every_15_minutes() -> None:
+    resources = sam_template()["Resources"]
+    function = resources["RecheckFunction"]["Properties"]
+    assert function["Handler"] == "ec2ir.handlers.recheck.handler"
+    assert function["Role"] == {"Fn::GetAtt": ["EngineRole", "Arn"]}
+    assert set(function["Environment"]["Variables"]) == {
+        "EC2IR_TABLE",
+        "EC2IR_EVIDENCE_BUCKET",
+        "EC2IR_TOPIC_ARN",
+    }
+    schedule = resources["RecheckSchedule"]["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(15 minutes)"
+    assert schedule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["RecheckFunction", "Arn"]}
+    permission = resources["RecheckInvokePermission"]["Properties"]
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["RecheckSchedule", "Arn"]}
+    # retained and named by CloudFormation, like every log group of the stack
+    assert "LogGroupName" not in resources["RecheckLogGroup"]["Properties"]
+    assert resources["RecheckLogGroup"]["DeletionPolicy"] == "Retain"

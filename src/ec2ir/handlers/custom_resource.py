@@ -4,30 +4,54 @@
 * **Update** isolates the new list (added instances are contained, the others are re-verified and
   any drift is repaired; originals already recorded are never replaced, because the engine's
   conditional write keeps the first ones) and releases the instances that were removed.
-* **Delete** releases the listed instances. It succeeds when there is nothing left to release: after
-  a Create that failed, when the instances were released by hand, or when they no longer exist.
+* **Delete** releases the listed instances, but only when the stack itself is being deleted.
+
+**A rollback never releases.** CloudFormation answers a failed resource by rolling back, and a
+rollback sends Delete (after a failed Create) or an Update with the old list (after a failed
+Update). Released then, a compromised instance would go back on the network because some other
+resource, or one other instance, failed. So:
+
+* Create and Update answer SUCCESS once containment was attempted for every listed instance; the
+  instances that failed are named in the reason and in ``FailedInstanceIds``. FAILED is kept for
+  input refused before any change (a malformed instance id, a case change while instances are
+  held), for an engine that could not start, and for work unfinished at the deadline.
+* Delete and the release half of Update read the stack's own status (``DescribeStacks``) and
+  release only during ``DELETE_IN_PROGRESS`` (Delete) or ``UPDATE_IN_PROGRESS`` (Update). In any
+  other state (``ROLLBACK_IN_PROGRESS``, ``UPDATE_ROLLBACK_IN_PROGRESS``, an unreadable status...)
+  the instances stay held, the answer is SUCCESS, and the reason and the notification say how to
+  release them with the CLI.
+
+**The function obeys its own stack only.** Anyone allowed to invoke it could otherwise send a
+forged Delete. A request is acted on, and answered, only when its ``StackId`` is the stack that
+created the function (``EC2IR_STACK_ID``) and its ``ResponseURL`` is CloudFormation's response
+bucket of that stack's partition and Region over https; anything else is refused with one log
+line, no change and no HTTP request.
 
 CloudFormation waits for an answer on a pre-signed URL, and a missing answer hangs the stack. So
 every invocation answers, SUCCESS or FAILED with a reason, before the Lambda deadline: the work runs
 on a worker thread, and when time is nearly out FAILED is sent while the work is left to the
-engine's own guarantees (write-ahead originals; a release racing an isolate wins).
+engine's own guarantees (write-ahead originals; a release racing an isolate wins). The answer fits
+CloudFormation's 4,096 bytes: long lists in Data give way first, and the head of the reason always
+stays; the full list of snapshot ids is an object in the evidence bucket (``SnapshotIdsKey``).
 
 A retried request (the same RequestId, for example an asynchronous Lambda retry) gets the answer the
 first attempt sent, from a record kept in the state table, and changes nothing: a late retry of a
-Create can never re-isolate instances that a rollback has since released.
+Create can never re-isolate instances that were released since.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import re
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -35,6 +59,7 @@ from ec2ir import validate
 from ec2ir.aws import PERMISSION_CODES, discover, translated
 from ec2ir.engine import GONE_STATES, Engine, RunReport
 from ec2ir.errors import AwsError, Ec2irError, PermissionDenied, UsageError
+from ec2ir.evidence import EvidenceBucket, account_of, as_json, split_location
 from ec2ir.handlers import (
     TOPIC_ENV,
     EngineFactory,
@@ -52,8 +77,21 @@ log = logging.getLogger("ec2ir.handlers.custom_resource")
 
 SUCCESS, FAILED = "SUCCESS", "FAILED"
 CREATE, UPDATE, DELETE = "Create", "Update", "Delete"
+# The stack that created the function (the template sets it to AWS::StackId).
+STACK_ENV = "EC2IR_STACK_ID"
+# What this handler calls itself, beyond the engine (tests/test_template.py checks the grant).
+HANDLER_ACTIONS = ("cloudformation:DescribeStacks",)
+# The only stack states in which the listed instances are released (see the module docstring).
+RELEASE_ON = {DELETE: "DELETE_IN_PROGRESS", UPDATE: "UPDATE_IN_PROGRESS"}
+# CloudFormation's own bucket for answers: cloudformation-custom-resource-response-<Region without
+# dashes>, e.g. https://cloudformation-custom-resource-response-useast1.s3-us-east-1.amazonaws.com/...
+# or ...-cnnorth1.s3.cn-north-1.amazonaws.com.cn/... (AWS Lambda Developer Guide, "Using AWS Lambda
+# with CloudFormation").
+RESPONSE_BUCKET_PREFIX = "cloudformation-custom-resource-response-"
 # CloudFormation refuses a response body over 4 KiB.
 RESPONSE_LIMIT = 4096
+# Data gives way before the reason is cut below this many characters.
+REASON_FLOOR = 1024
 WORKER_THREAD_PREFIX = "ec2ir-containment-"
 # Time kept back from the Lambda deadline to send the answer: a fifth of the budget, within bounds.
 MIN_RESERVE, MAX_RESERVE = 0.25, 15.0
@@ -136,6 +174,98 @@ class Answer:
     reason: str
     data: dict[str, str] = field(default_factory=dict)
     replayed: bool = False  # the answer a first attempt of this request already sent
+    notice: str = ""  # the notification's subject, when the status alone would mislead
+
+
+# -- whom the function obeys --------------------------------------------------------------------------
+
+
+@functools.cache
+def dns_suffix(partition: str) -> str | None:
+    """The DNS suffix of an AWS partition (amazonaws.com, amazonaws.com.cn, ...), from botocore's
+    own partition data; None for a partition botocore does not know."""
+    from botocore.loaders import create_loader
+
+    for known in create_loader().load_data("partitions").get("partitions", []):
+        if known.get("id") == partition:
+            suffix = known.get("outputs", {}).get("dnsSuffix")
+            return str(suffix) if suffix else None
+    return None
+
+
+@dataclass(frozen=True)
+class ResponseUrls:
+    """Where answers may go: CloudFormation's response bucket in the stack's partition and Region,
+    over https on the default port. ``extra_origins`` (``scheme://host:port``) exist for tests that
+    catch answers on loopback; ``handler`` never passes any."""
+
+    region: str
+    suffix: str
+    extra_origins: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_stack(cls, stack_id: str, extra_origins: Collection[str] = ()) -> ResponseUrls | None:
+        parts = stack_id.split(":")
+        if len(parts) < 6 or parts[0] != "arn" or parts[2] != "cloudformation" or not parts[3]:
+            return None
+        suffix = dns_suffix(parts[1])
+        return cls(parts[3], suffix, frozenset(extra_origins)) if suffix else None
+
+    @property
+    def host(self) -> re.Pattern[str]:
+        bucket = RESPONSE_BUCKET_PREFIX + self.region.replace("-", "")
+        region, suffix = re.escape(self.region), re.escape(self.suffix)
+        return re.compile(rf"{re.escape(bucket)}\.s3(?:[.-]{region})?\.{suffix}")
+
+    def allows(self, url: str) -> bool:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return False
+        if not parts.hostname or parts.username is not None or parts.password is not None:
+            return False
+        if f"{parts.scheme}://{parts.hostname}:{port}" in self.extra_origins:
+            return True
+        return (
+            parts.scheme == "https"
+            and port in (None, 443)
+            and self.host.fullmatch(parts.hostname.lower()) is not None
+        )
+
+
+def refusal(event: Any, own_stack_id: str | None, urls: ResponseUrls | None) -> str | None:
+    """Why this event must be neither acted on nor answered, or None when it may be."""
+    if not isinstance(event, Mapping):
+        return "the event is not an object"
+    if not own_stack_id:
+        return f"{STACK_ENV} is not set, so no stack can be recognised as this function's own"
+    stack_id = event.get("StackId")
+    if stack_id != own_stack_id:
+        return f"the request is for stack {stack_id!r}, not for this function's stack {own_stack_id}"
+    if urls is None:
+        return f"cannot tell the partition and Region of {own_stack_id}"
+    url = event.get("ResponseURL")
+    if not isinstance(url, str) or not urls.allows(url):
+        host = urllib.parse.urlsplit(url).netloc if isinstance(url, str) else repr(url)
+        return (
+            f"the ResponseURL ({host}) is not CloudFormation's response bucket in {urls.region} "
+            f"over https (*.{urls.suffix})"
+        )
+    return None
+
+
+def _refused(event: Any, why: str) -> dict[str, Any]:
+    """One log line, nothing changed, nothing sent."""
+    fields = event if isinstance(event, Mapping) else {}
+    log_event(
+        "refused",
+        {
+            "why": why,
+            **{key: fields.get(key) for key in ("RequestType", "RequestId", "StackId", "LogicalResourceId")},
+        },
+    )
+    return {"Refused": why}
 
 
 @dataclass(frozen=True)
@@ -167,12 +297,15 @@ class Containment:
                 str(properties.get("ForensicGroupId") or ""),
                 str(properties.get("ForensicGroupOwnerId") or ""),
             )
+            # the stack's own isolation group: the engine records it as ec2ir's in its VPC
+            isolation_group, _ = validate.forensic_group(str(properties.get("IsolationGroupId") or ""), "")
             options = Options(
                 untrack=_flag(properties, "Untrack", True),
                 revoke_sessions=_flag(properties, "RevokeSessions", False),
                 rejoin=_flag(properties, "Rejoin", False),
                 forensic_group=forensic_group,
                 forensic_group_owner=forensic_owner,
+                isolation_group=isolation_group,
             )
         except UsageError:
             if not lenient:
@@ -280,18 +413,19 @@ def _answer(engine: Engine, request: Request, deadline: float) -> Answer:
         )
         return replay
     if request.request_type == CREATE:
-        return _create(engine, Containment.from_properties(request.properties), deadline)
+        return _create(engine, request, Containment.from_properties(request.properties), deadline)
     if request.request_type == UPDATE:
         return _update(engine, request, deadline)
     if request.request_type == DELETE:
-        return _delete(engine, Containment.from_properties(request.properties, lenient=True))
+        return _delete(engine, request, Containment.from_properties(request.properties, lenient=True))
     return Answer(FAILED, f"unknown RequestType {request.request_type!r}")
 
 
-def _create(engine: Engine, wanted: Containment, deadline: float) -> Answer:
+def _create(engine: Engine, request: Request, wanted: Containment, deadline: float) -> Answer:
     assert wanted.case_id is not None  # strict parsing raised otherwise
     report = _isolate(engine, wanted, deadline) if wanted.instance_ids else None
-    return _outcome(wanted.case_id, report)
+    key, problem = _store_snapshot_list(engine, request, wanted.case_id, report)
+    return _outcome(wanted.case_id, report, notes=[problem] if problem else [], snapshot_key=key)
 
 
 def _update(engine: Engine, request: Request, deadline: float) -> Answer:
@@ -318,15 +452,22 @@ def _update(engine: Engine, request: Request, deadline: float) -> Answer:
         # here): there is nothing to release under it.
         removed = []
     report = _isolate(engine, wanted, deadline) if wanted.instance_ids else None
+    key, problem = _store_snapshot_list(engine, request, case, report)
     released: list[str] = []
     release_failures: list[InstanceResult] = []
-    notes: list[str] = []
-    if removed:
-        released, release_failures, notes = _release(engine, case, removed, wanted.options.rejoin)
-    return _outcome(case, report, released, release_failures, notes)
+    notes: list[str] = [problem] if problem else []
+    kept = _kept_unless(engine, request, case, removed) if removed else None
+    if removed and kept is None:
+        released, release_failures, more = _release(engine, case, removed, wanted.options.rejoin)
+        notes += more
+    answer = _outcome(case, report, released, release_failures, notes, key)
+    if kept is None:
+        return answer
+    # First, so that it survives any cut of the reason to CloudFormation's 4 KB.
+    return Answer(answer.status, f"{kept.reason}; {answer.reason}", answer.data, notice=kept.notice)
 
 
-def _delete(engine: Engine, listed: Containment) -> Answer:
+def _delete(engine: Engine, request: Request, listed: Containment) -> Answer:
     if listed.case_id is None:
         return Answer(SUCCESS, "nothing to release: the properties name no valid case")
     if not listed.instance_ids:
@@ -334,11 +475,55 @@ def _delete(engine: Engine, listed: Containment) -> Answer:
     if not engine.store.exists():
         return Answer(SUCCESS, f"nothing to release: state table {engine.store.table} does not exist")
     case = listed.case_id
+    kept = _kept_unless(engine, request, case, list(listed.instance_ids))
+    if kept is not None:
+        return kept
     released, failures, notes = _release(engine, case, list(listed.instance_ids), listed.options.rejoin)
     if failures:
         return Answer(FAILED, _failure_reason(case, failures, len(listed.instance_ids)))
     summary = f"released {', '.join(released)}" if released else "nothing was still held"
     return Answer(SUCCESS, "; ".join([summary, *notes]))
+
+
+def stack_status(engine: Engine, stack_id: str) -> tuple[str, str]:
+    """The stack's status from DescribeStacks, or ("", why it could not be read)."""
+    try:
+        with translated("cloudformation", "DescribeStacks"):
+            stacks = engine.aws.client("cloudformation").describe_stacks(StackName=stack_id).get("Stacks")
+    except Ec2irError as error:
+        return "", f"its status could not be read ({error})"
+    if not stacks or not stacks[0].get("StackStatus"):
+        return "", "DescribeStacks returned no status for it"
+    return str(stacks[0]["StackStatus"]), ""
+
+
+def _kept_unless(engine: Engine, request: Request, case: str, instance_ids: list[str]) -> Answer | None:
+    """None when the stack's status allows this request to release; otherwise the SUCCESS answer
+    that keeps every instance held and says how to release them by hand."""
+    wanted = RELEASE_ON[request.request_type]
+    status, problem = stack_status(engine, request.stack_id)
+    if status == wanted:
+        return None
+    try:
+        holding = {h.instance_id for h in engine.status(case)}
+        held = [i for i in instance_ids if i in holding]
+    except Ec2irError as error:
+        log.warning("could not list what case %s holds: %s", case, error)
+        held = list(instance_ids)
+    state = f"is {status}" if status else problem
+    why = (
+        f"not released: stack {request.stack_name} {state}, and only a {request.request_type} "
+        f"during {wanted} releases (a rollback never does)"
+    )
+    if not held:
+        reason = f"{why}; case {case} holds none of {', '.join(instance_ids)}, so nothing stays held"
+        return Answer(SUCCESS, reason)
+    command = f"ec2ir release {' '.join(held)} --case {case} --table {engine.store.table}"
+    reason = f"{why}. {', '.join(held)} STAY CONTAINED under case {case}; to release them run: {command}"
+    log_event("kept", {"stack_status": status, "problem": problem, "case": case, "held": held})
+    state_now = status or "status unknown"
+    notice = f"ec2ir kept {len(held)} instance(s) contained: {request.stack_name} {state_now}"
+    return Answer(SUCCESS, reason, notice=notice)
 
 
 def _isolate(engine: Engine, wanted: Containment, deadline: float) -> RunReport:
@@ -397,7 +582,9 @@ def _held_elsewhere(report: RunReport | None) -> list[InstanceResult]:
     return [r for r in report.results if r.error_code == HELD_BY_OTHER_CASE] if report else []
 
 
-def _data(case: str, report: RunReport | None) -> dict[str, str]:
+def _data(
+    case: str, report: RunReport | None, failed: Sequence[str] = (), snapshot_key: str = ""
+) -> dict[str, str]:
     """The attributes ``Fn::GetAtt`` reads. Every key is always present, or a GetAtt on it would
     fail the stack."""
     groups = list(report.groups.values()) if report else []
@@ -407,7 +594,10 @@ def _data(case: str, report: RunReport | None) -> dict[str, str]:
         "IsolationGroupIds": ",".join(sorted({g.isolation_group_id for g in groups if g.isolation_group_id})),
         "ForensicGroupIds": ",".join(sorted({g.forensic_group_id for g in groups if g.forensic_group_id})),
         "ContainedCount": str(contained + len(_held_elsewhere(report))),
+        "FailedCount": str(len(failed)),
+        "FailedInstanceIds": ",".join(failed),
         "SnapshotIds": ",".join(s for r in report.results for s in r.snapshot_ids) if report else "",
+        "SnapshotIdsKey": snapshot_key,
     }
 
 
@@ -417,22 +607,27 @@ def _outcome(
     released: Sequence[str] = (),
     release_failures: Sequence[InstanceResult] = (),
     notes: Sequence[str] = (),
+    snapshot_key: str = "",
 ) -> Answer:
-    """SUCCESS only if every listed instance is contained (under this case, or already under
-    another one) and every removed one released."""
-    data = _data(case, report)
+    """SUCCESS once every listed instance was attempted: a FAILED here would roll the stack back,
+    and nothing that is contained may depend on every other instance succeeding too. What failed
+    comes first in the reason (its head survives any cut to 4 KB) and in ``FailedInstanceIds``."""
     listed = list(report.results) if report else []
     elsewhere = _held_elsewhere(report)
     failures = [r for r in listed if not r.ok and r not in elsewhere] + list(release_failures)
+    data = _data(case, report, [r.instance_id for r in failures], snapshot_key)
+    parts: list[str] = []
     if failures:
         total = len(listed) + len(released) + len(release_failures)
-        return Answer(FAILED, _failure_reason(case, failures, total), data)
-    parts = [f"contained {len(listed) - len(elsewhere)} instance(s) under case {case}"]
+        parts.append(
+            f"{_failure_reason(case, failures, total)} (answered SUCCESS so that no rollback "
+            "releases what is contained: fix the cause and update the stack, or use ec2ir isolate)"
+        )
+    contained = sum(1 for r in listed if r.ok)
+    parts.append(f"contained {contained} instance(s) under case {case}")
     if data["IsolationGroupIds"]:
-        parts[0] += f" (isolation groups {data['IsolationGroupIds']})"
+        parts[-1] += f" (isolation groups {data['IsolationGroupIds']})"
     parts += [f"{r.instance_id} stays with the case that holds it: {r.detail}" for r in elsewhere]
-    # Evidence that failed never fails the stack: a failed Create would roll back, and the
-    # rollback's Delete would release instances that are contained.
     parts += [
         f"{r.instance_id}: evidence incomplete: {'; '.join(r.evidence_failed)}"
         for r in listed
@@ -440,6 +635,8 @@ def _outcome(
     ]
     if released:
         parts.append(f"released {', '.join(released)}")
+    if snapshot_key:
+        parts.append(f"snapshot ids listed in the evidence bucket under {snapshot_key}")
     parts += [*notes, *(report.notes if report else [])]
     return Answer(SUCCESS, "; ".join(parts), data)
 
@@ -447,6 +644,43 @@ def _outcome(
 def _failure_reason(case: str, failures: Sequence[InstanceResult], total: int) -> str:
     details = "; ".join(f"{r.instance_id}: {r.action}: {r.error_code}: {r.detail}" for r in failures)
     return f"{len(failures)} of {total} instance(s) failed under case {case}: {details}"
+
+
+def _store_snapshot_list(
+    engine: Engine, request: Request, case: str, report: RunReport | None
+) -> tuple[str, str]:
+    """Put the full list of snapshot ids in the evidence bucket, as one object, since the answer's
+    4 KB cannot hold it for a large fleet; (its key, or "" and why not)."""
+    snapshots = {r.instance_id: r.snapshot_ids for r in report.results if r.snapshot_ids} if report else {}
+    if not report or not snapshots:
+        return "", ""
+    stored_in = [
+        split_location(ref.location)[0]
+        for r in report.results
+        for ref in r.evidence
+        if ref.location.startswith("s3://")
+    ]
+    bucket = engine.evidence_bucket or (stored_in[0] if stored_in else "")
+    if not bucket:
+        return "", "the list of snapshot ids was not stored: no evidence bucket is known"
+    key = f"{case}/cloudformation/{request.stack_name}/{request.request_id}/snapshot-ids.json"
+    body = as_json(
+        {
+            "case_id": case,
+            "stack_id": request.stack_id,
+            "request_id": request.request_id,
+            "request_type": request.request_type,
+            "snapshot_ids": snapshots,
+        }
+    )
+    try:
+        EvidenceBucket(engine.evidence_aws, bucket, account_of(report.actor)).put(
+            key, body, "snapshot-ids", "application/json", {"ec2ir:case": case}
+        )
+    except Ec2irError as error:
+        log.warning("could not store the snapshot list in s3://%s/%s: %s", bucket, key, error)
+        return "", f"the list of snapshot ids could not be stored in s3://{bucket}: {error}"
+    return key, ""
 
 
 # -- the deadline --------------------------------------------------------------------------------------
@@ -483,8 +717,14 @@ def reserve_for(budget: float) -> float:
 
 
 def response_body(request: Request, answer: Answer, log_stream: str = "") -> bytes:
-    """The JSON CloudFormation expects, trimmed to its 4 KiB limit (the reason first)."""
-    reason = answer.reason + (f" (details: CloudWatch log stream {log_stream})" if log_stream else "")
+    """The JSON CloudFormation expects, within its 4 KiB limit.
+
+    When the whole answer does not fit, the longest Data values give way first (emptied, every key
+    kept, so that no ``Fn::GetAtt`` fails; the snapshot list is in the evidence bucket under
+    ``SnapshotIdsKey``) until the reason's first ``REASON_FLOOR`` characters fit; then the reason
+    is cut to the longest head that fits, and says where the full text is."""
+    where = f"CloudWatch log stream {log_stream}" if log_stream else "the function's CloudWatch log"
+    reason = answer.reason + (f" (details: {where})" if log_stream else "")
     body: dict[str, Any] = {
         "Status": answer.status,
         "Reason": reason,
@@ -495,17 +735,33 @@ def response_body(request: Request, answer: Answer, log_stream: str = "") -> byt
         "NoEcho": False,
         "Data": dict(answer.data),
     }
-    encoded = json.dumps(body).encode()
-    if len(encoded) > RESPONSE_LIMIT:
-        room = max(0, len(reason.encode()) - (len(encoded) - RESPONSE_LIMIT) - 20)
-        body["Reason"] = reason.encode()[:room].decode(errors="ignore") + " [truncated]"
-        encoded = json.dumps(body).encode()
+
+    def size(reason_text: str) -> int:
+        return len(json.dumps(body | {"Reason": reason_text}).encode())
+
+    if size(reason) <= RESPONSE_LIMIT:
+        return json.dumps(body).encode()
+    marker = f" ... [cut to fit CloudFormation's 4 KB; the full reason is in {where}] [truncated]"
+
+    def head(length: int) -> str:
+        return reason if length >= len(reason) else reason[:length] + marker
+
+    floor = head(REASON_FLOOR)
     for key in sorted(body["Data"], key=lambda k: -len(body["Data"][k])):
-        if len(encoded) <= RESPONSE_LIMIT:
+        if size(floor) <= RESPONSE_LIMIT or not body["Data"][key]:
             break
-        body["Data"][key] = ""  # only a pathological fleet gets here; the log has the full list
-        encoded = json.dumps(body).encode()
-    return encoded
+        log.warning("answer too large: Data %s (%d characters) left out", key, len(body["Data"][key]))
+        body["Data"][key] = ""
+    # The longest head of the reason that fits (a longer head is never smaller).
+    low, high = 0, len(reason)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if size(head(middle)) <= RESPONSE_LIMIT:
+            low = middle
+        else:
+            high = middle - 1
+    body["Reason"] = head(low)
+    return json.dumps(body).encode()
 
 
 def send_response(url: str, body: bytes, deadline: float) -> bool:
@@ -538,7 +794,13 @@ def send_response(url: str, body: bytes, deadline: float) -> bool:
 def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The Lambda entry point (``ec2ir.handlers.custom_resource.handler``)."""
     setup_logging()
-    return handle(event, context, engine_from_environment, topic_arn=os.environ.get(TOPIC_ENV))
+    return handle(
+        event,
+        context,
+        engine_from_environment,
+        topic_arn=os.environ.get(TOPIC_ENV),
+        own_stack_id=os.environ.get(STACK_ENV, "").strip() or None,
+    )
 
 
 def handle(
@@ -546,13 +808,24 @@ def handle(
     context: LambdaContext,
     engine_factory: EngineFactory,
     topic_arn: str | None = None,
+    *,
+    own_stack_id: str | None,
+    extra_response_origins: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Answer one request before the deadline ``context`` gives; returns the body sent."""
+    """Answer one request of the function's own stack before the deadline ``context`` gives;
+    returns the body sent, or ``{"Refused": why}`` for a request it neither acts on nor answers.
+
+    ``extra_response_origins`` (``scheme://host:port``) lets tests catch answers on loopback;
+    the Lambda entry point never passes any."""
     started = time.monotonic()
     budget = max(0.0, context.get_remaining_time_in_millis() / 1000)
     deadline = started + budget
     answer_by = deadline - reserve_for(budget)
     log_stream = str(getattr(context, "log_stream_name", "") or "")
+    urls = ResponseUrls.for_stack(own_stack_id, extra_response_origins) if own_stack_id else None
+    why = refusal(event, own_stack_id, urls)
+    if why is not None:
+        return _refused(event, why)
     log_event("request", {k: v for k, v in event.items() if k != "ResponseURL"})
     try:
         request = Request.from_event(event)
@@ -573,8 +846,8 @@ def handle(
             answer = Answer(
                 FAILED,
                 f"{request.request_type} did not finish within the function's time limit "
-                f"({budget:.0f} s). The state table records what was done, so CloudFormation's "
-                "rollback, or repeating the operation, is safe",
+                f"({budget:.0f} s). The state table records what was done; a rollback keeps "
+                "whatever was contained (it never releases), and repeating the operation is safe",
             )
             log.error("answering FAILED at the deadline; the work is still running")
     except Ec2irError as error:
@@ -597,16 +870,14 @@ def _after_answer(engine: Engine, request: Request, answer: Answer, topic_arn: s
         Ledger(engine).keep(request, answer)
     except Ec2irError as error:
         log.warning("could not record the answer to request %s: %s", request.request_id, error)
-    subject = f"ec2ir {request.request_type} {answer.status}: {request.stack_name}"
+    subject = answer.notice or f"ec2ir {request.request_type} {answer.status}: {request.stack_name}"
     notify(engine.aws, topic_arn, subject, answer.reason)
 
 
 def _answer_malformed(event: Mapping[str, Any], why: str, deadline: float) -> dict[str, Any]:
-    """Answer FAILED when the request can be answered at all; otherwise only log it."""
+    """Answer FAILED (the event's StackId and ResponseURL were already checked)."""
     log.error("malformed custom resource request: %s", why)
-    url = event.get("ResponseURL")
-    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("https", "http"):
-        return {"Status": FAILED, "Reason": why}
+    url = str(event["ResponseURL"])
     request = Request(
         request_type=str(event.get("RequestType", "")),
         request_id=str(event.get("RequestId", "")),

@@ -10,6 +10,16 @@ Each finding is its own case, ``gd-<finding id>``, so the hold, the tags and the
 finding contained the instance. GuardDuty sends the same finding again as it recurs; containing an
 instance already held is a no-op, and one held under another case (the stack's, a responder's) is
 left to that case.
+
+A responder's release stands against a finding sent again: the instance is contained once more only
+when the finding shows new activity after the release, i.e. it was updated after the release
+(``updatedAt``) and its occurrence count (``service.count``) grew beyond the count at containment,
+which the state table keeps for each finding and instance (``pk = guardduty#<case>``). Then the
+instance is contained under a new episode of the same case, and the notification says why.
+
+The isolation group admits SSH from the stack's forensic group (``EC2IR_FORENSIC_GROUP_ID``, and
+``EC2IR_FORENSIC_GROUP_OWNER_ID`` for a group of another account), exactly as the stack's own
+containment does, so that auto-containment never takes the security team's access away.
 """
 
 from __future__ import annotations
@@ -21,9 +31,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ec2ir import validate
+from ec2ir.aws import translated
+from ec2ir.engine import Engine
 from ec2ir.errors import AwsError, Ec2irError
 from ec2ir.handlers import (
     TOPIC_ENV,
@@ -34,7 +47,8 @@ from ec2ir.handlers import (
     report_lines,
     setup_logging,
 )
-from ec2ir.models import ACTIVE_STATUSES
+from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus
+from ec2ir.state import now
 from ec2ir.steps import Options
 
 log = logging.getLogger("ec2ir.handlers.guardduty")
@@ -42,7 +56,11 @@ log = logging.getLogger("ec2ir.handlers.guardduty")
 THRESHOLD_ENV = "EC2IR_AUTO_CONTAIN_SEVERITY"
 OFFICE_CIDR_ENV = "EC2IR_OFFICE_CIDR"
 REVOKE_SESSIONS_ENV = "EC2IR_REVOKE_SESSIONS"
+FORENSIC_GROUP_ENV = "EC2IR_FORENSIC_GROUP_ID"
+FORENSIC_GROUP_OWNER_ENV = "EC2IR_FORENSIC_GROUP_OWNER_ID"
 CASE_PREFIX = "gd-"
+# The state table's record of each finding's containment (its count then), beside the holds.
+SEEN_PREFIX, SEEN_SORT_PREFIX = "guardduty#", "instance#"
 CONTAINED, ALREADY_HELD, IGNORED, FAILED = "contained", "already-held", "ignored", "failed"
 _CASE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
@@ -60,6 +78,8 @@ class Finding:
     instance_id: str
     sample: bool
     archived: bool
+    updated_at: str = ""  # detail.updatedAt: when GuardDuty last updated the finding
+    count: int | None = None  # detail.service.count: how many times the activity was seen
 
 
 class Unusable(Exception):
@@ -128,6 +148,106 @@ def parse_finding(event: Any) -> Finding:
         instance_id=instance_id,
         sample=_is_sample(service),
         archived=service.get("archived") is True,
+        updated_at=str(detail.get("updatedAt") or ""),
+        count=_count(service.get("count")),
+    )
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
+
+
+def _moment(stamp: str) -> datetime | None:
+    """An ISO 8601 time (GuardDuty's ``...Z`` or the state table's ``+00:00``), or None."""
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A finding's containment of an instance, as the state table keeps it."""
+
+    count: int | None
+    updated_at: str
+    contained_at: str
+
+
+class Sightings:
+    """The count each finding had when it contained each instance (``pk = guardduty#<case>``,
+    ``sk = instance#<id>``); the holds' ``sk = hold`` never matches, so ``ec2ir status`` does not
+    see these items."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.aws = engine.aws
+        self.table = engine.store.table
+
+    @staticmethod
+    def _key(case: str, instance_id: str) -> dict[str, Any]:
+        return {"pk": {"S": SEEN_PREFIX + case}, "sk": {"S": SEEN_SORT_PREFIX + instance_id}}
+
+    def get(self, case: str, instance_id: str) -> Seen | None:
+        with translated("dynamodb", "GetItem"):
+            item = (
+                self.aws.dynamodb()
+                .get_item(TableName=self.table, Key=self._key(case, instance_id), ConsistentRead=True)
+                .get("Item")
+            )
+        if not item:
+            return None
+        count = item.get("count", {}).get("N")
+        return Seen(
+            int(count) if count is not None else None,
+            item.get("updated_at", {}).get("S", ""),
+            item.get("contained_at", {}).get("S", ""),
+        )
+
+    def keep(self, case: str, finding: Finding, replace: bool) -> None:
+        """Record the finding's count at this containment; only a new episode replaces a record."""
+        item = self._key(case, finding.instance_id) | {
+            "finding_id": {"S": finding.finding_id},
+            "updated_at": {"S": finding.updated_at or "-"},
+            "contained_at": {"S": now()},
+        }
+        if finding.count is not None:
+            item["count"] = {"N": str(finding.count)}
+        condition = {} if replace else {"ConditionExpression": "attribute_not_exists(pk)"}
+        try:
+            with translated("dynamodb", "PutItem"):
+                self.aws.dynamodb().put_item(TableName=self.table, Item=item, **condition)
+        except AwsError as error:
+            if error.code != "ConditionalCheckFailedException":
+                raise
+
+
+def new_activity(finding: Finding, released: Hold, seen: Seen | None) -> tuple[bool, str]:
+    """Whether a finding sent again after a release shows activity since; and why (not)."""
+    since = f"case {released.case_id} was released at {released.released_at} by {released.released_by}"
+    updated, release = _moment(finding.updated_at), _moment(released.released_at)
+    if updated is None or release is None:
+        return (
+            False,
+            f"{since}; the finding's update time ({finding.updated_at or 'none'}) cannot be compared",
+        )
+    if updated <= release:
+        return False, f"{since}; the finding was last updated before that, at {finding.updated_at}"
+    if seen is None or seen.count is None:
+        return (
+            False,
+            f"{since}; the finding's count at containment is not on record, so growth cannot be shown",
+        )
+    if finding.count is None or finding.count <= seen.count:
+        return False, (
+            f"{since}; the finding was updated at {finding.updated_at} but its count "
+            f"({finding.count}) has not grown since containment ({seen.count})"
+        )
+    return True, (
+        f"new activity after the release: {since}, and the finding was updated at "
+        f"{finding.updated_at} with its count grown from {seen.count} to {finding.count}"
     )
 
 
@@ -174,6 +294,8 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         office_cidr=os.environ.get(OFFICE_CIDR_ENV) or None,
         revoke_sessions=os.environ.get(REVOKE_SESSIONS_ENV, "").lower() == "true",
         topic_arn=os.environ.get(TOPIC_ENV),
+        forensic_group=os.environ.get(FORENSIC_GROUP_ENV, "").strip() or None,
+        forensic_group_owner=os.environ.get(FORENSIC_GROUP_OWNER_ENV, "").strip() or None,
     )
 
 
@@ -186,6 +308,8 @@ def handle(
     office_cidr: str | None = None,
     revoke_sessions: bool = False,
     topic_arn: str | None = None,
+    forensic_group: str | None = None,
+    forensic_group_owner: str | None = None,
 ) -> dict[str, Any]:
     """Contain the instance a finding names, when it qualifies; say what happened."""
     try:
@@ -211,17 +335,38 @@ def handle(
 
     case = case_for(finding.finding_id)
     outcome: dict[str, Any] = {"finding": finding.finding_id, "instance": finding.instance_id, "case": case}
+    again = ""  # why a released instance is contained again
     try:
         engine = engine_factory()
+        sightings = Sightings(engine)
         try:
             before = engine.store.get(finding.instance_id)
         except AwsError:
             before = None  # no table yet: the engine creates it, and nothing is held
+        try:
+            seen = sightings.get(case, finding.instance_id) if before is not None else None
+        except AwsError as error:
+            seen = None  # then a released hold is not contained again: growth cannot be shown
+            log.warning("could not read the count of finding %s: %s", finding.finding_id, error)
+        if (
+            before is not None
+            and before.status is HoldStatus.RELEASED
+            and (before.case_id == case or seen is not None)
+        ):
+            # This finding contained the instance before, and a responder released it since.
+            renewed, because = new_activity(finding, before, seen)
+            if not renewed:
+                return _ignored(f"not contained again: {because}", finding)
+            again = because
         report = engine.isolate(
             [finding.instance_id],
             case,
             office_cidr,
-            options=Options(revoke_sessions=revoke_sessions),
+            options=Options(
+                revoke_sessions=revoke_sessions,
+                forensic_group=forensic_group or "",
+                forensic_group_owner=forensic_group_owner or "",
+            ),
         )
     except Ec2irError as error:
         outcome |= {"outcome": FAILED, "reason": str(error)}
@@ -232,20 +377,28 @@ def handle(
     held_before = before is not None and before.status in ACTIVE_STATUSES
     if result.ok:
         outcome["outcome"] = ALREADY_HELD if held_before else CONTAINED
-        outcome["reason"] = result.detail
+        outcome["reason"] = f"{again}; {result.detail}" if again else result.detail
+        try:
+            sightings.keep(case, finding, replace=bool(again))
+        except Ec2irError as error:
+            log.warning("could not record the count of finding %s: %s", finding.finding_id, error)
     elif result.error_code == "HeldByOtherCase":
         outcome |= {"outcome": ALREADY_HELD, "reason": result.detail}
     else:
         outcome |= {"outcome": FAILED, "reason": f"{result.error_code}: {result.detail}"}
+    if again:
+        outcome["episode"] = "new"
     log_event(outcome["outcome"], outcome)
     if outcome["outcome"] != ALREADY_HELD:
         verb = "contained" if outcome["outcome"] == CONTAINED else "could NOT fully contain"
-        subject = f"ec2ir {verb} {finding.instance_id} (GuardDuty {finding.severity:g})"
+        target = f"{finding.instance_id} again" if again else finding.instance_id
+        subject = f"ec2ir {verb} {target} (GuardDuty {finding.severity:g})"
         message = "\n".join(
             [
                 f"GuardDuty finding {finding.finding_id}: {finding.finding_type}",
                 finding.title,
                 f"severity {finding.severity:g}, account {finding.account_id}, {finding.region}",
+                *([f"Contained again under a new episode of case {case}: {again}"] if again else []),
                 "",
                 *report_lines(report),
             ]
