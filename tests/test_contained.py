@@ -550,3 +550,17 @@ def test_the_stacks_scheduled_recheck_repairs_and_notifies(engine: Engine, fleet
     message = json.loads(sqs.receive_message(QueueUrl=queue)["Messages"][0]["Body"])
     assert "found and repaired" in message["Subject"] and victim in message["Message"]
     assert recheck.handle(lambda: engine, topic)["breaches"] == []  # quiet once all is well
+
+
+def test_the_notes_say_how_an_outside_forensic_group_reaches_another_vpc(
+    engine: Engine, fleet: Fleet
+) -> None:
+    home, elsewhere = fleet.vpc(1), fleet.vpc(2)
+    security_team = fleet.group(home, "security-team")
+    near = fleet.instance(home, [fleet.group(home, "web")])
+    far = fleet.instance(elsewhere, [fleet.group(elsewhere, "web")])
+
+    report = engine.isolate([near, far], CASE, options=replace(QUIET, forensic_group=security_team))
+
+    reach = [note for note in report.notes if "VPC peering" in note]
+    assert len(reach) == 1 and reach[0].startswith(f"{elsewhere}:") and home in reach[0], report.notes

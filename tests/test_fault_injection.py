@@ -39,11 +39,13 @@ class Tally:
     fault_points: int = 0
     originals_lost: int = 0
     half_isolated: int = 0
+    left_in_allow_all: int = 0  # ENIs a faulty run that ended (not crashed) left in allow-all
 
     def report(self, what: str) -> str:
         return (
             f"{what}: fault points tried {self.fault_points}, originals lost {self.originals_lost}, "
-            f"instances left half isolated after the rerun {self.half_isolated}"
+            f"instances left half isolated after the rerun {self.half_isolated}, ENIs left in "
+            f"allow-all by a run that ended {self.left_in_allow_all}"
         )
 
 
@@ -87,19 +89,27 @@ def settings(fleet: Fleet, instances: list[str]) -> dict[str, Any]:
     return seen
 
 
+def in_allow_all(engine: Engine, fleet: Fleet, instances: list[str]) -> int:
+    """ENIs of ``instances`` sitting in one of ec2ir's recorded allow-all groups."""
+    records = engine.store.group_records(engine.aws.region())
+    allow_all = {record.roles["allow-all"] for record in records.values() if "allow-all" in record.roles}
+    return sum(bool(set(groups) & allow_all) for groups in fleet.eni_groups(instances).values())
+
+
 def fully_isolated(engine: Engine, fleet: Fleet, instance: str) -> bool:
     hold = engine.store.get(instance)
     groups = {g for eni in fleet.eni_groups([instance]).values() for g in eni}
-    isolation = fleet.ec2.describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": ["ec2ir-isolation"]}]
-    )
+    # ec2ir's isolation group is the one its record names (never one found by name or tag)
+    records = engine.store.group_records(engine.aws.region())
+    isolation = {record.roles["isolation"] for record in records.values() if "isolation" in record.roles}
     termination = fleet.ec2.describe_instance_attribute(
         InstanceId=instance, Attribute="disableApiTermination"
     )
     return (
         hold is not None
         and hold.status is HoldStatus.ISOLATED
-        and groups == {g["GroupId"] for g in isolation["SecurityGroups"]}
+        and len(isolation) == 1
+        and groups == isolation
         and termination["DisableApiTermination"]["Value"] is True
     )
 
@@ -155,8 +165,10 @@ def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> Non
     for point in harness.points(calls):
         fleet, instances, before = harness.fresh_fleet()
         try_run(functools.partial(harness.faulty(point).isolate, instances, CASE, options=CONTAIN_ONLY))
-
         engine = harness.engine(harness.aws())
+        if not point.crashed:  # a run that ends, however it ends, leaves no ENI in allow-all
+            tally.left_in_allow_all += in_allow_all(engine, fleet, instances)
+
         engine.isolate(instances, CASE, options=CONTAIN_ONLY)
         tally.half_isolated += sum(not fully_isolated(engine, fleet, i) for i in instances)
         engine.release(instances, CASE)
@@ -166,6 +178,7 @@ def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> Non
     print(tally.report(f"isolate ({calls} calls)"))
     assert calls >= 30
     assert (tally.fault_points, tally.originals_lost, tally.half_isolated) == (2 * calls, 0, 0)
+    assert tally.left_in_allow_all == 0
 
 
 def test_a_fault_at_any_call_of_release_loses_nothing(emulator: Emulator) -> None:

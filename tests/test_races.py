@@ -101,9 +101,7 @@ def test_a_compromised_forensic_workstation_can_itself_be_contained(engine: Engi
     assert list(fleet.eni_groups([workstation]).values()) == [(forensic,)]
 
 
-def test_a_stray_duplicate_isolation_group_is_never_recorded_as_an_original(
-    engine: Engine, fleet: Fleet
-) -> None:
+def test_a_stray_group_merely_tagged_isolation_is_an_ordinary_original(engine: Engine, fleet: Fleet) -> None:
     vpc = fleet.vpc(1)
     engine.isolate([fleet.instance(vpc, [fleet.group(vpc, "web")])], "CASE-1")
     stray = fleet.ec2.create_security_group(
@@ -118,8 +116,12 @@ def test_a_stray_duplicate_isolation_group_is_never_recorded_as_an_original(
 
     result = engine.isolate([victim], "CASE-1").results[0]
 
-    assert (result.ok, result.error_code) == (False, "OriginalsUnknown")
-    assert engine.store.get(victim) is None
+    # A tag never makes a group ec2ir's: the victim is contained and its group is its original.
+    assert result.ok, result.detail
+    hold = engine.store.get(victim)
+    assert hold is not None and list(hold.originals.values()) == [(stray,)]
+    engine.release([victim], "CASE-1")
+    assert list(fleet.eni_groups([victim]).values()) == [(stray,)]
 
 
 def test_discovery_batches_more_instances_than_one_filter_takes(aws: Aws, fleet: Fleet) -> None:

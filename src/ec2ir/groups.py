@@ -384,6 +384,8 @@ class GroupSetup:
     forensic: ForensicSource | None = None
     records: dict[str, GroupRecord] = field(default_factory=dict)
     seen: dict[str, SeenGroup] = field(default_factory=dict)
+    # an isolation group the caller's own stack made, to record as ec2ir's in its VPC
+    given_isolation: str = ""
 
     def roles(self) -> tuple[str, ...]:
         # forensic first: the isolation group's ingress refers to it
@@ -438,6 +440,8 @@ def ensure_groups(
         for gid in setup.record_of(vpc).roles.values()
         if gid not in setup.seen  # its tag was removed, or the group deleted
     }
+    if setup.given_isolation and setup.given_isolation not in setup.seen:
+        missing.add(setup.given_isolation)
     if missing:
         setup.seen = setup.seen | describe_by_id(setup.aws, missing)
     result: dict[str, VpcGroups] = {}
@@ -515,6 +519,10 @@ class _VpcWork:
         ec2ir's; else a new one. Only a recorded id is ever used."""
         setup = self.setup
         recorded = self.record.roles.get(role, "")
+        given = setup.seen.get(setup.given_isolation) if role == ISOLATION else None
+        if given is not None and given.vpc_id == self.vpc_id and given.group_id != recorded:
+            self.notes.append(f"recorded {given.group_id}, the stack's own isolation group, as ec2ir's")
+            return self._record(role, given.group_id, recorded)
         if recorded and recorded in setup.seen:
             return recorded
         if recorded:
