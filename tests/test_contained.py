@@ -564,3 +564,15 @@ def test_the_notes_say_how_an_outside_forensic_group_reaches_another_vpc(
 
     reach = [note for note in report.notes if "VPC peering" in note]
     assert len(reach) == 1 and reach[0].startswith(f"{elsewhere}:") and home in reach[0], report.notes
+
+
+def test_s3_slow_down_is_throttling_so_ec2ir_waits_it_out_after_botocore_gives_up() -> None:
+    from botocore.exceptions import ClientError
+
+    from ec2ir.aws import classify_client_error
+    from ec2ir.errors import Throttled
+
+    answer = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
+    error = classify_client_error("s3", ClientError(answer, "PutObject"))  # type: ignore[arg-type]
+
+    assert isinstance(error, Throttled) and error.action == "s3:PutObject"

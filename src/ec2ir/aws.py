@@ -47,6 +47,8 @@ THROTTLE_CODES = frozenset(
         "ThrottlingException",
         "ProvisionedThroughputExceededException",
         "RequestThrottled",
+        # S3's answer when a prefix takes requests faster than it can (503): back off and retry
+        "SlowDown",
     }
 )
 # EC2 answers FilterLimitExceeded beyond 200 values in one filter.
