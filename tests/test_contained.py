@@ -438,6 +438,9 @@ def test_status_check_sees_an_eni_left_in_allow_all_and_a_profile_associated_aga
         ["status", "--check", "--table", "typo"],
         ["status", "--region", "us-west-2"],
         ["release", "i-0123456789abcdef0", "--case", CASE, "--table", "typo"],
+        ["report", CASE, "--table", "typo"],
+        ["verify", CASE, "--table", "typo"],
+        ["forensics", "detach", CASE, "--table", "typo"],
     ],
 )
 def test_reading_a_missing_table_is_refused_and_creates_nothing(

@@ -522,6 +522,7 @@ def run_forensics(args: argparse.Namespace, engine: Any) -> int:
     from ec2ir import forensics
     from ec2ir.output import to_json
 
+    engine.store.require()  # the case's snapshots are known from its journal, never from tags
     actor = engine.aws.caller_arn()
     if args.forensics_command == "attach":
         attached = forensics.attach(engine.aws, engine.store, args.case, args.workstation, actor)
