@@ -25,6 +25,17 @@ def successes(records: Sequence[CallRecord], actions: Collection[str]) -> int:
     return sum(record.action in actions and record.status == 200 for record in records)
 
 
+def swapped_eni(record: CallRecord, instance_enis: Mapping[str, tuple[str, ...]]) -> str | None:
+    """The ENI whose groups a successful call set: a ModifyNetworkInterfaceAttribute's, or a
+    ModifyInstanceAttribute(Groups)'s on an instance with one ENI; None for any other call."""
+    if record.status != 200:
+        return None
+    if record.action == MODIFY_INSTANCE and record.instance_id is not None:
+        enis = instance_enis.get(record.instance_id, ())
+        return enis[0] if len(enis) == 1 else None
+    return record.eni_id if record.action == MODIFY_ENI else None
+
+
 def isolation_moment(
     records: Sequence[CallRecord], targets: Mapping[str, str], instance_enis: Mapping[str, tuple[str, ...]]
 ) -> float | None:
@@ -37,14 +48,7 @@ def isolation_moment(
     """
     isolated_at: dict[str, float] = {}
     for record in records:
-        if record.status != 200:
-            continue
-        eni_id = record.eni_id
-        if record.action == MODIFY_INSTANCE and record.instance_id is not None:
-            enis = instance_enis.get(record.instance_id, ())
-            eni_id = enis[0] if len(enis) == 1 else None
-        elif record.action != MODIFY_ENI:
-            continue
+        eni_id = swapped_eni(record, instance_enis)
         if eni_id is None or eni_id not in targets:
             continue
         if record.group_ids == (targets[eni_id],):
@@ -123,14 +127,7 @@ def allow_all_windows(
     effect somewhere inside its own round trip."""
     swaps: list[tuple[float, float, str, tuple[str, ...]]] = []
     for record in records:
-        if record.status != 200:
-            continue
-        eni_id = record.eni_id
-        if record.action == MODIFY_INSTANCE and record.instance_id is not None:
-            enis = instance_enis.get(record.instance_id, ())
-            eni_id = enis[0] if len(enis) == 1 else None
-        elif record.action != MODIFY_ENI:
-            continue
+        eni_id = swapped_eni(record, instance_enis)
         if eni_id is not None and record.group_ids:
             swaps.append((record.start, record.end, eni_id, record.group_ids))
     entered: dict[str, float] = {}
