@@ -133,7 +133,11 @@ class Harness:
     def faulty(self, point: FaultPoint) -> Engine:
         aws = self.aws()
         point.install(aws, SERVICES)
-        return self.engine(aws)
+        engine = self.engine(aws)
+        # the swaps' own clients too: the instance lane and the urgent swap out of allow-all
+        for lane in (engine.lanes_aws, engine.urgent_aws):
+            point.install(lane, ("ec2",))
+        return engine
 
     def count_calls(
         self, run: Callable[[Engine, list[str]], object], before_run: Callable[[Engine, list[str]], object]

@@ -35,9 +35,11 @@ def test_a_release_that_lands_mid_isolation_wins_and_the_instance_ends_released(
             outcome = releaser.release([instance], "CASE-1").results[0]
             assert outcome.ok, outcome.detail
 
-    engine.aws.ec2().meta.events.register(
-        "before-send.ec2.ModifyNetworkInterfaceAttribute", release_between_the_two_enis
-    )
+    # every swap client: the swap out of allow-all goes through the urgent path's own
+    for swapper in (engine.aws, engine.urgent_aws):
+        swapper.ec2().meta.events.register(
+            "before-send.ec2.ModifyNetworkInterfaceAttribute", release_between_the_two_enis
+        )
 
     result = engine.isolate([instance], "CASE-1").results[0]
 

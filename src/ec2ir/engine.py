@@ -36,6 +36,7 @@ from ec2ir.errors import (
     InstanceNotFound,
     InstanceTerminated,
     NotIsolated,
+    OriginalsTampered,
     OriginalsUnknown,
     ReleaseInProgress,
     SeveralFailed,
@@ -52,13 +53,14 @@ from ec2ir.evidence import (
     bucket_name,
     compact_time,
     default_bucket,
+    journal_head_key,
     metadata_items,
     take_snapshots,
     validate_object_lock_days,
     verify_refs,
     volumes_of,
 )
-from ec2ir.groups import ForensicSource, GroupSetup, describe_groups, ensure_groups
+from ec2ir.groups import ForensicSource, GroupSetup, describe_by_id, describe_groups, ensure_groups
 from ec2ir.lanes import SwapLanes
 from ec2ir.models import (
     ACTIVE_STATUSES,
@@ -73,7 +75,8 @@ from ec2ir.models import (
     VpcGroups,
 )
 from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, simulate
-from ec2ir.state import StateStore, now
+from ec2ir.provenance import Provenance, check_chain, check_heads, hold_record, journal_buckets
+from ec2ir.state import RecordEntry, StateStore, now
 from ec2ir.steps import (
     AFTER,
     BESIDE,
@@ -98,6 +101,9 @@ ISOLATION_LIMITS = (
     "stay tracked (see the README, What isolation cannot stop)"
 )
 GONE_STATES = frozenset({"terminated", "shutting-down"})
+# each isolating instance's late tasks still to record their originals (Engine._records_done)
+_RECORDS_PENDING: dict[int, int] = {}
+_RECORDS_LOCK = threading.Lock()
 
 Progress = Callable[[InstanceResult], None]
 
@@ -531,8 +537,11 @@ class Engine:
             else None,
             records=group_records,
             seen=seen_groups,
+            given_isolation=options.isolation_group,
         )
         report.groups, vpc_errors = ensure_groups(setup, vpcs)
+        if setup.forensic is not None:
+            report.notes += self._forensic_reach(setup.forensic, sorted(report.groups))
         self._note_groups(report, cidr)
         report.notes.append(ISOLATION_LIMITS)
         if not options.untrack:
@@ -572,6 +581,28 @@ class Engine:
         name = options.evidence_bucket or self.evidence_bucket or default_bucket(account, self.aws.region())
         bucket = EvidenceBucket(self.evidence_aws, name, account, options.object_lock_days, store=self.store)
         return Collection(bucket, pool, volumes)
+
+    def _forensic_reach(self, forensic: ForensicSource, vpcs: list[str]) -> list[str]:
+        """How an outside forensic group reaches the isolated instances of each VPC: a security
+        group rule that names a group of another VPC admits its members only across a VPC peering
+        connection (in the same Region), so say where that is needed."""
+        try:
+            seen = describe_by_id(self.aws, [forensic.group_id]).get(forensic.group_id)
+        except Ec2irError:
+            seen = None
+        if seen is None:
+            owner = f" of account {forensic.owner}" if forensic.owner else ""
+            return [
+                f"the forensic group {forensic.group_id}{owner} cannot be read from here: the isolated "
+                "instances admit SSH from its members only across a VPC peering connection to its VPC"
+            ]
+        return [
+            f"{vpc}: the forensic group {forensic.group_id} is in {seen.vpc_id}: its members reach the "
+            f"isolated instances here only across a VPC peering connection between the two VPCs; without "
+            "one, nobody can reach them"
+            for vpc in vpcs
+            if vpc != seen.vpc_id
+        ]
 
     @staticmethod
     def _refusals(report: RunReport) -> list[JournalEntry]:
@@ -623,10 +654,9 @@ class Engine:
     ) -> None:
         """Append to the case journal; a journal that cannot be written is reported, never hidden,
         and never undoes the containment it describes."""
-        if not entries:
-            return
         try:
-            self.store.append(entries)
+            if entries:
+                self.store.append(entries)
         except Ec2irError as error:
             if log is not None:
                 log.fail("journal", error)
@@ -634,6 +664,42 @@ class Engine:
                 notes.append(f"WARNING: the case journal could not be written: {error}")
             else:
                 raise
+        finally:
+            if log is None:  # a run's last journal call: its chain heads go out
+                self._seal_runs(notes)
+
+    def _seal_runs(self, notes: list[str] | None) -> None:
+        """End this writer's journal runs: each case's chain head becomes a new version of
+        ``<case>/journal-head.json`` in the case's evidence bucket, so that ``verify`` can tell
+        deleted entries; a run with no evidence bucket is said to be unprovable."""
+        said = notes if notes is not None else []
+        try:
+            chains = self.store.close_runs()
+        except Ec2irError as error:
+            said.append(f"WARNING: the journal's chain head could not be recorded: {error}")
+            return
+        for chain in chains:
+            bucket = chain.bucket or chain.last_bucket or self.evidence_bucket
+            if not bucket:
+                said.append(
+                    f"case {chain.case_id}: no evidence bucket holds this run's journal head (no evidence "
+                    "was collected), so `verify` cannot prove that none of its entries were deleted"
+                )
+                continue
+            body = json.dumps(chain.head(), sort_keys=True, indent=2).encode()
+            try:
+                EvidenceBucket(self.evidence_aws, bucket, account_of(chain.actor)).put_version(
+                    journal_head_key(chain.case_id),
+                    body,
+                    "journal-head",
+                    "application/json",
+                    {"ec2ir:case": chain.case_id},
+                )
+            except Ec2irError as error:
+                said.append(
+                    f"WARNING: case {chain.case_id}: the journal head could not be written to s3://{bucket} "
+                    f"({error}); `verify` cannot prove this run's entries whole"
+                )
 
     def _contain_all(
         self,
@@ -820,23 +886,15 @@ class Engine:
         # Before any after-step: the hold's condition is what tells that a release ran meanwhile.
         if NETWORK.name not in containment.log.errors:
             self._mark_isolated(ctx, containment)
+        with _RECORDS_LOCK:
+            _RECORDS_PENDING[id(containment)] = 2 if BESIDE_STEPS else 1
         if BESIDE_STEPS:
             containment.late_tasks = 2
-            containment.beside = beside.submit(self._run_beside, ctx, containment)
+            containment.beside = beside.submit(self._beside_then_records, ctx, containment)
+        # The hold's first journal entry carries its originals and step records as data: release
+        # checks a hold against it (and against the evidence) before restoring anything.
         cut = (
-            [
-                JournalEntry(
-                    hold.recorded_at,
-                    ctx.case_id,
-                    hold.recorded_by,
-                    instance_id,
-                    "isolate:record-originals",
-                    "done: originals of "
-                    + ", ".join(f"{eni} {list(groups)}" for eni, groups in hold.originals.items()),
-                )
-            ]
-            if containment.created
-            else []
+            [self._record_entry(ctx, hold, hold.recorded_by, hold.recorded_at)] if containment.created else []
         )
         log = StepLog()
         first = cut + containment.log.journal_entries(ctx, instance_id, "isolate")
@@ -850,8 +908,53 @@ class Engine:
         done_here = [log] if containment.memory is None else [containment.memory, log]
         lines = [line for done in done_here for line in done.journal_entries(ctx, instance_id, "isolate")]
         self._journal(first + lines, log=log)
+        self._records_done(ctx, containment, log)
         self._check_not_released(ctx, containment, log)
         return log
+
+    @staticmethod
+    def _record_entry(ctx: Context, hold: Hold, actor: str, at: str, complete: bool = False) -> RecordEntry:
+        steps = f" and step record(s) {', '.join(sorted(hold.steps))}" if hold.steps else ""
+        what = "all originals, as recorded by this isolate" if complete else "originals"
+        return RecordEntry(
+            at,
+            ctx.case_id,
+            actor,
+            hold.instance_id,
+            "isolate:record-originals",
+            f"done: {what}: "
+            + ", ".join(f"{eni} {list(groups)}" for eni, groups in hold.originals.items())
+            + steps,
+            record=hold_record(hold, complete=complete),
+        )
+
+    def _beside_then_records(self, ctx: Context, containment: Containment) -> StepLog:
+        log: StepLog | None = None
+        try:
+            log = self._run_beside(ctx, containment)
+            return log
+        finally:
+            self._records_done(ctx, containment, log)
+
+    def _records_done(self, ctx: Context, containment: Containment, log: StepLog | None) -> None:
+        """Once the after-steps and the beside steps have both recorded their originals (the last
+        of the two calls this), the hold's full records are journaled, marked complete: from then
+        on, release refuses any original the journal or the evidence does not prove."""
+        with _RECORDS_LOCK:
+            left = _RECORDS_PENDING.get(id(containment), 1) - 1
+            if left > 0:
+                _RECORDS_PENDING[id(containment)] = left
+                return
+            _RECORDS_PENDING.pop(id(containment), None)
+        try:
+            hold = self.store.get(containment.target.instance_id)
+        except Ec2irError as error:
+            if log is not None:
+                log.fail("journal", error)
+            return
+        if hold is None or hold.recorded_at != containment.hold.recorded_at:
+            return
+        self._journal([self._record_entry(ctx, hold, ctx.actor, now(), complete=True)], log=log or StepLog())
 
     def _run_beside(self, ctx: Context, containment: Containment) -> StepLog:
         """The after-steps with a throttled bucket of their own, then their journal lines."""
@@ -1244,14 +1347,62 @@ class Engine:
         except Ec2irError as error:  # not knowing what is terminated must not block a release
             gone = set()
             report.notes.append(f"could not check which instances still exist: {error}")
+        provenance = self._provenance(report.case_id, ids)
         done = run_each(
-            ids, lambda i: self._release_one(ctx, i, i in gone), "release", self.concurrency, progress
+            ids,
+            lambda i: self._release_one(ctx, i, i in gone, provenance),
+            "release",
+            self.concurrency,
+            progress,
         )
         report.results = [done[i] for i in ids]
         self._journal(self._refusals(report), report.notes)
         return report
 
-    def _release_one(self, ctx: Context, instance_id: str, terminated: bool = False) -> InstanceResult:
+    def _provenance(self, case_id: str, ids: list[str]) -> Provenance | None:
+        """What the case journal and its evidence prove of the holds about to be released: read
+        once for the run (one query, one batched read of holds and of groups, and each episode's
+        few metadata objects), never per ENI."""
+        holds = [
+            hold
+            for hold in self.store.get_many(ids).values()
+            if hold.case_id == case_id and hold.status is not HoldStatus.RELEASED
+        ]
+        if not holds:
+            return None
+        return Provenance.gather(
+            self.evidence_aws,
+            self.store.journal_records(case_id),
+            holds,
+            self.store.group_records(self.aws.region()),
+            self.concurrency,
+        )
+
+    @staticmethod
+    def _check_originals(hold: Hold, provenance: Provenance | None) -> tuple[str, ...]:
+        """Refuse a hold whose originals differ from what isolation captured; the warnings."""
+        if provenance is None:
+            raise OriginalsTampered(
+                f"{hold.instance_id}: its hold could not be checked against the case journal",
+                "nothing was changed; run release again",
+            )
+        differences, warnings = provenance.check(hold)
+        if differences:
+            raise OriginalsTampered(
+                f"{hold.instance_id}: the hold's originals are not what isolation captured: "
+                + "; ".join(differences),
+                "nothing was changed; someone rewrote the hold in the state table: restore it from the "
+                "case journal (`ec2ir report`) and the evidence, and find out who wrote it",
+            )
+        return tuple(warnings)
+
+    def _release_one(
+        self,
+        ctx: Context,
+        instance_id: str,
+        terminated: bool = False,
+        provenance: Provenance | None = None,
+    ) -> InstanceResult:
         hold = self.store.get(instance_id)
         if hold is None or hold.status is HoldStatus.RELEASED:
             raise NotIsolated(
@@ -1260,9 +1411,16 @@ class Engine:
                 "nothing was changed; `ec2ir status` lists what is isolated",
             )
         self._check_owner(hold, ctx.case_id)
+        unproven = self._check_originals(hold, provenance)
         try:
             # The hold as this move left it: a record an isolate wrote since the read above is in it.
-            hold = self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
+            checked, hold = hold, self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
+            if (hold.originals, hold.steps, hold.eni_vpcs) != (
+                checked.originals,
+                checked.steps,
+                checked.eni_vpcs,
+            ):
+                unproven = self._check_originals(hold, provenance)
         except StaleRecord:
             current = self.store.get(instance_id)
             if (
@@ -1320,7 +1478,7 @@ class Engine:
             else f"{len(hold.originals)} ENI(s) restored"
         )
         self._journal(log.journal_entries(ctx, instance_id, "release"), log=log)
-        warnings = tuple(
+        warnings = unproven + tuple(
             f"{eni}: NOT restored: its original groups were never known, so it stays in the isolation "
             "group; give it its groups by hand"
             for eni in hold.unknown_originals
@@ -1388,13 +1546,19 @@ class Engine:
         if not entries:
             raise UsageError(f"case {case} has no journal in table {self.store.table!r}", "check the case id")
         refs = list({(r.kind, r.location, r.version_id): r for e in entries for r in e.evidence}.values())
+        stored = self.store.journal_records(case)
+        pointer = self.store.chain_pointer(case)
+        buckets = journal_buckets(stored, str(pointer.get("bucket", "")), self.evidence_bucket)
         with request_ids() as ids:
             findings = verify_refs(self.aws, refs, case)
+            # the journal itself: each entry against its key, each run's chain, each head the
+            # evidence bucket keeps (whole while the bucket's object versions are)
+            findings += check_chain(stored) + check_heads(self.aws, buckets, case, stored)
         bad = [f for f in findings if not f.ok]
         named = "; ".join(f"{f.status} {f.ref.location}" for f in bad[:REFUSALS_NAMED])
         more = f" and {len(bad) - REFUSALS_NAMED} more" if len(bad) > REFUSALS_NAMED else ""
         result = (
-            f"FAILED: {len(bad)} of {len(findings)} piece(s) of evidence do not match the journal: "
+            f"FAILED: {len(bad)} of {len(findings)} piece(s) of evidence or journal do not match: "
             + named
             + more
             if bad

@@ -134,3 +134,10 @@ class Unexpected(Ec2irError):
             "the other steps still ran; set EC2IR_DEBUG=1 and report it",
         )
         self.code = type(error).__name__
+
+
+class OriginalsTampered(Ec2irError):
+    """A hold's originals differ from what isolation captured and the journal or the evidence
+    proves, or would restore one of ec2ir's own groups: release refuses that instance."""
+
+    code = "OriginalsTampered"

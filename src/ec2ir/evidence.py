@@ -433,6 +433,13 @@ class EvidenceBucket:
 
     def put(self, key: str, body: bytes, kind: str, content_type: str, tags: dict[str, str]) -> EvidenceRef:
         self.ensure()
+        return self.put_version(key, body, kind, content_type, tags)
+
+    def put_version(
+        self, key: str, body: bytes, kind: str, content_type: str, tags: dict[str, str]
+    ) -> EvidenceRef:
+        """A new version of ``key``, in a bucket known to exist (the case's own): never created
+        here. With Object Lock on the bucket, its default retention locks the version."""
         digest = sha256(body)
         metadata = {"sha256": digest, **{name.replace(":", "-"): value for name, value in tags.items()}}
 
@@ -479,6 +486,22 @@ def tls_only_policy(bucket: str) -> dict[str, Any]:
 def split_location(location: str) -> tuple[str, str]:
     bucket, _, key = location.removeprefix("s3://").partition("/")
     return bucket, key
+
+
+def read_object(aws: Aws, ref: EvidenceRef, limit: int = 16 << 20) -> bytes:
+    """The exact version the journal names, only if its SHA-256 is the journal's; AwsError if it
+    is gone, Ec2irError if it differs or is larger than ``limit``."""
+    bucket, key = split_location(ref.location)
+    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if ref.version_id and ref.version_id != "null":
+        arguments["VersionId"] = ref.version_id
+    with s3_translated("GetObject"):
+        body = bytes(aws.client("s3").get_object(**arguments)["Body"].read(limit + 1))
+    if len(body) > limit or sha256(body) != ref.sha256:
+        raise Ec2irError(
+            f"{ref.location} (version {ref.version_id or '-'}) does not match its journaled SHA-256"
+        )
+    return body
 
 
 def object_sha256(aws: Aws, ref: EvidenceRef) -> str:
@@ -750,10 +773,19 @@ class Finding:
 
     @property
     def ok(self) -> bool:
-        return self.status == "intact"
+        return self.status in OK_STATUSES
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "detail": self.detail, **self.ref.as_dict()}
+
+
+# what verify reports without failing: entries written before the chain, and what it cannot prove
+OK_STATUSES = frozenset({"intact", "unchained", "not provable"})
+JOURNAL_HEAD = "journal-head.json"  # <case>/journal-head.json: one version per run
+
+
+def journal_head_key(case_id: str) -> str:
+    return f"{case_id}/{JOURNAL_HEAD}"
 
 
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "InvalidSnapshot.NotFound"})
@@ -818,6 +850,8 @@ def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, 
                             Finding(ref, "DELETED", "deleted; its journaled version can be restored")
                         )
                 for version in page.get("Versions", []):
+                    if version["Key"] == journal_head_key(case_id):
+                        continue  # the journal's own chain heads, checked with the journal
                     location = f"s3://{bucket}/{version['Key']}"
                     version_id = str(version.get("VersionId") or "")
                     if (location, version_id) not in journaled and (location, "") not in journaled:

@@ -25,6 +25,7 @@ from ec2ir import validate
 from ec2ir.errors import UsageError
 from ec2ir.models import EvidenceRef, Hold, HoldStatus, JournalEntry
 from ec2ir.output import printable
+from ec2ir.provenance import check_chain
 from ec2ir.state import StateStore, now
 
 FORMATS = ("md", "html", "json")
@@ -112,6 +113,8 @@ class CaseReport:
     still_isolated: tuple[StillIsolated, ...]
     table: str = ""
     generated_at: str = ""
+    # journal entries whose content no longer matches their key, or whose run's chain is broken
+    integrity: tuple[str, ...] = ()
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -124,7 +127,8 @@ def build_report(store: StateStore, case_id: str) -> CaseReport:
             f"state table {store.table!r} does not exist, so there is no journal to report on",
             "pass --table (and --region) where ec2ir recorded the case",
         )
-    journal = store.journal(case)
+    stored = store.journal_records(case)
+    journal = [entry.entry for entry in stored]
     holds = {hold.instance_id: hold for hold in store.holds(case)}
     if not journal and not holds:
         raise UsageError(
@@ -166,6 +170,9 @@ def build_report(store: StateStore, case_id: str) -> CaseReport:
     return CaseReport(
         summary=summary,
         timeline=tuple(journal),
+        integrity=tuple(
+            f"{finding.status}: {finding.detail}" for finding in check_chain(stored) if not finding.ok
+        ),
         instances=instances,
         evidence=evidence,
         still_isolated=tuple(sorted(still, key=lambda s: s.instance_id)),
@@ -327,6 +334,16 @@ def render_markdown(report: CaseReport) -> str:
         f"Generated {_md(report.generated_at)} by ec2ir from the case journal and holds in state table "
         f"{_md(report.table)}. Times are UTC.",
         "",
+        *(
+            [
+                "**WARNING: the case journal does not prove itself** (`ec2ir verify` has details):",
+                "",
+                *(f"- {_md(problem)}" for problem in report.integrity),
+                "",
+            ]
+            if report.integrity
+            else []
+        ),
         "## Summary",
         "",
         *_md_table(["Item", "Value"], [[k, v] for k, v in _summary_rows(report)]),

@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +45,8 @@ CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 JOURNAL = "journal#"
+# the case's chain head, under its journal: where the next run's first entry links to
+CHAIN_HEAD = "chain-head"
 JOURNAL_BATCH = 25  # BatchWriteItem's most
 # ec2ir's groups, one item per VPC under ``pk = groups#<region>``: keyed by Region alone so that
 # they can be read in the run's first round trip, before the caller's account is known; each
@@ -76,7 +81,41 @@ def case_key(case_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"case#{case_id}"}}
 
 
-def journal_item(entry: JournalEntry) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RecordEntry(JournalEntry):
+    """A journal entry that also carries structured data: the hold's originals and step records
+    (``isolate:record-originals``), so that ``release`` can check a hold against them."""
+
+    record: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Link:
+    """An entry's place in its run's chain: the run, its number in the run's write order, and the
+    digest of the entry before it (for the run's first entry, the case's chain head then)."""
+
+    run: str
+    seq: int
+    prev: str
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """A journal entry as read back: its key's digest, the digest its content gives now, its link."""
+
+    entry: JournalEntry
+    sort_key: str
+    key_digest: str
+    digest: str
+    link: Link | None
+
+    @property
+    def intact(self) -> bool:
+        """Whether the content still gives the digest its key holds (16 digits before chaining)."""
+        return bool(self.key_digest) and self.digest[: len(self.key_digest)] == self.key_digest
+
+
+def _entry_data(entry: JournalEntry, link: Link | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "at": entry.at,
         "case_id": entry.case_id,
@@ -87,25 +126,94 @@ def journal_item(entry: JournalEntry) -> dict[str, Any]:
         "request_ids": list(entry.request_ids),
         "evidence": [ref.as_dict() for ref in entry.evidence],
     }
-    # The key holds a digest of the whole entry: a retried write of the same entry rewrites it
-    # unchanged, while two different entries of the same moment never collide.
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    if isinstance(entry, RecordEntry):
+        data["record"] = entry.record
+    if link is not None:
+        data |= {"run": link.run, "seq": link.seq, "prev": link.prev}
+    return data
+
+
+def entry_digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def journal_item(entry: JournalEntry, link: Link | None = None) -> dict[str, Any]:
+    """The entry's item. The key holds a digest of the whole entry, its link included: a retried
+    write of the same entry rewrites it unchanged, while two different entries of the same moment
+    never collide. A chained entry's key holds the full SHA-256 (an unchained one, 16 digits)."""
+    data = _entry_data(entry, link)
+    digest = entry_digest(data)
+    if link is None:
+        digest = digest[:16]
     sort_key = f"{JOURNAL}{entry.at}#{entry.target}#{entry.action}#{digest}"
     return _serialize(data) | case_key(entry.case_id) | {"sk": {"S": sort_key}}
 
 
 def entry_from_item(item: dict[str, Any]) -> JournalEntry:
     data = _plain(_deserialize(item))
-    return JournalEntry(
-        at=data["at"],
-        case_id=data["case_id"],
-        actor=data["actor"],
-        target=data["target"],
-        action=data["action"],
-        result=data["result"],
-        request_ids=tuple(data.get("request_ids", [])),
-        evidence=tuple(EvidenceRef.from_dict(ref) for ref in data.get("evidence", [])),
-    )
+    fields: dict[str, Any] = {
+        "at": data["at"],
+        "case_id": data["case_id"],
+        "actor": data["actor"],
+        "target": data["target"],
+        "action": data["action"],
+        "result": data["result"],
+        "request_ids": tuple(data.get("request_ids", [])),
+        "evidence": tuple(EvidenceRef.from_dict(ref) for ref in data.get("evidence", [])),
+    }
+    if isinstance(data.get("record"), dict):
+        return RecordEntry(**fields, record=data["record"])
+    return JournalEntry(**fields)
+
+
+def stored_entry(item: dict[str, Any]) -> StoredEntry:
+    """The entry with what proves it: the digest recomputed from the item's content as stored."""
+    data = _plain(_deserialize(item))
+    entry = entry_from_item(item)
+    link = None
+    if "run" in data:
+        link = Link(str(data["run"]), int(data.get("seq", -1)), str(data.get("prev", "")))
+    sort_key = str(data.get("sk", ""))
+    fields = {key: data[key] for key in (*ENTRY_FIELDS, *LINK_FIELDS) if key in data}
+    return StoredEntry(entry, sort_key, sort_key.rsplit("#", 1)[-1], entry_digest(fields), link)
+
+
+ENTRY_FIELDS = ("at", "case_id", "actor", "target", "action", "result", "request_ids", "evidence", "record")
+LINK_FIELDS = ("run", "seq", "prev")
+
+
+@dataclass
+class RunChain:
+    """One run's entries of one case, chained in write order (see ``StateStore.append``)."""
+
+    case_id: str
+    run: str
+    start: str  # the case's chain head when this run began ("" for the first run)
+    last_bucket: str = ""  # the evidence bucket the case's last head went to
+    actor: str = ""
+    bucket: str = ""  # the evidence bucket this run's entries name
+    links: dict[str, tuple[Link, str]] = field(default_factory=dict)  # content digest -> link, digest
+    written: set[int] = field(default_factory=set)
+    last: str = ""
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def count(self) -> int:
+        return len(self.links)
+
+    def head(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            "run": self.run,
+            "actor": self.actor,
+            "entries": self.count,
+            "last_seq": self.count - 1,
+            "last_digest": self.last,
+            "first_prev": self.start,
+            "unwritten": sorted(set(range(self.count)) - self.written),
+            "written_at": now(),
+        }
 
 
 def hold_from_item(item: dict[str, Any]) -> Hold:
@@ -171,6 +279,9 @@ class StateStore:
     def __init__(self, aws: Aws, table: str = DEFAULT_TABLE) -> None:
         self.aws = aws
         self.table = table
+        # This writer's open run of each case (see ``append``); ``close_runs`` ends them.
+        self._chains: dict[str, RunChain] = {}
+        self._chains_lock = threading.Lock()
 
     @property
     def _ddb(self) -> Any:
@@ -267,27 +378,107 @@ class StateStore:
         return sorted(holds, key=lambda hold: (hold.case_id, hold.instance_id))
 
     def append(self, entries: list[JournalEntry]) -> None:
-        """Add entries to their cases' journals, 25 to a call.
+        """Add entries to their cases' journals, 25 to a call, each chained into this writer's run.
 
-        An entry's key holds a digest of all of it, so an entry written again is rewritten
-        unchanged: a retry adds no second copy. A transaction would cost twice the write capacity
-        and gain nothing, since each entry stands on its own."""
-        items = {(item["pk"]["S"], item["sk"]["S"]): item for item in map(journal_item, entries)}
+        Every run of a case is a chain: its entries in the order they were handed here (threads of
+        one run share it), each naming the digest of the one before, its first naming the case's
+        chain head when the run began. Concurrent runs each make their own chain, so nothing is
+        ever read and rewritten. An entry handed again in the same run keeps its link, and its key
+        holds a digest of all of it, so a retry rewrites it unchanged and adds no second copy. A
+        transaction would cost twice the write capacity and gain nothing."""
+        linked: list[tuple[dict[str, Any], RunChain, int]] = []
+        for entry in entries:
+            chain, link = self._link(entry)
+            linked.append((journal_item(entry, link), chain, link.seq))
+        items = {(item["pk"]["S"], item["sk"]["S"]): (item, chain, seq) for item, chain, seq in linked}
         unique = list(items.values())  # BatchWriteItem refuses a key twice in one call
         for start in range(0, len(unique), JOURNAL_BATCH):
             batch = unique[start : start + JOURNAL_BATCH]
             try:
-                self._write_batch(batch)
+                self._write_batch([item for item, _, _ in batch])
+                self._mark_written(batch)
             except AwsError as error:
                 if len(batch) == 1 or isinstance(error, Throttled):
                     raise
                 self._write_one_by_one(batch)  # one refused entry must not cost the others
 
-    def _write_one_by_one(self, items: list[dict[str, Any]]) -> None:
+    @staticmethod
+    def _mark_written(batch: list[tuple[dict[str, Any], RunChain, int]]) -> None:
+        for _, chain, seq in batch:
+            with chain.lock:
+                chain.written.add(seq)
+
+    def _link(self, entry: JournalEntry) -> tuple[RunChain, Link]:
+        content = entry_digest(_entry_data(entry))
+        bucket = next((r.location for r in entry.evidence if r.location.startswith("s3://")), "")
+        while True:
+            chain = self._chain(entry.case_id)
+            with chain.lock:
+                if chain.closed:  # ended by a seal meanwhile: the entry goes to the next run
+                    continue
+                if content not in chain.links:
+                    link = Link(chain.run, len(chain.links), chain.last or chain.start)
+                    chain.links[content] = (link, entry_digest(_entry_data(entry, link)))
+                    chain.last = chain.links[content][1]
+                chain.actor = chain.actor or entry.actor
+                chain.bucket = chain.bucket or bucket.removeprefix("s3://").partition("/")[0]
+                return chain, chain.links[content][0]
+
+    def _chain(self, case_id: str) -> RunChain:
+        with self._chains_lock:
+            chain = self._chains.get(case_id)
+            if chain is None or chain.closed:
+                pointer = self.chain_pointer(case_id)
+                chain = RunChain(
+                    case_id,
+                    uuid.uuid4().hex,
+                    start=str(pointer.get("digest", "")),
+                    last_bucket=str(pointer.get("bucket", "")),
+                )
+                self._chains[case_id] = chain
+            return chain
+
+    def chain_pointer(self, case_id: str) -> dict[str, Any]:
+        """Where the case's chain ended last (run, digest, bucket): only a hint for the next run's
+        first link; ``verify`` trusts the heads in the evidence bucket, never this item."""
+        try:
+            with translated("dynamodb", "GetItem"):
+                item = self._ddb.get_item(
+                    TableName=self.table,
+                    Key=case_key(case_id) | {"sk": {"S": CHAIN_HEAD}},
+                    ConsistentRead=True,
+                ).get("Item")
+        except AwsError as error:
+            if error.code == "ResourceNotFoundException":
+                return {}
+            raise
+        return _deserialize(item) if item else {}
+
+    def close_runs(self) -> list[RunChain]:
+        """End this writer's runs: each case's chain head is recorded in the table (the next run
+        links to it) and returned, for the evidence bucket."""
+        with self._chains_lock:
+            chains = list(self._chains.values())
+            self._chains.clear()
+        for chain in chains:
+            with chain.lock:
+                chain.closed = True
+        ended = [chain for chain in chains if chain.links]
+        for chain in ended:
+            pointer = {"run": chain.run, "digest": chain.last, "bucket": chain.bucket or chain.last_bucket}
+            with translated("dynamodb", "PutItem"):
+                self._ddb.put_item(
+                    TableName=self.table,
+                    Item=_serialize(pointer) | case_key(chain.case_id) | {"sk": {"S": CHAIN_HEAD}},
+                )
+        return ended
+
+    def _write_one_by_one(self, items: list[tuple[dict[str, Any], RunChain, int]]) -> None:
         refused: list[AwsError] = []
-        for item in items:
+        for linked in items:
             try:
-                self._write_batch([item])
+                self._write_batch([linked[0]])
+                self._mark_written([linked])
             except AwsError as error:
                 refused.append(error)
         if refused:
@@ -315,7 +506,11 @@ class StateStore:
 
     def journal(self, case_id: str) -> list[JournalEntry]:
         """The case's journal, oldest first."""
-        entries: list[JournalEntry] = []
+        return [stored.entry for stored in self.journal_records(case_id)]
+
+    def journal_records(self, case_id: str) -> list[StoredEntry]:
+        """The case's journal, oldest first, each entry with its key's and its content's digest."""
+        entries: list[StoredEntry] = []
         with translated("dynamodb", "Query"):
             for page in self._ddb.get_paginator("query").paginate(
                 TableName=self.table,
@@ -323,7 +518,7 @@ class StateStore:
                 ExpressionAttributeValues={":case": case_key(case_id)["pk"], ":journal": {"S": JOURNAL}},
                 ConsistentRead=True,
             ):
-                entries.extend(entry_from_item(item) for item in page.get("Items", []))
+                entries.extend(stored_entry(item) for item in page.get("Items", []))
         return entries
 
     def record_originals(
