@@ -275,7 +275,7 @@ def test_release_with_rejoin_puts_the_instance_back_in_service(
 def test_every_eni_passes_through_the_allow_all_group_before_the_isolation_group(
     engine: Engine, fleet: Fleet, rich: RichFleet
 ) -> None:
-    recorder = CallRecorder(engine.aws, engine.lanes_aws)
+    recorder = CallRecorder(engine.aws, engine.lanes_aws, engine.urgent_aws, engine.evidence_aws)
 
     report = engine.isolate(rich.instances, CASE)
 
@@ -332,7 +332,7 @@ def test_every_eni_passes_through_the_allow_all_group_before_the_isolation_group
 def test_no_untrack_swaps_straight_into_isolation(engine: Engine, fleet: Fleet) -> None:
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
-    recorder = CallRecorder(engine.aws, engine.lanes_aws)
+    recorder = CallRecorder(engine.aws, engine.lanes_aws, engine.urgent_aws, engine.evidence_aws)
 
     report = engine.isolate([instance], CASE, options=Options(untrack=False))
 
@@ -425,7 +425,7 @@ def test_dry_run_names_a_denied_action(engine: Engine, fleet: Fleet) -> None:
 def test_the_printed_policy_covers_every_call_of_a_full_isolate_and_release(
     engine: Engine, fleet: Fleet, rich: RichFleet
 ) -> None:
-    recorder = CallRecorder(engine.aws, engine.lanes_aws)
+    recorder = CallRecorder(engine.aws, engine.lanes_aws, engine.urgent_aws, engine.evidence_aws)
 
     engine.isolate(rich.instances, CASE, office_cidr="198.51.100.0/24", options=Options(revoke_sessions=True))
     engine.release(rich.instances, CASE, rejoin=True)
@@ -439,7 +439,7 @@ def test_the_printed_policy_covers_every_call_of_a_full_isolate_and_release(
 def test_the_hold_records_every_step_before_the_first_change(
     engine: Engine, fleet: Fleet, rich: RichFleet
 ) -> None:
-    recorder = CallRecorder(engine.aws, engine.lanes_aws)
+    recorder = CallRecorder(engine.aws, engine.lanes_aws, engine.urgent_aws, engine.evidence_aws)
 
     engine.isolate([rich.asg_member], CASE)
 
