@@ -105,11 +105,14 @@ def test_the_image_reaches_a_bucket_with_object_lock_default_retention(aws: Aws,
     assert [name for name in sent if name.startswith("x-amz-") and name not in signed] == []
 
 
-def test_the_upload_line_sends_the_checksum_and_the_url_signs_every_x_amz_header_it_sends(aws: Aws) -> None:
+@pytest.mark.parametrize("owner", ["", "123456789012"], ids=["no-owner", "expected-owner"])
+def test_the_upload_line_sends_the_checksum_and_the_url_signs_every_x_amz_header_it_sends(
+    aws: Aws, owner: str
+) -> None:
     locked_bucket(aws)
-    url = upload_url(presigning_client(aws, BUCKET), BUCKET, KEY, 300)
+    url = upload_url(presigning_client(aws, BUCKET), BUCKET, KEY, 300, owner)
 
-    lines = script(CASE, url, {"x86_64": "", "aarch64": ""})
+    lines = script(CASE, url, {"x86_64": "", "aarch64": ""}, owner=owner)
 
     [upload] = [line for line in lines if " -T " in line]
     assert f'-H "{UPLOAD_CHECKSUM}: $MD5"' in upload and f"'{url}'" in upload
@@ -119,8 +122,10 @@ def test_the_upload_line_sends_the_checksum_and_the_url_signs_every_x_amz_header
     signed = query["X-Amz-SignedHeaders"][0].split(";")
     assert "host" in signed
     sent = [part.split(":", 1)[0].strip('"').lower() for part in upload.split(" -H ")[1:]]
-    assert sent == [UPLOAD_CHECKSUM.lower()]
+    assert sent == [UPLOAD_CHECKSUM.lower()] + (["x-amz-expected-bucket-owner"] if owner else [])
     assert not any(name.startswith("x-amz-") and name not in signed for name in sent)
+    if owner:  # the bucket must be this account's, or S3 refuses the image
+        assert "x-amz-expected-bucket-owner" in signed and f'"x-amz-expected-bucket-owner: {owner}"' in upload
 
 
 @pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", bytes(16), b"\xff" * 16, bytes(range(32))])

@@ -79,6 +79,7 @@ class _SharedSession:
 
     session: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # boto3 sessions are not thread-safe
+    caller: str = ""  # the STS caller ARN, once asked
 
 
 @dataclass
@@ -196,7 +197,20 @@ class Aws:
     def caller_arn(self) -> str:
         """The STS caller identity: who is acting, recorded with every change."""
         with translated("sts", "GetCallerIdentity"):
-            return str(self.client("sts").get_caller_identity()["Arn"])
+            arn = str(self.client("sts").get_caller_identity()["Arn"])
+        self._shared.caller = arn
+        return arn
+
+    def _known_caller(self) -> str:
+        return self._shared.caller or self.caller_arn()
+
+    def account(self) -> str:
+        """The caller's account (asked of STS once per session)."""
+        return self._known_caller().split(":")[4]
+
+    def partition(self) -> str:
+        """The caller's partition: aws, aws-cn or aws-us-gov, for the ARNs ec2ir writes."""
+        return self._known_caller().split(":")[1]
 
 
 _recorder = threading.local()

@@ -338,7 +338,8 @@ class EvidenceBucket:
                 **owner,
             )
         with s3_translated("PutBucketPolicy"):
-            s3.put_bucket_policy(Bucket=self.name, Policy=json.dumps(tls_only_policy(self.name)), **owner)
+            policy = tls_only_policy(self.name, self.aws.partition())
+            s3.put_bucket_policy(Bucket=self.name, Policy=json.dumps(policy), **owner)
         if self.object_lock_days:
             with s3_translated("PutObjectLockConfiguration"):
                 s3.put_object_lock_configuration(
@@ -467,7 +468,7 @@ class EvidenceBucket:
         )
 
 
-def tls_only_policy(bucket: str) -> dict[str, Any]:
+def tls_only_policy(bucket: str, partition: str = "aws") -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -476,7 +477,7 @@ def tls_only_policy(bucket: str) -> dict[str, Any]:
                 "Effect": "Deny",
                 "Principal": "*",
                 "Action": "s3:*",
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                "Resource": [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"],
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             }
         ],
@@ -488,11 +489,18 @@ def split_location(location: str) -> tuple[str, str]:
     return bucket, key
 
 
+def expected_owner(aws: Aws) -> dict[str, str]:
+    """Every S3 call names the account the evidence belongs to (the caller's), so that a bucket of
+    the same name someone else owns is never read from or written to."""
+    account = aws.account()
+    return {"ExpectedBucketOwner": account} if account.isdigit() else {}
+
+
 def read_object(aws: Aws, ref: EvidenceRef, limit: int = 16 << 20) -> bytes:
     """The exact version the journal names, only if its SHA-256 is the journal's; AwsError if it
     is gone, Ec2irError if it differs or is larger than ``limit``."""
     bucket, key = split_location(ref.location)
-    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key, **expected_owner(aws)}
     if ref.version_id and ref.version_id != "null":
         arguments["VersionId"] = ref.version_id
     with s3_translated("GetObject"):
@@ -507,7 +515,7 @@ def read_object(aws: Aws, ref: EvidenceRef, limit: int = 16 << 20) -> bytes:
 def object_sha256(aws: Aws, ref: EvidenceRef) -> str:
     """The SHA-256 of the exact version the journal names, read in full; AwsError if it is gone."""
     bucket, key = split_location(ref.location)
-    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key, **expected_owner(aws)}
     if ref.version_id and ref.version_id != "null":
         arguments["VersionId"] = ref.version_id
     with s3_translated("GetObject"):
@@ -840,7 +848,7 @@ def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, 
             for page in (
                 aws.client("s3")
                 .get_paginator("list_object_versions")
-                .paginate(Bucket=bucket, Prefix=f"{case_id}/")
+                .paginate(Bucket=bucket, Prefix=f"{case_id}/", **expected_owner(aws))
             ):
                 for marker in page.get("DeleteMarkers", []):
                     location = f"s3://{bucket}/{marker['Key']}"

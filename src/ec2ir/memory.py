@@ -97,6 +97,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # help either: it needs x-amz-decoded-content-length, an x-amz-* header holding the size, unknown
 # as well. The URL therefore signs only the host, and the request adds no x-amz-* header.
 UPLOAD_CHECKSUM = "Content-MD5"
+# S3 refuses the upload unless the bucket belongs to this account: a bucket of the same name that
+# someone else took never receives the memory image. It is signed into the URL, so sent as signed.
+OWNER_HEADER = "x-amz-expected-bucket-owner"
 # POSIX awk, as the instance may have neither openssl nor xxd: a hex digest on stdin, in Base64.
 HEX_TO_BASE64 = (
     "awk 'function byte(k) { return (index(HEX, substr(D, 2 * k + 1, 1)) - 1) * 16 "
@@ -133,10 +136,14 @@ def pinned_sha256() -> dict[str, str]:
     return pins
 
 
-def script(case_id: str, url: str, pins: dict[str, str] | None = None) -> list[str]:
-    """The shell script (one command per line, POSIX sh) that acquires, hashes and uploads."""
+def script(case_id: str, url: str, pins: dict[str, str] | None = None, owner: str = "") -> list[str]:
+    """The shell script (one command per line, POSIX sh) that acquires, hashes and uploads;
+    ``owner``, the account the URL was signed to expect as the bucket's owner, is sent with it."""
     if "'" in url:
         raise ValueError("a presigned URL never contains a quote")
+    if owner and not owner.isdigit():
+        raise ValueError("an account id is 12 digits")
+    expect = f'-H "{OWNER_HEADER}: {owner}" ' if owner else ""
     pins = pinned_sha256() if pins is None else pins
     case = _CASE_SAFE.sub("", case_id)
     version = AVML_VERSION
@@ -192,7 +199,8 @@ def script(case_id: str, url: str, pins: dict[str, str] | None = None) -> list[s
         "SUM=$(sha256sum \"$IMAGE\" | awk '{print $1}')",
         f"MD5=$(md5sum \"$IMAGE\" | awk '{{print $1}}' | {HEX_TO_BASE64})",
         '[ -n "$MD5" ] || fail "cannot compute the MD5 of the image"',
-        f'curl --fail --silent --show-error --retry 3 -X PUT -T "$IMAGE" -H "{UPLOAD_CHECKSUM}: $MD5" '
+        f'curl --fail --silent --show-error --retry 3 -X PUT -T "$IMAGE" '
+        f'-H "{UPLOAD_CHECKSUM}: $MD5" {expect}'
         f'-D "$WORK/headers" -o /dev/null \'{url}\' 2>"$WORK/curl.log" '
         '|| fail "the upload to S3 failed: $(tail -n 1 "$WORK/curl.log")"',
         'VERSION=$(tr -d \'\\r\' <"$WORK/headers" | awk \'tolower($1) == "x-amz-version-id:" {v = $2} '
@@ -344,7 +352,8 @@ class _Run:
     def acquire_one(self, instance_id: str) -> tuple[str, EvidenceRef | None]:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         key = f"{self.case_id}/{instance_id}/{compact_time(stamp)}/{IMAGE_NAME}"
-        url = upload_url(self.presigner, self.bucket.name, key, max(60, int(self.timeout) + 120))
+        owner = self.bucket.account if self.bucket.account.isdigit() else ""
+        url = upload_url(self.presigner, self.bucket.name, key, max(60, int(self.timeout) + 120), owner)
         seconds = max(1, min(172800, math.ceil(self.timeout)))
         with translated("ssm", "SendCommand"):
             command = self.aws.client("ssm").send_command(
@@ -352,7 +361,10 @@ class _Run:
                 DocumentName=DOCUMENT,
                 Comment=f"ec2ir case {self.case_id}: memory of {instance_id}"[:100],
                 TimeoutSeconds=max(30, seconds),
-                Parameters={"commands": script(self.case_id, url), "executionTimeout": [str(seconds)]},
+                Parameters={
+                    "commands": script(self.case_id, url, owner=owner),
+                    "executionTimeout": [str(seconds)],
+                },
             )["Command"]
         command_id = str(command["CommandId"])
         invocation = self.poll(command_id, instance_id)
@@ -455,13 +467,12 @@ def describe(error: Exception) -> str:
     return f"internal error {type(error).__name__}: {error}"  # a bug of ours
 
 
-def upload_url(presigner: Any, bucket: str, key: str, expires_in: int) -> str:
-    """The presigned PUT the script uploads to. It signs the host alone (see UPLOAD_CHECKSUM)."""
-    return str(
-        presigner.generate_presigned_url(
-            "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
-        )
-    )
+def upload_url(presigner: Any, bucket: str, key: str, expires_in: int, owner: str = "") -> str:
+    """The presigned PUT the script uploads to. It signs the host and, with ``owner``, the
+    expected bucket owner, whose value the script sends as it was signed (see UPLOAD_CHECKSUM for
+    why the checksum is not signed)."""
+    params = {"Bucket": bucket, "Key": key} | ({"ExpectedBucketOwner": owner} if owner else {})
+    return str(presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_in))
 
 
 def presigning_client(aws: Aws, bucket: str) -> Any:

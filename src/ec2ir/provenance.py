@@ -28,6 +28,7 @@ from ec2ir.evidence import (
     Finding,
     account_of,
     compact_time,
+    expected_owner,
     journal_head_key,
     read_object,
     s3_translated,
@@ -143,11 +144,19 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
         try:
             versions: list[dict[str, Any]] = []
             with s3_translated("ListObjectVersions"):
-                for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+                pages = s3.get_paginator("list_object_versions").paginate(
+                    Bucket=bucket, Prefix=key, **expected_owner(aws)
+                )
+                for page in pages:
                     versions += [v for v in page.get("Versions", []) if v["Key"] == key]
             heads = []
             for version in versions:
-                arguments = {"Bucket": bucket, "Key": key, "VersionId": version["VersionId"]}
+                arguments = {
+                    "Bucket": bucket,
+                    "Key": key,
+                    "VersionId": version["VersionId"],
+                    **expected_owner(aws),
+                }
                 with s3_translated("GetObject"):
                     heads.append(
                         (version["VersionId"], json.loads(s3.get_object(**arguments)["Body"].read()))
