@@ -4,9 +4,9 @@ token buckets allow for the calls that were made."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
-from bench.shim import MODIFY_ENI, MODIFY_INSTANCE, BucketSpec, CallRecord
+from bench.shim import CREATE_TAGS, MODIFY_ENI, MODIFY_INSTANCE, BucketSpec, CallRecord
 
 
 def first_call(records: Sequence[CallRecord]) -> float | None:
@@ -76,6 +76,54 @@ def accepted_calls_per_bucket(records: Sequence[CallRecord], until: float) -> Co
         record.bucket
         for record in records
         if record.bucket is not None and not record.throttled and record.start <= until
+    )
+
+
+# The calls that cut an instance's credentials: its profile's disassociation, and IMDS turned off.
+CREDENTIAL_ACTIONS = ("DisassociateIamInstanceProfile", "ModifyInstanceMetadataOptions")
+# Every call a containment step makes to change an instance or its surroundings (the evidence's
+# calls are not among them): with the credential calls and the swaps, ``protect``'s
+# ModifyInstanceAttribute forms, the Auto Scaling detach, the load balancers' deregistrations,
+# revoke-sessions' deny policy and the instance's tags (a CreateTags that names an instance).
+CONTAINMENT_ACTIONS = frozenset(
+    {
+        MODIFY_ENI,
+        MODIFY_INSTANCE,
+        *CREDENTIAL_ACTIONS,
+        "DetachInstances",
+        "DeregisterTargets",
+        "DeregisterInstancesFromLoadBalancer",
+        "PutRolePolicy",
+        CREATE_TAGS,
+    }
+)
+
+
+def is_containment(record: CallRecord) -> bool:
+    if record.action == CREATE_TAGS:
+        return record.instance_id is not None  # a snapshot's or a group's tags are not containment
+    return record.action in CONTAINMENT_ACTIONS
+
+
+def credential_cut_moment(records: Sequence[CallRecord], expected: Mapping[str, int]) -> float | None:
+    """When the last credential call came back, once ``expected`` (action -> how many instances
+    need it) have all succeeded; None if one never did."""
+    if any(successes(records, (action,)) < count for action, count in expected.items()):
+        return None
+    return last_success(records, [action for action, count in expected.items() if count])
+
+
+def containment_moment(records: Sequence[CallRecord]) -> float | None:
+    """When the last containment call that succeeded came back: every step done, evidence aside."""
+    return max((r.end for r in records if r.status == 200 and is_containment(r)), default=None)
+
+
+def calls_per_bucket_of(records: Sequence[CallRecord], wanted: Callable[[CallRecord], bool]) -> Counter[str]:
+    """The accepted EC2 calls that ``wanted`` picks, by the bucket each drew on."""
+    return Counter(
+        record.bucket
+        for record in records
+        if record.bucket is not None and not record.throttled and wanted(record)
     )
 
 

@@ -32,9 +32,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.figures import (
+    CREDENTIAL_ACTIONS,
     accepted_calls_per_bucket,
     allow_all_windows,
+    calls_per_bucket_of,
+    containment_moment,
+    credential_cut_moment,
     first_call,
+    is_containment,
     isolation_moment,
     last_success,
     percentile,
@@ -66,6 +71,7 @@ SNAPSHOT_ACTIONS = frozenset({"CreateSnapshots", "CreateSnapshot"})
 CHAIN_UP_TO = 500  # calls in a run's log, above which the sequential chain is not computed
 VPC_COUNT = 2
 TWO_ENI_EVERY = 5  # every fifth instance gets a second ENI: 20 % of the fleet
+PROFILE = "bench-app-profile"  # every instance of the fleet runs with this instance profile
 LAUNCH_BATCH = 100
 # k = 1 keeps small runs true to AWS (issue 6 judges N = 100 at 50 ms). The largest fleet is sped
 # up so that a full run takes about ten minutes on two cores once ec2ir is near its bound. Much
@@ -136,6 +142,13 @@ def seed_fleet(aws: Aws, size: int) -> Fleet:
         ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1)
         instance_enis[instance_id] += (eni_id,)
         eni_vpcs[eni_id] = vpc_id
+    # Credentials to steal: every instance has an instance profile, as most workloads do.
+    iam = aws.client("iam")
+    iam.create_role(RoleName="bench-app", AssumeRolePolicyDocument='{"Version": "2012-10-17"}')
+    profile_arn = iam.create_instance_profile(InstanceProfileName=PROFILE)["InstanceProfile"]["Arn"]
+    iam.add_role_to_instance_profile(InstanceProfileName=PROFILE, RoleName="bench-app")
+    for instance_id in instance_ids:
+        ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile_arn}, InstanceId=instance_id)
     return Fleet(instance_ids, instance_enis, eni_vpcs, subnets)
 
 
@@ -328,6 +341,14 @@ class RunFigures:
     chain: tuple[str, ...] = ()  # the longest chain of calls made one after another up to isolation
     allow_all_windows: tuple[float, ...] = ()  # each ENI's time in the allow-all group (s)
     left_in_allow_all: int = 0  # ENIs still there when the run ended
+    # first API call -> the last credential call (profile disassociated, IMDS off) of every
+    # instance came back; None if the contender makes none, or one never succeeded
+    credentials_s: float | None = None
+    credentials_bound_s: float | None = None  # for every EC2 call made before then
+    credentials_needed_s: float | None = None  # for the swaps and the credential calls alone
+    contained_s: float | None = None  # first API call -> the last containment call (no evidence)
+    contained_bound_s: float | None = None  # for every containment call
+    profiles_s: float | None = None  # first API call -> the last profile disassociated
 
 
 def measure_once(
@@ -389,6 +410,34 @@ def figures_from_log(
         lower_bound_s = token_bucket_lower_bound(calls, EC2_BUCKETS, speedup, round_trip_s)
         swaps = swaps_per_bucket(records, until=isolated)
         swap_bound_s = token_bucket_lower_bound(swaps, EC2_BUCKETS, speedup, round_trip_s)
+    credentials_s = credentials_bound_s = credentials_needed_s = contained_s = contained_bound_s = None
+    # Each credential call the contender makes at all, every instance needs (the fleet's instances
+    # all have a profile and IMDS on).
+    expected = {
+        action: len(fleet.instance_ids)
+        for action in CREDENTIAL_ACTIONS
+        if any(r.action == action for r in records)
+    }
+    credentials_cut = credential_cut_moment(records, expected) if expected else None
+    if began is not None and credentials_cut is not None:
+        credentials_s = credentials_cut - began
+        calls = accepted_calls_per_bucket(records, until=credentials_cut)
+        credentials_bound_s = token_bucket_lower_bound(calls, EC2_BUCKETS, speedup, round_trip_s)
+        needed = calls_per_bucket_of(
+            records,
+            lambda r: (
+                (r.action in CREDENTIAL_ACTIONS and r.start <= credentials_cut)
+                or (isolated is not None and r.start <= isolated and r.group_ids != ())
+            ),
+        )
+        credentials_needed_s = token_bucket_lower_bound(needed, EC2_BUCKETS, speedup, round_trip_s)
+    profiles_cut = credential_cut_moment(records, {CREDENTIAL_ACTIONS[0]: len(fleet.instance_ids)})
+    profiles_s = None if began is None or profiles_cut is None else profiles_cut - began
+    contained = containment_moment(records)
+    if began is not None and contained is not None and isolated is not None:
+        contained_s = contained - began
+        every = calls_per_bucket_of(records, is_containment)
+        contained_bound_s = token_bucket_lower_bound(every, EC2_BUCKETS, speedup, round_trip_s)
     throttled = sum(record.throttled for record in records)
     accepted = sorted((record for record in records if not record.throttled), key=lambda r: r.start)
     snapshotted = last_success(records, SNAPSHOT_ACTIONS)
@@ -414,6 +463,12 @@ def figures_from_log(
         chain=tuple(record.action for record in sequential_chain(records, isolated))
         if isolated is not None and len(records) <= CHAIN_UP_TO
         else (),
+        credentials_s=credentials_s,
+        credentials_bound_s=credentials_bound_s,
+        credentials_needed_s=credentials_needed_s,
+        contained_s=contained_s,
+        contained_bound_s=contained_bound_s,
+        profiles_s=profiles_s,
     )
 
 
@@ -445,6 +500,12 @@ class Medians:
     allow_all_p99: float | None = None
     allow_all_max: float | None = None
     left_in_allow_all: int = 0  # the most any run left in allow-all (the target is 0)
+    credentials_s: float | None = None
+    credentials_vs_bound: float | None = None  # against the bound for every call made until then
+    credentials_vs_needed: float | None = None  # against the bound for the swaps and credential calls
+    contained_s: float | None = None
+    contained_vs_bound: float | None = None
+    profiles_s: float | None = None
 
     @property
     def round_trips(self) -> float | None:
@@ -459,9 +520,14 @@ def median_or_none(values: Sequence[float | None]) -> float | None:
 def medians(runs: Sequence[RunFigures]) -> Medians:
     first = runs[0]
 
-    def ratios(bound: Callable[[RunFigures], float | None]) -> list[float]:
+    def ratios(
+        bound: Callable[[RunFigures], float | None],
+        took: Callable[[RunFigures], float | None] = lambda run: run.isolation_s,
+    ) -> list[float]:
         return [
-            run.isolation_s / limit for run in runs if run.isolation_s is not None and (limit := bound(run))
+            seconds_taken / limit
+            for run in runs
+            if (seconds_taken := took(run)) is not None and (limit := bound(run))
         ]
 
     return Medians(
@@ -490,6 +556,18 @@ def medians(runs: Sequence[RunFigures]) -> Medians:
         allow_all_p99=median_or_none([percentile(run.allow_all_windows, 0.99) for run in runs]),
         allow_all_max=median_or_none([max(run.allow_all_windows, default=None) for run in runs]),
         left_in_allow_all=max(run.left_in_allow_all for run in runs),
+        credentials_s=median_or_none([run.credentials_s for run in runs]),
+        credentials_vs_bound=median_or_none(
+            ratios(lambda run: run.credentials_bound_s, lambda run: run.credentials_s)
+        ),
+        credentials_vs_needed=median_or_none(
+            ratios(lambda run: run.credentials_needed_s, lambda run: run.credentials_s)
+        ),
+        contained_s=median_or_none([run.contained_s for run in runs]),
+        profiles_s=median_or_none([run.profiles_s for run in runs]),
+        contained_vs_bound=median_or_none(
+            ratios(lambda run: run.contained_bound_s, lambda run: run.contained_s)
+        ),
     )
 
 
@@ -506,8 +584,10 @@ def render_table(rows: Sequence[Medians]) -> list[str]:
         "| N | ENIs | k | contender | isolated after (s) | round trips | ~ at k=1 (s) "
         "| last snapshot after (s) | wall (s) | calls / instance | throttled | failed | lower bound (s) "
         "| vs lower bound | vs swap bound | ec2ir / baseline | allow-all p50 / p99 / max (s) "
-        "| left in allow-all |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| left in allow-all | credentials cut after (s) (profiles alone) | vs its bound (made / needed) "
+        "| contained after (s) | vs its bound |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+        "|---:|---:|---:|---:|",
     ]
     by_size = {(row.size, row.contender): row for row in rows}
     for row in rows:
@@ -533,7 +613,11 @@ def render_table(rows: Sequence[Medians]) -> list[str]:
             f"| {seconds(scaled)} | {snapshot} | {seconds(row.wall_s)} | {row.calls_per_instance:.2f} "
             f"| {row.throttled_calls:g} | {row.failed:g} | {seconds(row.lower_bound_s)} "
             f"| {ratio(row.vs_lower_bound)} | {ratio(row.vs_swap_bound)} | {ratio(versus)} "
-            f"| {window} | {row.left_in_allow_all if row.contender in OURS else '—'} |"
+            f"| {window} | {row.left_in_allow_all if row.contender in OURS else '—'} "
+            f"| {seconds(row.credentials_s)} ({seconds(row.profiles_s)}) "
+            f"| {ratio(row.credentials_vs_bound)} / {ratio(row.credentials_vs_needed)} "
+            f"| {seconds(row.contained_s)} "
+            f"| {ratio(row.contained_vs_bound)} |"
         )
     return lines
 
@@ -612,6 +696,26 @@ def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[st
                 f"p99 {seconds(row.allow_all_p99)} s, max {seconds(row.allow_all_max)} s, "
                 f"{row.left_in_allow_all} ENI(s) left there{target}",
             )
+    # Issue 18: what an attacker cares about, at N = 200 with the buckets at AWS's rate (k = 1).
+    for name in OURS:
+        row200 = by_contender.get(name, {}).get(200)
+        if row200 is None or row200.speedup != 1:
+            continue
+        check(
+            row200.credentials_vs_bound is not None and row200.credentials_vs_bound <= 1.25,
+            f"{name}: N = 200, last credential cut (profile disassociated, IMDS off) after "
+            f"{seconds(row200.credentials_s)} s (the last profile after {seconds(row200.profiles_s)} s, "
+            f"the last ENI isolated after {seconds(row200.isolation_s)} s), within 1.25x of the "
+            "token-bucket bound for the calls "
+            f"made until then ({ratio(row200.credentials_vs_bound)}; against the bound for the swaps "
+            f"and the credential calls alone {ratio(row200.credentials_vs_needed)})",
+        )
+        check(
+            row200.contained_vs_bound is not None and row200.contained_vs_bound <= 1.25,
+            f"{name}: N = 200, fully contained (every containment step, evidence aside) after "
+            f"{seconds(row200.contained_s)} s, within 1.25x of the bound for every containment call "
+            f"({ratio(row200.contained_vs_bound)})",
+        )
     for size in sorted(set(ours) & set(evidence)):
         alone, along = ours[size].isolation_s, evidence[size].isolation_s
         if alone is None or along is None:
@@ -728,7 +832,8 @@ def report(
         f"{settings.max_attempts} attempts",
         f"- medians of {repeat} run(s) each; the whole benchmark took {elapsed_s / 60:.1f} min",
         *(f"- ec2ir scenario: {scenario}" for scenario in scenarios),
-        "- fleet: 20 % of instances with a second ENI in another group, over "
+        "- fleet: 20 % of instances with a second ENI in another group, every instance with an "
+        "instance profile and IMDS on, over "
         f"{VPC_COUNT} VPCs; ec2ir's table, groups and evidence bucket exist (warm-up run with the "
         "scenario's options), as do the baseline's table and group",
         "- baseline: the post's sequential loop (DescribeInstances, PutItem, then one "
@@ -741,7 +846,7 @@ def report(
     ]
     if cli_start:
         lines += [cli_start, ""]
-    lines += ["### Issue 6's targets", "", *target_checks(rows, cli_start_s), ""]
+    lines += ["### Targets (issues 6, 12 and 18)", "", *target_checks(rows, cli_start_s), ""]
     return "\n".join(lines)
 
 

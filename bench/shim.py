@@ -56,10 +56,14 @@ DESCRIBE = "describe"
 UNFILTERED_DESCRIBE = "unfiltered-describe"
 MODIFY_ENI = "ModifyNetworkInterfaceAttribute"
 MODIFY_INSTANCE = "ModifyInstanceAttribute"  # with Groups, a single-ENI instance's swap
+MODIFY_METADATA = "ModifyInstanceMetadataOptions"  # ec2ir's metadata step: the shared mutating bucket
+CREATE_TAGS = "CreateTags"
 MUTATING = "mutating"
 SECURITY_GROUP_RULES = "security-group-rules"
 
-# Actions that EC2 gives a bucket of their own, named after the action.
+# Actions that EC2 gives a bucket of their own, named after the action. The instance profile's
+# calls are among them; ModifyInstanceMetadataOptions is not: like ModifyInstanceAttribute, it
+# draws on the shared mutating bucket.
 OWN_BUCKETS: dict[str, BucketSpec] = {
     MODIFY_ENI: BucketSpec(100, 5),
     "CreateSnapshot": BucketSpec(100, 5),
@@ -67,7 +71,7 @@ OWN_BUCKETS: dict[str, BucketSpec] = {
     "CreateVolume": BucketSpec(100, 5),
     "AssociateIamInstanceProfile": BucketSpec(100, 5),
     "DisassociateIamInstanceProfile": BucketSpec(100, 5),
-    "CreateTags": BucketSpec(100, 10),
+    CREATE_TAGS: BucketSpec(100, 10),
     "RunInstances": BucketSpec(5, 2),
 }
 SECURITY_GROUP_RULE_ACTIONS = frozenset(
@@ -135,7 +139,8 @@ class CallRecord:
     eni_id: str | None = None  # ModifyNetworkInterfaceAttribute only
     group_ids: tuple[str, ...] = ()  # the groups a ModifyNetworkInterfaceAttribute or a
     # ModifyInstanceAttribute(Groups) sets
-    instance_id: str | None = None  # ModifyInstanceAttribute(Groups) only
+    # ModifyInstanceAttribute(Groups), ModifyInstanceMetadataOptions, and CreateTags of one instance
+    instance_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -307,6 +312,13 @@ def instance_groups_change(params: Mapping[str, list[str]]) -> tuple[str | None,
     return (instance_ids[0] if instance_ids and groups else None), groups
 
 
+def instance_named(params: Mapping[str, list[str]]) -> str | None:
+    """The one instance a ModifyInstanceMetadataOptions or a CreateTags names, else None."""
+    named = params.get("InstanceId") or params.get("ResourceId.1") or []
+    single = len(named) == 1 and "ResourceId.2" not in params
+    return named[0] if single and named[0].startswith("i-") else None
+
+
 class Shim:
     """WSGI middleware adding AWS-like latency and EC2 throttling to ``app``, and logging each call."""
 
@@ -367,6 +379,8 @@ class Shim:
             eni_id, group_ids = interface_change(params)
         elif action == MODIFY_INSTANCE:
             instance_id, group_ids = instance_groups_change(params)
+        elif action in (MODIFY_METADATA, CREATE_TAGS):
+            instance_id = instance_named(params)
         half_trip = settings.round_trip_s / 2 if settings.latency else 0.0
 
         self.sleep(half_trip)  # the request travelling to AWS

@@ -451,5 +451,5 @@ def test_the_hold_records_every_step_before_the_first_change(
     assert put < first_change
     hold = engine.store.get(rich.asg_member)
     assert hold is not None and hold.status is HoldStatus.ISOLATED
-    assert set(hold.steps) == {"protect", "autoscaling", "tags"}
+    assert set(hold.steps) == {"protect", "autoscaling", "metadata", "tags"}
     assert hold.steps["autoscaling"] == {"group": rich.asg}

@@ -309,3 +309,40 @@ def test_a_running_instance_gives_a_jpeg_console_screenshot(fleet: Fleet, correc
         and refused == "IncorrectInstanceState"
     )
     assert as_ec2 is corrected, (shot if not isinstance(shot, dict) else shot["InstanceId"], refused)
+
+
+@corrected
+def test_a_partial_metadata_options_change_keeps_the_other_fields(fleet: Fleet, corrected: bool) -> None:
+    def options_of(instance: str) -> dict[str, Any]:
+        described = fleet.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+        return {k: v for k, v in described["MetadataOptions"].items() if k != "State"}
+
+    with fidelity(corrected):
+        vpc = fleet.vpc(1)
+        instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+        fleet.ec2.modify_instance_metadata_options(
+            InstanceId=instance,
+            HttpTokens="required",
+            HttpPutResponseHopLimit=2,
+            HttpEndpoint="enabled",
+            InstanceMetadataTags="enabled",
+            HttpProtocolIpv6="enabled",
+        )
+        before = options_of(instance)
+        try:
+            fleet.ec2.modify_instance_metadata_options(
+                InstanceId=instance, HttpEndpoint="disabled", DryRun=True
+            )
+            dry_run = "accepted"
+        except ClientError as error:
+            dry_run = error.response["Error"]["Code"]
+        after_dry_run = options_of(instance)
+        fleet.ec2.modify_instance_metadata_options(InstanceId=instance, HttpTokens="optional")
+        after = options_of(instance)
+
+    as_ec2 = (
+        dry_run == "DryRunOperation"
+        and after_dry_run == before
+        and after == {**before, "HttpTokens": "optional"}
+    )
+    assert as_ec2 is corrected, (before, dry_run, after_dry_run, after)

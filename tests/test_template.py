@@ -12,8 +12,8 @@ ways each test works around explicitly (see DESIGN.md):
   the end-to-end test shows the engine's own verification repairing the group before any use.
 * ``AWS::EC2::SecurityGroupEgress``, ``AWS::S3::BucketPolicy``, ``AWS::SNS::Subscription`` and
   ``AWS::Lambda::EventInvokeConfig`` are not implemented (``MOTO_SKIPS``); versioning, public
-  access blocks and ownership controls on buckets, PITR and SSE on tables, and an instance's
-  metadata options and ``SecurityGroupIds`` are ignored. Those are checked in the translated
+  access blocks, ownership controls and Object Lock on buckets, PITR and SSE on tables, and an
+  instance's metadata options and ``SecurityGroupIds`` are ignored. Those are checked in the translated
   template, which is what CloudFormation receives.
 * An ``AWS::SSM::Parameter::Value`` default is resolved even when a value is given, and the public
   Canonical parameters do not exist: the default is pointed at a test parameter.
@@ -41,10 +41,12 @@ from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped]
 from ec2ir import validate
 from ec2ir.aws import Aws
 from ec2ir.engine import Engine
+from ec2ir.groups import create_group
 from ec2ir.handlers import custom_resource
 from ec2ir.models import HoldStatus
-from ec2ir.permissions import function_actions
+from ec2ir.permissions import function_actions, isolate_actions, release_only_actions
 from ec2ir.state import KEY_SCHEMA, StateStore
+from ec2ir.steps import STEPS
 from tests.conftest import AMI, Fleet
 from tests.test_handlers import FIXTURES, LambdaRuntimeContext, ResponseCatcher, StackStatus
 
@@ -496,7 +498,6 @@ def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aw
         assert properties["Runtime"] in ("python3.12", "python3.13")
         module, _, name = properties["Handler"].rpartition(".")
         assert callable(getattr(importlib.import_module(module), name))
-        assert properties["Role"] == {"Fn::GetAtt": ["EngineRole", "Arn"]}
         assert properties["Environment"]["Variables"]["EC2IR_TABLE"] == {"Ref": "StateTable"}
     assert functions["ContainmentFunction"]["Properties"]["Timeout"] == 900
 
@@ -512,8 +513,7 @@ def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aw
         if statement["Effect"] == "Allow"
         for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
     }
-    assert set(function_actions()) <= allowed, sorted(set(function_actions()) - allowed)
-    assert allowed - set(function_actions()) == {"sns:Publish", *custom_resource.HANDLER_ACTIONS}
+    assert allowed == role_needs("EngineRole"), sorted(allowed ^ role_needs("EngineRole"))
     (own_stack,) = [s for _, s in statements if s["Action"] in custom_resource.HANDLER_ACTIONS]
     assert own_stack["Resource"] == {"Ref": "AWS::StackId"}  # its own stack's status, nothing else
     containment = functions["ContainmentFunction"]["Properties"]["Environment"]["Variables"]
@@ -528,8 +528,14 @@ def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aw
     dynamodb = [s for _, s in statements if any(a.startswith("dynamodb:") for a in s["Action"])]
     assert [s["Resource"] for s in dynamodb] == [{"Fn::GetAtt": ["StateTable", "Arn"]}]
     guard = [s for _, s in statements if s["Effect"] == "Deny"]
-    assert guard and guard[0]["Resource"] == {"Fn::GetAtt": ["EngineRole", "Arn"]}
+    assert guard and guard[0]["Resource"] == [
+        {"Fn::GetAtt": [role, "Arn"]} for role in ("EngineRole", "IsolateOnlyRole")
+    ]
     assert "iam:PutRolePolicy" in guard[0]["Action"]
+    assert policies[next(n for n, s in statements if s is guard[0])]["Properties"]["Roles"] == [
+        {"Ref": "EngineRole"},
+        {"Ref": "IsolateOnlyRole"},
+    ]
 
     deployed = deploy(aws, fleet)
     configuration = aws.client("lambda").get_function_configuration(
@@ -771,7 +777,7 @@ def test_the_stack_rechecks_what_it_holds_every_15_minutes() -> None:
     resources = sam_template()["Resources"]
     function = resources["RecheckFunction"]["Properties"]
     assert function["Handler"] == "ec2ir.handlers.recheck.handler"
-    assert function["Role"] == {"Fn::GetAtt": ["EngineRole", "Arn"]}
+    assert function["Role"] == {"Fn::GetAtt": ["IsolateOnlyRole", "Arn"]}  # re-isolates, never releases
     assert set(function["Environment"]["Variables"]) == {
         "EC2IR_TABLE",
         "EC2IR_EVIDENCE_BUCKET",
@@ -785,3 +791,229 @@ def test_the_stack_rechecks_what_it_holds_every_15_minutes() -> None:
     # retained and named by CloudFormation, like every log group of the stack
     assert "LogGroupName" not in resources["RecheckLogGroup"]["Properties"]
     assert resources["RecheckLogGroup"]["DeletionPolicy"] == "Retain"
+
+
+# -- least privilege in the template (issue 14, point 5) -------------------------------------------------
+
+# sns:Publish is each handler's notification (ec2ir.handlers.notify).
+FUNCTION_ROLES = ("EngineRole", "IsolateOnlyRole")
+
+
+def role_needs(role: str) -> set[str]:
+    if role == "EngineRole":  # the custom resource isolates, releases, and reads its stack's status
+        return {*function_actions(), *custom_resource.HANDLER_ACTIONS, "sns:Publish"}
+    # GuardDuty and the re-check only isolate (and repair, which is isolating again)
+    return {*isolate_actions(), "sns:Publish"}
+
+
+HANDLER_ROLES = {
+    "ContainmentFunction": "EngineRole",
+    "GuardDutyFunction": "IsolateOnlyRole",
+    "RecheckFunction": "IsolateOnlyRole",
+}
+
+
+def actions_of(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """Every statement of every policy the role carries, whatever the policy's condition."""
+    return [
+        statement
+        for policy in resources_of(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def role_allows(template: dict[str, Any], role: str) -> set[str]:
+    return {a for s in role_statements(template, role) if s["Effect"] == "Allow" for a in actions_of(s)}
+
+
+@pytest.mark.usefixtures("emulator")  # samtranslator needs a Region
+def test_each_function_has_a_role_with_exactly_what_its_handler_needs() -> None:
+    template = translated()
+    functions = resources_of(template, "AWS::Lambda::Function")
+    for function, role in HANDLER_ROLES.items():
+        assert functions[function]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}, function
+    assert set(resources_of(template, "AWS::IAM::Role")) >= set(FUNCTION_ROLES)
+    for role in FUNCTION_ROLES:
+        allowed, needs = role_allows(template, role), role_needs(role)
+        assert allowed == needs, (role, sorted(allowed - needs), sorted(needs - allowed))
+    # What only restoring originals needs is the containment function's alone.
+    release_only = {*release_only_actions(), *custom_resource.HANDLER_ACTIONS}
+    assert release_only >= {
+        "ec2:AssociateIamInstanceProfile",
+        "iam:PassRole",
+        "autoscaling:AttachInstances",
+        "elasticloadbalancing:RegisterTargets",
+        "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+        "iam:DeleteRolePolicy",
+        "cloudformation:DescribeStacks",
+    }
+    assert role_allows(template, "IsolateOnlyRole") & release_only == set()
+    assert release_only <= role_allows(template, "EngineRole")
+    # The custom resource must hold the release permissions while it releases: created before
+    # it, deleted after it.
+    containment = sam_template()["Resources"]["Containment"]
+    assert set(containment["DependsOn"]) == {"EnginePolicy", "ReleasePolicy"}
+    assert containment["Properties"]["RevokeSessionsReleasePolicy"] == {
+        "Fn::If": ["RevokeSessionsEnabled", {"Ref": "RevokeSessionsReleasePolicy"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_every_step_declares_what_only_its_undo_needs() -> None:
+    for step in STEPS:
+        assert "undo_permissions" in type(step).__dict__, f"{step.name} declares no undo_permissions"
+        assert set(step.undo_permissions) <= set(step.permissions), step.name
+    assert set(isolate_actions()) | set(release_only_actions()) == set(function_actions())
+    assert set(isolate_actions()) & set(release_only_actions()) == set()
+    # An action undo shares with apply stays with isolating: containment never loses a permission.
+    assert {"ec2:ModifyNetworkInterfaceAttribute", "ec2:ModifyInstanceAttribute", "ec2:CreateTags"} <= set(
+        isolate_actions()
+    )
+
+
+@pytest.mark.usefixtures("emulator")  # samtranslator needs a Region
+def test_pass_role_reaches_only_the_restorable_instance_roles() -> None:
+    template = sam_template()
+    parameter = template["Parameters"]["RestorableInstanceRolePath"]
+    assert parameter["Default"] == "/"
+    for path in ("/", "/ec2/", "/workloads/web-tier/", "/a.b@c_d=e,f+g-h/"):
+        assert re.fullmatch(parameter["AllowedPattern"], path), path
+    for path in ("", "ec2/", "/ec2", "//", "/*/", "/ec2/*", "/a b/"):
+        assert not re.fullmatch(parameter["AllowedPattern"], path), path
+    translated_template = translated()
+    passing = [
+        s
+        for role in FUNCTION_ROLES
+        for s in role_statements(translated_template, role)
+        if "iam:PassRole" in actions_of(s)
+    ]
+    assert len(passing) == 1
+    (statement,) = passing
+    assert statement["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role${RestorableInstanceRolePath}*"
+    }
+    assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    assert "iam:PassRole" not in role_allows(translated_template, "IsolateOnlyRole")
+    # The template says, next to the statement, what a role outside the path means.
+    comment = TEMPLATE.read_text().split("- Sid: PassRestorableInstanceRoles")[0].splitlines()[-5:]
+    said = " ".join(line.strip().lstrip("#").strip() for line in comment)
+    assert "fails with AccessDenied" in said and "the instance stays contained (safe)" in said
+
+
+GROUP_RULE_CHANGES = {
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupEgress",
+    "ec2:DeleteSecurityGroup",
+}
+ANY_GROUP = {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:security-group/*"}
+CREATED_FOR_CASE = {"Null": {"aws:ResourceTag/ec2ir:created-for-case": "false"}}
+
+
+def test_group_rules_change_only_on_ec2irs_own_groups(aws: Aws, fleet: Fleet) -> None:
+    template = translated()
+    for role in FUNCTION_ROLES:
+        statements = [s for s in role_statements(template, role) if s["Effect"] == "Allow"]
+        for statement in statements:
+            changes = GROUP_RULE_CHANGES & set(actions_of(statement))
+            if not changes:
+                continue
+            resources = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            groups = [r for r in resources if "security-group/" in json.dumps(r)]
+            assert resources == groups or all("security-group-rule/" in json.dumps(r) for r in resources)
+            if groups == [ANY_GROUP]:  # any group: only with the engine's creation tag
+                assert statement["Condition"] == CREATED_FOR_CASE, statement["Sid"]
+            elif groups:  # else the stack's own isolation group, by ARN, never deleted
+                assert groups == [
+                    {
+                        "Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}"
+                        ":security-group/${IsolationSecurityGroup.GroupId}"
+                    }
+                ], statement["Sid"]
+                assert "ec2:DeleteSecurityGroup" not in changes
+            else:  # rule ids: revoking only; the group each rule belongs to is fenced above
+                assert changes <= {"ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress"}
+        # Nobody may give an existing group the tag: groups are tagged only as they are created.
+        tagging = [s for s in statements if "ec2:CreateTags" in actions_of(s)]
+        for statement in tagging:
+            if "security-group/" in json.dumps(statement["Resource"]):
+                assert statement["Resource"] == ANY_GROUP
+                assert statement["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
+        # ENI and instance swaps stay account- and Region-wide; the template says why.
+        (cut,) = [s for s in statements if "ec2:ModifyNetworkInterfaceAttribute" in actions_of(s)]
+        assert "Condition" not in cut
+    text = TEMPLATE.read_text()
+    assert "never trusts a tag" in text and "VPC sharing" in text
+    # The engine tags a group as it creates it, which is what the fence asks for.
+    vpc = fleet.vpc(40)
+    group_id = create_group(aws, vpc, "isolation", "IR-2026-042")
+    tags = fleet.ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]["Tags"]
+    assert {"Key": "ec2ir:created-for-case", "Value": "IR-2026-042"} in tags
+
+
+def test_evidence_is_object_locked_and_its_versions_cannot_be_deleted(aws: Aws, fleet: Fleet) -> None:
+    template = sam_template()
+    parameters = template["Parameters"]
+    days = parameters["EvidenceRetentionDays"]
+    assert days["Default"] == "90"
+    for value in ("0", "1", "90", "365", "3650", "36500"):
+        assert re.fullmatch(days["AllowedPattern"], value), value
+    for value in ("", "-1", "01", "1.5", "36501", "99999", "ninety"):
+        assert not re.fullmatch(days["AllowedPattern"], value), value
+    assert parameters["BreakGlassRoleArn"]["Default"] == ""
+    assert template["Conditions"]["EvidenceLocked"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "EvidenceRetentionDays"}, "0"]}]
+    }
+    assert condition_holds(template, "EvidenceLocked", {})
+    assert not condition_holds(template, "EvidenceLocked", {"EvidenceRetentionDays": "0"})
+    properties = template["Resources"]["EvidenceBucket"]["Properties"]
+    assert properties["ObjectLockEnabled"] == {"Fn::If": ["EvidenceLocked", True, {"Ref": "AWS::NoValue"}]}
+    assert properties["ObjectLockConfiguration"] == {
+        "Fn::If": [
+            "EvidenceLocked",
+            {
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {
+                    "DefaultRetention": {"Mode": "COMPLIANCE", "Days": {"Ref": "EvidenceRetentionDays"}}
+                },
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    statements = template["Resources"]["EvidenceBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (deny,) = [s for s in statements if "s3:DeleteObjectVersion" in actions_of(s)]
+    assert (deny["Effect"], deny["Principal"]) == ("Deny", "*")
+    assert set(actions_of(deny)) == {
+        "s3:DeleteObjectVersion",
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:BypassGovernanceRetention",
+    }
+    assert deny["Resource"] == [
+        {"Fn::GetAtt": ["EvidenceBucket", "Arn"]},
+        {"Fn::Sub": "${EvidenceBucket.Arn}/*"},
+    ]
+    assert deny["Condition"] == {
+        "Fn::If": [
+            "HasBreakGlassRole",
+            {"ArnNotEquals": {"aws:PrincipalArn": {"Ref": "BreakGlassRoleArn"}}},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    # No role of the stack may delete a version either.
+    for role in FUNCTION_ROLES:
+        assert not {a for a in role_allows(translated(), role) if a.startswith("s3:Delete")}
+    # moto ignores a bucket's Object Lock (module docstring): CloudFormation receives it as declared.
+    bucket = translated()["Resources"]["EvidenceBucket"]["Properties"]
+    assert bucket["ObjectLockConfiguration"] == properties["ObjectLockConfiguration"]
+    assert bucket["ObjectLockEnabled"] == properties["ObjectLockEnabled"]
+
+    deployed = deploy(aws, fleet, BreakGlassRoleArn="arn:aws:iam::123456789012:role/ir/break-glass")
+    assert deployed.statuses["EvidenceBucket"] == "CREATE_COMPLETE"

@@ -209,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 5)",
     )
     isolate.add_argument(
+        "--keep-metadata",
+        action="store_true",
+        help="leave the instance metadata service (IMDS) on; by default ec2ir disables it (and "
+        "release restores its options), so that code on the instance reads no credentials, user "
+        "data or identity document from it",
+    )
+    isolate.add_argument(
         "--revoke-sessions",
         action="store_true",
         help="also add an inline deny-all policy, for sessions issued before now, to the role of each "
@@ -448,6 +455,7 @@ def run_command(args: argparse.Namespace) -> int:
         memory=getattr(args, "memory", False),
         memory_timeout=float(getattr(args, "memory_timeout", 600)),
         untrack_deadline=getattr(args, "untrack_deadline", 5.0),
+        keep_metadata=getattr(args, "keep_metadata", False),
         forensic_group=getattr(args, "forensic_group_id", ""),
         forensic_group_owner=getattr(args, "forensic_group_owner", ""),
     )

@@ -42,6 +42,10 @@ is corrected here, in one reversible patch set (see docs/design.md, "The emulato
   not an emulation of AVML: the image says so in its first line.
 * ``ssm-cancel-command``: moto has no ``CancelCommand`` (HTTP 500). It is answered as AWS does;
   invocations still pending become ``Cancelled``.
+* ``metadata-options-kept``: moto's ``ModifyInstanceMetadataOptions`` rebuilds the options from
+  the request alone, so a field not given is lost (``HttpEndpoint`` reads back null), and it
+  ignores ``DryRun``, changing the instance. EC2 keeps every field the request does not give, and
+  a DryRun changes nothing (``DryRunOperation``).
 * ``console-screenshot``: moto has no ``GetConsoleScreenshot`` (HTTP 500). A running instance
   answers with a small valid JPEG (``ImageData``, base64) and its ``InstanceId``; any other state
   is refused with ``IncorrectInstanceState``.
@@ -249,6 +253,21 @@ def _patches() -> list[tuple[str, object, str, Any]]:
         )
         return ActionResult({"Reservations": reservations, "NextToken": None})
 
+    def modify_instance_metadata_options(response: Any) -> Any:
+        response.error_on_dryrun()
+        instance_id = response._get_param("InstanceId")
+        kept = response.ec2_backend.get_instance(instance_id).metadata_options
+        hop_limit = response._get_int_param("HttpPutResponseHopLimit")
+        options = response.ec2_backend.modify_instance_metadata_options(
+            instance_id=instance_id,
+            http_tokens=response._get_param("HttpTokens") or kept.http_tokens,
+            hop_limit=kept.http_put_response_hop_limit if hop_limit is None else hop_limit,
+            http_endpoint=response._get_param("HttpEndpoint") or kept.http_endpoint,
+            http_protocol=response._get_param("HttpProtocolIpv6") or kept.http_protocol_ipv6,
+            metadata_tags=response._get_param("InstanceMetadataTags") or kept.instance_metadata_tags,
+        )
+        return ActionResult({"InstanceId": instance_id, "InstanceMetadataOptions": options})
+
     def ec2_of(account_id: str, region: str) -> Any:
         from moto.ec2.models import ec2_backends
 
@@ -423,6 +442,12 @@ def _patches() -> list[tuple[str, object, str, Any]]:
             groups_handler,
         ),
         ("describe-pagination", InstanceResponse, "describe_instances", describe_instances),
+        (
+            "metadata-options-kept",
+            InstanceResponse,
+            "modify_instance_metadata_options",
+            modify_instance_metadata_options,
+        ),
         ("bucket-policy-conditions", FakeBucket, "get_permission", get_permission),
         (
             "ssm-managed-instances",
@@ -452,6 +477,7 @@ FIXES = (
     "ssm-command-output",
     "ssm-cancel-command",
     "console-screenshot",
+    "metadata-options-kept",
 )
 
 
@@ -492,6 +518,9 @@ def fidelity(enabled: bool = True) -> Iterator[None]:
             apply_fidelity_fixes()
 
 
+RESET_TIMEOUT = 300.0  # seconds: local, so only a wedged emulator takes this long
+
+
 @dataclass
 class Emulator:
     """A corrected moto server on loopback, in this process."""
@@ -529,7 +558,10 @@ class Emulator:
         import urllib.request
 
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
+        # The reset waits behind every request in flight (the emulator applies them one at a time,
+        # see "atomic-requests"); on a loaded machine that can take far longer than a call would,
+        # and a test that fails for it fails at random.
+        with urllib.request.urlopen(request, timeout=RESET_TIMEOUT):
             pass
 
     def __enter__(self) -> Emulator:

@@ -66,7 +66,7 @@ def actions_by_purpose() -> dict[str, tuple[str, ...]]:
     purposes[FORENSIC_VOLUMES] = FORENSICS_PERMISSIONS
     purposes[MEMORY] = MEMORY_PERMISSIONS
     for step in STEPS:
-        purposes[f"step {step.name}: {step.title}"] = step.permissions
+        purposes[_step_purpose(step)] = step.permissions
     return purposes
 
 
@@ -84,6 +84,36 @@ def function_actions() -> list[str]:
             for action in actions
         }
     )
+
+
+def isolate_actions() -> list[str]:
+    """What the stack's isolate-only functions use (GuardDuty, the scheduled re-check): every
+    function action but those only a step's undo calls, i.e. what putting originals back needs.
+
+    An action a step's undo needs is left out only if nothing else needs it too (another step's
+    apply, discovery, the groups)."""
+    undo_only = {_step_purpose(step): frozenset(step.undo_permissions) for step in STEPS}
+    return sorted(
+        {
+            action
+            for purpose, actions in actions_by_purpose().items()
+            if purpose not in RESPONDER_ONLY
+            for action in actions
+            if action not in undo_only.get(purpose, frozenset())
+        }
+    )
+
+
+def release_only_actions() -> list[str]:
+    """What releasing needs on top of ``isolate_actions()``: restoring the recorded originals
+    (the instance profile and its role, --rejoin's Auto Scaling group and load balancers, the
+    tags that were not there, the revoke-sessions deny policy). Only the function that releases
+    (the stack's custom resource) is granted them."""
+    return sorted(set(function_actions()) - set(isolate_actions()))
+
+
+def _step_purpose(step: Any) -> str:
+    return f"step {step.name}: {step.title}"
 
 
 def policy_document() -> dict[str, Any]:
@@ -112,9 +142,9 @@ def principal_arn(caller_arn: str) -> str:
     ``arn:aws:iam::1:role/Role``; a role with a path cannot be recovered from the session ARN,
     and its actions are then reported as not checked."""
     if ":assumed-role/" in caller_arn:
-        account = caller_arn.split(":")[4]
+        partition, account = caller_arn.split(":")[1], caller_arn.split(":")[4]
         role = caller_arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
-        return f"arn:aws:iam::{account}:role/{role}"
+        return f"arn:{partition}:iam::{account}:role/{role}"  # aws, aws-cn, aws-us-gov alike
     return caller_arn
 
 

@@ -49,6 +49,7 @@ class Options:
     memory: bool = False  # acquire RAM through SSM and AVML before the cut
     memory_timeout: float = 600.0  # seconds; the cut goes ahead after this, memory or not
     untrack_deadline: float = 5.0  # seconds an ENI may spend in the allow-all group
+    keep_metadata: bool = False  # leave the instance metadata service (IMDS) as it is
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ class Step:
     name: ClassVar[str]
     title: ClassVar[str]
     permissions: ClassVar[tuple[str, ...]]
+    # The actions of ``permissions`` that only ``undo`` calls (restoring originals on release):
+    # the stack's isolate-only functions (GuardDuty, the re-check) are not granted them
+    # (ec2ir.permissions.isolate_actions). Each step declares its own, even when empty.
+    undo_permissions: ClassVar[tuple[str, ...]] = ()
     # When the engine runs it: URGENT steps cut the instance off, one after another, on the
     # critical path. The rest waits until every instance of the run is cut off: AFTER steps one
     # after another, BESIDE steps beside them on workers of their own, because their throttled
@@ -139,6 +144,7 @@ class ProtectEvidence(Step):
     name = "protect"
     title = "termination protection, stop on shutdown, keep volumes"
     permissions = ("ec2:DescribeInstanceAttribute", "ec2:DescribeInstances", "ec2:ModifyInstanceAttribute")
+    undo_permissions = ()  # undo reads and modifies the same attributes apply does
     phase = BESIDE
     cheap_capture = False
     # The three settings, each set (and put back) by a call of its own.
@@ -358,6 +364,7 @@ class DetachFromAutoScaling(Step):
         "autoscaling:DetachInstances",
         "autoscaling:AttachInstances",
     )
+    undo_permissions = ("autoscaling:AttachInstances",)  # --rejoin
     phase = URGENT  # before the cut: an ASG health check would terminate the isolated instance
 
     # Why AWS may refuse to detach an instance still in its group, by its lifecycle state.
@@ -449,6 +456,7 @@ class IsolateNetwork(Step):
     title = "move every ENI into its VPC's isolation group"
     # ModifyInstanceAttribute: a single-ENI instance's swap may go through it (ec2ir.lanes)
     permissions = ("ec2:ModifyNetworkInterfaceAttribute", "ec2:ModifyInstanceAttribute")
+    undo_permissions = ()  # the same swaps, back to the originals
     phase = URGENT
 
     def capture(self, ctx: Context, target: Target) -> Record:
@@ -545,6 +553,10 @@ class DeregisterLoadBalancers(Step):
         "elasticloadbalancing:DescribeLoadBalancers",
         "elasticloadbalancing:DeregisterTargets",
         "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+        "elasticloadbalancing:RegisterTargets",
+        "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+    )
+    undo_permissions = (  # --rejoin
         "elasticloadbalancing:RegisterTargets",
         "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
     )
@@ -682,6 +694,10 @@ class DisassociateProfile(Step):
         "ec2:AssociateIamInstanceProfile",
         "iam:PassRole",
     )
+    undo_permissions = ("ec2:AssociateIamInstanceProfile", "iam:PassRole")
+    # Right after the instance's network cut, on the critical path: the profile's calls have
+    # buckets of their own (100, then 5 a second each), so they take no swap's token.
+    phase = URGENT
 
     def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -732,6 +748,61 @@ class DisassociateProfile(Step):
         ]
 
 
+class CutMetadata(Step):
+    """The instance metadata service (IMDS) off: no more credentials, user data or identity
+    documents for whoever runs code on the instance, which IMDS serves on a link-local address that
+    no security group can close."""
+
+    name = "metadata"
+    title = "disable the instance metadata service (IMDS)"
+    permissions = ("ec2:ModifyInstanceMetadataOptions",)
+    undo_permissions = ()  # the same call, with the recorded options
+    # ModifyInstanceMetadataOptions has no bucket of its own: it draws on the shared mutating
+    # bucket, as ModifyInstanceAttribute does, whose tokens single-ENI swaps take. So it waits
+    # until every instance is cut off, on the beside workers with the protect step.
+    phase = BESIDE
+    # Every field is recorded, and every field is sent back on release: nothing is left to
+    # EC2's defaults.
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "HttpEndpoint",
+        "HttpTokens",
+        "HttpPutResponseHopLimit",
+        "InstanceMetadataTags",
+        "HttpProtocolIpv6",
+    )
+
+    def capture(self, ctx: Context, target: Target) -> Record | None:
+        if ctx.options.keep_metadata:
+            return None
+        options = target.facts.description.get("MetadataOptions") or {}
+        if options.get("HttpEndpoint", "enabled") == "disabled":
+            return None  # already off: nothing to change, nothing to put back
+        return {"options": {key: options[key] for key in self.FIELDS if key in options}}
+
+    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        with translated("ec2", "ModifyInstanceMetadataOptions"):
+            ctx.aws.ec2().modify_instance_metadata_options(
+                InstanceId=target.instance_id, HttpEndpoint="disabled"
+            )
+        return "instance metadata service disabled (HttpEndpoint=disabled)"
+
+    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+        options: dict[str, Any] = dict(record["options"])
+        with translated("ec2", "ModifyInstanceMetadataOptions"):
+            ctx.aws.ec2().modify_instance_metadata_options(InstanceId=instance_id, **options)
+        return "metadata options restored: " + ", ".join(f"{k}={v}" for k, v in options.items())
+
+    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+        iid = target.instance_id
+        return [
+            PlannedCall(
+                "ec2:ModifyInstanceMetadataOptions",
+                (iid,),
+                {"InstanceId": iid, "HttpEndpoint": "disabled"},
+            )
+        ]
+
+
 class RevokeSessions(Step):
     """Only a deny on ``aws:TokenIssueTime`` invalidates credentials already stolen; it applies
     to every instance and person using the role, so it runs only when asked for."""
@@ -739,6 +810,7 @@ class RevokeSessions(Step):
     name = "revoke-sessions"
     title = "deny the role's sessions issued before isolation (affects every user of the role)"
     permissions = ("iam:GetInstanceProfile", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
+    undo_permissions = ("iam:DeleteRolePolicy",)
     cheap_capture = False
     acts_on_instance = False
 
@@ -807,6 +879,7 @@ class TagInstance(Step):
     name = "tags"
     title = "tag the instance with the case"
     permissions = ("ec2:CreateTags", "ec2:DeleteTags")
+    undo_permissions = ("ec2:DeleteTags",)  # tags that were not there before isolation
 
     def capture(self, ctx: Context, target: Target) -> Record:
         return {"previous": {key: target.facts.tags.get(key) for key in (TAG_CASE, TAG_ISOLATED_AT)}}
@@ -851,6 +924,7 @@ STEPS: tuple[Step, ...] = (
     NETWORK,
     DeregisterLoadBalancers(),
     DisassociateProfile(),
+    CutMetadata(),
     RevokeSessions(),
     TagInstance(),
 )
