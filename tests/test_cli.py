@@ -15,6 +15,7 @@ import pytest
 from ec2ir import cli
 from ec2ir.aws import Aws
 from ec2ir.emulator import Emulator
+from ec2ir.state import StateStore
 from tests.conftest import Fleet
 from tests.faults import Fault, error_response, inject_into
 
@@ -155,6 +156,7 @@ def test_releasing_what_is_not_isolated_exits_1_and_changes_nothing(run: Cli, fl
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
     before = fleet.eni_groups([instance])
+    StateStore(fleet.aws).ensure_table()  # with no table at all, release refuses outright (exit 2)
 
     result = run("release", instance, "--case", "IR-1")
 
