@@ -50,6 +50,12 @@ class Options:
     memory_timeout: float = 600.0  # seconds; the cut goes ahead after this, memory or not
     untrack_deadline: float = 5.0  # seconds an ENI may spend in the allow-all group
     keep_metadata: bool = False  # leave the instance metadata service (IMDS) as it is
+    # attacker addresses (CIDRs) to deny at the subnet edge, in the network ACLs of the subnets
+    # the case's instances sit in (ec2ir.nacl)
+    block_ips: tuple[str, ...] = ()
+    # a block that is unsafe (ec2ir's own side, AWS's services, too wide) is left out with a note
+    # instead of refusing the run: for GuardDuty, whose finding must still contain the instance
+    block_ips_skip_unsafe: bool = False
 
 
 @dataclass(frozen=True)
