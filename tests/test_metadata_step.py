@@ -4,6 +4,7 @@ cut on the critical path, right after each instance's network cut."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -180,3 +181,40 @@ def test_every_profile_is_cut_right_after_its_swaps_and_before_the_cuts_are_chec
     assert max(cuts.values()) < order.index("iam:GetInstanceProfile") < order.index("iam:PutRolePolicy")
     policies = fleet.aws.client("iam").list_role_policies(RoleName="app-role")["PolicyNames"]
     assert any(name.startswith("ec2ir-revoke-sessions-") for name in policies)
+
+
+def test_every_imds_cut_waiting_goes_before_any_protection(aws: Any, fleet: Fleet) -> None:
+    """Both draw on EC2's shared mutating bucket: an instance's protection must not take the
+    tokens the next instance's credential cut needs. The only beside worker is held in the first
+    IMDS call until every instance's late steps have been queued; what runs next is every other
+    IMDS cut, then the protections."""
+    from ec2ir.state import StateStore
+
+    engine = Engine(aws, StateStore(aws), concurrency=1)
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    instances = [fleet.instance(vpc, [web]) for _ in range(4)]
+    tagged = threading.Semaphore(0)
+    order: list[str] = []
+
+    def on_call(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if model.name == "CreateTags" and set(params.get("Resources", ())) & set(instances):
+            tagged.release()  # an instance's after-steps have run: its beside steps are queued
+        beside = model.name == "ModifyInstanceMetadataOptions" or (
+            model.name == "ModifyInstanceAttribute" and "Groups" not in params  # not a swap
+        )
+        if beside:
+            if not order:  # the first beside call waits for every instance's after-steps
+                for _instance in instances:
+                    assert tagged.acquire(timeout=60)
+            order.append(model.name)
+
+    engine.aws.ec2().meta.events.register("before-parameter-build.ec2", on_call)
+
+    report = engine.isolate(instances, CASE, options=Options(evidence=False))
+
+    assert all(r.ok for r in report.results), [r.steps for r in report.results]
+    imds = [i for i, name in enumerate(order) if name == "ModifyInstanceMetadataOptions"]
+    protections = [i for i, name in enumerate(order) if name == "ModifyInstanceAttribute"]
+    assert len(imds) == len(instances) and protections
+    assert max(imds) < min(protections)

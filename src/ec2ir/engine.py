@@ -75,6 +75,7 @@ from ec2ir.models import (
     VpcGroups,
 )
 from ec2ir.permissions import ALLOWED, DENIED, NOT_CHECKED, Check, probe_ec2, simulate
+from ec2ir.pools import RankedPool
 from ec2ir.provenance import Provenance, check_chain, check_heads, hold_record, journal_buckets
 from ec2ir.state import RecordEntry, StateStore, now
 from ec2ir.steps import (
@@ -323,7 +324,8 @@ class PlanReport:
         }
 
 
-BESIDE_STEPS = [step for step in STEPS if step.phase == BESIDE]
+# In rank order, so that an idle worker takes the most urgent of an instance's beside steps first.
+BESIDE_STEPS = sorted((step for step in STEPS if step.phase == BESIDE), key=lambda step: step.beside_rank)
 MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "metadata"
 REFUSALS_NAMED = 20
 EVIDENCE_WORK = frozenset({MEMORY, SNAPSHOTS, METADATA, "journal"})
@@ -363,10 +365,10 @@ class Containment:
     created: bool
     log: StepLog  # the urgent steps, and lookup failures
     memory: StepLog | None = None  # acquired before the cut
-    beside: Future[StepLog] | None = None
+    beside: list[Future[StepLog]] = field(default_factory=list)  # one per beside step
     evidence: Future[StepLog] | None = None
     cut_at: str = ""
-    late_tasks: int = 1  # the after-steps' task, and the beside steps' when there are any
+    late_tasks: int = 1  # the after-steps' task, and one per beside step
     _late_logs: list[StepLog] = field(default_factory=list)
     _late_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -382,7 +384,7 @@ class Containment:
     def result(self, after: Future[StepLog]) -> InstanceResult:
         merged = StepLog()
         logs = [*self.before_cut(), after.result()]
-        logs += [future.result() for future in (self.beside, self.evidence) if future is not None]
+        logs += [future.result() for future in [*self.beside, self.evidence] if future is not None]
         for name in REPORTED:  # report in the steps' own order
             for log in logs:
                 if name in log.outcomes:
@@ -723,9 +725,10 @@ class Engine:
         # ``beside`` is listed before ``background``, whose tasks submit to it, so it closes after.
         with (
             ThreadPoolExecutor(workers) as urgent,
-            ThreadPoolExecutor(workers) as beside,
+            ThreadPoolExecutor(workers) as beside_pool,
             ThreadPoolExecutor(workers) as background,
         ):
+            beside = RankedPool(beside_pool)
 
             def cut(target: Target) -> Containment:
                 broken = [vpc_errors[v] for v in sorted(target.facts.vpc_ids) if v in vpc_errors]
@@ -878,7 +881,7 @@ class Engine:
             self._yield_to_release(ctx, containment, containment.before_cut())
             raise
 
-    def _after_cut(self, ctx: Context, containment: Containment, beside: ThreadPoolExecutor) -> StepLog:
+    def _after_cut(self, ctx: Context, containment: Containment, beside: RankedPool) -> StepLog:
         """Mark the hold isolated, journal the cut, then run the after-steps (the ones with a
         bucket of their own beside the others)."""
         instance_id = containment.target.instance_id
@@ -887,10 +890,14 @@ class Engine:
         if NETWORK.name not in containment.log.errors:
             self._mark_isolated(ctx, containment)
         with _RECORDS_LOCK:
-            _RECORDS_PENDING[id(containment)] = 2 if BESIDE_STEPS else 1
-        if BESIDE_STEPS:
-            containment.late_tasks = 2
-            containment.beside = beside.submit(self._beside_then_records, ctx, containment)
+            _RECORDS_PENDING[id(containment)] = 1 + len(BESIDE_STEPS)
+        containment.late_tasks = 1 + len(BESIDE_STEPS)
+        containment.beside = [
+            beside.submit(
+                step.beside_rank, functools.partial(self._beside_then_records, ctx, containment, step)
+            )
+            for step in BESIDE_STEPS
+        ]
         # The hold's first journal entry carries its originals and step records as data: release
         # checks a hold against it (and against the evidence) before restoring anything.
         cut = (
@@ -928,17 +935,17 @@ class Engine:
             record=hold_record(hold, complete=complete),
         )
 
-    def _beside_then_records(self, ctx: Context, containment: Containment) -> StepLog:
+    def _beside_then_records(self, ctx: Context, containment: Containment, step: Step) -> StepLog:
         log: StepLog | None = None
         try:
-            log = self._run_beside(ctx, containment)
+            log = self._run_beside(ctx, containment, step)
             return log
         finally:
             self._records_done(ctx, containment, log)
 
     def _records_done(self, ctx: Context, containment: Containment, log: StepLog | None) -> None:
-        """Once the after-steps and the beside steps have both recorded their originals (the last
-        of the two calls this), the hold's full records are journaled, marked complete: from then
+        """Once the after-steps and every beside step have recorded their originals (the last of
+        them calls this), the hold's full records are journaled, marked complete: from then
         on, release refuses any original the journal or the evidence does not prove."""
         with _RECORDS_LOCK:
             left = _RECORDS_PENDING.get(id(containment), 1) - 1
@@ -956,9 +963,9 @@ class Engine:
             return
         self._journal([self._record_entry(ctx, hold, ctx.actor, now(), complete=True)], log=log or StepLog())
 
-    def _run_beside(self, ctx: Context, containment: Containment) -> StepLog:
-        """The after-steps with a throttled bucket of their own, then their journal lines."""
-        log = self._run_steps(ctx, containment, BESIDE)
+    def _run_beside(self, ctx: Context, containment: Containment, step: Step) -> StepLog:
+        """One after-step with a throttled bucket of its own, then its journal lines."""
+        log = self._run_steps(ctx, containment, BESIDE, only=step)
         self._journal(log.journal_entries(ctx, containment.target.instance_id, "isolate"), log=log)
         self._check_not_released(ctx, containment, log)
         return log
@@ -1062,13 +1069,18 @@ class Engine:
         )
 
     def _run_steps(
-        self, ctx: Context, containment: Containment, phase: str, log: StepLog | None = None
+        self,
+        ctx: Context,
+        containment: Containment,
+        phase: str,
+        log: StepLog | None = None,
+        only: Step | None = None,
     ) -> StepLog:
-        """Run one phase's steps in order, each recorded before it applies; a failure is logged and
-        the next step still runs."""
+        """Run one phase's steps (or ``only`` that one) in order, each recorded before it applies; a
+        failure is logged and the next step still runs."""
         log = log or StepLog()
         target = containment.target
-        for step in STEPS:
+        for step in STEPS if only is None else [only]:
             if step.phase != phase or step.name in containment.log.errors:
                 continue
             try:

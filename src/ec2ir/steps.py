@@ -107,6 +107,9 @@ class Step:
     # after another, BESIDE steps beside them on workers of their own, because their throttled
     # bucket would hold the others up (ModifyInstanceAttribute's, which single-ENI cuts share).
     phase: ClassVar[str] = AFTER
+    # Among BESIDE steps, the lower rank goes first across all instances: every instance's
+    # credential cut is sent before any instance's protection, since both draw on one bucket.
+    beside_rank: ClassVar[int] = 1
     # Whether capture makes no API call (it reads what discovery found), so that its record can
     # join the one write-ahead put; other steps record their originals just before they apply.
     cheap_capture: ClassVar[bool] = True
@@ -763,10 +766,12 @@ class CutMetadata(Step):
     title = "disable the instance metadata service (IMDS)"
     permissions = ("ec2:ModifyInstanceMetadataOptions",)
     undo_permissions = ()  # the same call, with the recorded options
-    # ModifyInstanceMetadataOptions has no bucket of its own: it draws on the shared mutating
-    # bucket, as ModifyInstanceAttribute does, whose tokens single-ENI swaps take. So it waits
-    # until every instance is cut off, on the beside workers with the protect step.
+    # ModifyInstanceMetadataOptions has no bucket of its own in AWS's list: it draws on the
+    # shared mutating bucket, as ModifyInstanceAttribute does, whose tokens single-ENI swaps take.
+    # So it waits until every instance is cut off, on the beside workers with the protect step,
+    # and goes before it: IMDS serves fresh role credentials, the protect step guards evidence.
     phase = BESIDE
+    beside_rank = 0
     # Every field is recorded, and every field is sent back on release: nothing is left to
     # EC2's defaults.
     FIELDS: ClassVar[tuple[str, ...]] = (
