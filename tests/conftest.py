@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,10 @@ from ec2ir.engine import Engine
 from ec2ir.state import StateStore
 
 AMI = "ami-12c6146b"  # in moto's built-in catalogue
+# AWS's published ranges (ec2ir.aws_ranges) come from a small fixture in AWS's format, never from the
+# network: every test that reaches the ranges reads this file.
+AWS_IP_RANGES = Path(__file__).parent / "fixtures" / "aws-ip-ranges.json"
+os.environ["EC2IR_AWS_IP_RANGES"] = str(AWS_IP_RANGES)
 
 
 @pytest.fixture(scope="session")

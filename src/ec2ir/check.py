@@ -26,6 +26,8 @@ class BreachKind(StrEnum):
     PROFILE_ASSOCIATED = "profile-associated"  # credentials reachable from the instance again
     GROUP_RULES = "group-rules"  # the isolation or forensic group admits more than the safe set
     NO_GROUPS = "no-groups"  # no recorded isolation group for the ENI's VPC
+    NACL_ENTRY_MISSING = "nacl-entry-missing"  # a deny entry of the case's is gone (ec2ir.nacl)
+    NACL_ENTRY_CHANGED = "nacl-entry-changed"  # someone changed it: no longer ec2ir's deny
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ report   builds the case report (md, html or json) from the case journal; verify
          piece of evidence and checks it against the journal's hashes.
 forensics attaches volumes made from the case's snapshots to a forensic workstation, read-only.
 status   shows what is held, by which case, since when, by whom, and the originals.
+block-ip denies an attacker's addresses in the network ACLs of a case's subnets (isolate
+         --block-ip does it in the same run); unblock-ip removes them; release of a case's last
+         instance in those subnets removes them too.
 preflight checks that the current credentials may run every step; permissions prints the policy.
 demo     runs the whole cycle on the embedded emulator: no AWS account needed.
 emulator serves that emulator, so that any boto3 tool can be pointed at it.
@@ -216,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
         "data or identity document from it",
     )
     isolate.add_argument(
+        "--block-ip",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="(repeatable) once the instances are cut off, deny all traffic from and to CIDR (one "
+        "address means that host) in the network ACL of every subnet where the case has an instance: "
+        "it stops tracked connections at once, for EVERY instance in the subnets those ACLs serve. "
+        "Refused if wider than /16 (IPv4) or /48 (IPv6), or if it overlaps the VPC, the office, a "
+        "forensic workstation or AWS's own service ranges (README: Blocking the attacker's address)",
+    )
+    isolate.add_argument(
         "--revoke-sessions",
         action="store_true",
         help="also add an inline deny-all policy, for sessions issued before now, to the role of each "
@@ -300,6 +314,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detach.add_argument("case", metavar="CASE_ID")
 
+    for name, verb, description in (
+        (
+            "block-ip",
+            "deny addresses at the subnet edge of a case's instances",
+            "Add, to the network ACL of every subnet where the case holds an instance, deny entries for "
+            "all traffic from and to each CIDR, ahead of every entry that is not ec2ir's. Every instance "
+            "in the subnets those ACLs serve loses the address. Each entry is recorded before it is "
+            "added; release of the case's last instance in those subnets, or unblock-ip, removes it.",
+        ),
+        (
+            "unblock-ip",
+            "remove a case's deny entries for addresses",
+            "Remove the case's deny entries for each CIDR from every network ACL they are in; an entry "
+            "someone changed since ec2ir added it is left as it is and reported.",
+        ),
+    ):
+        edge = commands.add_parser(name, parents=[common], help=verb, description=description)
+        edge.add_argument("cidrs", nargs="+", metavar="CIDR")
+        edge.add_argument(
+            "--case", required=True, metavar="CASE_ID", help="the case that holds the instances"
+        )
+        edge.add_argument(
+            "--dry-run", action="store_true", help="list the entries it would change; change nothing"
+        )
+
     status = commands.add_parser("status", parents=[common], help="show what is held")
     status.add_argument("--case", metavar="CASE_ID", help="only this case")
     status.add_argument("--all", action="store_true", help="include released instances")
@@ -307,13 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="compare every held instance with the live state (each ENI's groups, the isolation and "
-        "forensic groups' rules, the instance profile); print each breach and exit 1 on any",
+        "forensic groups' rules, the instance profile, the case's network ACL deny entries); print "
+        "each breach and exit 1 on any",
     )
     status.add_argument(
         "--repair",
         action="store_true",
-        help="with --check: re-harden the groups and re-contain what is in breach (journaled like "
-        "isolate), then check again; exit 1 if any breach remains",
+        help="with --check: re-harden the groups, re-contain what is in breach and add again the deny "
+        "entries that are missing (journaled like isolate), then check again; exit 1 if any breach "
+        "remains",
     )
 
     commands.add_parser(
@@ -445,6 +486,13 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_PARTIAL if any(not f.ok for f in findings) else EXIT_OK
     if args.command == "forensics":
         return run_forensics(args, engine)
+    if args.command in ("block-ip", "unblock-ip"):
+        from ec2ir.nacl import render as render_edge
+
+        act = engine.block_ip if args.command == "block-ip" else engine.unblock_ip
+        edge = act(args.cidrs, args.case, dry_run=args.dry_run)
+        print(to_json(edge.as_dict()) if args.output == "json" else render_edge(edge))
+        return EXIT_OK if edge.ok else EXIT_PARTIAL
 
     options = Options(
         untrack=not getattr(args, "no_untrack", False),
@@ -458,6 +506,7 @@ def run_command(args: argparse.Namespace) -> int:
         keep_metadata=getattr(args, "keep_metadata", False),
         forensic_group=getattr(args, "forensic_group_id", ""),
         forensic_group_owner=getattr(args, "forensic_group_owner", ""),
+        block_ips=tuple(getattr(args, "block_ip", None) or ()),
     )
     if args.command == "isolate" and args.dry_run:
         plan = engine.plan(

@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ec2ir import validate
+from ec2ir import nacl, validate
 from ec2ir.aws import Aws, discover, request_ids
 from ec2ir.check import Breach, CheckReport, find_breaches
 from ec2ir.errors import (
@@ -119,6 +119,7 @@ class RunReport:
     results: list[InstanceResult]
     groups: dict[str, VpcGroups] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    blocks: nacl.NaclReport | None = None  # isolate --block-ip: the deny entries, as data
 
     @property
     def failed(self) -> list[InstanceResult]:
@@ -489,6 +490,15 @@ class Engine:
         progress: Progress | None,
         evidence_pool: ThreadPoolExecutor,
     ) -> RunReport:
+        # --block-ip: refused at once if malformed or too wide; what shows a block safe (the VPCs'
+        # CIDRs, the forensic side, AWS's ranges) is read beside the first round trip (ec2ir.nacl).
+        screening = (
+            nacl.Screening.start(
+                self.aws, self.store, options.forensic_group, options.block_ips, options.block_ips_skip_unsafe
+            )
+            if options.block_ips
+            else None
+        )
         # Read for the evidence only, on the evidence's own workers: never waited on before the cut.
         # It uses the run's own EC2 client, so that no new client is built (CPU) before the cut.
         volumes = evidence_pool.submit(volumes_of, self.aws, ids) if options.evidence else None
@@ -524,6 +534,15 @@ class Engine:
         )
         ctx = Context(self.aws, case, actor, now(), options, lanes=lanes)
         live = [facts[i] for i in ids if i not in early]
+        # Before the first change: a block that would cut the forensic side off refuses the run
+        # (or, for GuardDuty, is left out with a note).
+        blocks = (
+            screening.screen(
+                live, cidr, case, actor, functools.partial(self._journal_aside, notes=report.notes)
+            )
+            if screening is not None
+            else None
+        )
 
         vpcs = sorted({vpc for f in live for vpc in f.vpc_ids})
         setup = GroupSetup(
@@ -562,11 +581,22 @@ class Engine:
             # Before the cut, as an isolated instance cannot reach S3 or SSM; bounded, so that
             # containment never waits on evidence longer than --memory-timeout.
             memory = self._acquire_memory(ctx, targets, collection)
-        done = self._contain_all(ctx, targets, vpc_errors, lookup_errors, progress, collection, memory)
+        done = self._contain_all(
+            ctx,
+            targets,
+            vpc_errors,
+            lookup_errors,
+            progress,
+            collection,
+            memory,
+            after_cuts=blocks.apply if blocks is not None else None,
+        )
         if progress:
             for result in early.values():
                 progress(result)
         report.results = [early.get(i) or done[i] for i in ids]
+        if blocks is not None:
+            blocks.finish(report)  # the ACLs changed in the notes; what could not be, as warnings
         self._journal(journal + self._refusals(report), report.notes)
         if collection is not None:
             report.notes.extend(collection.bucket.notes)
@@ -651,6 +681,14 @@ class Engine:
                 )
         return entries
 
+    def _journal_aside(self, entries: list[JournalEntry], notes: list[str]) -> None:
+        """Journal entries in the middle of a run (its chain heads go out with its last journal
+        call); a journal that cannot be written is said in ``notes``."""
+        log = StepLog()
+        self._journal(entries, log=log)
+        if "journal" in log.errors:
+            notes.append(f"WARNING: the case journal could not be written: {log.errors['journal']}")
+
     def _journal(
         self, entries: list[JournalEntry], notes: list[str] | None = None, log: StepLog | None = None
     ) -> None:
@@ -712,6 +750,7 @@ class Engine:
         progress: Progress | None,
         collection: Collection | None = None,
         memory: dict[str, StepLog] | None = None,
+        after_cuts: Callable[[list[InstanceFacts]], None] | None = None,
     ) -> dict[str, InstanceResult]:
         """Cut every instance off first, then do the rest.
 
@@ -740,6 +779,13 @@ class Engine:
             finishing: dict[Future[StepLog], Containment] = {}
             cut_off = self._wait_for_cuts(cuts, results, progress)
             self._recheck_enis(ctx, cut_off)
+            if after_cuts is not None:
+                # The network ACL blocks (--block-ip), once every instance is cut off and before any
+                # late step: a deny entry is a cut too (stateless, it stops the flows a swap leaves
+                # tracked), and CreateNetworkAclEntry draws on EC2's shared mutating bucket, which
+                # single-ENI swaps use and protect and metadata would then drain. After the cuts it
+                # takes no token a swap needs; before the late steps, it gets its tokens at once.
+                after_cuts([containment.target.facts for containment in cut_off])
             for containment in cut_off:
                 instance_id = containment.target.instance_id
                 if memory and instance_id in memory:
@@ -1300,6 +1346,21 @@ class Engine:
                 self._plan_step(ctx, step, replace(target, stored=stored), lookup_errors) for step in STEPS
             ]
 
+        if options.block_ips:  # the deny entries the run would add, and the checks that refuse it
+            lines, entry_probes = nacl.plan_blocks(
+                self.aws,
+                self.store,
+                case,
+                report.actor,
+                live,
+                cidr,
+                options.forensic_group,
+                options.block_ips,
+                options.block_ips_skip_unsafe,
+            )
+            report.setup += lines
+            probes += [("CreateNetworkAclEntry", arguments) for arguments in entry_probes]
+            needed |= {"ec2:DescribeNetworkAcls", "ec2:DescribeVpcs", "ec2:CreateNetworkAclEntry"}
         calls = [call for steps in report.instances.values() for planned in steps for call in planned.calls]
         probes += [(call.action.split(":", 1)[1], call.dry_run) for call in calls if call.dry_run is not None]
         report.checks = self._probe_every_call(probes)
@@ -1368,6 +1429,10 @@ class Engine:
             progress,
         )
         report.results = [done[i] for i in ids]
+        # the case's network ACL entries, from every ACL that serves none of its held instances
+        nacl.after_release(
+            self.aws, self.store, report, functools.partial(self._journal_aside, notes=report.notes)
+        )
         self._journal(self._refusals(report), report.notes)
         return report
 
@@ -1580,6 +1645,31 @@ class Engine:
         self._journal([JournalEntry(now(), case, actor, case, "verify", result, tuple(ids[:100]))])
         return findings
 
+    # -- network ACL blocks alone (ec2ir.nacl) ---------------------------------------------------
+
+    def block_ip(self, cidrs: Iterable[str], case_id: str, dry_run: bool = False) -> nacl.NaclReport:
+        """``ec2ir block-ip``: deny addresses at the subnet edge of every instance the case holds."""
+        return self._edge("block-ip", cidrs, case_id, dry_run)
+
+    def unblock_ip(self, cidrs: Iterable[str], case_id: str, dry_run: bool = False) -> nacl.NaclReport:
+        """``ec2ir unblock-ip``: remove the case's deny entries for these addresses, wherever they are."""
+        return self._edge("unblock-ip", cidrs, case_id, dry_run)
+
+    def _edge(self, action: str, cidrs: Iterable[str], case_id: str, dry_run: bool) -> nacl.NaclReport:
+        case = validate.case_id(case_id)
+        raw = list(cidrs)
+        nacl.parse_blocks(raw, skip_unsafe=False, check=action == "block-ip")  # bad input: exit 2 at once
+        actor = self.aws.caller_arn()
+        self.store.require()
+        report = nacl.NaclReport(action, case, actor, dry_run=dry_run)
+        journal = functools.partial(self._journal_aside, notes=report.notes)
+        if action == "block-ip":
+            nacl.block_held(self.aws, self.store, report, raw, journal)
+        else:
+            nacl.unblock_held(self.aws, self.store, report, raw, journal)
+        self._journal([], report.notes)  # the run's journal chain heads
+        return report
+
     # -- status --------------------------------------------------------------------------------
 
     def status(self, case_id: str | None = None, include_released: bool = False) -> list[Hold]:
@@ -1601,12 +1691,16 @@ class Engine:
         records = self.store.group_records(region)
         holds = self.store.holds(case)
         checked, breaches, notes = find_breaches(self.aws, holds, records, account)
+        breaches += nacl.find_breaches(self.aws, self.store, holds)  # the cases' network ACL entries
         report = CheckReport(checked, breaches, notes=notes)
         if repair and breaches:
             self._repair(report, holds, records, account, region)
-            _, report.remaining, _ = find_breaches(
-                self.aws, self.store.holds(case), self.store.group_records(region), account
-            )
+            journal = functools.partial(self._journal_aside, notes=report.notes)
+            acl_cases = {b.case_id for b in breaches if b.kind in nacl.BREACH_KINDS}
+            report.notes += nacl.repair(self.aws, self.store, acl_cases, actor, journal)
+            held = self.store.holds(case)
+            _, report.remaining, _ = find_breaches(self.aws, held, self.store.group_records(region), account)
+            report.remaining += nacl.find_breaches(self.aws, self.store, held)
         by_case: dict[str, list[Breach]] = {}
         for breach in breaches:
             by_case.setdefault(breach.case_id or "", []).append(breach)

@@ -17,6 +17,9 @@ from ec2ir.errors import Ec2irError
 from ec2ir.evidence import BUCKET_CREATION, EVIDENCE_PERMISSIONS
 from ec2ir.forensics import FORENSICS_PERMISSIONS
 from ec2ir.memory import MEMORY_PERMISSIONS
+from ec2ir.nacl import PERMISSIONS as NACL_PERMISSIONS
+from ec2ir.nacl import PURPOSE as NACL_PURPOSE
+from ec2ir.nacl import UNDO_PERMISSIONS as NACL_UNDO_PERMISSIONS
 from ec2ir.steps import STEPS
 
 ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
@@ -65,6 +68,7 @@ def actions_by_purpose() -> dict[str, tuple[str, ...]]:
     purposes = dict(ENGINE_PERMISSIONS) | EVIDENCE_PERMISSIONS
     purposes[FORENSIC_VOLUMES] = FORENSICS_PERMISSIONS
     purposes[MEMORY] = MEMORY_PERMISSIONS
+    purposes[NACL_PURPOSE] = NACL_PERMISSIONS
     for step in STEPS:
         purposes[_step_purpose(step)] = step.permissions
     return purposes
@@ -93,6 +97,7 @@ def isolate_actions() -> list[str]:
     An action a step's undo needs is left out only if nothing else needs it too (another step's
     apply, discovery, the groups)."""
     undo_only = {_step_purpose(step): frozenset(step.undo_permissions) for step in STEPS}
+    undo_only[NACL_PURPOSE] = frozenset(NACL_UNDO_PERMISSIONS)  # removing a deny entry: release only
     return sorted(
         {
             action
@@ -108,7 +113,7 @@ def release_only_actions() -> list[str]:
     """What releasing needs on top of ``isolate_actions()``: restoring the recorded originals
     (the instance profile and its role, --rejoin's Auto Scaling group and load balancers, the
     tags that were not there, the revoke-sessions deny policy). Only the function that releases
-    (the stack's custom resource) is granted them."""
+    (the stack's custom resource) is granted them. Removing a network ACL deny entry too."""
     return sorted(set(function_actions()) - set(isolate_actions()))
 
 
