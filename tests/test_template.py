@@ -42,7 +42,7 @@ from ec2ir import validate
 from ec2ir.aws import Aws
 from ec2ir.engine import Engine
 from ec2ir.groups import create_group
-from ec2ir.handlers import custom_resource
+from ec2ir.handlers import custom_resource, guardduty
 from ec2ir.models import HoldStatus
 from ec2ir.permissions import function_actions, isolate_actions, release_only_actions
 from ec2ir.state import KEY_SCHEMA, StateStore
@@ -163,7 +163,7 @@ def test_parameters_refuse_what_the_engine_refuses() -> None:
     for digest in ("5F2B" * 16, "5f2b" * 15, "sha256:" + "0" * 64, "latest"):
         assert not allowed("CastSha256", digest), digest
     # The digest is optional only where no workstation is created (an outside forensic group).
-    (rule,) = sam_template()["Rules"].values()
+    rule = sam_template()["Rules"]["WorkstationNeedsCastDigest"]
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "ForensicSecurityGroupId"}, ""]}
     assert rule["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CastSha256"}, ""]}]}
     for severity in ("", "1", "7", "7.5", "8.9", "10", "10.0"):
@@ -268,7 +268,12 @@ def create_stack(
     )
 
 
-FULL = {"AutoContainSeverity": "7", "NotificationEmail": "ir@example.com", "RevokeSessions": "true"}
+FULL = {
+    "AutoContainSeverity": "7",
+    "BlockRemoteIpSeverity": "8",
+    "NotificationEmail": "ir@example.com",
+    "RevokeSessions": "true",
+}
 
 
 @pytest.mark.parametrize("options", ["full", "defaults", "external-forensic-group"])
@@ -637,7 +642,7 @@ def test_the_guardduty_rule_selects_ec2_findings_at_or_above_the_severity(aws: A
         assert sent["FailedEntryCount"] == 0
     deadline = time.monotonic() + 5
     selected: set[str] = set()  # the EventBridge ids of the events delivered
-    while time.monotonic() < deadline and len(selected) < 3:
+    while time.monotonic() < deadline and len(selected) < 4:
         for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
             delivered = json.loads(message["Body"])
             selected.add(json.dumps([delivered["detail"]["id"], delivered["detail"].get("updatedAt")]))
@@ -651,6 +656,7 @@ def test_the_guardduty_rule_selects_ec2_findings_at_or_above_the_severity(aws: A
     assert {by_key[key] for key in selected} == {
         "ec2_backdoor_high.json",
         "ec2_backdoor_high_updated.json",
+        "ec2_c2_outbound_high.json",
         "ec2_sample_high.json",
     }
 
@@ -743,6 +749,8 @@ def test_the_guardduty_function_uses_the_stacks_forensic_group(aws: Aws, fleet: 
         FunctionName=deployed.resources["GuardDutyFunction"]
     )
     assert configuration["Environment"]["Variables"]["EC2IR_FORENSIC_GROUP_ID"] == outside
+    # and blocks the remote addresses of findings at or above BlockRemoteIpSeverity
+    assert configuration["Environment"]["Variables"][guardduty.BLOCK_SEVERITY_ENV] == "8"
 
 
 def test_the_outputs_carry_what_failed_and_where_the_snapshot_list_is() -> None:
@@ -1017,3 +1025,54 @@ def test_evidence_is_object_locked_and_its_versions_cannot_be_deleted(aws: Aws, 
 
     deployed = deploy(aws, fleet, BreakGlassRoleArn="arn:aws:iam::123456789012:role/ir/break-glass")
     assert deployed.statuses["EvidenceBucket"] == "CREATE_COMPLETE"
+
+
+# -- network ACL blocks of a finding's remote addresses (issue 19) ----------------------------------------
+
+NETWORK_ACLS = {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:network-acl/*"}
+
+
+def test_block_remote_ip_severity_is_the_handlers_rule_and_needs_auto_containment() -> None:
+    template = sam_template()
+    parameter = template["Parameters"]["BlockRemoteIpSeverity"]
+    assert parameter["Default"] == ""  # off unless asked for
+    assert parameter["AllowedPattern"] == guardduty.BLOCK_SEVERITY_PATTERN
+    assert parameter["AllowedPattern"] == template["Parameters"]["AutoContainSeverity"]["AllowedPattern"]
+    for value in ("", "1", "7", "7.5", "10", "10.0", "5.0"):
+        assert re.fullmatch(parameter["AllowedPattern"], value), value
+        assert guardduty.block_setting_from(value).problem == "", value
+    for value in ("0", "11", "7.55", "high", "-1", "1e1", ".5"):
+        assert not re.fullmatch(parameter["AllowedPattern"], value), value
+        assert guardduty.block_setting_from(value).threshold is None, value
+    # Only the GuardDuty function blocks, and it exists only with AutoContainSeverity.
+    rule = template["Rules"]["BlockingNeedsAutoContainment"]
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "BlockRemoteIpSeverity"}, ""]}]}
+    assert rule["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AutoContainSeverity"}, ""]}]
+    }
+    function = template["Resources"]["GuardDutyFunction"]
+    assert function["Condition"] == "AutoContainEnabled"
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables[guardduty.BLOCK_SEVERITY_ENV] == {"Ref": "BlockRemoteIpSeverity"}
+
+
+@pytest.mark.usefixtures("emulator")  # samtranslator needs a Region
+def test_network_acl_entries_are_added_by_both_roles_and_removed_only_by_a_release() -> None:
+    template = translated()
+    for role in FUNCTION_ROLES:
+        statements = [s for s in role_statements(template, role) if s["Effect"] == "Allow"]
+        (create,) = [s for s in statements if "ec2:CreateNetworkAclEntry" in actions_of(s)]
+        assert (actions_of(create), create["Resource"]) == (["ec2:CreateNetworkAclEntry"], NETWORK_ACLS)
+        (read,) = [s for s in statements if "ec2:DescribeNetworkAcls" in actions_of(s)]
+        assert "ec2:DescribeVpcs" in actions_of(read) and read["Resource"] == "*"  # no resource-level
+    engine = [s for s in role_statements(template, "EngineRole") if s["Effect"] == "Allow"]
+    (delete,) = [s for s in engine if "ec2:DeleteNetworkAclEntry" in actions_of(s)]
+    assert (actions_of(delete), delete["Resource"]) == (["ec2:DeleteNetworkAclEntry"], NETWORK_ACLS)
+    assert "ec2:DeleteNetworkAclEntry" not in role_allows(template, "IsolateOnlyRole")
+    # Not ReplaceNetworkAclEntry nor any change to an ACL itself or its subnets.
+    granted = set().union(*(role_allows(template, role) for role in FUNCTION_ROLES))
+    assert {a for a in granted if "NetworkAcl" in a} == {
+        "ec2:CreateNetworkAclEntry",
+        "ec2:DeleteNetworkAclEntry",
+        "ec2:DescribeNetworkAcls",
+    }

@@ -49,6 +49,15 @@ is corrected here, in one reversible patch set (see docs/design.md, "The emulato
 * ``console-screenshot``: moto has no ``GetConsoleScreenshot`` (HTTP 500). A running instance
   answers with a small valid JPEG (``ImageData``, base64) and its ``InstanceId``; any other state
   is refused with ``IncorrectInstanceState``.
+* ``nacl-entries``: moto ignores ``DryRun`` on ``CreateNetworkAclEntry``,
+  ``ReplaceNetworkAclEntry`` and ``DeleteNetworkAclEntry`` (the change is made); EC2 answers
+  ``DryRunOperation`` and changes nothing. moto fails with HTTP 500 on deleting or replacing an
+  entry that does not exist; EC2 answers ``InvalidNetworkAclEntry.NotFound``. moto accepts any
+  rule number; EC2 takes 1 to 32766 (32767 and up are its own, the default ``*`` rule among them)
+  and refuses the rest with ``InvalidParameterValue``. ``DescribeNetworkAcls`` of an ACL id that
+  does not exist answers ``InvalidRouteTableID.NotFound`` in moto, ``InvalidNetworkAclID.NotFound``
+  in EC2. (A rule number already taken in the same direction is refused with
+  ``NetworkAclEntryAlreadyExists`` by both.)
 
 moto is imported only here, and only by ``ec2ir demo`` and ``ec2ir emulator``: it is an optional
 extra (``pip install 'ec2ir[emulator]'``).
@@ -124,8 +133,10 @@ def _patches() -> list[tuple[str, object, str, Any]]:
     from moto.ec2.models import EC2Backend
     from moto.ec2.models.elastic_network_interfaces import NetworkInterface
     from moto.ec2.models.instances import Instance
+    from moto.ec2.models.network_acls import NetworkAclBackend
     from moto.ec2.responses import EC2Response
     from moto.ec2.responses.instances import InstanceResponse
+    from moto.ec2.responses.network_acls import NetworkACLs
     from moto.iam.responses import IamResponse
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
     from moto.ssm.exceptions import SSMException
@@ -407,6 +418,50 @@ def _patches() -> list[tuple[str, object, str, Any]]:
         image = base64.b64encode(SCREENSHOT_JPEG).decode()
         return ActionResult({"InstanceId": instance.id, "ImageData": image})
 
+    def nacl_entry_call(action: str) -> Any:
+        """Create/Replace/DeleteNetworkAclEntry as EC2 takes them: DryRun honoured, and a rule
+        number from 1 to 32766 only."""
+        original = getattr(NetworkACLs, action)
+
+        def call(response: Any) -> Any:
+            response.error_on_dryrun()
+            number = response._get_param("RuleNumber")
+            if not str(number).isdigit() or not 1 <= int(number) <= 32766:
+                raise EC2ClientError(
+                    "InvalidParameterValue",
+                    f"Value ({number}) for parameter ruleNumber is invalid. "
+                    "Rulenumber must be in range 1..32766",
+                )
+            return original(response)
+
+        return call
+
+    def delete_network_acl_entry(backend: Any, network_acl_id: str, rule_number: int, egress: bool) -> Any:
+        network_acl = backend.get_network_acl(network_acl_id)
+        entry = next(
+            (
+                entry
+                for entry in network_acl.network_acl_entries
+                if bool(entry.egress) == bool(egress) and int(entry.rule_number) == int(rule_number)
+            ),
+            None,
+        )
+        if entry is None:
+            raise EC2ClientError(
+                "InvalidNetworkAclEntry.NotFound",
+                f"no {'egress' if egress else 'ingress'} entry with number {rule_number} "
+                f"in network ACL {network_acl_id}",
+            )
+        network_acl.network_acl_entries.remove(entry)
+        return entry
+
+    original_describe_acls = NetworkAclBackend.describe_network_acls
+
+    def describe_network_acls(backend: Any, network_acl_ids: Any = None, filters: Any = None) -> Any:
+        for network_acl_id in network_acl_ids or []:
+            backend.get_network_acl(network_acl_id)  # InvalidNetworkAclID.NotFound
+        return original_describe_acls(backend, network_acl_ids, filters)
+
     return [
         ("simulate-principal-policy", IamResponse, "simulate_principal_policy", simulate_principal_policy),
         ("atomic-requests", DomainDispatcherApplication, "__call__", atomic_dispatch),
@@ -460,6 +515,16 @@ def _patches() -> list[tuple[str, object, str, Any]]:
         ("ssm-command-output", SimpleSystemManagerBackend, "send_command", send_command_standing_in),
         ("ssm-cancel-command", SimpleSystemManagerResponse, "cancel_command", cancel_command),
         ("console-screenshot", EC2Response, "get_console_screenshot", get_console_screenshot),
+        *(
+            ("nacl-entries", NetworkACLs, action, nacl_entry_call(action))
+            for action in (
+                "create_network_acl_entry",
+                "replace_network_acl_entry",
+                "delete_network_acl_entry",
+            )
+        ),
+        ("nacl-entries", NetworkAclBackend, "delete_network_acl_entry", delete_network_acl_entry),
+        ("nacl-entries", NetworkAclBackend, "describe_network_acls", describe_network_acls),
     ]
 
 
@@ -478,6 +543,7 @@ FIXES = (
     "ssm-cancel-command",
     "console-screenshot",
     "metadata-options-kept",
+    "nacl-entries",
 )
 
 

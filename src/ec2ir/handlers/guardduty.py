@@ -20,17 +20,26 @@ instance is contained under a new episode of the same case, and the notification
 The isolation group admits SSH from the stack's forensic group (``EC2IR_FORENSIC_GROUP_ID``, and
 ``EC2IR_FORENSIC_GROUP_OWNER_ID`` for a group of another account), exactly as the stack's own
 containment does, so that auto-containment never takes the security team's access away.
+
+With ``EC2IR_BLOCK_REMOTE_IP_SEVERITY`` set (the stack's ``BlockRemoteIpSeverity``), a finding at
+or above it also has the remote addresses it names (``finding_addresses``) denied in the network
+ACLs of the instance's subnets, each as a /32 or /128, both ways, under the finding's case, so that
+releasing the case removes them. An address the engine finds unsafe to block (inside the VPC, an
+AWS service's, the forensic side) is left out with a note rather than refusing the run: the
+instance is contained either way. The notification says what was asked, what was left out and why.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +56,10 @@ from ec2ir.handlers import (
     report_lines,
     setup_logging,
 )
+from ec2ir.handlers.finding_addresses import FindingAddresses, finding_addresses
 from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus
+from ec2ir.nacl import NaclReport
+from ec2ir.output import printable
 from ec2ir.state import now
 from ec2ir.steps import Options
 
@@ -58,6 +70,10 @@ OFFICE_CIDR_ENV = "EC2IR_OFFICE_CIDR"
 REVOKE_SESSIONS_ENV = "EC2IR_REVOKE_SESSIONS"
 FORENSIC_GROUP_ENV = "EC2IR_FORENSIC_GROUP_ID"
 FORENSIC_GROUP_OWNER_ENV = "EC2IR_FORENSIC_GROUP_OWNER_ID"
+BLOCK_SEVERITY_ENV = "EC2IR_BLOCK_REMOTE_IP_SEVERITY"
+# The stack's BlockRemoteIpSeverity, AutoContainSeverity's own rule: empty (off), or a GuardDuty
+# severity from 1 to 10 with at most one decimal (tests/test_template.py keeps them equal).
+BLOCK_SEVERITY_PATTERN = r"^((10(\.0)?)|([1-9](\.[0-9])?))?$"
 CASE_PREFIX = "gd-"
 # The state table's record of each finding's containment (its count then), beside the holds.
 SEEN_PREFIX, SEEN_SORT_PREFIX = "guardduty#", "instance#"
@@ -80,6 +96,8 @@ class Finding:
     archived: bool
     updated_at: str = ""  # detail.updatedAt: when GuardDuty last updated the finding
     count: int | None = None  # detail.service.count: how many times the activity was seen
+    # the remote addresses it names that may be blocked, and what was left out
+    remote: FindingAddresses = field(default_factory=FindingAddresses)
 
 
 class Unusable(Exception):
@@ -150,7 +168,18 @@ def parse_finding(event: Any) -> Finding:
         archived=service.get("archived") is True,
         updated_at=str(detail.get("updatedAt") or ""),
         count=_count(service.get("count")),
+        remote=_remote(detail),
     )
+
+
+def _remote(detail: Mapping[str, Any]) -> FindingAddresses:
+    """The finding's remote addresses; a finding whose addresses cannot be read is still
+    contained, with none blocked (``finding_addresses`` does not raise; this is the last guard)."""
+    try:
+        return finding_addresses(detail)
+    except Exception:  # hostile input must never stop containment
+        log.exception("could not read the remote addresses of a finding")
+        return FindingAddresses(notes=("the finding's remote addresses could not be read",))
 
 
 def _count(value: Any) -> int | None:
@@ -272,6 +301,93 @@ def threshold_from(raw: str | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class BlockSetting:
+    """Whether a finding's remote addresses are blocked: at or above ``threshold``; never when it
+    is None (off, or ``problem`` says why the configured value was refused)."""
+
+    threshold: float | None = None
+    problem: str = ""
+
+    def applies(self, finding: Finding) -> tuple[bool, str]:
+        """Whether ``finding``'s addresses are to be blocked, and if not, why not."""
+        if self.threshold is None:
+            return False, self.problem or "BlockRemoteIpSeverity is empty (blocking is off)"
+        if finding.severity < self.threshold:
+            return False, f"severity {finding.severity:g} is below BlockRemoteIpSeverity {self.threshold:g}"
+        return True, ""
+
+
+BLOCK_OFF = BlockSetting()
+
+
+@functools.lru_cache(maxsize=8)
+def block_setting_from(raw: str | None) -> BlockSetting:
+    """``EC2IR_BLOCK_REMOTE_IP_SEVERITY`` read, once per execution environment and value (so a bad
+    value is logged once, at cold start). A bad value blocks nothing, says so in every
+    notification, and leaves containment as it is."""
+    if raw is None or not raw.strip():
+        return BLOCK_OFF
+    if re.fullmatch(BLOCK_SEVERITY_PATTERN, raw.strip()) is None:
+        problem = (
+            f"{BLOCK_SEVERITY_ENV}={printable(raw[:32])!r} is not a GuardDuty severity (1 to 10, at "
+            "most one decimal; empty for off), so no address is blocked"
+        )
+        log.error("%s", problem)
+        return BlockSetting(problem=problem)
+    return BlockSetting(float(raw))
+
+
+def _names(note: str, address: str) -> bool:
+    """Whether ``note`` names ``address`` (alone, or as its /32 or /128)."""
+    return re.search(rf"(?<![0-9A-Za-z:.]){re.escape(address)}(?![0-9A-Za-z:.])", note) is not None
+
+
+def acl_notes(notes: list[str], finding: Finding) -> list[str]:
+    """The run's notes about network ACLs or naming one of the finding's remote addresses (not
+    the general note on what isolation cannot stop, which every run has)."""
+    return [
+        note
+        for note in notes
+        if ("network acl" in note.lower() and not note.startswith("isolation limits"))
+        or any(_names(note, address.address) for address in finding.remote.addresses)
+    ]
+
+
+def block_lines(
+    finding: Finding, block: BlockSetting, requested: bool, blocks: NaclReport | None, notes: list[str]
+) -> list[str]:
+    """What the notification says about the finding's remote addresses: which were blocked (from
+    the engine's record of the entries in place, never from the wording of a note), which were
+    left out and why (by this handler, or by the engine: its ``notes`` about them)."""
+    remote = finding.remote
+    if not remote.addresses and not remote.notes and not notes:
+        return []
+    if requested:
+        lines = [
+            f"Remote addresses (BlockRemoteIpSeverity {block.threshold:g}), denied both ways in the "
+            f"network ACLs of the instance's subnets under case {case_for(finding.finding_id)}:"
+        ]
+        denied = blocks.denied() if blocks is not None else {}
+        for address in remote.addresses:
+            acls = denied.get(str(ipaddress.ip_network(address.address)))
+            if acls:
+                lines.append(f"  blocked {address.describe()} in {', '.join(sorted(acls))}")
+            else:
+                lines.append(f"  NOT blocked (see the network ACL notes): {address.describe()}")
+    else:
+        applies, why = block.applies(finding)
+        lines = [
+            "Remote addresses: none the finding names can be blocked:"
+            if applies
+            else f"Remote addresses named by the finding, not blocked because {why}:"
+        ]
+        lines += [f"  {address.describe()}" for address in remote.addresses]
+    lines += [f"  {note}" for note in remote.notes]
+    lines += [f"  note: {printable(note)}" for note in notes]
+    return lines
+
+
 def _ignored(why: str, finding: Finding | None = None) -> dict[str, Any]:
     outcome: dict[str, Any] = {"outcome": IGNORED, "reason": why}
     if finding is not None:
@@ -289,6 +405,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         event,
         engine_from_environment,
         threshold=threshold_from(os.environ.get(THRESHOLD_ENV)),
+        block=block_setting_from(os.environ.get(BLOCK_SEVERITY_ENV)),
         own_account=own_account,
         own_region=os.environ.get("AWS_REGION"),
         office_cidr=os.environ.get(OFFICE_CIDR_ENV) or None,
@@ -310,6 +427,7 @@ def handle(
     topic_arn: str | None = None,
     forensic_group: str | None = None,
     forensic_group_owner: str | None = None,
+    block: BlockSetting = BLOCK_OFF,
 ) -> dict[str, Any]:
     """Contain the instance a finding names, when it qualifies; say what happened."""
     try:
@@ -335,6 +453,9 @@ def handle(
 
     case = case_for(finding.finding_id)
     outcome: dict[str, Any] = {"finding": finding.finding_id, "instance": finding.instance_id, "case": case}
+    blocking = block.applies(finding)[0] and bool(finding.remote.addresses)
+    if blocking:
+        outcome["block_ips"] = list(finding.remote.cidrs)
     again = ""  # why a released instance is contained again
     try:
         engine = engine_factory()
@@ -366,6 +487,9 @@ def handle(
                 revoke_sessions=revoke_sessions,
                 forensic_group=forensic_group or "",
                 forensic_group_owner=forensic_group_owner or "",
+                block_ips=finding.remote.cidrs if blocking else (),
+                # an unsafe address is left out with a note: the instance is contained regardless
+                block_ips_skip_unsafe=True,
             ),
         )
     except Ec2irError as error:
@@ -389,18 +513,32 @@ def handle(
     if again:
         outcome["episode"] = "new"
     log_event(outcome["outcome"], outcome)
-    if outcome["outcome"] != ALREADY_HELD:
+    about_acls = acl_notes(report.notes, finding)
+    # A finding sent again for an instance this case holds changes nothing, unless it names new
+    # addresses to block (or their blocks failed): then the engine's notes say so, and so do we.
+    blocked_more = (
+        outcome["outcome"] == ALREADY_HELD
+        and result.ok
+        and blocking
+        and report.blocks is not None
+        and report.blocks.changed()
+    )
+    if outcome["outcome"] != ALREADY_HELD or blocked_more:
         verb = "contained" if outcome["outcome"] == CONTAINED else "could NOT fully contain"
         target = f"{finding.instance_id} again" if again else finding.instance_id
         subject = f"ec2ir {verb} {target} (GuardDuty {finding.severity:g})"
+        if blocked_more:
+            subject = f"ec2ir blocked addresses for {finding.instance_id} (GuardDuty {finding.severity:g})"
+        moved = {f"  note: {note}" for note in about_acls}
         message = "\n".join(
             [
-                f"GuardDuty finding {finding.finding_id}: {finding.finding_type}",
-                finding.title,
+                f"GuardDuty finding {printable(finding.finding_id)}: {printable(finding.finding_type)}",
+                printable(finding.title),
                 f"severity {finding.severity:g}, account {finding.account_id}, {finding.region}",
                 *([f"Contained again under a new episode of case {case}: {again}"] if again else []),
+                *block_lines(finding, block, blocking, report.blocks, about_acls),
                 "",
-                *report_lines(report),
+                *(line for line in report_lines(report) if line not in moved),
             ]
         )
         notify(engine.aws, topic_arn, subject, message)
