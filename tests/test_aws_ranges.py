@@ -46,6 +46,8 @@ def test_the_tests_read_the_fixture_and_never_the_network() -> None:
         ("2600:1f70:4000::1/128", "us-east-1", "2600:1f70:4000::/40"),  # S3, IPv6
         ("2600:1f14::/48", "us-east-1", "2600:1f14::/35"),  # AMAZON only, IPv6
         ("2600:9000::5/128", "us-east-1", "2600:9000::/28"),  # GLOBAL, IPv6
+        ("3.83.201.9/32", "us-east-1", "3.83.200.0/22"),  # EC2 and EC2_INSTANCE_CONNECT: the latter's
+        ("3.83.0.0/16", "us-east-1", "3.83.200.0/22"),  # covers EC2_INSTANCE_CONNECT's range
     ],
 )
 def test_aws_service_addresses_are_refused(cidr: str, region: str, refused_by: str) -> None:

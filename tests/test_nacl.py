@@ -10,6 +10,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.exceptions import ClientError
 
 from ec2ir import aws_ranges, cli, nacl
 from ec2ir.aws import Aws, AwsSettings
@@ -486,3 +488,164 @@ def test_the_lowest_free_numbers_ahead_of_the_first_entry_that_is_not_ec2irs() -
     assert nacl.free_numbers([3], claimed=[1], count=2) is None  # not enough room: nothing at all
     assert nacl.free_numbers([1], claimed=[], count=1) is None
     assert nacl.free_numbers([5, 2], claimed=[1], count=1) is None  # 2 is someone's: the first entry
+
+
+def test_guardduty_never_waits_for_the_safety_reads_before_the_cut(
+    engine: Engine, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For GuardDuty an unsafe address is left out, not refused, so the cut need not wait for
+    what shows an address safe (ip-ranges.json is a download at a cold start): the reads are held
+    here until the first swap, which must therefore come first."""
+    import threading
+
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    acl = acl_of(fleet, fleet.subnets[vpc])
+    cut = threading.Event()
+    waited_for_the_cut: list[bool] = []
+    gather = nacl.gather_safety
+
+    def slow_safety(*args: Any, **kwargs: Any) -> nacl.Safety:
+        waited_for_the_cut.append(cut.wait(timeout=20))  # False: the cut waited for these reads
+        return gather(*args, **kwargs)
+
+    def on_call(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if "Groups" in params:
+            cut.set()
+
+    monkeypatch.setattr(nacl, "gather_safety", slow_safety)
+    for lane in (engine.aws, engine.lanes_aws, engine.urgent_aws):
+        lane.ec2().meta.events.register("before-parameter-build.ec2", on_call)
+    options = Options(evidence=False, block_ips=(ATTACKER,), block_ips_skip_unsafe=True)
+
+    report = engine.isolate([instance], "GD-3", options=options)
+
+    assert [r.ok for r in report.results] == [True]
+    assert waited_for_the_cut == [True]
+    assert deny(False, 1, f"{ATTACKER}/32") in entries(fleet, acl)
+
+
+# -- the security review: races, partial pairs, addresses that embed IPv4, scoped addresses ------------
+
+
+def test_a_same_case_run_that_finds_its_number_taken_by_the_entry_it_wanted_keeps_it_recorded(
+    emulator: Emulator, engine: Engine, fleet: Fleet
+) -> None:
+    """Run 1 records rule 1 (pending); run 2 reads it pending and missing and adds it again at the
+    same number; run 1's create lands first, so run 2's is refused as already there. Neither may
+    leave the deny live with its record ``removed``."""
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    acl = acl_of(fleet, fleet.subnets[vpc])
+    engine.isolate([instance], "IR-R", options=Options(evidence=False))
+    aws2 = Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url))
+    second = Engine(aws2, StateStore(aws2), concurrency=4)
+    lands = Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url))  # run 1's create
+    inbound = {
+        "NetworkAclId": acl, "RuleNumber": 1, "Egress": False, "Protocol": "-1",
+        "RuleAction": "deny", "CidrBlock": f"{ATTACKER}/32",
+    }  # fmt: skip
+    landed: list[bool] = []
+    raced: list[nacl.NaclReport] = []
+
+    def run1_create_lands(params: dict[str, Any], **_: Any) -> None:  # just before run 2's create
+        if not landed:
+            landed.append(True)
+            lands.ec2().create_network_acl_entry(**inbound)
+
+    def run2_reads_first(**_: Any) -> Any:  # run 1, about to add its pending inbound entry
+        if raced:
+            return None
+        aws2.ec2().meta.events.register("before-call.ec2.CreateNetworkAclEntry", run1_create_lands)
+        raced.append(second.block_ip([ATTACKER], "IR-R"))
+        return AWSResponse("https://ec2", 200, HTTPHeaders(), None), {}  # run 1's create (landed above)
+
+    engine.aws.ec2().meta.events.register("before-call.ec2.CreateNetworkAclEntry", run2_reads_first)
+
+    first = engine.block_ip([ATTACKER], "IR-R")
+
+    assert entries(fleet, acl) == ALLOW_ALL | {
+        deny(False, 1, f"{ATTACKER}/32"),
+        deny(True, 1, f"{ATTACKER}/32"),
+    }
+    assert {k: r["status"] for k, r in records(fleet.aws, acl).items()} == {
+        (False, 1): "applied",
+        (True, 1): "applied",
+    }
+    assert first.ok and raced[0].ok, (first.all_notes(), raced[0].all_notes())
+    inbound_results = {
+        c.result
+        for report in (first, raced[0])
+        for c in report.changes
+        if not c.egress and c.rule_number == 1
+    }
+    assert nacl.ChangeResult.ALREADY_THERE in inbound_results
+
+
+def test_a_failure_on_the_second_direction_takes_the_first_out_and_goes_on_with_the_next_address(
+    engine: Engine, fleet: Fleet
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    acl = acl_of(fleet, fleet.subnets[vpc])
+    engine.isolate([instance], "IR-Q", options=Options(evidence=False))
+    calls: list[dict[str, Any]] = []
+
+    def quota(params: dict[str, Any], **_: Any) -> None:
+        calls.append(params)
+        if len(calls) in (2, 6):  # the outbound entry of the first and of the third address
+            error = {"Error": {"Code": nacl.LIMIT_EXCEEDED, "Message": "quota"}}
+            raise ClientError(error, "CreateNetworkAclEntry")  # type: ignore[arg-type]
+
+    engine.aws.ec2().meta.events.register("before-parameter-build.ec2.CreateNetworkAclEntry", quota)
+
+    report = engine.block_ip([ATTACKER, "198.51.100.9", "192.0.2.5"], "IR-Q")
+
+    assert entries(fleet, acl) == ALLOW_ALL | {
+        deny(False, 2, "198.51.100.9/32"),
+        deny(True, 2, "198.51.100.9/32"),
+    }, report.all_notes()
+    assert {
+        (k, r["cidr"], r["status"]) for k, r in records(fleet.aws, acl).items() if r["status"] != "removed"
+    } == {
+        ((False, 2), "198.51.100.9/32", "applied"),
+        ((True, 2), "198.51.100.9/32", "applied"),
+    }
+    problems = [p.text for p in report.problems]
+    assert len(problems) == 2, problems
+    assert any(f"{ATTACKER}/32" in p for p in problems) and any("192.0.2.5/32" in p for p in problems)
+    assert set(report.denied()) == {"198.51.100.9/32"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "64:ff9b::a00:1",
+        "64:ff9b::/96",
+        "64:ff9b:1::5",
+        "::ffff:203.0.113.7",
+        "::ffff:0:0/96",
+        "2002:cb00:7107::1",
+    ],
+)
+def test_addresses_that_embed_ipv4_are_refused(raw: str) -> None:
+    with pytest.raises(UsageError, match="embeds IPv4"):
+        nacl.parse_blocks([raw], skip_unsafe=False)
+    blocks, notes = nacl.parse_blocks([raw, ATTACKER], skip_unsafe=True)
+    assert [str(b) for b in blocks] == [f"{ATTACKER}/32"]
+    assert len(notes) == 1 and "embeds IPv4" in notes[0]
+
+
+def test_a_scoped_address_is_refused() -> None:
+    with pytest.raises(UsageError, match="scope"):
+        nacl.parse_blocks(["2001:db8::1%eth0"], skip_unsafe=False)
+    with pytest.raises(UsageError, match="scope"):
+        nacl.parse_blocks(["fe80::1%1/128"], skip_unsafe=False, check=False)
+
+
+def test_the_cli_refuses_nat64_and_scoped_addresses_with_exit_2(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    for raw, says in (("64:ff9b::808:808", "embeds IPv4"), ("2001:db8::1%eth0", "scope")):
+        refused = run("isolate", instance, "--case", "IR-6", "--no-evidence", "--block-ip", raw)
+        assert refused.code == 2 and says in one_line_error(refused), refused.err

@@ -10,9 +10,11 @@ and ``GLOBAL``:
 
 * any ``AMAZON`` range that no ``EC2`` range covers: the endpoints of S3, DynamoDB, SSM, STS, KMS,
   the EC2 API and the other services, which evidence, the state table and memory acquisition use;
-* any ``S3`` or ``DYNAMODB`` range, even where an ``EC2`` range covers it too: AWS documents that a
-  service built on EC2 resources (S3 is its example) has ranges listed under both codes that only
-  that service uses ("Range overlaps" in the same guide).
+* any range of a specific service (any code but ``AMAZON`` and ``EC2``: ``S3``, ``DYNAMODB``,
+  ``EC2_INSTANCE_CONNECT``, ``CLOUDFRONT``, ``ROUTE53_HEALTHCHECKS`` ...), even where an ``EC2``
+  range lists or covers it too: AWS documents that a range listed under both ``EC2`` and another
+  service code is used only by that service ("Range overlaps" in the same guide). So an ``EC2``
+  range listed under another code too is not customer space.
 
 The file is read from ``$EC2IR_AWS_IP_RANGES`` (a path: the stack, or a host without internet
 access, ships a copy) or fetched from AWS with a short timeout, and kept for the life of the process.
@@ -37,9 +39,10 @@ URL = "https://ip-ranges.amazonaws.com/ip-ranges.json"
 TIMEOUT = 5.0  # seconds; the published file is a few MB, served from CloudFront
 MAX_BYTES = 64 * 1024 * 1024
 AMAZON, EC2, GLOBAL = "AMAZON", "EC2", "GLOBAL"
-# Services whose ranges the forensic side uses directly: the evidence bucket and the state table.
-# Their ranges are refused even where an EC2 range lists them too (see the module's docstring).
+# Services whose ranges the forensic side uses directly (the evidence bucket, the state table): named
+# first when a block conflicts with several. Every specific service's ranges are refused.
 NEEDED_SERVICES = frozenset({"S3", "DYNAMODB"})
+GENERAL = frozenset({AMAZON, EC2})  # every other service code is a specific service
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Opener = Callable[..., IO[bytes]]
@@ -79,13 +82,19 @@ class AwsRanges:
                 protected = [
                     prefix
                     for prefix in self.prefixes
-                    if prefix.region in (region, GLOBAL)
-                    and (prefix.service == AMAZON or prefix.service in NEEDED_SERVICES)
+                    if prefix.region in (region, GLOBAL) and prefix.service != EC2
                 ]
-                # the needed services first, so that a conflict names S3 rather than AMAZON
-                protected.sort(key=lambda prefix: prefix.service not in NEEDED_SERVICES)
+                # the specific services first (S3 and DynamoDB before them), so that a conflict names
+                # S3 rather than AMAZON
+                protected.sort(
+                    key=lambda prefix: (prefix.service == AMAZON, prefix.service not in NEEDED_SERVICES)
+                )
                 self._protected[region] = tuple(protected)
             return self._protected[region]
+
+    def _specific(self) -> frozenset[Network]:
+        """Every range a specific service (not AMAZON, not EC2) lists, in any Region."""
+        return frozenset(p.network for p in self.prefixes if p.service not in GENERAL)
 
     def name(self, prefix: Prefix) -> str:
         """The prefix with the services AWS lists it under (AMAZON only when it is the only one)."""
@@ -99,14 +108,20 @@ class AwsRanges:
         """The first of AWS's ranges that ``cidr`` would cut the forensic side off from, if any.
 
         An ``AMAZON`` range conflicts where its overlap with ``cidr`` is not wholly covered by
-        ``EC2`` ranges (customer instance space); an S3 or DynamoDB range conflicts wherever it
-        overlaps."""
-        ec2 = [p.network for p in self.prefixes if p.service == EC2 and p.network.version == cidr.version]
+        ``EC2`` ranges that no specific service lists too (customer instance space); a specific
+        service's range (any code but AMAZON and EC2) conflicts wherever it overlaps, so no part of
+        an EC2 range that such a range covers is ever blockable."""
+        specific = self._specific()
+        ec2 = [
+            p.network
+            for p in self.prefixes
+            if p.service == EC2 and p.network.version == cidr.version and p.network not in specific
+        ]
         for prefix in self._protected_in(region):
             network = prefix.network
             if network.version != cidr.version or not network.overlaps(cidr):
                 continue
-            if prefix.service in NEEDED_SERVICES:
+            if prefix.service not in GENERAL:
                 return prefix
             overlap = cidr if cidr.subnet_of(network) else network  # type: ignore[arg-type]
             if not covered(overlap, ec2):

@@ -67,6 +67,12 @@ WIDEST = {4: 16, 6: 48}
 # Link-local: the instance metadata service (169.254.169.254, fd00:ec2::254), the Route 53 Resolver
 # (169.254.169.253, fd00:ec2::253) and Amazon Time Sync (169.254.169.123, fd00:ec2::123).
 LINK_LOCAL = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::/32"))
+# IPv6 that stands for IPv4: NAT64 (64:ff9b::/96, 64:ff9b:1::/48), IPv4-mapped (::ffff:0:0/96) and
+# 6to4 (2002::/16). In an IPv6-only subnet with DNS64 every IPv4 destination (S3, SSM, STS) is
+# reached through the first, so a block there cuts far more than an attacker's address.
+EMBEDS_IPV4 = tuple(
+    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0/96", "2002::/16")
+)
 DEFAULT_RULE = 32767  # the "*" entries: 32767 (IPv4) and 32768 (IPv6); never a first entry
 PENDING, APPLIED, REMOVING, REMOVED = "pending", "applied", "removing", "removed"
 ACTIVE = (PENDING, APPLIED, REMOVING)
@@ -75,6 +81,7 @@ BREACH_KINDS = frozenset({BreachKind.NACL_ENTRY_MISSING, BreachKind.NACL_ENTRY_C
 ALREADY_EXISTS = "NetworkAclEntryAlreadyExists"
 LIMIT_EXCEEDED = "NetworkAclEntryLimitExceeded"
 ENTRY_NOT_FOUND = "InvalidNetworkAclEntry.NotFound"
+FOUND = "found"  # the entry is in place already, added by another run of the case
 CHANGED = "changed since ec2ir added it: left as it is"
 INDEX = "nacl-acls"
 SAFE_HINT = (
@@ -103,6 +110,14 @@ def parse_blocks(
     blocks: dict[str, Network] = {}
     refused: list[tuple[str, str]] = []
     for text in raw:
+        if "%" in str(text):
+            refused.append(
+                (
+                    repr(str(text)),
+                    f"scoped address to block {str(text)!r}: a scope id (%zone) names no network",
+                )
+            )
+            continue
         try:
             network = ipaddress.ip_network(str(text).strip(), strict=True)
         except ValueError as error:
@@ -132,6 +147,12 @@ def static_reason(network: Network) -> str:
             return (
                 f"it overlaps the link-local {link_local}, where the instance metadata service, the "
                 "Route 53 Resolver and Amazon Time Sync answer"
+            )
+    for embeds in EMBEDS_IPV4:
+        if embeds.version == network.version and embeds.overlaps(network):
+            return (
+                f"it overlaps {embeds}, which embeds IPv4 (NAT64, IPv4-mapped or 6to4): in an IPv6-only "
+                "subnet with DNS64 a block there cuts every IPv4 destination, S3 and SSM among them"
             )
     return ""
 
@@ -572,6 +593,11 @@ def matches(live: dict[str, Any] | None, cidr: str) -> bool:
         return False
 
 
+def _same(one: EntryRecord, other: EntryRecord) -> bool:
+    """Whether two reads are of the same record: its case, its CIDR, its claim."""
+    return (one.case_id, one.cidr, one.recorded_at) == (other.case_id, other.cidr, other.recorded_at)
+
+
 def describe_live(live: dict[str, Any]) -> str:
     ports = live.get("PortRange")
     port = f" ports {ports.get('From')}-{ports.get('To')}" if ports else ""
@@ -847,24 +873,126 @@ class Edge:
                 changed.pop((want.cidr, want.egress), None)
             self._report_changed(acl, changed)
             return True
+        by_cidr: dict[str, list[_Wanted]] = {}
         for want in plan:
-            record = want.record or self._planned(acl, want, case_subnets)
-            if want.record is None and not self.records.claim(record):
-                return False  # another run claimed the number: read the ACL again
-            outcome = self._create(acl, record)
-            if outcome == ALREADY_EXISTS:
-                return False
-            if outcome == LIMIT_EXCEEDED:
-                return True
-            if record.status == PENDING:
-                self._move(record, APPLIED)
-            result = ChangeResult.READDED if want.record is not None else ChangeResult.ADDED
-            added.append(self._change(acl, record, result, journal=True))
-            superseded = changed.pop((record.cidr, record.egress), None)
-            if superseded is not None:
-                self._move(superseded, REMOVED, f"{CHANGED}; replaced by rule {record.rule_number}")
+            by_cidr.setdefault(want.cidr, []).append(want)
+        for pair in by_cidr.values():  # both directions of a CIDR, or neither
+            placed: list[tuple[EntryRecord, Change | None]] = []
+            for want in pair:
+                record = want.record or self._planned(acl, want, case_subnets)
+                if want.record is None and not self.records.claim(record):
+                    return False  # another run claimed the number: read the ACL again
+                try:
+                    outcome = self._create(acl, record)
+                except AwsError as error:  # the record stays pending: the next run finds out
+                    self._fail_pair(acl, record, placed, str(error), added)
+                    break
+                if outcome == ALREADY_EXISTS:
+                    return False
+                if outcome == LIMIT_EXCEEDED:
+                    self._fail_pair(acl, record, placed, "", added)
+                    break
+                if outcome == FOUND:  # another run of the case added it at this number first
+                    placed.append((record, None))
+                    continue
+                change = self._settle_added(acl, record, want.record is not None)
+                if change is None:  # its record went elsewhere meanwhile: the entry was taken out
+                    self._fail_pair(acl, record, placed, "", added)
+                    break
+                added.append(change)
+                placed.append((record, change))
+                superseded = changed.pop((record.cidr, record.egress), None)
+                if superseded is not None:
+                    self._move(superseded, REMOVED, f"{CHANGED}; replaced by rule {record.rule_number}")
         self._report_changed(acl, changed)
         return True
+
+    def _settle_added(self, acl: Acl, record: EntryRecord, readded: bool) -> Change | None:
+        """Record the entry just added as applied. If its record moved meanwhile (another run of the
+        case, or a removal), act on where it is now: still the case's and applied, the entry stays;
+        anything else, the entry just added is unrecorded, so it is taken out again (None)."""
+        result = ChangeResult.READDED if readded else ChangeResult.ADDED
+        if record.status != PENDING or self._move(record, APPLIED) is not None:
+            return self._change(acl, record, result, journal=True)
+        current = self._current(record)
+        if current is not None and current.status == APPLIED and _same(current, record):
+            return self._change(acl, record, result, "recorded by another run of the case", journal=True)
+        if current is None or current.status == REMOVED:
+            self._delete_entry(record)
+        # else: another record (another run) now holds the number and answers for its entry
+        return None
+
+    def _fail_pair(
+        self,
+        acl: Acl,
+        failed: EntryRecord,
+        placed: list[tuple[EntryRecord, Change | None]],
+        error: str,
+        added: list[Change],
+    ) -> None:
+        """One direction of a CIDR could not be added: take out the other if this run just added
+        it (both or neither), and say that the CIDR is not blocked in this ACL."""
+        undone: list[str] = []
+        for record, change in placed:
+            if change is None:
+                continue  # already there before this run: not this run's to take out
+            current = replace(record, status=APPLIED)
+            moved = self._move(current, REMOVING, "the other direction could not be added")
+            if moved is None:
+                continue
+            self._delete_entry(moved)
+            self._move(moved, REMOVED, "the other direction could not be added")
+            if change in added:
+                added.remove(change)
+            self._change(
+                acl, moved, ChangeResult.REMOVED, "taken out again: the other direction failed", journal=True
+            )
+            undone.append(f"{moved.direction} rule {moved.rule_number}")
+        if not error:  # _create said why (the quota), or the record went elsewhere
+            if not any(failed.cidr in p.text and p.acl_id == acl.acl_id for p in self.report.problems):
+                self.report.problems.append(
+                    Problem(
+                        acl.acl_id,
+                        f"NOT blocked {failed.cidr}: its {failed.direction} record was changed by another "
+                        "run while it was being added",
+                        f"{failed.cidr} is not blocked at the subnet edge ({acl.acl_id})",
+                    )
+                )
+        else:
+            self.report.problems.append(
+                Problem(
+                    acl.acl_id,
+                    f"NOT blocked {failed.cidr}: adding {failed.direction} rule {failed.rule_number} failed: "
+                    f"{error}",
+                    f"{failed.cidr} is not blocked at the subnet edge ({acl.acl_id}): {error}",
+                )
+            )
+        if undone:
+            self.report.notes.append(
+                f"{NOTE_PREFIX} {acl.acl_id}: took {failed.cidr}'s {', '.join(undone)} out again: an address "
+                "is denied both ways or not at all"
+            )
+
+    def _current(self, record: EntryRecord) -> EntryRecord | None:
+        for found in self.records.of_acl(record.acl_id):
+            if (found.egress, found.rule_number) == (record.egress, record.rule_number):
+                return found
+        return None
+
+    def _delete_entry(self, record: EntryRecord) -> None:
+        """Take out the entry at the record's number, if it is still exactly the record's deny."""
+        live = acls_by_id(self.aws, [record.acl_id]).get(record.acl_id)
+        entry = live.entries.get((record.egress, record.rule_number)) if live is not None else None
+        if not matches(entry, record.cidr):
+            return
+        try:
+            with translated("ec2", "DeleteNetworkAclEntry"):
+                self.aws.ec2().delete_network_acl_entry(
+                    NetworkAclId=record.acl_id, RuleNumber=record.rule_number, Egress=record.egress
+                )
+        except AwsError as error:
+            if error.code != ENTRY_NOT_FOUND:
+                raise
 
     def _report_changed(self, acl: Acl, changed: dict[tuple[str, bool], EntryRecord]) -> None:
         """The case's entries someone changed, that no new entry replaced: the address is not denied
@@ -954,6 +1082,15 @@ class Edge:
                 self.aws.ec2().create_network_acl_entry(**record.entry_arguments())
         except AwsError as error:
             if error.code == ALREADY_EXISTS:  # someone took the number since the ACL was read
+                fresh = acls_by_id(self.aws, [acl.acl_id]).get(acl.acl_id)
+                live = fresh.entries.get((record.egress, record.rule_number)) if fresh is not None else None
+                if matches(live, record.cidr):  # another run of the case added it first: in place
+                    moved = self._move(record, APPLIED) if record.status == PENDING else record
+                    current = moved or self._current(record)
+                    if current is not None and current.status == APPLIED and _same(current, record):
+                        self._change(acl, record, ChangeResult.ALREADY_THERE, "added by another run")
+                        return FOUND
+                    return ALREADY_EXISTS  # its record went elsewhere: read everything again
                 self._move(record, REMOVED, "its rule number was taken by another entry first")
                 return ALREADY_EXISTS
             if error.code == LIMIT_EXCEEDED:
@@ -1271,9 +1408,15 @@ class Screening:
         """The blocks that spare the forensic side (or UsageError, before any change)."""
         report = NaclReport("isolate", case_id, actor, notes=list(self.notes))
         blocks = RunBlocks(self.aws, self.store, report, journal)
-        if self.safety is not None:
+        blocks.office_cidr = office_cidr
+        if self.skip and self.safety is not None:
+            # GuardDuty leaves an unsafe block out rather than refusing the run, so nothing here
+            # need wait: the reads (ip-ranges.json among them, a download at a cold start) are
+            # awaited after the cut, and every VPC screened there.
+            blocks.blocks, blocks.pending = self.blocks, self.safety
+        elif self.safety is not None:
             blocks.vpcs = {vpc for facts in live for vpc in facts.vpc_ids}
-            blocks.safety, blocks.office_cidr = self.safety.result(), office_cidr
+            blocks.safety = self.safety.result()
             blocks.blocks, left_out = screen(self.blocks, blocks.safety, blocks.vpcs, office_cidr, self.skip)
             report.notes += left_out
         return blocks
@@ -1289,6 +1432,7 @@ class RunBlocks:
         self.safety = Safety()
         self.office_cidr: str | None = None
         self.instance_subnets: dict[str, set[str]] = {}
+        self.pending: Future[Safety] | None = None  # the safety reads, awaited after the cut
 
     def apply(self, cut: list[InstanceFacts]) -> None:
         """Deny the blocks in the ACLs of the case's instances: this run's, and those it held before
@@ -1296,6 +1440,8 @@ class RunBlocks:
         if not self.blocks:
             return
         try:
+            if self.pending is not None:
+                self.safety, self.pending = self.pending.result(), None
             facts = {instance.instance_id: instance for instance in cut}
             facts |= held_facts(self.aws, self.store.holds(self.report.case_id), skip=facts)
             self.instance_subnets = {instance_id: subnets_of(f) for instance_id, f in facts.items()}
