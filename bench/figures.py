@@ -127,6 +127,26 @@ def calls_per_bucket_of(records: Sequence[CallRecord], wanted: Callable[[CallRec
     )
 
 
+def is_swap(record: CallRecord) -> bool:
+    """A group swap: a ModifyNetworkInterfaceAttribute, or a ModifyInstanceAttribute(Groups)."""
+    return record.action == MODIFY_ENI or (record.action == MODIFY_INSTANCE and bool(record.group_ids))
+
+
+def needed_calls_per_bucket(
+    records: Sequence[CallRecord], isolated: float | None, actions: Collection[str], until: float
+) -> Counter[str]:
+    """The accepted EC2 calls that a moment after the cut needs, by bucket: every group swap sent
+    no later than ``isolated`` (ec2ir cuts every instance off before anything else starts, so
+    these come first) and every call of ``actions`` sent no later than ``until``."""
+    return calls_per_bucket_of(
+        records,
+        lambda r: (
+            (r.action in actions and r.start <= until)
+            or (isolated is not None and r.start <= isolated and is_swap(r))
+        ),
+    )
+
+
 def token_bucket_lower_bound(
     calls_per_bucket: Mapping[str, int],
     buckets: Mapping[str, BucketSpec],

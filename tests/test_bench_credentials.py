@@ -3,16 +3,20 @@ its token-bucket bound, read from the shim's log (no emulator, no clock)."""
 
 from __future__ import annotations
 
+import pytest
 from bench.figures import (
     CREDENTIAL_ACTIONS,
     calls_per_bucket_of,
     containment_moment,
     credential_cut_moment,
     is_containment,
+    needed_calls_per_bucket,
     token_bucket_lower_bound,
 )
+from bench.run import EC2IR, Fleet, build_parser, figures_from_log, medians
 from bench.shim import (
     EC2_BUCKETS,
+    MODIFY_ENI,
     MODIFY_METADATA,
     MUTATING,
     BucketSpec,
@@ -20,6 +24,8 @@ from bench.shim import (
     ec2_bucket,
     instance_named,
 )
+
+from ec2ir.engine import DEFAULT_CONCURRENCY
 
 
 def call(action: str, end: float, status: int = 200, instance_id: str | None = None) -> CallRecord:
@@ -82,3 +88,73 @@ def test_each_bound_counts_the_calls_it_is_given() -> None:
 
     assert counted == {MUTATING: 100}
     assert token_bucket_lower_bound(counted, EC2_BUCKETS, speedup=1, round_trip_s=0.05) == 10.05
+
+
+def test_a_moment_after_the_cut_needs_the_swaps_until_isolation_and_its_own_calls() -> None:
+    # Each swap sent by the last isolation (t = 1) counts; a later one (a re-check's) does not;
+    # of the moment's own calls, those sent by the moment (t = 6) count.
+    swap = CallRecord(0.5, 1.0, "ec2", "ModifyInstanceAttribute", 200, False, MUTATING, group_ids=("sg-1",))
+    late_swap = CallRecord(3.0, 3.05, "ec2", "ModifyNetworkInterfaceAttribute", 200, False, MODIFY_ENI)
+    protect = call("ModifyInstanceAttribute", 2.0)  # no Groups: not a swap, not needed
+    records = [swap, late_swap, protect, call(MODIFY_METADATA, 6.0), call(MODIFY_METADATA, 8.0)]
+
+    counted = needed_calls_per_bucket(records, isolated=1.0, actions=CREDENTIAL_ACTIONS, until=6.0)
+
+    assert counted == {MUTATING: 2}
+    assert needed_calls_per_bucket(records, None, (MODIFY_METADATA,), until=9.0) == {MUTATING: 2}
+
+
+def test_each_moment_has_the_bound_of_what_it_needs() -> None:
+    # One instance, one ENI: two swaps on the ENI bucket, the profile, IMDS, protect, a snapshot.
+    fleet = Fleet(["i-1"], {"i-1": ("eni-1",)}, {"eni-1": "vpc-1"}, {"vpc-1": "subnet-1"})
+
+    def ec2(action: str, start: float, **extra: object) -> CallRecord:
+        bucket = ec2_bucket(action, {"InstanceId": ["i-1"]})
+        return CallRecord(start, start + 0.05, "ec2", action, 200, False, bucket, **extra)  # type: ignore[arg-type]
+
+    records = [
+        ec2(MODIFY_ENI, 0.0, eni_id="eni-1", group_ids=("sg-allow",)),
+        ec2(MODIFY_ENI, 0.1, eni_id="eni-1", group_ids=("sg-iso",)),
+        ec2("DisassociateIamInstanceProfile", 0.2),
+        ec2(MODIFY_METADATA, 0.3, instance_id="i-1"),
+        ec2("ModifyInstanceAttribute", 0.4),
+        ec2("CreateSnapshots", 0.5),
+    ]
+    throttled = figures_from_log(EC2IR, fleet, {"eni-1": "sg-iso"}, records, 1.0, 0.05, 1.0, 0)
+    assert throttled.isolation_s == pytest.approx(0.15)
+    assert throttled.credentials_s == pytest.approx(0.35)
+    assert throttled.contained_s == pytest.approx(0.45)
+    assert throttled.snapshot_s == pytest.approx(0.55)
+    # No bucket runs dry here: each bound is one round trip.
+    bounds = (throttled.swap_bound_s, throttled.credentials_needed_s, throttled.contained_bound_s)
+    assert bounds == (0.05, 0.05, 0.05)
+    assert throttled.snapshot_bound_s == 0.05
+
+    # The latency regime: the same run without buckets has no bound at all.
+    free = figures_from_log(EC2IR, fleet, {"eni-1": "sg-iso"}, records, 1.0, 0.05, 1.0, 0, throttling=False)
+    assert free.isolation_s == throttled.isolation_s
+    assert (free.lower_bound_s, free.swap_bound_s, free.credentials_needed_s) == (None, None, None)
+    assert (free.contained_bound_s, free.snapshot_bound_s) == (None, None)
+    assert not medians([free]).throttled_run
+
+
+def test_the_bound_arithmetic_of_a_large_credential_cut() -> None:
+    # N = 200: 400 swaps on the mutating bucket and 200 IMDS calls after them need
+    # (600 - 50) / 5 = 110 s there; the 200 disassociations (100, then 5 a second) need 20 s.
+    swaps = [
+        CallRecord(1.0, 1.05, "ec2", "ModifyInstanceAttribute", 200, False, MUTATING, group_ids=("sg",))
+    ] * 400
+    records = swaps + [call(MODIFY_METADATA, 9.0)] * 200 + [call("DisassociateIamInstanceProfile", 2.0)] * 200
+
+    needed = needed_calls_per_bucket(records, isolated=1.05, actions=CREDENTIAL_ACTIONS, until=9.0)
+
+    assert needed == {MUTATING: 600, "DisassociateIamInstanceProfile": 200}
+    assert token_bucket_lower_bound(needed, EC2_BUCKETS, speedup=1, round_trip_s=0.05) == 110.05
+    assert token_bucket_lower_bound(needed, EC2_BUCKETS, speedup=5, round_trip_s=0.01) == 22.01
+
+
+def test_the_latency_regime_is_a_flag_and_the_concurrency_is_ec2ir_s_own() -> None:
+    assert build_parser().parse_args([]).throttling is True
+    assert build_parser().parse_args(["--no-throttle"]).throttling is False
+    assert build_parser().parse_args([]).concurrency == DEFAULT_CONCURRENCY
+    assert build_parser().parse_args(["--concurrency", "8"]).concurrency == 8

@@ -439,3 +439,29 @@ def test_the_served_shim_runs_the_bench_emulator() -> None:
             ("s3", "CreateBucket"),
             ("s3", "PutObject"),
         ]
+
+
+def test_cached_dispatch_lookups_give_moto_s_own_answers() -> None:
+    """In a fresh process, as the bench's server runs it: the same modules and action names,
+    looked up once. An unknown action is still unknown."""
+    import subprocess
+    import sys
+
+    script = (
+        "from moto import backends\n"
+        "from moto.core import responses\n"
+        "from moto.ec2.responses import EC2Response\n"
+        "before = (sorted(backends.list_of_moto_modules()),"
+        " sorted(responses.method_names_from_class(EC2Response)))\n"
+        "from bench.shim import cache_dispatch_lookups\n"
+        "cache_dispatch_lookups()\n"
+        "after = (sorted(backends.list_of_moto_modules()),"
+        " sorted(responses.method_names_from_class(EC2Response)))\n"
+        "assert after == before and 'ec2' in after[0] and 'describe_instances' in after[1]\n"
+        "assert responses.method_names_from_class(EC2Response) is"
+        " responses.method_names_from_class(EC2Response)\n"
+        "assert 'no_such_action' not in responses.method_names_from_class(EC2Response)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

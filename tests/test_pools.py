@@ -39,3 +39,27 @@ def test_a_task_that_raises_hands_the_error_to_its_future() -> None:
         with pytest.raises(ValueError, match="boom"):
             failed.result()
         assert fine.result() == 42
+
+
+def test_a_later_rank_waits_while_a_lower_one_runs_even_with_a_worker_free() -> None:
+    # Two workers: the credential cut holds one; the protection, submitted next, must not take
+    # the free one, and runs only once the cut (and the cut that arrives meanwhile) has ended.
+    ran: list[str] = []
+    first_cut, second_cut = threading.Event(), threading.Event()
+
+    def cut_when(gate: threading.Event, name: str) -> None:
+        gate.wait()
+        ran.append(name)
+
+    with ThreadPoolExecutor(2) as workers:
+        pool = RankedPool(workers)
+        cut = pool.submit(0, functools.partial(cut_when, first_cut, "imds-a"))
+        protect = pool.submit(1, functools.partial(ran.append, "protect-a"))
+        later_cut = pool.submit(0, functools.partial(cut_when, second_cut, "imds-b"))
+        first_cut.set()
+        cut.result()
+        assert not protect.done()  # imds-b still runs
+        second_cut.set()
+        later_cut.result()
+        protect.result()
+    assert ran == ["imds-a", "imds-b", "protect-a"]
