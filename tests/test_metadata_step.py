@@ -218,3 +218,27 @@ def test_every_imds_cut_waiting_goes_before_any_protection(aws: Any, fleet: Flee
     protections = [i for i, name in enumerate(order) if name == "ModifyInstanceAttribute"]
     assert len(imds) == len(instances) and protections
     assert max(imds) < min(protections)
+
+
+def test_an_imds_cut_that_fails_is_a_containment_failure_not_missing_evidence(
+    engine: Engine, fleet: Fleet
+) -> None:
+    from botocore.exceptions import ClientError
+
+    instance = custom_instance(fleet, fleet.vpc(1))
+
+    def refuse(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "UnauthorizedOperation", "Message": "not authorized"}},
+            "ModifyInstanceMetadataOptions",
+        )
+
+    engine.aws.ec2().meta.events.register("before-call.ec2.ModifyInstanceMetadataOptions", refuse)
+
+    report = engine.isolate([instance], CASE)  # evidence on: its metadata must not hide the step's
+
+    [result] = report.results
+    assert not result.ok and "metadata" in result.detail
+    assert result.steps["metadata"].startswith("FAILED")
+    assert result.steps["evidence-metadata"].startswith("done")
+    assert not any(line.startswith("metadata") for line in result.evidence_failed)

@@ -327,7 +327,9 @@ class PlanReport:
 
 # In rank order, so that an idle worker takes the most urgent of an instance's beside steps first.
 BESIDE_STEPS = sorted((step for step in STEPS if step.phase == BESIDE), key=lambda step: step.beside_rank)
-MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "metadata"
+# The evidence metadata's key is not "metadata": that is the IMDS step's (ec2ir.steps.CutMetadata),
+# whose failure is a containment failure, never evidence that went missing.
+MEMORY, SNAPSHOTS, METADATA = "memory", "snapshots", "evidence-metadata"
 REFUSALS_NAMED = 20
 EVIDENCE_WORK = frozenset({MEMORY, SNAPSHOTS, METADATA, "journal"})
 # What a result reports, in order: the containment steps, then the evidence.
