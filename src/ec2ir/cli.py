@@ -13,11 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ec2ir import __version__
+from ec2ir import __version__, targets
 from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError, UsageError
 from ec2ir.output import printable
 
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command its reader left
 # The same variables the stack's functions read, so that a responder's shell can point at the stack's
 # table and bucket once.
 TABLE_ENV = "EC2IR_TABLE"
@@ -36,6 +37,7 @@ isolate  records the originals of everything it will change, then protects the e
          skips this; --memory first acquires RAM through SSM, bounded by --memory-timeout).
 release  undoes every recorded step exactly and keeps the record as the audit trail. The Auto
          Scaling group and load balancers are rejoined only with --rejoin. Snapshots are kept.
+rejoin   puts released instances back in their Auto Scaling group and load balancers.
 collect  collects the evidence alone, without isolating.
 report   builds the case report (md, html or json) from the case journal; verify re-reads every
          piece of evidence and checks it against the journal's hashes.
@@ -158,19 +160,69 @@ def evidence_options() -> argparse.ArgumentParser:
     return parent
 
 
+TARGETS_HELP = "an instance id or ARN; - reads them from standard input (whitespace separated)"
+
+
+def target_options() -> argparse.ArgumentParser:
+    """--filters and --max-instances, for the commands that take instances (ec2ir.targets)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    chosen = parent.add_argument_group("selecting instances")
+    chosen.add_argument(
+        "--filters",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="Name=NAME,Values=V1,V2",
+        help="(repeatable) select instances as the AWS CLI does (e.g. Name=tag:env,Values=prod "
+        "Name=vpc-id,Values=vpc-1; an instance must match every filter), besides those named; "
+        "terminated and shutting-down ones are left out",
+    )
+    chosen.add_argument(
+        "--max-instances",
+        type=positive_int,
+        default=25,
+        metavar="N",
+        help="refuse, changing nothing, when --filters select more than N instances (default: 25)",
+    )
+    return parent
+
+
+def case_arguments(command: argparse.ArgumentParser) -> None:
+    """The case, as CASE_ID or as --case (ec2ir.targets.settle takes either)."""
+    command.add_argument("case", nargs="?", metavar="CASE_ID")
+    command.add_argument("--case", dest="case_option", metavar="CASE_ID", help="the case, instead of CASE_ID")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ec2ir", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"ec2ir {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="log every AWS call on the wire (botocore's debug log) to stderr, with credentials, "
+        "signatures and pre-signed URLs redacted; before the command, e.g. ec2ir --debug status",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say each step of each instance on stderr as it starts and ends, with its time; before "
+        "the command, e.g. ec2ir -v isolate ...",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
 
     evidence = evidence_options()
+    targets = target_options()
     isolate = commands.add_parser(
-        "isolate", parents=[common, evidence], help="contain instances", description="Contain instances."
+        "isolate",
+        parents=[common, evidence, targets],
+        help="contain instances",
+        description="Contain instances.",
     )
-    isolate.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    isolate.add_argument("instance_ids", nargs="*", metavar="INSTANCE_ID", help=TARGETS_HELP)
     isolate.add_argument("--case", required=True, metavar="CASE_ID", help="incident case id")
     isolate.add_argument(
         "--office-cidr",
@@ -250,29 +302,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     release = commands.add_parser(
         "release",
-        parents=[common],
+        parents=[common, targets],
         help="put instances back exactly",
         description="Restore every ENI's recorded original groups; the record is kept.",
     )
-    release.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    release.add_argument("instance_ids", nargs="*", metavar="INSTANCE_ID", help=TARGETS_HELP)
     release.add_argument("--case", required=True, metavar="CASE_ID", help="the case that holds them")
     release.add_argument(
         "--rejoin",
         action="store_true",
         help="also attach the instance to its Auto Scaling group again (which grows its desired "
         "capacity by one, as the group already replaced it) and register it with its target groups "
-        "and Classic ELBs. Without it, the instance is released but left out of service",
+        "and Classic ELBs. Without it, the instance is released but left out of service (`ec2ir "
+        "rejoin` puts it back later)",
     )
+    release.add_argument(
+        "--replace-group",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="(repeatable) an original group deleted since isolation: put NEW, a group of the ENI's "
+        "VPC, in its place. Only a group that is really gone is replaced; each one is journaled",
+    )
+    release.add_argument(
+        "--skip-missing-groups",
+        action="store_true",
+        help="restore the original groups that still exist, leaving out those deleted since "
+        "isolation (journaled); an ENI that would be left in no group is refused and stays isolated",
+    )
+    release.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what release would restore (each ENI's groups, each step's undo) or refuse; "
+        "change nothing",
+    )
+
+    rejoin = commands.add_parser(
+        "rejoin",
+        parents=[common],
+        help="put released instances back in service",
+        description="Attach released instances to their Auto Scaling group again and register them "
+        "with their target groups and Classic ELBs, from their holds' records; what is already back "
+        "is left as it is. For a hold still active, use release --rejoin.",
+    )
+    rejoin.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    rejoin.add_argument("--case", required=True, metavar="CASE_ID", help="the case that released them")
 
     collect = commands.add_parser(
         "collect",
-        parents=[common, evidence],
+        parents=[common, evidence, targets],
         help="collect evidence without isolating",
         description="Snapshot every volume and capture the metadata of instances, without isolating "
         "them; every object's SHA-256 goes into the case journal.",
     )
-    collect.add_argument("case", metavar="CASE_ID")
-    collect.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    case_arguments(collect)
+    collect.add_argument("instance_ids", nargs="*", metavar="INSTANCE_ID", help=TARGETS_HELP)
 
     report = commands.add_parser(
         "report",
@@ -281,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Case summary, timeline, each instance's before and after, the evidence with its "
         "SHA-256, and what is still isolated.",
     )
-    report.add_argument("case", metavar="CASE_ID")
+    case_arguments(report)
     report.add_argument("--format", choices=["md", "html", "json"], default="md", help="(default: md)")
     report.add_argument("-o", dest="out", metavar="FILE", help="write to FILE instead of standard output")
 
@@ -292,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-read every evidence object and compare its SHA-256 with the case journal; "
         "check every snapshot still exists. Exits 1 on any mismatch or missing piece.",
     )
-    verify.add_argument("case", metavar="CASE_ID")
+    case_arguments(verify)
 
     forensics = commands.add_parser(
         "forensics", help="attach the case's snapshots to a forensic workstation, or detach them"
@@ -305,14 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a volume from each of the case's snapshots in the workstation's AZ, attach "
         "them at free device names, and print the read-only mount commands.",
     )
-    attach.add_argument("case", metavar="CASE_ID")
+    case_arguments(attach)
     attach.add_argument("--to", required=True, metavar="WORKSTATION_INSTANCE_ID", dest="workstation")
     detach = forensic_commands.add_parser(
         "detach",
         parents=[common],
         help="detach and delete the case's forensic volumes (the snapshots stay)",
     )
-    detach.add_argument("case", metavar="CASE_ID")
+    case_arguments(detach)
 
     for name, verb, description in (
         (
@@ -366,8 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
         "permissions", help="print the minimal IAM policy ec2ir needs", description="Print the IAM policy."
     )
 
-    demo = commands.add_parser("demo", help="run isolate, status and release on the embedded emulator")
+    demo = commands.add_parser(
+        "demo",
+        help="run isolate, status and release on the embedded emulator",
+        description="Run the whole cycle on an emulator of its own; or, with --seed-only, seed the "
+        "demo's compromised fleet into a running emulator (ec2ir emulator) and print its instance ids, "
+        "one a line, for a first incident by hand (README: A first incident).",
+    )
     demo.add_argument("--output", choices=["table"], default="table", help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--seed-only",
+        action="store_true",
+        help="seed the fleet into the emulator at --endpoint-url (default: $AWS_ENDPOINT_URL), which "
+        "must be on loopback: never an AWS account",
+    )
+    demo.add_argument("--endpoint-url", help="the running emulator (default: $AWS_ENDPOINT_URL)")
 
     emulator = commands.add_parser("emulator", help="serve the embedded emulator")
     emulator.add_argument("--port", type=int, default=5000, help="TCP port on 127.0.0.1 (default: 5000)")
@@ -375,12 +472,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    try:
+        targets.settle(args, extras)  # ids after an option, CASE_ID or --case, no target at all
+    except UsageError as error:
+        parser.error(printable(str(error)))
+    debug = None
+    if args.debug or args.verbose:
+        import logging
+
+        from ec2ir import debuglog
+
+        debug = debuglog.enable() if args.debug else debuglog.enable(level=logging.INFO, loggers=("ec2ir",))
+    try:
+        return _dispatch(args)
+    finally:
+        if debug is not None:
+            from ec2ir import debuglog
+
+            debuglog.disable(debug)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "demo":
-            from ec2ir.demo import run_demo
+            from ec2ir.demo import run_demo, seed_only
 
-            return run_demo()
+            return seed_only(args.endpoint_url) if args.seed_only else run_demo()
         if args.command == "emulator":
             from ec2ir.demo import serve_emulator
 
@@ -395,6 +514,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Ec2irError as error:
         print(f"ec2ir: error: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`ec2ir permissions | head -1`): nothing left to say, and nobody to
+        # say it to. The process's stdout goes to /dev/null so that Python's flush at exit cannot
+        # fail again; only the real one (a caller that replaced sys.stdout keeps its own).
+        if sys.stdout is sys.__stdout__ and sys.__stdout__ is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.__stdout__.fileno())
+            os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # a bug: still one line, and the state table still holds the truth
         if os.environ.get("EC2IR_DEBUG"):
             raise
@@ -444,6 +572,12 @@ def run_command(args: argparse.Namespace) -> int:
         )
     )
     engine = Engine(aws, StateStore(aws, args.table), concurrency=args.concurrency)
+    chosen = targets.Targets([])
+    if args.command in targets.COMMANDS:  # before anything else: stdin, ARNs, --filters
+        chosen = targets.resolve(aws, args.instance_ids, args.filters, args.max_instances, sys.stdin)
+        args.instance_ids = chosen.instance_ids
+        if chosen.filters and not getattr(args, "dry_run", False):
+            print(f"ec2ir: {chosen.describe()}", file=sys.stderr)
 
     if args.command == "status" and (args.check or args.repair):
         if not args.check:
@@ -516,8 +650,28 @@ def run_command(args: argparse.Namespace) -> int:
             allow_any_source=args.allow_any_source,
             options=options,
         )
-        print(to_json(plan.as_dict()) if args.output == "json" else render_plan(plan))
+        shown, text = plan.as_dict(), render_plan(plan)
+        if chosen.filters:  # which instances the filters selected, right under the plan's heading
+            shown["selected_by_filters"] = chosen.as_dict()
+            head, _, steps = text.partition("\n\n")
+            text = f"{head}\n\n{chosen.describe()}\n\n{steps}"
+        print(to_json(shown) if args.output == "json" else text)
         return EXIT_PARTIAL if plan.denied or plan.refused else EXIT_OK
+
+    fixes: dict[str, Any] = {
+        "replace_groups": getattr(args, "replace_group", []),
+        "skip_missing_groups": getattr(args, "skip_missing_groups", False),
+    }
+    if args.command == "release" and args.dry_run:
+        from ec2ir.restore import render_plan as render_release_plan
+
+        planned = engine.plan_release(args.instance_ids, args.case, rejoin=args.rejoin, **fixes)
+        print(
+            to_json({**planned.as_dict(), "dry_run": True})
+            if args.output == "json"
+            else render_release_plan(planned.results, planned.case_id, planned.notes)
+        )
+        return EXIT_PARTIAL if planned.failed else EXIT_OK
 
     count = len(set(args.instance_ids))
     progress = ProgressPrinter(count, args.command) if count >= PROGRESS_THRESHOLD else None
@@ -532,8 +686,10 @@ def run_command(args: argparse.Namespace) -> int:
         )
     elif args.command == "collect":
         report = engine.collect(args.instance_ids, args.case, options=options, progress=progress)
+    elif args.command == "rejoin":
+        report = engine.rejoin(args.instance_ids, args.case, progress=progress)
     else:
-        report = engine.release(args.instance_ids, args.case, rejoin=args.rejoin, progress=progress)
+        report = engine.release(args.instance_ids, args.case, rejoin=args.rejoin, progress=progress, **fixes)
     print(to_json(report.as_dict()) if args.output == "json" else render_run(report))
     if getattr(args, "wait", False) and options.evidence:
         wait_for_evidence(aws, [s for result in report.results for s in result.snapshot_ids])
@@ -541,19 +697,14 @@ def run_command(args: argparse.Namespace) -> int:
         print(
             printable(f"ec2ir: {failed.instance_id}: {failed.error_code}: {failed.detail}"), file=sys.stderr
         )
+    from ec2ir.output import run_warnings
+
+    # one WARNING line for each thing asked for and not done: a failed step, evidence not
+    # collected (a contained instance's too), a step skipped for a reason, a result's warning
+    for line in run_warnings(report):
+        print(line, file=sys.stderr)
     incomplete = [r for r in report.results if r.ok and r.evidence_failed]
-    for result in incomplete:
-        print(
-            printable(
-                f"ec2ir: {result.instance_id}: contained, but evidence incomplete: "
-                + "; ".join(result.evidence_failed)
-            ),
-            file=sys.stderr,
-        )
     warned = [r for r in report.results if r.warnings]
-    for result in warned:
-        for warning in result.warnings:
-            print(printable(f"ec2ir: {result.instance_id}: WARNING: {warning}"), file=sys.stderr)
     return EXIT_PARTIAL if report.failed or incomplete or warned else EXIT_OK
 
 
@@ -582,7 +733,8 @@ def run_forensics(args: argparse.Namespace, engine: Any) -> int:
     engine.store.require()  # the case's snapshots are known from its journal, never from tags
     actor = engine.aws.caller_arn()
     if args.forensics_command == "attach":
-        attached = forensics.attach(engine.aws, engine.store, args.case, args.workstation, actor)
+        workstation = targets.workstation(engine.aws, args.workstation)  # an id or its ARN
+        attached = forensics.attach(engine.aws, engine.store, args.case, workstation, actor)
         print(to_json(attached.as_dict()) if args.output == "json" else forensics.render_attach(attached))
         return EXIT_OK if attached.ok else EXIT_PARTIAL
     detached = forensics.detach(engine.aws, engine.store, args.case, actor)

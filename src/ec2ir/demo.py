@@ -8,15 +8,18 @@ after, and fails if the fleet is not restored exactly.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ec2ir.aws import Aws, AwsSettings, discover
 from ec2ir.emulator import DEMO_REGION, Emulator
-from ec2ir.output import table
+from ec2ir.errors import UsageError
+from ec2ir.output import printable, table
 
 DEMO_CASE = "DEMO-001"
 DEMO_OFFICE = "203.0.113.0/24"
@@ -183,3 +186,29 @@ def serve_emulator(port: int) -> int:
     finally:
         emulator.stop()
     return 0
+
+
+def seed_only(endpoint_url: str | None) -> int:
+    """``ec2ir demo --seed-only``: the demo's fleet in a running emulator, its ids on stdout (one a
+    line, for ``ids=$(ec2ir demo --seed-only)``). Only ever on loopback: seeding is for the emulator,
+    and three instances launched in a real account would cost money and confuse an incident."""
+    url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or ""
+    host = urlsplit(url).hostname or ""
+    if not _loopback(host):
+        raise UsageError(
+            f"--seed-only seeds an emulator, and {printable(url or 'no endpoint')} is not one on loopback",
+            "start one with `ec2ir emulator` and pass its --endpoint-url (or set AWS_ENDPOINT_URL)",
+        )
+    aws = Aws(AwsSettings(region=os.environ.get("AWS_DEFAULT_REGION") or DEMO_REGION, endpoint_url=url))
+    fleet = seed_fleet(aws.ec2())
+    print("\n".join(fleet.instance_ids))
+    return 0
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

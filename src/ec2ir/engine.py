@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,11 +28,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ec2ir import nacl, validate
+from ec2ir import nacl, restore, validate
 from ec2ir.aws import Aws, discover, request_ids
 from ec2ir.check import Breach, CheckReport, find_breaches
 from ec2ir.errors import (
     Ec2irError,
+    EvidenceNotCollected,
     HeldByOtherCase,
     InstanceNotFound,
     InstanceTerminated,
@@ -93,6 +95,8 @@ from ec2ir.steps import (
 )
 
 DEFAULT_CONCURRENCY = 16
+# Each step as it starts and ends (``ec2ir -v``): instance ids, step names, outcomes, times.
+_progress_log = logging.getLogger("ec2ir.steps")
 # Said once per isolate run: what no security group can stop (AWS, "Amazon EC2 security group
 # connection tracking"; the README's "What isolation cannot stop" has the details).
 ISOLATION_LIMITS = (
@@ -203,7 +207,11 @@ class StepLog:
     # lines for the journal alone, such as each metadata item: (action, at, result, evidence)
     extra: list[tuple[str, str, str, list[EvidenceRef]]] = field(default_factory=list)
 
-    def run(self, name: str, action: Callable[[], str]) -> bool:
+    def run(self, name: str, action: Callable[[], str], subject: str = "") -> bool:
+        """Run one step (of ``subject``, an instance), its outcome recorded; with ``-v`` each step
+        is logged as it starts and ends, with its time."""
+        _progress_log.info("%s %s: started", subject, name)
+        started = time.monotonic()
         with request_ids() as ids:
             try:
                 self._set(name, "done: " + action())
@@ -215,6 +223,9 @@ class StepLog:
                 self.fail(name, Unexpected(error))
                 ok = False
         self.requests[name] = ids
+        _progress_log.info(
+            "%s %s: %s (%.2f s)", subject, name, self.outcomes[name], time.monotonic() - started
+        )
         return ok
 
     def fail(self, name: str, error: Ec2irError) -> None:
@@ -907,7 +918,11 @@ class Engine:
             return
         containment.hold, containment.target = hold, replace(now_target, stored=dict(hold.steps))
         record = {"originals": hold.originals}
-        log.run(NETWORK.name, functools.partial(NETWORK.apply, ctx, containment.target, record))
+        log.run(
+            NETWORK.name,
+            functools.partial(NETWORK.apply, ctx, containment.target, record),
+            subject=containment.target.instance_id,
+        )
         if NETWORK.name not in log.errors:
             log.outcomes[NETWORK.name] += (
                 f"; after the cut, {len(strays)} ENI(s) outside the isolation group "
@@ -1032,8 +1047,11 @@ class Engine:
         log = StepLog()
         episode = containment.hold.recorded_at
         target, rerun = containment.target, not containment.created
-        log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, episode, log))
-        log.run(METADATA, lambda: self._capture_metadata(ctx, target, collection, episode, log, rerun))
+        subject = target.instance_id
+        log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, episode, log), subject)
+        log.run(
+            METADATA, lambda: self._capture_metadata(ctx, target, collection, episode, log, rerun), subject
+        )
         self._journal(log.journal_entries(ctx, target.instance_id, "isolate"), log=log)
         return log
 
@@ -1059,6 +1077,8 @@ class Engine:
         for instance_id, outcome in outcomes.items():
             log = StepLog()
             log._set(MEMORY, outcome.result)
+            if outcome.ref is None:  # asked for and not collected: the run is incomplete (exit 1)
+                log.errors[MEMORY] = EvidenceNotCollected(f"memory {outcome.result}")
             log.requests[MEMORY] = list(outcome.request_ids)
             if outcome.ref is not None:
                 log.evidence[MEMORY] = [outcome.ref]
@@ -1139,7 +1159,7 @@ class Engine:
             if record is None:
                 log.skip(step.name, "nothing to do for this instance")
                 continue
-            log.run(step.name, functools.partial(step.apply, ctx, target, record))
+            log.run(step.name, functools.partial(step.apply, ctx, target, record), target.instance_id)
         return log
 
     def _record_for(self, ctx: Context, containment: Containment, step: Step) -> Record | None:
@@ -1413,19 +1433,18 @@ class Engine:
         case_id: str,
         rejoin: bool = False,
         progress: Progress | None = None,
+        replace_groups: Iterable[str] = (),
+        skip_missing_groups: bool = False,
     ) -> RunReport:
+        """``replace_groups`` (``OLD=NEW``) and ``skip_missing_groups``: what to do about original
+        groups deleted since isolation (ec2ir.restore)."""
+        fixes = restore.GroupFixes.parse(replace_groups, skip_missing_groups)
         ids, report = self._start("release", instance_ids, case_id)
         ctx = Context(self.aws, report.case_id, report.actor, now(), Options(rejoin=rejoin))
-        try:
-            facts = discover(self.aws, ids)
-            gone = {i for i in ids if i not in facts or facts[i].state in GONE_STATES}
-        except Ec2irError as error:  # not knowing what is terminated must not block a release
-            gone = set()
-            report.notes.append(f"could not check which instances still exist: {error}")
-        provenance = self._provenance(report.case_id, ids)
+        gone, provenance, fixes = self._before_release(ids, report, fixes)
         done = run_each(
             ids,
-            lambda i: self._release_one(ctx, i, i in gone, provenance),
+            lambda i: self._release_one(ctx, i, i in gone, provenance, fixes),
             "release",
             self.concurrency,
             progress,
@@ -1438,14 +1457,54 @@ class Engine:
         self._journal(self._refusals(report), report.notes)
         return report
 
-    def _provenance(self, case_id: str, ids: list[str]) -> Provenance | None:
-        """What the case journal and its evidence prove of the holds about to be released: read
-        once for the run (one query, one batched read of holds and of groups, and each episode's
-        few metadata objects), never per ENI."""
+    def _before_release(
+        self, ids: list[str], report: RunReport, fixes: restore.GroupFixes
+    ) -> tuple[set[str], Provenance | None, restore.GroupFixes]:
+        """What every release (and its dry run) reads before any change: which instances are
+        gone, what the journal proves of their holds, and the stand-ins for deleted groups."""
+        try:
+            facts = discover(self.aws, ids)
+            gone = {i for i in ids if i not in facts or facts[i].state in GONE_STATES}
+        except Ec2irError as error:  # not knowing what is terminated must not block a release
+            gone = set()
+            report.notes.append(f"could not check which instances still exist: {error}")
+        provenance = self._provenance(report.case_id, ids)
+        own = provenance.own_groups if provenance else frozenset()
+        return gone, provenance, fixes.check_live(self.aws, own)
+
+    def plan_release(
+        self,
+        instance_ids: Iterable[str],
+        case_id: str,
+        rejoin: bool = False,
+        replace_groups: Iterable[str] = (),
+        skip_missing_groups: bool = False,
+    ) -> RunReport:
+        """``release --dry-run``: each instance's plan as its result (the groups each ENI would get
+        back, each step's undo in words, or why it would be refused); nothing is changed."""
+        fixes = restore.GroupFixes.parse(replace_groups, skip_missing_groups)
+        ids, report = self._start("release", instance_ids, case_id)
+        gone, provenance, fixes = self._before_release(ids, report, fixes)
+
+        def plan_one(instance_id: str) -> InstanceResult:
+            hold = self._releasable(self.store.get(instance_id), instance_id, report.case_id)
+            warnings = self._check_originals(hold, provenance)
+            existing = provenance.group_vpcs if provenance else {}
+            restoring = restore.restoration(self.aws, hold, existing, fixes, instance_id in gone)
+            return restore.planned(instance_id, hold, restoring, rejoin, instance_id in gone, warnings)
+
+        done = run_each(ids, plan_one, "release", self.concurrency, None)
+        report.results = [done[i] for i in ids]
+        return report
+
+    def _provenance(self, case_id: str, ids: list[str], released: bool = False) -> Provenance | None:
+        """What the case journal and its evidence prove of the holds about to be released (or,
+        with ``released``, rejoined): read once for the run (one query, one batched read of holds
+        and of groups, and each episode's few metadata objects), never per ENI."""
         holds = [
             hold
             for hold in self.store.get_many(ids).values()
-            if hold.case_id == case_id and hold.status is not HoldStatus.RELEASED
+            if hold.case_id == case_id and (hold.status is HoldStatus.RELEASED) == released
         ]
         if not holds:
             return None
@@ -1481,16 +1540,12 @@ class Engine:
         instance_id: str,
         terminated: bool = False,
         provenance: Provenance | None = None,
+        fixes: restore.GroupFixes | None = None,
     ) -> InstanceResult:
-        hold = self.store.get(instance_id)
-        if hold is None or hold.status is HoldStatus.RELEASED:
-            raise NotIsolated(
-                f"{instance_id} is not isolated by ec2ir"
-                + (f" (released {hold.released_at} by {hold.released_by})" if hold else ""),
-                "nothing was changed; `ec2ir status` lists what is isolated",
-            )
-        self._check_owner(hold, ctx.case_id)
+        hold = self._releasable(self.store.get(instance_id), instance_id, ctx.case_id)
         unproven = self._check_originals(hold, provenance)
+        existing, fixes = (provenance.group_vpcs if provenance else {}), fixes or restore.GroupFixes()
+        restoring = restore.restoration(self.aws, hold, existing, fixes, terminated)
         try:
             # The hold as this move left it: a record an isolate wrote since the read above is in it.
             checked, hold = hold, self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
@@ -1500,6 +1555,7 @@ class Engine:
                 checked.eni_vpcs,
             ):
                 unproven = self._check_originals(hold, provenance)
+                restoring = restore.restoration(self.aws, hold, existing, fixes, terminated)
         except StaleRecord:
             current = self.store.get(instance_id)
             if (
@@ -1517,7 +1573,7 @@ class Engine:
                 enis=dict(hold.originals),
             )
         records = dict(hold.steps)
-        records[NETWORK.name] = {"originals": hold.originals}
+        records[NETWORK.name] = {"originals": restoring.originals}
         log = StepLog()
         for step in reversed(STEPS):
             record = records.get(step.name)
@@ -1527,12 +1583,16 @@ class Engine:
             if terminated and step.acts_on_instance:
                 log.skip(step.name, "the instance is terminated: nothing to put back")
                 continue
-            log.run(step.name, functools.partial(step.undo, ctx, instance_id, record))
+            log.run(step.name, functools.partial(step.undo, ctx, instance_id, record), instance_id)
         restored = {
             eni: groups
-            for eni, groups in hold.originals.items()
+            for eni, groups in restoring.originals.items()
             if NETWORK.name not in log.errors and not terminated
         }
+        if restored and restoring.changes:  # the network step's entry says what it put back
+            log.outcomes[NETWORK.name] += f" ({restoring.summary})"
+        outcome = "done: " if restored else "not done (the network step failed): "
+        log.extra += [(action, now(), outcome + what, []) for action, what in restoring.changes]
         if not log.errors:
             try:
                 self.store.transition(
@@ -1554,7 +1614,7 @@ class Engine:
         summary = (
             "instance terminated: hold closed, nothing left to restore on it"
             if terminated
-            else f"{len(hold.originals)} ENI(s) restored"
+            else "; ".join(filter(None, (f"{len(hold.originals)} ENI(s) restored", restoring.summary)))
         )
         self._journal(log.journal_entries(ctx, instance_id, "release"), log=log)
         warnings = unproven + tuple(
@@ -1564,6 +1624,32 @@ class Engine:
             if not terminated
         )
         return log.result(instance_id, "release", summary, enis=restored, warnings=warnings)
+
+    def rejoin(
+        self, instance_ids: Iterable[str], case_id: str, progress: Progress | None = None
+    ) -> RunReport:
+        """Released instances back into their Auto Scaling group and load balancers, from their
+        holds' records (ec2ir.rejoin); each change journaled like release's."""
+        from ec2ir import rejoin
+
+        ids, report = self._start("rejoin", instance_ids, case_id)
+        ctx = Context(self.aws, report.case_id, report.actor, now(), Options(rejoin=True))
+        facts = discover(self.aws, ids)
+        holds = self.store.get_many(ids)
+        provenance = self._provenance(report.case_id, ids, released=True)
+
+        def rejoin_one(instance_id: str) -> InstanceResult:
+            hold = rejoin.released_hold(instance_id, holds.get(instance_id), report.case_id)
+            unproven = self._check_originals(hold, provenance)
+            log = StepLog()
+            summary = rejoin.rejoin_one(ctx, instance_id, hold, facts.get(instance_id), log)
+            self._journal(log.journal_entries(ctx, instance_id, "rejoin"), log=log)
+            return log.result(instance_id, "rejoin", summary, warnings=unproven)
+
+        done = run_each(ids, rejoin_one, "rejoin", self.concurrency, progress)
+        report.results = [done[i] for i in ids]
+        self._journal(self._refusals(report), report.notes)
+        return report
 
     # -- evidence alone ------------------------------------------------------------------------
 
@@ -1603,8 +1689,13 @@ class Engine:
         def collect_one(instance_id: str) -> InstanceResult:
             target = targets[instance_id]
             log = memory.get(instance_id) or StepLog()
-            log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, ctx.started_at, log))
-            log.run(METADATA, lambda: self._capture_metadata(ctx, target, collection, ctx.started_at, log))
+            subject = target.instance_id
+            log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, ctx.started_at, log), subject)
+            log.run(
+                METADATA,
+                lambda: self._capture_metadata(ctx, target, collection, ctx.started_at, log),
+                subject,
+            )
             self._journal(log.journal_entries(ctx, instance_id, "collect"), log=log)
             return log.result(instance_id, "collect", "evidence collected", evidence_counts=True)
 
@@ -1774,6 +1865,18 @@ class Engine:
         if not record.forensic_source:
             return None
         return ForensicSource(record.forensic_source, record.forensic_source_owner)
+
+    @classmethod
+    def _releasable(cls, hold: Hold | None, instance_id: str, case: str) -> Hold:
+        if hold is None or hold.status is HoldStatus.RELEASED:
+            raise NotIsolated(
+                f"{instance_id} is not isolated by ec2ir"
+                + (f" (released {hold.released_at} by {hold.released_by})" if hold else ""),
+                "nothing was changed; `ec2ir status` lists what is isolated"
+                + ("; `ec2ir rejoin` puts a released instance back in service" if hold else ""),
+            )
+        cls._check_owner(hold, case)
+        return hold
 
     @staticmethod
     def _check_owner(hold: Hold, case: str) -> None:

@@ -125,6 +125,12 @@ class EvidenceBucketUnusable(Ec2irError):
     code = "EvidenceBucketUnusable"
 
 
+class EvidenceNotCollected(Ec2irError):
+    """Evidence asked for (the memory) that could not be collected: the run is incomplete."""
+
+    code = "EvidenceNotCollected"
+
+
 class Unexpected(Ec2irError):
     """A bug of ec2ir's own inside one step: reported as that step's failure, with its type."""
 
@@ -141,3 +147,28 @@ class OriginalsTampered(Ec2irError):
     proves, or would restore one of ec2ir's own groups: release refuses that instance."""
 
     code = "OriginalsTampered"
+
+
+class OriginalGroupMissing(Ec2irError):
+    """An original security group of a hold was deleted since isolation: release refuses to guess
+    what to put in its place (``--replace-group``, ``--skip-missing-groups``). AWS's own code."""
+
+    code = "InvalidGroup.NotFound"
+
+
+class StillHeld(Ec2irError):
+    """``rejoin`` is for released holds: an active one is released (with ``--rejoin``) first."""
+
+    code = "StillHeld"
+
+
+class NotReleased(Ec2irError):
+    """``rejoin`` of an instance ec2ir never held: there is no record of what it was in."""
+
+    code = "NotReleased"
+
+
+class InstanceNotRunning(Ec2irError):
+    """Auto Scaling attaches only a running instance."""
+
+    code = "IncorrectInstanceState"

@@ -65,8 +65,47 @@ def eni_lines(enis: dict[str, tuple[str, ...]]) -> str:
     return "; ".join(f"{eni}: {','.join(groups) or '-'}" for eni, groups in enis.items())
 
 
+# A step skipped for one of these reasons had nothing to do: saying so would only be noise.
+QUIET_SKIPS = frozenset({"skipped: nothing to do for this instance", "skipped: nothing was recorded"})
+STEP_INDENT = "    "
+
+
+def step_lines(result: InstanceResult) -> list[str]:
+    """One line per step under the instance's row: what it did, what failed, what was not done."""
+    return [
+        printable(f"{STEP_INDENT}{step}: {outcome.removeprefix('done: ')}")
+        for step, outcome in result.steps.items()
+        if outcome not in QUIET_SKIPS
+    ]
+
+
+def not_done(outcome: str) -> bool:
+    """Whether a step's outcome is something asked for and not done."""
+    if outcome.startswith(("FAILED", "not collected")):
+        return True
+    return outcome.startswith("skipped") and outcome not in QUIET_SKIPS
+
+
+def run_warnings(report: RunReport) -> list[str]:
+    """The lines for standard error: every step asked for and not done (failed, not collected,
+    skipped for a reason worth saying) and every warning of a result, one line each."""
+    lines = []
+    for result in report.results:
+        lines += [
+            printable(f"ec2ir: {result.instance_id}: WARNING: {step}: {outcome}")
+            for step, outcome in result.steps.items()
+            if not_done(outcome)
+        ]
+        lines += [
+            printable(f"ec2ir: {result.instance_id}: WARNING: {warning}") for warning in result.warnings
+        ]
+    return lines
+
+
 def render_run(report: RunReport) -> str:
-    verb = {"isolate": "isolated", "release": "released", "collect": "collected"}[report.action]
+    verb = {"isolate": "isolated", "release": "released", "collect": "collected", "rejoin": "rejoined"}[
+        report.action
+    ]
     rows = [
         [
             r.instance_id,
@@ -76,7 +115,11 @@ def render_run(report: RunReport) -> str:
         ]
         for r in report.results
     ]
-    parts = [table(["INSTANCE", "RESULT", "ENI: GROUPS NOW", "DETAIL"], rows)]
+    head, rule, *body = table(["INSTANCE", "RESULT", "ENI: GROUPS NOW", "DETAIL"], rows).split("\n")
+    lines = [head, rule]
+    for row, result in zip(body, report.results, strict=True):
+        lines += [row, *step_lines(result)]
+    parts = ["\n".join(lines)]
     if report.groups:
         parts.append(
             table(
@@ -91,9 +134,6 @@ def render_run(report: RunReport) -> str:
     ]
     if evidence:
         parts.append(table(["INSTANCE", "EVIDENCE", "LOCATION", "SHA-256 / DEVICE"], evidence))
-    failures = render_step_failures(report)
-    if failures:
-        parts.append(failures)
     if report.notes:
         parts.append("\n".join(f"note: {printable(note)}" for note in report.notes))
     ok = len(report.results) - len(report.failed)
@@ -102,16 +142,6 @@ def render_run(report: RunReport) -> str:
         f"(acting as {printable(report.actor)})"
     )
     return "\n\n".join(parts)
-
-
-def render_step_failures(report: RunReport) -> str:
-    lines = [
-        printable(f"{result.instance_id}: {step}: {outcome}")
-        for result in report.results
-        for step, outcome in result.steps.items()
-        if outcome.startswith("FAILED")
-    ]
-    return "\n".join(lines)
 
 
 def render_plan(plan: PlanReport) -> str:

@@ -139,11 +139,13 @@ def build_report(store: StateStore, case_id: str) -> CaseReport:
     # too: they show what was attempted.
     instance_ids = sorted(set(holds) | {e.target for e in journal if e.target.startswith("i-")})
     instances = tuple(_instance_state(i, holds.get(i), journal) for i in instance_ids)
-    evidence = tuple(
-        _evidence_item(number, entry, ref)
-        for number, entry in enumerate(journal, start=1)
-        for ref in entry.evidence
-    )
+    # Each piece once, at the entry that first journaled it: a rerun journals again what an
+    # earlier run stored (its snapshots, its metadata objects), and is no new evidence.
+    first: dict[tuple[str, str, str], EvidenceItem] = {}
+    for number, entry in enumerate(journal, start=1):
+        for ref in entry.evidence:
+            first.setdefault(evidence_key(ref), _evidence_item(number, entry, ref))
+    evidence = tuple(first.values())
     still = tuple(
         StillIsolated(
             hold.instance_id, hold.status.value, hold.isolated_at or hold.recorded_at, len(hold.originals)
@@ -179,6 +181,12 @@ def build_report(store: StateStore, case_id: str) -> CaseReport:
         table=store.table,
         generated_at=now(),
     )
+
+
+def evidence_key(ref: EvidenceRef) -> tuple[str, str, str]:
+    """One piece of evidence however often the journal names it: the key ``Engine.verify``
+    checks each piece under (a snapshot by its id; an object by its location and version)."""
+    return (ref.kind, ref.location, ref.version_id)
 
 
 def _last_result(journal: list[JournalEntry], target: str, action: str) -> str:

@@ -442,8 +442,17 @@ class DetachFromAutoScaling(Step):
         client = ctx.aws.client("autoscaling")
         if instance_id in self.lookup(ctx.aws, [instance_id]):
             return f"already in {record['group']}"
-        with translated("autoscaling", "AttachInstances"):
-            client.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=record["group"])
+        try:
+            with translated("autoscaling", "AttachInstances"):
+                client.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=record["group"])
+        except AwsError as error:
+            if error.code == "ValidationError":  # AWS's answer to a group at its max size, among others
+                error.hint = (
+                    "Auto Scaling attaches only a running instance, and only while the group's desired "
+                    f"capacity stays within its max size: raise {record['group']}'s max size if it is "
+                    "there, then run `ec2ir rejoin` to finish"
+                )
+            raise
         return f"attached to {record['group']} again (its desired capacity grew by one)"
 
     def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
@@ -454,6 +463,12 @@ class DetachFromAutoScaling(Step):
 
 
 ENI_GONE = "InvalidNetworkInterfaceID.NotFound"
+# An original group deleted since isolation: release never guesses what to put in its place.
+GROUP_GONE = "InvalidGroup.NotFound"
+GROUP_GONE_HINT = (
+    "it stays in the isolation group; run release again with --replace-group OLD=NEW (a group of "
+    "the ENI's VPC in the deleted one's place) or --skip-missing-groups (the other original groups)"
+)
 
 
 class IsolateNetwork(Step):
@@ -519,6 +534,8 @@ class IsolateNetwork(Step):
                 if error.code == ENI_GONE:
                     gone.append(eni_id)
                 else:
+                    if error.code == GROUP_GONE:  # deleted since release checked (ec2ir.restore)
+                        error.hint = GROUP_GONE_HINT
                     failures.append((eni_id, error))
         if failures:
             raise SeveralFailed(failures)
@@ -569,6 +586,10 @@ class DeregisterLoadBalancers(Step):
         "elasticloadbalancing:RegisterTargets",
         "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
     )
+    # DeregisterTargets' answer for an instance that is not a target (or not in the group's VPC)
+    NOT_A_TARGET: ClassVar[str] = "InvalidTarget"
+    # DescribeTargetHealth's states of a target that no longer takes traffic
+    NOT_SERVING: ClassVar[frozenset[str]] = frozenset({"unused", "draining"})
 
     def lookup(self, aws: Aws, instance_ids: list[str]) -> dict[str, Any]:
         # Target groups and Classic ELBs are read side by side, and every target group's health
@@ -627,8 +648,10 @@ class DeregisterLoadBalancers(Step):
         return dict(membership) if membership else None
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
-        self._membership(ctx.aws, target.instance_id, record, register=False)
-        return f"deregistered from {_balancers(record)}"
+        already = self._membership(ctx.aws, target.instance_id, record, register=False, target=target)
+        return f"deregistered from {_balancers(record)}" + (
+            f" (already out of {len(already)} target group(s))" if already else ""
+        )
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
         if not ctx.options.rejoin:
@@ -636,22 +659,61 @@ class DeregisterLoadBalancers(Step):
         self._membership(ctx.aws, instance_id, record, register=True)
         return f"registered again with {_balancers(record)}"
 
-    @staticmethod
-    def _membership(aws: Aws, instance_id: str, record: Record, register: bool) -> None:
+    def _membership(
+        self, aws: Aws, instance_id: str, record: Record, register: bool, target: Target | None = None
+    ) -> list[str]:
+        """Register or deregister; the target groups a deregistration found the instance already
+        out of (a rerun: see ``_already_out``)."""
         elbv2_operation = "RegisterTargets" if register else "DeregisterTargets"
         elb_operation = (
             "RegisterInstancesWithLoadBalancer" if register else "DeregisterInstancesFromLoadBalancer"
         )
+        already: list[str] = []
         for group in record["target_groups"]:
-            with translated("elasticloadbalancing", elbv2_operation):
-                getattr(aws.client("elbv2"), xform_name(elbv2_operation))(
-                    TargetGroupArn=group["arn"], Targets=[{"Id": instance_id, "Port": group["port"]}]
-                )
+            try:
+                with translated("elasticloadbalancing", elbv2_operation):
+                    getattr(aws.client("elbv2"), xform_name(elbv2_operation))(
+                        TargetGroupArn=group["arn"], Targets=[{"Id": instance_id, "Port": group["port"]}]
+                    )
+            except AwsError as error:
+                if register or target is None or not self._already_out(aws, target, group, error):
+                    raise
+                already.append(group["arn"])
         for name in record["classic"]:
             with translated("elasticloadbalancing", elb_operation):
                 getattr(aws.client("elb"), xform_name(elb_operation))(
                     LoadBalancerName=name, Instances=[{"InstanceId": instance_id}]
                 )
+        return already
+
+    def _already_out(self, aws: Aws, target: Target, group: Record, error: AwsError) -> bool:
+        """Whether AWS's InvalidTarget means a rerun's "not registered": the hold records the
+        membership (ec2ir saw it and deregistered it), this run's discovery no longer found the
+        instance in that group, and a fresh look says it is not registered (or is draining).
+        As the Auto Scaling step does with its ValidationError; anything else is a real failure."""
+        if error.code != self.NOT_A_TARGET:
+            return False
+        recorded = target.stored.get(self.name) or {}
+        if group["arn"] not in {g["arn"] for g in recorded.get("target_groups", [])}:
+            return False
+        found = target.lookups.get(self.name) or {}
+        if group["arn"] in {g["arn"] for g in found.get("target_groups", [])}:
+            return False  # this run saw it registered: InvalidTarget is something else
+        described: Record = {"Id": target.instance_id}
+        if group["port"]:
+            described["Port"] = group["port"]
+        try:
+            with translated("elasticloadbalancing", "DescribeTargetHealth"):
+                health = aws.client("elbv2").describe_target_health(
+                    TargetGroupArn=group["arn"], Targets=[described]
+                )
+        except AwsError:
+            return False
+        return all(
+            d["TargetHealth"].get("State") in self.NOT_SERVING
+            for d in health.get("TargetHealthDescriptions", [])
+            if d["Target"]["Id"] == target.instance_id
+        )
 
     def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
         return [
@@ -893,19 +955,38 @@ class TagInstance(Step):
     undo_permissions = ("ec2:DeleteTags",)  # tags that were not there before isolation
 
     def capture(self, ctx: Context, target: Target) -> Record:
-        return {"previous": {key: target.facts.tags.get(key) for key in (TAG_CASE, TAG_ISOLATED_AT)}}
+        # ``isolated_at`` is the run that began the hold: a rerun tags that time, not its own.
+        return {
+            "previous": {key: target.facts.tags.get(key) for key in (TAG_CASE, TAG_ISOLATED_AT)},
+            "isolated_at": ctx.started_at,
+        }
 
-    def _tags(self, ctx: Context) -> list[dict[str, str]]:
+    def _tags(self, ctx: Context, isolated_at: str = "") -> list[dict[str, str]]:
         return [
             {"Key": TAG_CASE, "Value": ctx.case_id},
             {"Key": TAG_STATE, "Value": "isolated"},
-            {"Key": TAG_ISOLATED_AT, "Value": ctx.started_at},
+            {"Key": TAG_ISOLATED_AT, "Value": isolated_at or ctx.started_at},
         ]
 
     def apply(self, ctx: Context, target: Target, record: Record) -> str:
+        tags = self._tags(ctx, self._isolated_at(ctx, target, record))
+        now_tagged = target.facts.tags
+        if all(now_tagged.get(tag["Key"]) == tag["Value"] for tag in tags):
+            return f"tagged {TAG_CASE}={ctx.case_id} (already)"  # a rerun changes no tag
         with translated("ec2", "CreateTags"):
-            ctx.aws.ec2().create_tags(Resources=[target.instance_id], Tags=self._tags(ctx))
+            ctx.aws.ec2().create_tags(Resources=[target.instance_id], Tags=tags)
         return f"tagged {TAG_CASE}={ctx.case_id}"
+
+    @staticmethod
+    def _isolated_at(ctx: Context, target: Target, record: Record) -> str:
+        """When the hold began: from its record; for a hold recorded before the record said so,
+        the instance's own tag if it already carries this case's isolation."""
+        if record.get("isolated_at"):
+            return str(record["isolated_at"])
+        tags = target.facts.tags
+        if tags.get(TAG_CASE) == ctx.case_id and tags.get(TAG_STATE) == "isolated":
+            return tags.get(TAG_ISOLATED_AT) or ctx.started_at
+        return ctx.started_at
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
         previous: dict[str, str | None] = record["previous"]
