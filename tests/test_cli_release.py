@@ -243,3 +243,13 @@ def test_replace_group_needs_two_different_group_ids(value: str, capsys: pytest.
     assert code == EXIT_USAGE
     error = one_line_error(Run(code, *capsys.readouterr()))
     assert "--replace-group" in error and ("OLD=NEW" in error or "given once" in error)
+
+
+def test_rejoin_takes_its_targets_like_release() -> None:
+    from ec2ir import targets
+
+    assert "rejoin" in targets.COMMANDS
+    args = cli.build_parser().parse_args(
+        ["rejoin", "--case", "IR-1", "--filters", "Name=tag:env,Values=prod"]
+    )
+    assert args.filters == ["Name=tag:env,Values=prod"] and args.max_instances == 25

@@ -339,13 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rejoin = commands.add_parser(
         "rejoin",
-        parents=[common],
+        parents=[common, targets],
         help="put released instances back in service",
         description="Attach released instances to their Auto Scaling group again and register them "
         "with their target groups and Classic ELBs, from their holds' records; what is already back "
         "is left as it is. For a hold still active, use release --rejoin.",
     )
-    rejoin.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    rejoin.add_argument("instance_ids", nargs="*", metavar="INSTANCE_ID", help=TARGETS_HELP)
     rejoin.add_argument("--case", required=True, metavar="CASE_ID", help="the case that released them")
 
     collect = commands.add_parser(

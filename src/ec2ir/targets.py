@@ -19,7 +19,7 @@ from ec2ir.errors import UsageError
 from ec2ir.output import printable
 
 # The commands that take instances (and so ``-``, ARNs, --filters and --max-instances).
-COMMANDS = ("isolate", "release", "collect")
+COMMANDS = ("isolate", "release", "collect", "rejoin")
 STDIN = "-"
 MAX_STDIN_CHARS = 4 * 1024 * 1024  # some 200,000 ids: standard input is read whole, never unbounded
 # Instances that are going or gone are never selected by a filter (the engine's GONE_STATES).
