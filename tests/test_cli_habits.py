@@ -3,6 +3,7 @@ walks through works as written, on a seeded emulator."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -28,12 +29,40 @@ def test_a_closed_pipe_exits_quietly() -> None:
         )
     finally:
         os.close(write)
-    assert done.returncode == cli.EXIT_BROKEN_PIPE
+    assert done.returncode == 0  # the command's own code: the policy was made, the reader left
     assert done.stderr == ""
 
 
+class ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_pipe_never_hides_a_failure_or_its_exit_code(
+    emulator: Emulator, fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vpc = fleet.vpc(1)
+    real = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    argv = ["isolate", real, "i-0123456789abcdef0", "--case", "IR-P", "--office-cidr", "203.0.113.0/24"]
+    argv += ["--no-evidence", "--endpoint-url", emulator.endpoint_url]
+
+    code = cli.main(argv)
+
+    assert code not in (0, 141)
+    assert "i-0123456789abcdef0" in capsys.readouterr().err  # what failed is still said
+
+
 def test_seed_only_refuses_anything_but_a_loopback_emulator(capsys: pytest.CaptureFixture[str]) -> None:
-    for url in ("https://ec2.us-east-1.amazonaws.com", "http://10.0.0.5:5000"):
+    for url in (
+        "https://ec2.us-east-1.amazonaws.com",
+        "http://10.0.0.5:5000",
+        "http://ec2.us-east-1.amazonaws.com\\@127.0.0.1:5000",  # urllib3 would send it to the first host
+        "http://127.0.0.1@ec2.us-east-1.amazonaws.com",
+        "http://user:pw@127.0.0.1:5000",
+        "http://127.0.0.1.nip.io:5000",
+        "http://localhost.example.com",
+    ):
         assert cli.main(["demo", "--seed-only", "--endpoint-url", url]) == 2
         err = capsys.readouterr().err
         assert "not one on loopback" in err and "ec2ir emulator" in err

@@ -253,3 +253,33 @@ def test_rejoin_takes_its_targets_like_release() -> None:
         ["rejoin", "--case", "IR-1", "--filters", "Name=tag:env,Values=prod"]
     )
     assert args.filters == ["Name=tag:env,Values=prod"] and args.max_instances == 25
+
+
+def test_rejoin_never_puts_back_an_instance_isolated_again_meanwhile(run: Cli, fleet: Fleet) -> None:
+    """Rejoining a contained instance to its Auto Scaling group would let the group terminate it,
+    evidence and all: the hold is read again right before each change."""
+    from typing import Any
+
+    from ec2ir.engine import Engine
+
+    member, target_group = asg_member_behind_a_target_group(fleet)
+    isolate(run, member)
+    assert run("release", member, "--case", CASE).code == 0
+    engine = Engine(fleet.aws, StateStore(fleet.aws))
+    isolated_again: list[int] = []
+
+    def isolate_meanwhile(**_: Any) -> None:
+        if not isolated_again:  # after rejoin read the released hold, before it changes anything
+            isolated_again.append(isolate(run, member).code)
+
+    engine.aws.client("autoscaling").meta.events.register(
+        "before-call.autoscaling.DescribeAutoScalingInstances", isolate_meanwhile
+    )
+
+    report = engine.rejoin([member], CASE)
+
+    assert isolated_again == [0]
+    [result] = report.results
+    assert not result.ok and result.error_code in ("StillHeld", "StaleRecord"), result.detail
+    assert in_service(fleet, member, target_group) == (False, False)
+    assert hold_status(fleet, member) == "isolated"

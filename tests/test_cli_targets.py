@@ -364,3 +364,8 @@ def test_collect_report_and_verify_take_case_as_an_option(run: Cli, fleet: Fleet
     assert collected.json()["case_id"] == "IR-9"
     assert reported.code == 0 and "collect:snapshots" in reported.out
     assert verified.code == 0 and "match the journal" in verified.out
+
+
+def test_json_filters_nested_deep_are_a_usage_error_not_a_crash() -> None:
+    with pytest.raises(UsageError, match="not valid JSON"):
+        targets.parse_filters(["[" * 100_000])

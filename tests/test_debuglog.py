@@ -31,6 +31,11 @@ SIGNATURE = "a" * 64
         f'{{"Credentials": {{"SecretAccessKey": "{SECRET}", "SessionToken": "{TOKEN}"}}}}',
         f"PUT https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA%2F&X-Amz-Security-Token={TOKEN}"
         f"&X-Amz-Signature={SIGNATURE}",
+        f"Making request for OperationModel(name=AssumeRoleWithWebIdentity) with params: {{'body': "
+        f"{{'WebIdentityToken': '{TOKEN}', 'RoleArn': 'arn:aws:iam::1:role/r'}}}}",
+        f"Sending http request: <AWSPreparedRequest headers={{'x-amz-sso_bearer_token': b'{TOKEN}'}}>",
+        f'Response body: b\'{{"accessToken":"{TOKEN}","refreshToken":"{SECRET}","expiresIn":3600}}\'',
+        f'body: {{"clientId":"c","clientSecret":"{SECRET}","refreshToken":"{TOKEN}"}}',
     ],
 )
 def test_no_credential_survives_redaction(line: str) -> None:
@@ -79,3 +84,18 @@ def test_verbose_says_each_step_as_it_starts_and_ends(
     assert f"{instance} network: started" in err
     assert re.search(rf"{instance} network: done: .*\(\d+\.\d\d s\)", err)
     assert "botocore" not in err  # -v is ec2ir's own steps, not the wire
+
+
+def test_a_traceback_in_the_debug_log_is_redacted_and_escaped() -> None:
+    stream = io.StringIO()
+    handler = debuglog.enable(stream)
+    try:
+        try:
+            raise ValueError(f"<SessionToken>{TOKEN}</SessionToken>\x1b[2J")
+        except ValueError:
+            logging.getLogger("botocore.parsers").debug("could not parse", exc_info=True)
+    finally:
+        debuglog.disable(handler)
+    said = stream.getvalue()
+    assert "could not parse" in said and "ValueError" in said
+    assert TOKEN not in said and "\x1b" not in said

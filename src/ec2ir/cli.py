@@ -18,7 +18,6 @@ from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError, UsageErr
 from ec2ir.output import printable
 
 EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command its reader left
 # The same variables the stack's functions read, so that a responder's shell can point at the stack's
 # table and bucket once.
 TABLE_ENV = "EC2IR_TABLE"
@@ -478,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets.settle(args, extras)  # ids after an option, CASE_ID or --case, no target at all
     except UsageError as error:
         parser.error(printable(str(error)))
+    guard = _ClosedPipeGuard(sys.stdout)
+    sys.stdout = guard
     debug = None
     if args.debug or args.verbose:
         import logging
@@ -488,10 +489,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     finally:
+        sys.stdout = guard.stream
         if debug is not None:
             from ec2ir import debuglog
 
             debuglog.disable(debug)
+
+
+class _ClosedPipeGuard:
+    """stdout, for a reader that may go away (`ec2ir permissions | head -1`): once the pipe is
+    closed, what is left to print is dropped quietly, and the command goes on to finish its work,
+    say on stderr what failed and exit with its own code. The process's real stdout then points
+    at /dev/null, so that Python's last flush at exit cannot fail again."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.closed_pipe = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_pipe:
+            try:
+                return int(self.stream.write(text))
+            except BrokenPipeError:
+                self._closed()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_pipe:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._closed()
+
+    def _closed(self) -> None:
+        self.closed_pipe = True
+        if self.stream is sys.__stdout__ and sys.__stdout__ is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.__stdout__.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, name)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -514,15 +552,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     except Ec2irError as error:
         print(f"ec2ir: error: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:
-        # The reader went away (`ec2ir permissions | head -1`): nothing left to say, and nobody to
-        # say it to. The process's stdout goes to /dev/null so that Python's flush at exit cannot
-        # fail again; only the real one (a caller that replaced sys.stdout keeps its own).
-        if sys.stdout is sys.__stdout__ and sys.__stdout__ is not None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.__stdout__.fileno())
-            os.close(devnull)
-        return EXIT_BROKEN_PIPE
     except Exception as error:  # a bug: still one line, and the state table still holds the truth
         if os.environ.get("EC2IR_DEBUG"):
             raise

@@ -21,12 +21,20 @@ from ec2ir.output import printable
 REDACTED = "<redacted>"
 LOGGERS = ("botocore", "ec2ir")
 
+_HEADERS = "authorization|x-amz-security-token|x-amz-sso_bearer_token"
+# SAMLAssertion and WebIdentityToken (STS), accessToken, refreshToken and clientSecret (SSO-OIDC)
+_FIELDS = (
+    "SecretAccessKey|SessionToken|aws_secret_access_key|aws_session_token|Token|WebIdentityToken|"
+    "SAMLAssertion|accessToken|refreshToken|clientSecret"
+)
+
 _PATTERNS = (
     # headers, as botocore prints them: a dict repr with quoted names and values
-    re.compile(r"(?i)('(?:authorization|x-amz-security-token)'\s*:\s*b?')[^']*(')"),
-    re.compile(r'(?i)("(?:authorization|x-amz-security-token)"\s*:\s*b?")[^"]*(")'),
-    # credentials in a JSON body (STS's AssumeRole in JSON, ec2ir's own records)
-    re.compile(r'(?i)("(?:SecretAccessKey|SessionToken|aws_secret_access_key|Token)"\s*:\s*")[^"]*(")'),
+    re.compile(rf"(?i)('(?:{_HEADERS})'\s*:\s*b?')[^']*(')"),
+    re.compile(rf'(?i)("(?:{_HEADERS})"\s*:\s*b?")[^"]*(")'),
+    # credentials in a request's parameters (a dict repr) or a JSON body (STS, SSO-OIDC, ec2ir's own)
+    re.compile(rf"(?i)('(?:{_FIELDS})'\s*:\s*b?')[^']*(')"),
+    re.compile(rf'(?i)("(?:{_FIELDS})"\s*:\s*")[^"]*(")'),
     # credentials in an XML body (STS answers in XML)
     re.compile(r"(?i)(<(SecretAccessKey|SessionToken)>)[^<]*(</\2>)"),
     # SigV4's debug lines: the canonical request's token header, and the signature itself
@@ -46,7 +54,11 @@ def redact(text: str) -> str:
 
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = printable(redact(record.getMessage()))
+        message = record.getMessage()
+        if record.exc_info:  # a traceback quotes what the call carried: redacted and escaped too
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, None
+        record.msg = printable(redact(message))
         record.args = None
         return True
 

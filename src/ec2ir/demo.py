@@ -192,11 +192,11 @@ def seed_only(endpoint_url: str | None) -> int:
     """``ec2ir demo --seed-only``: the demo's fleet in a running emulator, its ids on stdout (one a
     line, for ``ids=$(ec2ir demo --seed-only)``). Only ever on loopback: seeding is for the emulator,
     and three instances launched in a real account would cost money and confuse an incident."""
-    url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or ""
-    host = urlsplit(url).hostname or ""
-    if not _loopback(host):
+    given = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or ""
+    url = _loopback_url(given)
+    if url is None:
         raise UsageError(
-            f"--seed-only seeds an emulator, and {printable(url or 'no endpoint')} is not one on loopback",
+            f"--seed-only seeds an emulator, and {printable(given or 'no endpoint')} is not one on loopback",
             "start one with `ec2ir emulator` and pass its --endpoint-url (or set AWS_ENDPOINT_URL)",
         )
     aws = Aws(AwsSettings(region=os.environ.get("AWS_DEFAULT_REGION") or DEMO_REGION, endpoint_url=url))
@@ -205,10 +205,28 @@ def seed_only(endpoint_url: str | None) -> int:
     return 0
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _loopback_url(url: str) -> str | None:
+    """``url`` rebuilt from its scheme, host and port alone if the host is on loopback, else None.
+
+    Parsers disagree on odd URLs (``http://aws-host\\@127.0.0.1`` is 127.0.0.1 to urlsplit and
+    aws-host to urllib3, which botocore sends through), so anything beyond scheme://host:port/ is
+    refused, and what is used is the URL rebuilt from the parts checked."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        parts = urlsplit(url)
+        port = parts.port
     except ValueError:
-        return False
+        return None
+    odd = parts.username is not None or parts.password is not None or parts.query or parts.fragment
+    if odd or parts.scheme not in ("http", "https") or parts.path not in ("", "/"):
+        return None
+    if any(c in parts.netloc for c in "@\\ \t") or not parts.netloc.isprintable():
+        return None
+    host = parts.hostname or ""
+    if host != "localhost":
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            return None
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None else "")

@@ -1642,8 +1642,21 @@ class Engine:
             hold = rejoin.released_hold(instance_id, holds.get(instance_id), report.case_id)
             unproven = self._check_originals(hold, provenance)
             log = StepLog()
-            summary = rejoin.rejoin_one(ctx, instance_id, hold, facts.get(instance_id), log)
-            self._journal(log.journal_entries(ctx, instance_id, "rejoin"), log=log)
+
+            def still_released() -> None:
+                current = rejoin.released_hold(instance_id, self.store.get(instance_id), report.case_id)
+                if current.recorded_at != hold.recorded_at:
+                    raise StaleRecord(
+                        f"{instance_id} was isolated and released again during this rejoin",
+                        "run rejoin again: it acts on the latest release's records",
+                    )
+
+            try:
+                summary = rejoin.rejoin_one(
+                    ctx, instance_id, hold, facts.get(instance_id), log, still_released
+                )
+            finally:  # what was put back before a refusal is journaled all the same
+                self._journal(log.journal_entries(ctx, instance_id, "rejoin"), log=log)
             return log.result(instance_id, "rejoin", summary, warnings=unproven)
 
         done = run_each(ids, rejoin_one, "rejoin", self.concurrency, progress)

@@ -105,8 +105,18 @@ OUT_OF: dict[str, Callable[[Aws, str, Record], list[str]]] = {
 }
 
 
-def rejoin_one(ctx: Context, instance_id: str, hold: Hold, facts: InstanceFacts | None, log: StepLog) -> str:
-    """Put one released instance back in service; what it did, in ``log``, and its summary."""
+def rejoin_one(
+    ctx: Context,
+    instance_id: str,
+    hold: Hold,
+    facts: InstanceFacts | None,
+    log: StepLog,
+    still_released: Callable[[], None] = lambda: None,
+) -> str:
+    """Put one released instance back in service; what it did, in ``log``, and its summary.
+    ``still_released`` raises if the hold changed since it was read (isolated again meanwhile):
+    it is called right before each change, as rejoining a contained instance to its Auto Scaling
+    group would let the group terminate it, evidence and all."""
     if facts is None or facts.state in GONE_STATES:
         raise InstanceTerminated(f"{instance_id} is terminated: there is nothing to put back in service")
     records = {step.name: hold.steps[step.name] for step in REJOIN_STEPS if step.name in hold.steps}
@@ -130,6 +140,7 @@ def rejoin_one(ctx: Context, instance_id: str, hold: Hold, facts: InstanceFacts 
         if not out[step.name]:
             log.skip(step.name, f"already in {_where(step.name, records[step.name])}")
             continue
+        still_released()
         log.run(
             step.name, functools.partial(step.undo, ctx, instance_id, records[step.name]), subject=instance_id
         )

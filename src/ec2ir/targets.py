@@ -257,10 +257,10 @@ def _shorthand_item(segments: list[tuple[str, bool]], argument: str) -> dict[str
 
 
 def _json_filters(text: str) -> list[dict[str, Any]]:
-    shown = printable(repr(text))
+    shown = printable(repr(text[:200]))
     try:
         loaded = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: a list nested thousands deep
         raise UsageError(f"--filters {shown} is not valid JSON: {printable(exc)}", ITEM_HINT) from exc
     if not isinstance(loaded, list):
         raise UsageError(f"--filters {shown} is not a JSON list", ITEM_HINT)
