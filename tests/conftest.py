@@ -89,6 +89,24 @@ class Fleet:
     def group(self, vpc_id: str, name: str) -> str:
         return str(self.ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)["GroupId"])
 
+    def asg_member(self, vpc_id: str, groups: list[str], name: str = "web-asg") -> str:
+        """The one instance of a new Auto Scaling group (launch configuration ``web-lc``, 1 to 3
+        instances) in the VPC's subnet."""
+        autoscaling = self.aws.client("autoscaling")
+        autoscaling.create_launch_configuration(
+            LaunchConfigurationName="web-lc", ImageId=AMI, InstanceType="t3.micro", SecurityGroups=groups
+        )
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            LaunchConfigurationName="web-lc",
+            MinSize=1,
+            MaxSize=3,
+            DesiredCapacity=1,
+            VPCZoneIdentifier=self.subnets[vpc_id],
+        )
+        [group] = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+        return str(group["Instances"][0]["InstanceId"])
+
     def instance(
         self, vpc_id: str, groups: list[str], extra_enis: list[list[str]] | None = None, image_id: str = AMI
     ) -> str:

@@ -15,7 +15,7 @@ from ec2ir.models import InstanceResult
 from ec2ir.output import render_run, run_warnings
 from ec2ir.report import build_report
 from ec2ir.steps import TAG_ISOLATED_AT, Options
-from tests.conftest import AMI, Fleet
+from tests.conftest import Fleet
 from tests.faults import Fault, inject
 from tests.test_cli import Cli, Run
 
@@ -37,25 +37,8 @@ def web_member(fleet: Fleet) -> tuple[str, str]:
     profile: every containment step has something to do. Returns it and the target group's ARN."""
     aws = fleet.aws
     vpc = fleet.vpc(1)
-    subnet = fleet.subnets[vpc]
     web = fleet.group(vpc, "web")
-    autoscaling = aws.client("autoscaling")
-    autoscaling.create_launch_configuration(
-        LaunchConfigurationName="web-lc", ImageId=AMI, InstanceType="t3.micro", SecurityGroups=[web]
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName="web-asg",
-        LaunchConfigurationName="web-lc",
-        MinSize=1,
-        MaxSize=3,
-        DesiredCapacity=1,
-        VPCZoneIdentifier=subnet,
-    )
-    instance = str(
-        autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"])["AutoScalingGroups"][0][
-            "Instances"
-        ][0]["InstanceId"]
-    )
+    instance = fleet.asg_member(vpc, [web])
     elbv2 = aws.client("elbv2")
     group = str(
         elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc)["TargetGroups"][0][

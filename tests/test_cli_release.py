@@ -10,7 +10,7 @@ from ec2ir.errors import EXIT_USAGE
 from ec2ir.models import HoldStatus
 from ec2ir.state import StateStore
 from tests import test_cli
-from tests.conftest import AMI, Fleet
+from tests.conftest import Fleet
 from tests.test_cli import Cli, Run, one_line_error
 
 run = test_cli.run  # the fixture: ec2ir's CLI against the emulator
@@ -50,20 +50,7 @@ def asg_member_behind_a_target_group(fleet: Fleet) -> tuple[str, str]:
     subnet = fleet.subnets[vpc]
     other = fleet.ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.2.0/24", AvailabilityZone="us-east-1b")
     web = fleet.group(vpc, "web")
-    autoscaling = aws.client("autoscaling")
-    autoscaling.create_launch_configuration(
-        LaunchConfigurationName="web-lc", ImageId=AMI, InstanceType="t3.micro", SecurityGroups=[web]
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName="web-asg",
-        LaunchConfigurationName="web-lc",
-        MinSize=1,
-        MaxSize=3,
-        DesiredCapacity=1,
-        VPCZoneIdentifier=subnet,
-    )
-    [group] = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"])["AutoScalingGroups"]
-    member = group["Instances"][0]["InstanceId"]
+    member = fleet.asg_member(vpc, [web])
     elbv2 = aws.client("elbv2")
     balancer = elbv2.create_load_balancer(
         Name="web-alb", Subnets=[subnet, other["Subnet"]["SubnetId"]], SecurityGroups=[web]

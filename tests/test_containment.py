@@ -16,7 +16,7 @@ from ec2ir.engine import Engine
 from ec2ir.models import HoldStatus
 from ec2ir.permissions import required_actions
 from ec2ir.steps import Options, revoke_policy_name
-from tests.conftest import AMI, Fleet
+from tests.conftest import Fleet
 from tests.faults import Fault, inject
 
 CASE = "IR-9"
@@ -58,21 +58,7 @@ def build_rich_fleet(fleet: Fleet) -> RichFleet:
     second_subnet = fleet.ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.2.0/24", AvailabilityZone="us-east-1b")
     web = fleet.group(vpc, "web")
 
-    autoscaling = aws.client("autoscaling")
-    autoscaling.create_launch_configuration(
-        LaunchConfigurationName="web-lc", ImageId=AMI, InstanceType="t3.micro", SecurityGroups=[web]
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName="web-asg",
-        LaunchConfigurationName="web-lc",
-        MinSize=1,
-        MaxSize=3,
-        DesiredCapacity=1,
-        VPCZoneIdentifier=subnet,
-    )
-    asg_member = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"])[
-        "AutoScalingGroups"
-    ][0]["Instances"][0]["InstanceId"]
+    asg_member = fleet.asg_member(vpc, [web])
 
     elbv2 = aws.client("elbv2")
     balancer = elbv2.create_load_balancer(
