@@ -107,6 +107,27 @@ class Fleet:
         [group] = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
         return str(group["Instances"][0]["InstanceId"])
 
+    def alb_target_group(self, vpc_id: str, groups: list[str]) -> str:
+        """A target group (HTTP 80) behind a new application load balancer across the VPC's subnet
+        and a second one: its ARN."""
+        other = self.ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.1.2.0/24", AvailabilityZone="us-east-1b")
+        elbv2 = self.aws.client("elbv2")
+        balancer = elbv2.create_load_balancer(
+            Name="web-alb", Subnets=[self.subnets[vpc_id], other["Subnet"]["SubnetId"]], SecurityGroups=groups
+        )["LoadBalancers"][0]
+        target_group = str(
+            elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc_id)["TargetGroups"][
+                0
+            ]["TargetGroupArn"]
+        )
+        elbv2.create_listener(
+            LoadBalancerArn=balancer["LoadBalancerArn"],
+            Protocol="HTTP",
+            Port=80,
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group}],
+        )
+        return target_group
+
     def instance(
         self, vpc_id: str, groups: list[str], extra_enis: list[list[str]] | None = None, image_id: str = AMI
     ) -> str:

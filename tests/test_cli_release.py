@@ -46,24 +46,11 @@ def in_service(fleet: Fleet, instance: str, target_group: str) -> tuple[bool, bo
 
 def asg_member_behind_a_target_group(fleet: Fleet) -> tuple[str, str]:
     """An Auto Scaling group's instance, registered on port 8080 with a target group of an ALB."""
-    aws, vpc = fleet.aws, fleet.vpc(1)
-    subnet = fleet.subnets[vpc]
-    other = fleet.ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.2.0/24", AvailabilityZone="us-east-1b")
+    vpc = fleet.vpc(1)
     web = fleet.group(vpc, "web")
     member = fleet.asg_member(vpc, [web])
-    elbv2 = aws.client("elbv2")
-    balancer = elbv2.create_load_balancer(
-        Name="web-alb", Subnets=[subnet, other["Subnet"]["SubnetId"]], SecurityGroups=[web]
-    )["LoadBalancers"][0]
-    target_group = elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc)[
-        "TargetGroups"
-    ][0]["TargetGroupArn"]
-    elbv2.create_listener(
-        LoadBalancerArn=balancer["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group}],
-    )
+    target_group = fleet.alb_target_group(vpc, [web])
+    elbv2 = fleet.aws.client("elbv2")
     elbv2.register_targets(TargetGroupArn=target_group, Targets=[{"Id": member, "Port": 8080}])
     return member, target_group
 

@@ -55,24 +55,12 @@ def build_rich_fleet(fleet: Fleet) -> RichFleet:
     aws = fleet.aws
     vpc = fleet.vpc(1)
     subnet = fleet.subnets[vpc]
-    second_subnet = fleet.ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.2.0/24", AvailabilityZone="us-east-1b")
     web = fleet.group(vpc, "web")
 
     asg_member = fleet.asg_member(vpc, [web])
 
+    target_group = fleet.alb_target_group(vpc, [web])
     elbv2 = aws.client("elbv2")
-    balancer = elbv2.create_load_balancer(
-        Name="web-alb", Subnets=[subnet, second_subnet["Subnet"]["SubnetId"]], SecurityGroups=[web]
-    )["LoadBalancers"][0]
-    target_group = elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc)[
-        "TargetGroups"
-    ][0]["TargetGroupArn"]
-    elbv2.create_listener(
-        LoadBalancerArn=balancer["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group}],
-    )
     tg_member = fleet.instance(vpc, [web])
     elbv2.register_targets(TargetGroupArn=target_group, Targets=[{"Id": tg_member, "Port": 8080}])
 
