@@ -5,31 +5,20 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from ec2ir import cli
-from ec2ir.aws import Aws
-from ec2ir.emulator import Emulator
 from ec2ir.engine import Engine, RunReport
 from ec2ir.models import InstanceResult
 from ec2ir.output import render_run, run_warnings
 from ec2ir.report import build_report
 from ec2ir.steps import TAG_ISOLATED_AT, Options
+from tests import test_cli
 from tests.conftest import Fleet
 from tests.faults import Fault, inject
-from tests.test_cli import Cli, Run
+from tests.test_cli import Cli
 
 CASE = "IR-16"
 
 
-@pytest.fixture
-def run(aws: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def invoke(*argv: str) -> Run:
-        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return invoke
+run = test_cli.run  # the fixture: ec2ir's CLI against the emulator
 
 
 def web_member(fleet: Fleet) -> tuple[str, str]:
