@@ -96,3 +96,19 @@ def test_the_first_incident_of_the_readme(
     code, said = ec2ir("release", *ids, "--case", "IR-1")
     assert code == 0, said.err
     assert fleet.eni_groups(ids) == before
+
+
+def test_every_subcommand_has_a_description_and_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    def subcommands(parser: Any) -> dict[str, Any]:
+        return dict(parser._subparsers._group_actions[0].choices)
+
+    commands = subcommands(cli.build_parser())
+    parsers: dict[tuple[str, ...], Any] = {(name,): command for name, command in commands.items()}
+    parsers |= {("forensics", name): command for name, command in subcommands(commands["forensics"]).items()}
+    for argv, command in parsers.items():
+        assert command.description, argv
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([*argv, "--help"])
+        said = " ".join(capsys.readouterr().out.split())
+        assert " ".join(command.description.split()) in said, argv
+        assert f"example: ec2ir {argv[0]}" in said, argv

@@ -467,7 +467,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulator = commands.add_parser("emulator", help="serve the embedded emulator")
     emulator.add_argument("--port", type=int, default=5000, help="TCP port on 127.0.0.1 (default: 5000)")
+    _describe(commands)
+    _describe(forensic_commands, "forensics ")
     return parser
+
+
+# One example a command, shown at the end of its --help.
+EXAMPLES = {
+    "isolate": "ec2ir isolate i-0abc1234def567890 --case IR-2026-042 --office-cidr 203.0.113.0/24 --dry-run",
+    "release": "ec2ir release i-0abc1234def567890 --case IR-2026-042 --dry-run",
+    "rejoin": "ec2ir rejoin i-0abc1234def567890 --case IR-2026-042",
+    "collect": "ec2ir collect IR-2026-042 i-0abc1234def567890 --memory",
+    "report": "ec2ir report IR-2026-042 --format html -o IR-2026-042.html",
+    "verify": "ec2ir verify IR-2026-042",
+    "forensics": "ec2ir forensics attach IR-2026-042 --to i-0f0e0d0c0b0a09080",
+    "attach": "ec2ir forensics attach IR-2026-042 --to i-0f0e0d0c0b0a09080",
+    "detach": "ec2ir forensics detach IR-2026-042",
+    "block-ip": "ec2ir block-ip 198.51.100.23 --case IR-2026-042 --dry-run",
+    "unblock-ip": "ec2ir unblock-ip 198.51.100.23 --case IR-2026-042",
+    "status": "ec2ir status --case IR-2026-042 --check",
+    "preflight": "ec2ir preflight --region eu-west-1",
+    "permissions": "ec2ir permissions > ec2ir-policy.json",
+    "demo": "ec2ir demo",
+    "emulator": "ec2ir emulator --port 5000 &  # then: ids=$(ec2ir demo --seed-only --endpoint-url http://127.0.0.1:5000)",
+}
+
+
+def _describe(commands: argparse._SubParsersAction[argparse.ArgumentParser], prefix: str = "") -> None:
+    """Every subcommand gets a description (its help, where it has none of its own) and an example."""
+    helps = {action.dest: action.help for action in commands._choices_actions}
+    for name, command in commands.choices.items():
+        if not command.description:
+            command.description = (helps.get(name) or name).capitalize() + "."
+        command.epilog = f"example: {EXAMPLES[name]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
