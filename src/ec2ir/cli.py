@@ -655,8 +655,12 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "preflight":
         caller, rows = preflight(aws)
         checks = [check for _, _, check in rows]
+        purposes: dict[str, list[str]] = {}  # each action once, with everything it is needed for
+        for action, purpose, _ in rows:
+            purposes.setdefault(action, []).append(purpose)
+        by_action = {check.action: check for check in checks}
         print(
-            to_json([check_as_dict(c) for c in checks])
+            to_json([{**check_as_dict(by_action[a]), "purposes": needed} for a, needed in purposes.items()])
             if args.output == "json"
             else render_preflight(caller, rows)
         )
