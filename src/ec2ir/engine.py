@@ -1545,7 +1545,8 @@ class Engine:
         hold = self._releasable(self.store.get(instance_id), instance_id, ctx.case_id)
         unproven = self._check_originals(hold, provenance)
         existing, fixes = (provenance.group_vpcs if provenance else {}), fixes or restore.GroupFixes()
-        restoring = restore.restoration(self.aws, hold, existing, fixes, terminated)
+        strict = bool(fixes.replace or fixes.skip_missing)  # without a flag, restore what can be
+        restoring = restore.restoration(self.aws, hold, existing, fixes, terminated, strict)
         try:
             # The hold as this move left it: a record an isolate wrote since the read above is in it.
             checked, hold = hold, self.store.transition(hold, ACTIVE_STATUSES, HoldStatus.RELEASING)
@@ -1555,7 +1556,7 @@ class Engine:
                 checked.eni_vpcs,
             ):
                 unproven = self._check_originals(hold, provenance)
-                restoring = restore.restoration(self.aws, hold, existing, fixes, terminated)
+                restoring = restore.restoration(self.aws, hold, existing, fixes, terminated, strict)
         except StaleRecord:
             current = self.store.get(instance_id)
             if (

@@ -92,7 +92,12 @@ class Restoration:
 
 
 def restoration(
-    aws: Aws, hold: Hold, existing: Mapping[str, str], fixes: GroupFixes, terminated: bool = False
+    aws: Aws,
+    hold: Hold,
+    existing: Mapping[str, str],
+    fixes: GroupFixes,
+    terminated: bool = False,
+    strict: bool = True,
 ) -> Restoration:
     """What the network undo is to restore on ``hold``'s ENIs. ``existing`` holds the groups the run
     already found (``Provenance.group_vpcs``); any other group is looked up once more, live, so that
@@ -136,6 +141,11 @@ def restoration(
                 "--replace-group OLD=NEW",
             )
         originals[eni] = tuple(dict.fromkeys(kept))
+    if unresolved and not strict:
+        # A release without either flag restores every ENI it can, as it always has: the ENI whose
+        # group is gone fails its swap (the hint names the flags) and stays isolated, the hold
+        # stays releasing, and a rerun with a flag finishes it.
+        return as_recorded
     if unresolved:
         raise OriginalGroupMissing(
             f"{hold.instance_id}: original group(s) deleted since isolation: {', '.join(unresolved)}",
