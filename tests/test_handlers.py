@@ -462,6 +462,39 @@ def test_delete_succeeds_when_an_isolated_instance_was_terminated(
     assert f"{gone} no longer exist" in body["Reason"] and f"released {alive}" in body["Reason"]
 
 
+def test_a_stack_delete_closes_a_terminated_instances_hold_as_release_does(
+    aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
+) -> None:
+    # The same rule as `ec2ir release`: a terminated instance has nothing left to put back, but its
+    # hold is closed and the role's revoke-sessions deny policy goes with the case.
+    gone, alive = incident["ids"][1:3]
+    iam = aws.client("iam")
+    iam.create_role(RoleName="app-role", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"}))
+    profile = iam.create_instance_profile(InstanceProfileName="app-profile")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
+    fleet.ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile["Arn"]}, InstanceId=gone)
+    create_event = cfn_event("Create", catcher.url("create"), [gone, alive])
+    create_event["ResourceProperties"]["RevokeSessions"] = "true"
+    create = run(aws, catcher, create_event).body
+    assert create["Status"] == "SUCCESS", create["Reason"]
+    assert iam.list_role_policies(RoleName="app-role")["PolicyNames"]  # the deny is in place
+    fleet.ec2.modify_instance_attribute(InstanceId=gone, DisableApiTermination={"Value": False})
+    fleet.ec2.terminate_instances(InstanceIds=[gone])
+    stack.status = "DELETE_IN_PROGRESS"
+
+    delete = cfn_event(
+        "Delete", catcher.url("delete"), [gone, alive], physical_id=create["PhysicalResourceId"]
+    )
+    delete["ResourceProperties"]["RevokeSessions"] = "true"
+    body = run(aws, catcher, delete).body
+
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert f"{gone} no longer exist" in body["Reason"] and f"released {alive}" in body["Reason"]
+    hold = StateStore(aws, TABLE).get(gone)
+    assert hold is not None and hold.status is HoldStatus.RELEASED
+    assert iam.list_role_policies(RoleName="app-role")["PolicyNames"] == []
+
+
 def test_an_instance_guardduty_contained_first_stays_with_its_case(
     aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:

@@ -557,19 +557,23 @@ def _may_retry(attempt: int, deadline: float) -> bool:
 def _release(
     engine: Engine, case: str, instance_ids: list[str], rejoin: bool
 ) -> tuple[list[str], list[InstanceResult], list[str]]:
-    """Release what this case holds; (released, failures, notes). An instance that no longer
-    exists has nothing to put back, and one never held or already released needs nothing."""
-    facts = discover(engine.aws, instance_ids)
-    gone = [i for i in instance_ids if i not in facts or facts[i].state in GONE_STATES]
-    live = [i for i in instance_ids if i not in gone]
-    notes = [f"{', '.join(gone)} no longer exist(s); the record stays in the state table"] if gone else []
-    if not live:
-        return [], [], notes
-    report = engine.release(live, case, rejoin=rejoin)
+    """Release what this case holds; (released, failures, notes). The engine's release decides,
+    as it does for the CLI: a terminated instance has nothing to put back, but its hold is closed
+    and what the case changed elsewhere (a role's deny policy) is undone; one never held or already
+    released needs nothing."""
+    report = engine.release(instance_ids, case, rejoin=rejoin)
     log_event("release", report.as_dict())
-    released = [r.instance_id for r in report.results if r.ok]
+    try:
+        facts = discover(engine.aws, instance_ids)
+        gone = [i for i in instance_ids if i not in facts or facts[i].state in GONE_STATES]
+    except Ec2irError:  # only the wording of the answer depends on it: the release is done
+        gone = []
+    released = [r.instance_id for r in report.results if r.ok and r.instance_id not in gone]
     failures = [r for r in report.results if not r.ok and r.error_code not in NOTHING_TO_RELEASE]
+    notes = [f"{', '.join(gone)} no longer exist(s); the record stays in the state table"] if gone else []
     for result in report.results:
+        if result.instance_id in gone:
+            continue
         if result.error_code == NOT_ISOLATED:
             notes.append(f"{result.instance_id} was not held (never isolated, or released by hand)")
         elif result.error_code == HELD_BY_OTHER_CASE:
