@@ -369,3 +369,24 @@ def test_collect_report_and_verify_take_case_as_an_option(run: Cli, fleet: Fleet
 def test_json_filters_nested_deep_are_a_usage_error_not_a_crash() -> None:
     with pytest.raises(UsageError, match="not valid JSON"):
         targets.parse_filters(["[" * 100_000])
+
+
+def test_more_ids_on_standard_input_than_max_instances_are_refused_before_any_change(
+    run: Cli, fleet: Fleet
+) -> None:
+    # A query gone wrong piped into isolate is the same mistake as a filter that is too wide.
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    instances = [fleet.instance(vpc, [web]) for _ in range(3)]
+    before = fleet.eni_groups(instances)
+
+    refused = run("isolate", "-", "--case", "IR-1", "--no-evidence", "--max-instances", "2",
+                  stdin="\n".join(instances))  # fmt: skip
+
+    assert refused.code == 2
+    assert "standard input holds 3 instance ids, more than --max-instances 2" in refused.err
+    assert "--max-instances 3" in refused.err  # the hint names the count to pass
+    untouched(fleet, before, instances)
+    allowed = run("isolate", "-", "--case", "IR-1", "--no-evidence", "--max-instances", "3",
+                  stdin="\n".join(instances))  # fmt: skip
+    assert allowed.code == 0, allowed.err

@@ -181,7 +181,7 @@ def target_options() -> argparse.ArgumentParser:
         type=positive_int,
         default=25,
         metavar="N",
-        help="refuse, changing nothing, when --filters select more than N instances (default: 25)",
+        help="refuse, changing nothing, when --filters or stdin select over N instances (default: 25)",
     )
     return parent
 

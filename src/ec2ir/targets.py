@@ -352,7 +352,15 @@ def resolve(
 ) -> Targets:
     """Every check that needs no AWS first, then the ARNs' account, then the filters' selection."""
     filters = parse_filters(filter_arguments)
-    ids, arns = split_targets(expand(named, stdin))
+    words = expand(named, stdin)
+    piped = set(words) - set(named)  # what standard input added: a query that can go wrong too
+    if len(piped) > max_instances:
+        raise UsageError(
+            f"standard input holds {len(piped)} instance ids, more than --max-instances "
+            f"{max_instances}; nothing was changed",
+            f"check what was piped in; to act on all of them, pass --max-instances {len(piped)}",
+        )
+    ids, arns = split_targets(words)
     if not ids and not filters:
         raise UsageError(
             "no instances given",
