@@ -569,7 +569,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "demo":
             from ec2ir.demo import run_demo, seed_only
 
-            return seed_only(args.endpoint_url) if args.seed_only else run_demo()
+            return seed_only(args.endpoint_url) if args.seed_only else run_demo(main)
         if args.command == "emulator":
             from ec2ir.demo import serve_emulator
 

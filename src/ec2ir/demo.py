@@ -12,6 +12,7 @@ import ipaddress
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,9 +111,9 @@ def fresh_report_path() -> str:
     return os.path.join(tempfile.mkdtemp(prefix="ec2ir-demo-"), "report.html")
 
 
-def run_demo() -> int:
-    from ec2ir import cli
-
+def run_demo(command: Callable[[Sequence[str]], int]) -> int:
+    """Seed the emulator and run each step through ``command`` (the CLI's ``main``, passed in so
+    that the demo, which the CLI starts, does not import the CLI back)."""
     # The demo talks only to its own loopback emulator, never to an AWS account.
     for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):
         os.environ.pop(variable, None)
@@ -144,7 +145,7 @@ def run_demo() -> int:
         during: dict[tuple[str, str], tuple[str, ...]] = {}
         for argv in steps:
             print(f"$ ec2ir {' '.join(argv[: argv.index('--endpoint-url')])}")
-            codes.append(cli.main(argv))
+            codes.append(command(argv))
             print()
             if argv[0] == "isolate":
                 during = eni_groups(aws, ids)
