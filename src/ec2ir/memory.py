@@ -40,6 +40,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -239,6 +240,9 @@ class _Run:
     requests: dict[str, list[str]] = field(default_factory=dict)
     shared_requests: list[str] = field(default_factory=list)
     presigner: Any = None
+    # injected, so that a test can run the deadline on a clock of its own instead of waiting
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
     _done: threading.Condition = field(default_factory=threading.Condition)
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -254,7 +258,7 @@ class _Run:
     def wait(self, instance_ids: list[str], until: float) -> dict[str, MemoryOutcome]:
         with self._done:
             while len(self.outcomes) < len(instance_ids):
-                remaining = until - time.monotonic()
+                remaining = until - self.clock()
                 if remaining <= 0:
                     break
                 self._done.wait(remaining)
@@ -270,7 +274,7 @@ class _Run:
         return f"timed out after {self.timeout:g} s; isolation went ahead"
 
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline - self.clock()
 
     # -- the work ---------------------------------------------------------------------------------
 
@@ -381,7 +385,7 @@ class _Run:
             remaining = self.remaining()
             if remaining <= 0:
                 return None
-            time.sleep(min(delay, remaining))
+            self.sleep(min(delay, remaining))
             delay = min(delay * 2, LAST_POLL)
             try:
                 with translated("ssm", "GetCommandInvocation"):
@@ -502,6 +506,8 @@ def acquire(
     timeout: float = 600.0,
     *,
     first_poll: float = FIRST_POLL,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, MemoryOutcome]:
     """Acquire the memory of every instance at once, within ``timeout`` seconds overall (plus at
     most ``GRACE`` to record cancellations). Never raises for one instance's problem: every
@@ -511,7 +517,7 @@ def acquire(
         return {}
     if timeout <= 0:
         return {i: MemoryOutcome(f"not collected: --memory-timeout is {timeout:g} s") for i in ids}
-    run = _Run(aws, bucket, case_id, timeout, time.monotonic() + timeout, first_poll)
+    run = _Run(aws, bucket, case_id, timeout, clock() + timeout, first_poll, clock=clock, sleep=sleep)
     # Daemon threads: a call that hangs past the deadline must not hold the process open.
     threading.Thread(target=run.coordinate, args=(ids,), name="ec2ir-memory", daemon=True).start()
     return run.wait(ids, run.deadline + GRACE)
