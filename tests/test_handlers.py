@@ -547,30 +547,38 @@ def test_a_case_change_is_refused_while_held_and_its_rollback_succeeds(
     assert hold is not None and hold.case_id == CASE and hold.status is HoldStatus.ISOLATED
 
 
-class SlowOnce:
-    """Holds up the first call it is registered for, as a slow or throttled AWS would."""
+class HeldOnce:
+    """Holds up the first call it is registered for until released, as a slow or throttled AWS
+    would: whether the handler answered without waiting for it is then a fact, not a race."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self) -> None:
         self.calls = 0
+        self.holding, self.released = threading.Event(), threading.Event()
 
     def __call__(self, **_: Any) -> None:
         self.calls += 1
         if self.calls == 1:
-            time.sleep(self.seconds)
+            self.holding.set()
+            self.released.wait(120)
+            self.holding.clear()
 
 
 def test_the_deadline_path_answers_failed_before_lambda_would_stop(
     aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any], stack: StackStatus
 ) -> None:
     ids = incident["ids"]
-    slow = SlowOnce(2.5)
+    slow = HeldOnce()
     aws.ec2().meta.events.register("before-send.ec2.DescribeInstances", slow)
     started = time.monotonic()
-    body = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids), remaining_ms=1000).body
+    try:
+        body = run(aws, catcher, cfn_event("Create", catcher.url("create"), ids), remaining_ms=3000).body
+        answered_while_held = slow.holding.is_set()
+    finally:
+        slow.released.set()
     answered_after = catcher.only_answer("create").at - started
 
-    assert answered_after < 1.0, f"answered {answered_after:.2f}s after start, past the 1s deadline"
+    assert answered_while_held  # the answer did not wait for the work
+    assert answered_after < 3.0, f"answered {answered_after:.2f}s after start, past the 3s deadline"
     assert body["Status"] == "FAILED"
     assert "did not finish within the function's time limit" in body["Reason"]
     assert slow.calls == 1
