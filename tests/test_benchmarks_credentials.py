@@ -4,7 +4,7 @@ its token-bucket bound, read from the shim's log (no emulator, no clock)."""
 from __future__ import annotations
 
 import pytest
-from bench.figures import (
+from benchmarks.figures import (
     CREDENTIAL_ACTIONS,
     calls_per_bucket_of,
     containment_moment,
@@ -13,8 +13,8 @@ from bench.figures import (
     needed_calls_per_bucket,
     token_bucket_lower_bound,
 )
-from bench.run import EC2IR, Fleet, build_parser, figures_from_log, medians
-from bench.shim import (
+from benchmarks.run import EC2IR, Fleet, build_parser, figures_from_log, medians
+from benchmarks.shim import (
     EC2_BUCKETS,
     MODIFY_ENI,
     MODIFY_METADATA,
@@ -26,6 +26,9 @@ from bench.shim import (
 )
 
 from ec2ir.engine import DEFAULT_CONCURRENCY
+
+# The benchmark's own machinery, not ec2ir's behaviour: `pytest -m "not benchmark"` leaves it out.
+pytestmark = pytest.mark.benchmark
 
 
 def call(action: str, end: float, status: int = 200, instance_id: str | None = None) -> CallRecord:

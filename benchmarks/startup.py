@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.startup [--runs 7]
+    .venv/bin/python -m benchmarks.startup [--runs 7]
 
 ``python -m ec2ir.cli status --endpoint-url <shim>`` is started as a subprocess; the time from
 spawning it to the first request the shim logs is one sample (both clocks are the same
@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.figures import first_call
-from bench.shim import ShimServer, ShimSettings
+from benchmarks.figures import first_call
+from benchmarks.shim import ShimServer, ShimSettings
 
 REGION = "us-east-1"
 TARGET_S = 0.5
@@ -135,7 +135,7 @@ def render_cli_start(measured: CliStart) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="CLI starts to take the median of (default: 7)")
     args = parser.parse_args(argv)
     print(render_cli_start(measure_cli_start(args.runs)))

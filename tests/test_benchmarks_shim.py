@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
-from bench.figures import (
+from benchmarks.figures import (
     isolation_moment,
     last_success,
     sequential_chain,
@@ -18,7 +18,7 @@ from bench.figures import (
     swaps_per_bucket,
     token_bucket_lower_bound,
 )
-from bench.shim import (
+from benchmarks.shim import (
     DESCRIBE,
     EC2_BUCKETS,
     MUTATING,
@@ -38,6 +38,9 @@ from bench.shim import (
 )
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+# The benchmark's own machinery, not ec2ir's behaviour: `pytest -m "not benchmark"` leaves it out.
+pytestmark = pytest.mark.benchmark
 
 REGION = "us-east-1"
 
@@ -416,7 +419,7 @@ def test_the_ami_catalogue_is_cut_only_before_moto_loads_it(monkeypatch: pytest.
 
 def test_the_served_shim_runs_the_bench_emulator() -> None:
     """The child process run.py starts: one AMI, its snapshots filtered by tag, EC2 and S3 logged."""
-    from bench.run import AMI, served_shim
+    from benchmarks.run import AMI, served_shim
 
     with served_shim() as remote:
         session = boto3.session.Session(
@@ -453,7 +456,7 @@ def test_cached_dispatch_lookups_give_moto_s_own_answers() -> None:
         "from moto.ec2.responses import EC2Response\n"
         "before = (sorted(backends.list_of_moto_modules()),"
         " sorted(responses.method_names_from_class(EC2Response)))\n"
-        "from bench.shim import cache_dispatch_lookups\n"
+        "from benchmarks.shim import cache_dispatch_lookups\n"
         "cache_dispatch_lookups()\n"
         "after = (sorted(backends.list_of_moto_modules()),"
         " sorted(responses.method_names_from_class(EC2Response)))\n"

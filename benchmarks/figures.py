@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from bench.shim import CREATE_TAGS, MODIFY_ENI, MODIFY_INSTANCE, BucketSpec, CallRecord
+from benchmarks.shim import CREATE_TAGS, MODIFY_ENI, MODIFY_INSTANCE, BucketSpec, CallRecord
 
 
 def first_call(records: Sequence[CallRecord]) -> float | None:

@@ -16,7 +16,7 @@ set the time to contain a fleet on real AWS: round trips, and EC2's per-account 
   so the moment each ENI reached its isolation group can be read back.
 
 Shaping (latency and throttling) can be switched off, to seed a fleet quickly. The shim is driven
-in-process through ``Shim`` or, when it runs as a server of its own (``python -m bench.shim``),
+in-process through ``Shim`` or, when it runs as a server of its own (``python -m benchmarks.shim``),
 over HTTP through ``RemoteShim``: ``POST /_shim/configure``, ``POST /_shim/clear-log`` and
 ``GET /_shim/log``.
 
@@ -547,7 +547,7 @@ class ShimServer:
 
 
 class RemoteShim:
-    """Drives a shim served by another process (``python -m bench.shim``) over its control paths."""
+    """Drives a shim served by another process (``python -m benchmarks.shim``) over its control paths."""
 
     def __init__(self, endpoint_url: str) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
@@ -658,7 +658,7 @@ def cache_dispatch_lookups() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the shim until stdin closes, so that it never outlives the process that started it."""
-    parser = argparse.ArgumentParser(prog="python -m bench.shim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.shim", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
     parser.add_argument(
         "--only-amis",

@@ -2,14 +2,14 @@
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.run            # N = 1, 10, 100, 1000, three repeats; writes bench/results.md
-    .venv/bin/python -m bench.run --quick    # N = 1, 10, one repeat; prints only
+    .venv/bin/python -m benchmarks.run          # N = 1, 10, 100, 1000, three repeats; writes results.md
+    .venv/bin/python -m benchmarks.run --quick  # N = 1, 10, one repeat; prints only
 
 ec2ir runs in two scenarios: isolation only (``Options(evidence=False)``, the fair comparison
 with the baseline, which collects nothing) and isolation plus evidence (the default ``Options``:
 snapshots, metadata in the S3 evidence bucket, the case journal), by default at N = 1, 10 and 100.
 
-The corrected emulator runs behind the shim (``bench/shim.py``) in a process of its own, so that
+The corrected emulator runs behind the shim (``benchmarks/shim.py``) in a process of its own, so that
 the emulator's CPU time and the contenders' do not queue on one GIL. For every run the emulator
 is reset, a fleet is seeded with shaping off, and then one contender isolates the whole fleet with
 latency and EC2's token buckets on. Every figure is read from the shim's log or the emulator.
@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.figures import (
+from benchmarks.figures import (
     CREDENTIAL_ACTIONS,
     accepted_calls_per_bucket,
     allow_all_windows,
@@ -49,7 +49,7 @@ from bench.figures import (
     swaps_per_bucket,
     token_bucket_lower_bound,
 )
-from bench.shim import EC2_BUCKETS, MODIFY_ENI, MUTATING, CallRecord, RemoteShim
+from benchmarks.shim import EC2_BUCKETS, MODIFY_ENI, MUTATING, CallRecord, RemoteShim
 from ec2ir.aws import Aws, AwsSettings
 from ec2ir.engine import DEFAULT_CONCURRENCY, Engine
 from ec2ir.state import StateStore
@@ -374,7 +374,7 @@ def measure_once(
     targets = {eni_id: prepared.isolation_groups[vpc_id] for eni_id, vpc_id in fleet.eni_vpcs.items()}
 
     # Clients were built while preparing, so the clock measures calls, not boto3's start-up
-    # (the CLI's start is measured on its own by bench/startup.py).
+    # (the CLI's start is measured on its own by benchmarks/startup.py).
     shim.configure(
         latency=True, throttling=settings.throttling, speedup=speedup, latency_s=settings.latency_s
     )
@@ -417,7 +417,7 @@ def figures_from_log(
     throttling: bool = True,
 ) -> RunFigures:
     """Every figure of one run. Each bound is the least time EC2's buckets allow for the calls
-    that its moment needs (bench/README.md); without throttling there is none, and each is None."""
+    that its moment needs (benchmarks/README.md); without throttling there is none, and each is None."""
     round_trip_s = latency_s / speedup
     began, isolated = first_call(records), isolation_moment(records, targets, fleet.instance_enis)
     isolation_s = lower_bound_s = swap_bound_s = None
@@ -653,7 +653,7 @@ def render_table(rows: Sequence[Medians]) -> list[str]:
 
 def render_moments(rows: Sequence[Medians]) -> list[str]:
     """Issue 18's table: the four moments an attacker cares about, each with the token-bucket
-    bound of the calls it needs and the ratio to it (medians; see bench/README.md)."""
+    bound of the calls it needs and the ratio to it (medians; see benchmarks/README.md)."""
     lines = [
         "### What an attacker cares about: four moments against their bounds",
         "",
@@ -930,7 +930,7 @@ def served_shim() -> Iterator[RemoteShim]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.shim", "--only-amis", AMI, "--index-tags", "--cache-dispatch"],
+        [sys.executable, "-m", "benchmarks.shim", "--only-amis", AMI, "--index-tags", "--cache-dispatch"],
         cwd=REPO_ROOT,
         env=environment,
         stdin=subprocess.PIPE,
@@ -987,7 +987,7 @@ def contenders_for(size: int, scenarios: Sequence[str], evidence_sizes: Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--sizes", type=parse_sizes, help="fleet sizes N, comma-separated (default: 1,10,100,1000)"
     )
@@ -1034,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="smoke run: N = 1,10, one repeat, no file written"
     )
     parser.add_argument(
-        "--output", type=Path, help="write the table here (default: bench/results.md; none with --quick)"
+        "--output", type=Path, help="write the table here (default: benchmarks/results.md; none with --quick)"
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the CLI start measurement")
     return parser
@@ -1047,7 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         None if args.sizes or args.quick else list(DEFAULT_EVIDENCE_SIZES)
     )
     repeat = 1 if args.quick and args.repeat == 3 else args.repeat
-    output: Path | None = args.output or (None if args.quick else REPO_ROOT / "bench" / "results.md")
+    output: Path | None = args.output or (None if args.quick else REPO_ROOT / "benchmarks" / "results.md")
     settings = RunSettings(args.latency_ms / 1000, args.concurrency, args.max_attempts, args.throttling)
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION=REGION)
     for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
@@ -1082,7 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cli_start = cli_start_s = None
     if not args.no_startup:
-        from bench.startup import measure_cli_start, render_cli_start
+        from benchmarks.startup import measure_cli_start, render_cli_start
 
         measured = measure_cli_start()
         cli_start, cli_start_s = render_cli_start(measured), measured.median_s
