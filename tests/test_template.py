@@ -2,7 +2,7 @@
 
 The stack is translated with samtranslator (as ``sam build``/``sam deploy`` would) and created in the
 corrected emulator with ``cloudformation create_stack``. moto's CloudFormation differs from AWS in
-ways each test works around explicitly (see DESIGN.md):
+ways each test works around explicitly (see docs/design.md, "The emulator"):
 
 * Custom resources never complete without Docker (moto would have to run the Lambda), so
   ``Custom::Containment`` and the outputs that read it are removed before the deploy; the tests
@@ -328,7 +328,7 @@ def test_the_forensic_group_admits_ssh_from_the_office_only(
     assert ingress == {(False, "tcp/22", rule)}
     assert not any(peer in ("0.0.0.0/0", "::/0") for egress, _, peer in rules if not egress)
     group = fleet.ec2.describe_security_groups(GroupIds=[deployed.resources["ForensicSecurityGroup"]])
-    assert group["SecurityGroups"][0]["VpcId"] == deployed.vpc_id  # not the default VPC (DESIGN.md)
+    assert group["SecurityGroups"][0]["VpcId"] == deployed.vpc_id  # not the default VPC
     # The workstation may SSH on to the isolated instances, and only there (moto skips this resource).
     egress = sam_template()["Resources"]["ForensicToIsolatedSsh"]["Properties"]
     assert (egress["IpProtocol"], egress["FromPort"], egress["ToPort"]) == ("tcp", 22, 22)

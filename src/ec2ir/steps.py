@@ -1008,8 +1008,8 @@ class TagInstance(Step):
 
 
 NETWORK = IsolateNetwork()
-# The order isolate runs them in, as the field's best practice has it (DESIGN.md); release undoes
-# them in the reverse order.
+# The order isolate runs them in, as the field's best practice has it (docs/design.md,
+# "Containment order"); release undoes them in the reverse order.
 STEPS: tuple[Step, ...] = (
     ProtectEvidence(),
     DetachFromAutoScaling(),
