@@ -153,6 +153,20 @@ class CallRecorder:
     """Every AWS call ec2ir makes through one Aws, as (IAM action, parameters), in order."""
 
     PREFIX: ClassVar[dict[str, str]] = {"elbv2": "elasticloadbalancing", "elb": "elasticloadbalancing"}
+    # S3 operations whose IAM action has another name (the Service Authorization Reference)
+    S3_ACTIONS: ClassVar[dict[str, str]] = {
+        "HeadBucket": "s3:ListBucket",
+        "ListObjects": "s3:ListBucket",
+        "ListObjectsV2": "s3:ListBucket",
+        "ListObjectVersions": "s3:ListBucketVersions",
+        "HeadObject": "s3:GetObject",
+        "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+        "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+        "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+        "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+        "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+        "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    }
 
     def __init__(self, *clients_of: Aws) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -160,7 +174,7 @@ class CallRecorder:
             self._watch(aws)
 
     def _watch(self, aws: Aws) -> None:
-        for service in ("ec2", "dynamodb", "sts", "autoscaling", "elbv2", "elb", "iam"):
+        for service in ("ec2", "dynamodb", "sts", "autoscaling", "elbv2", "elb", "iam", "s3", "ssm", "kms"):
             client = aws.client(service)
             prefix = self.PREFIX.get(service, service)
             client.meta.events.register(
@@ -169,7 +183,12 @@ class CallRecorder:
             )
 
     def _record(self, prefix: str, model: Any, params: dict[str, Any]) -> None:
-        self.calls.append((f"{prefix}:{model.name}", dict(params)))
+        action = f"{prefix}:{model.name}"
+        if prefix == "s3":
+            action = self.S3_ACTIONS.get(model.name, action)
+            if action in ("s3:GetObject", "s3:HeadObject") and params.get("VersionId"):
+                action = "s3:GetObjectVersion"
+        self.calls.append((action, dict(params)))
 
     def actions(self) -> set[str]:
         # IAM authorises each put of a DynamoDB transaction as dynamodb:PutItem.
@@ -408,6 +427,8 @@ def test_the_printed_policy_covers_every_call_of_a_full_isolate_and_release(
     called = recorder.actions() - {"iam:SimulatePrincipalPolicy"}  # the check of the policy itself
     assert called - set(required_actions()) == set()
     assert len(called) >= 25
+    # every client of the run was watched: the swap lanes', the evidence's and S3's too
+    assert {"ec2:ModifyNetworkInterfaceAttribute", "ec2:CreateSnapshots", "s3:PutObject"} <= called
 
 
 def test_the_hold_records_every_step_before_the_first_change(
