@@ -66,11 +66,11 @@ def test_isolate_status_release_round_trip_in_json(run: Cli, fleet: Fleet) -> No
     report = isolated.json()
     iso = report["groups"][vpc]["isolation_group_id"]
     assert report["ok"] and report["results"][0]["enis"] == {eni: [iso] for eni in before}
-    [hold] = status.json()
+    [hold] = status.json()["holds"]
     assert hold["status"] == "isolated" and hold["case_id"] == "IR-7"
     assert {eni: tuple(sorted(g)) for eni, g in hold["originals"].items()} == before
     assert released.json()["ok"]
-    assert after_status.json() == []
+    assert after_status.json()["holds"] == []
     assert fleet.eni_groups([instance]) == before
 
 
@@ -214,7 +214,9 @@ def test_plain_progress_lines_when_not_a_terminal(run: Cli, fleet: Fleet) -> Non
 
     assert result.code == 0
     progress = [line for line in result.err.splitlines() if line.startswith("[")]
-    assert len(progress) == 5 and progress[-1].startswith("[5/5] isolate i-")
+    # each instance contained (its cut), then done (evidence and the rest), each phase counted to 5
+    assert len(progress) == 10 and progress[-1].startswith("[5/5] isolate i-")
+    assert [line.split()[:2] for line in progress[:5]] == [[f"[{n}/5]", "contained"] for n in range(1, 6)]
     assert "\r" not in result.err
 
 
@@ -242,7 +244,7 @@ def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator
     )
     recorded = {
         eni: tuple(sorted(groups))
-        for hold in json.loads(status.stdout)
+        for hold in json.loads(status.stdout)["holds"]
         for eni, groups in hold["originals"].items()
     }
     assert recorded == before
@@ -317,7 +319,7 @@ def test_preflight_lists_every_action_with_a_verdict(run: Cli, fleet: Fleet) -> 
     result = run("preflight", "--output", "json")
 
     assert result.code == 0, result.err
-    listed = result.json()
+    listed = result.json()["actions"]
     checks = {check["action"]: check for check in listed}
     assert len(checks) == len(listed)  # each action once
     swap = checks["ec2:ModifyNetworkInterfaceAttribute"]

@@ -478,7 +478,7 @@ def test_the_cli_honours_the_stacks_table_and_bucket_variables(
     assert StateStore(fleet.aws, "stack-state").get(victim) is not None
     assert any(ref["location"].startswith("s3://stack-evidence/") for ref in result["evidence"])
     assert main(cli(emulator, "status", "--output", "json")) == 0
-    assert [h["instance_id"] for h in json.loads(capsys.readouterr().out)] == [victim]
+    assert [h["instance_id"] for h in json.loads(capsys.readouterr().out)["holds"]] == [victim]
 
 
 # -- 6. the forensic source the user names is the one used ------------------------------------------

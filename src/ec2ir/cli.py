@@ -2,22 +2,26 @@
 
 Exit codes: 0 when everything asked for is done; 1 when some instances failed (each is named with
 its error code and message); 2 for bad input or usage, and for any refusal before the first
-change, so that 2 always means nothing was changed.
+change, so that 2 always means nothing was changed; 130 when Ctrl-C interrupted the run
+(``InterruptHandler``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ec2ir import __version__, targets
-from ec2ir.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError, UsageError
+from ec2ir.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Ec2irError, UsageError
+from ec2ir.interrupt import Interrupt
 from ec2ir.output import printable
 
-EXIT_INTERRUPTED = 130
 # The same variables the stack's functions read, so that a responder's shell can point at the stack's
 # table and bucket once.
 TABLE_ENV = "EC2IR_TABLE"
@@ -48,6 +52,7 @@ block-ip denies an attacker's addresses in the network ACLs of a case's subnets 
 preflight checks that the current credentials may run every step; permissions prints the policy.
 demo     runs the whole cycle on the embedded emulator: no AWS account needed.
 emulator serves that emulator, so that any boto3 tool can be pointed at it.
+completion prints a bash, zsh or tcsh completion script (pip install 'ec2ir[completion]').
 """
 
 
@@ -78,7 +83,11 @@ def common_options() -> argparse.ArgumentParser:
         help=f"DynamoDB state table (default: ${TABLE_ENV}, else ec2ir-state)",
     )
     parent.add_argument(
-        "--output", choices=["table", "json"], default="table", help="output format (default: table)"
+        "--output",
+        choices=["table", "json"],
+        default="table",
+        help="output format (default: table); json is one object whose schema field names its shape "
+        "(docs/json.md)",
     )
     parent.add_argument(
         "--concurrency",
@@ -190,6 +199,23 @@ def case_arguments(command: argparse.ArgumentParser) -> None:
     """The case, as CASE_ID or as --case (ec2ir.targets.settle takes either)."""
     command.add_argument("case", nargs="?", metavar="CASE_ID")
     command.add_argument("--case", dest="case_option", metavar="CASE_ID", help="the case, instead of CASE_ID")
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "tcsh")  # what shtab writes
+COMPLETION_INSTALL = "pip install 'ec2ir[completion]'"
+
+
+def print_completion(shell: str) -> int:
+    """``ec2ir completion SHELL``: shtab is optional, so it is imported here and only here."""
+    try:
+        import shtab
+    except ImportError:
+        raise UsageError(
+            "shell completion needs the optional shtab package, which is not installed",
+            f"install it with: {COMPLETION_INSTALL}",
+        ) from None
+    print(shtab.complete(build_parser(), shell=shell))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     case_arguments(collect)
     collect.add_argument("instance_ids", nargs="*", metavar="INSTANCE_ID", help=TARGETS_HELP)
+    collect.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what collect would take of each instance (the volumes CreateSnapshots would "
+        "snapshot, the evidence bucket and each object's key) and check permissions; change nothing",
+    )
 
     report = commands.add_parser(
         "report",
@@ -365,7 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
         "SHA-256, and what is still isolated.",
     )
     case_arguments(report)
-    report.add_argument("--format", choices=["md", "html", "json"], default="md", help="(default: md)")
+    report.add_argument(
+        "--format",
+        choices=["md", "html", "json"],
+        help="(default: md; json with --output json, which is the same as --format json)",
+    )
     report.add_argument("-o", dest="out", metavar="FILE", help="write to FILE instead of standard output")
 
     verify = commands.add_parser(
@@ -390,12 +426,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     case_arguments(attach)
     attach.add_argument("--to", required=True, metavar="WORKSTATION_INSTANCE_ID", dest="workstation")
+    attach.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="make every check, then list each snapshot's volume and device and the calls that would "
+        "create and attach it; change nothing",
+    )
     detach = forensic_commands.add_parser(
         "detach",
         parents=[common],
         help="detach and delete the case's forensic volumes (the snapshots stay)",
     )
     case_arguments(detach)
+    detach.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list each forensic copy that would be detached and deleted, and the calls; change nothing",
+    )
 
     for name, verb, description in (
         (
@@ -465,6 +512,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--endpoint-url", help="the running emulator (default: $AWS_ENDPOINT_URL)")
 
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print the completion script of SHELL, for commands, options and their choices. It "
+        "needs the optional shtab package: pip install 'ec2ir[completion]'.",
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL", help="bash, zsh or tcsh")
+
     emulator = commands.add_parser("emulator", help="serve the embedded emulator")
     emulator.add_argument("--port", type=int, default=5000, help="TCP port on 127.0.0.1 (default: 5000)")
     _describe(commands)
@@ -489,6 +544,7 @@ EXAMPLES = {
     "preflight": "ec2ir preflight --region eu-west-1",
     "permissions": "ec2ir permissions > ec2ir-policy.json",
     "demo": "ec2ir demo",
+    "completion": "ec2ir completion bash > ~/.local/share/bash-completion/completions/ec2ir",
     "emulator": "ec2ir emulator --port 5000 &  # then: ids=$(ec2ir demo --seed-only --endpoint-url http://127.0.0.1:5000)",
 }
 
@@ -564,6 +620,62 @@ class _ClosedPipeGuard:
         return getattr(self.stream, name)
 
 
+FIRST_INTERRUPT = "ec2ir: interrupt: finishing the swaps in flight; Ctrl-C again to abort at once"
+# The second Ctrl-C's line; os._exit, as the run's workers are not daemons and would be waited for.
+ABORTED = (
+    "ec2ir: aborted at once: an ENI whose swap was under way may be left in the allow-all group "
+    "(open both ways) or half restored; run `ec2ir {command}` again now with the same arguments: it "
+    "finishes from the originals recorded before the first change (`ec2ir status --check` shows "
+    "what is left)"
+)
+_abort: Callable[[int], Any] = os._exit  # the second Ctrl-C's exit (tests replace it)
+
+
+class InterruptHandler:
+    """SIGINT while a command changes things. The first sets the run's Interrupt: no new
+    instance or step starts, the swaps and steps in flight finish, and the run returns its
+    partial results (exit 130). The second exits at once, without waiting for anything: the
+    state table holds every original from before the first change, and the next run of the same
+    command finishes (an ENI left in the allow-all group included)."""
+
+    def __init__(self, interrupt: Interrupt, command: str) -> None:
+        self.interrupt = interrupt
+        self.command = command
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if not self.interrupt.is_set():
+            self.interrupt.set()
+            _say(FIRST_INTERRUPT)
+            return
+        _say(ABORTED.format(command=self.command))
+        _abort(EXIT_INTERRUPTED)
+
+
+def _say(line: str) -> None:
+    """One line on standard error from a signal handler, which may have interrupted a write to
+    it: a buffered write reentered that way raises, so it goes to the descriptor instead."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except RuntimeError:
+        with contextlib.suppress(OSError):
+            os.write(2, (line + "\n").encode())
+
+
+@contextlib.contextmanager
+def interruptible(interrupt: Interrupt, command: str) -> Iterator[InterruptHandler]:
+    """SIGINT handled by an InterruptHandler inside the block, the previous handler back after
+    it; from a thread other than the main one (where no handler can be set) the block runs as is."""
+    handler = InterruptHandler(interrupt, command)
+    if threading.current_thread() is not threading.main_thread():
+        yield handler
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield handler
+    finally:  # None: a handler not set from Python; Python's own is the nearest to put back
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "demo":
@@ -574,6 +686,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             from ec2ir.demo import serve_emulator
 
             return serve_emulator(args.port)
+        if args.command == "completion":
+            return print_completion(args.shell)
         if args.command == "permissions":
             from ec2ir.output import to_json
             from ec2ir.permissions import policy_document
@@ -607,20 +721,24 @@ def run_command(args: argparse.Namespace) -> int:
     from ec2ir.engine import Engine
     from ec2ir.output import (
         PROGRESS_THRESHOLD,
+        Names,
         ProgressPrinter,
+        Schema,
         check_as_dict,
+        document,
         hold_as_dict,
         render_findings,
         render_plan,
         render_preflight,
         render_run,
         render_status,
-        to_json,
     )
     from ec2ir.permissions import DENIED, preflight
     from ec2ir.state import StateStore
     from ec2ir.steps import Options
 
+    if args.command == "report":  # before any work: never Markdown when JSON was asked for
+        args.format = report_format(args.format, args.output)
     aws = Aws(
         AwsSettings(
             profile=args.profile,
@@ -646,11 +764,18 @@ def run_command(args: argparse.Namespace) -> int:
         from ec2ir.check import lines
 
         checked = engine.check(args.case, repair=args.repair)
-        print(to_json(checked.as_dict()) if args.output == "json" else "\n".join(lines(checked)))
+        print(
+            document(Schema.CHECK, checked.as_dict()) if args.output == "json" else "\n".join(lines(checked))
+        )
         return EXIT_OK if checked.ok else EXIT_PARTIAL
     if args.command == "status":
         holds = engine.status(args.case, include_released=args.all)
-        print(to_json([hold_as_dict(h) for h in holds]) if args.output == "json" else render_status(holds))
+        names = Names(*engine.names(holds))  # display only, read after the holds
+        print(
+            document(Schema.STATUS, {"holds": [hold_as_dict(h, names) for h in holds]})
+            if args.output == "json"
+            else render_status(holds, names)
+        )
         return EXIT_OK
     if args.command == "preflight":
         caller, rows = preflight(aws)
@@ -660,7 +785,16 @@ def run_command(args: argparse.Namespace) -> int:
             purposes.setdefault(action, []).append(purpose)
         by_action = {check.action: check for check in checks}
         print(
-            to_json([{**check_as_dict(by_action[a]), "purposes": needed} for a, needed in purposes.items()])
+            document(
+                Schema.PREFLIGHT,
+                {
+                    "caller": caller,
+                    "ok": not any(c.verdict == DENIED for c in checks),
+                    "actions": [
+                        {**check_as_dict(by_action[a]), "purposes": needed} for a, needed in purposes.items()
+                    ],
+                },
+            )
             if args.output == "json"
             else render_preflight(caller, rows)
         )
@@ -680,7 +814,16 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "verify":
         findings = engine.verify(args.case)
         print(
-            to_json([f.as_dict() for f in findings]) if args.output == "json" else render_findings(findings)
+            document(
+                Schema.VERIFY,
+                {
+                    "case_id": args.case,
+                    "ok": all(f.ok for f in findings),
+                    "findings": [f.as_dict() for f in findings],
+                },
+            )
+            if args.output == "json"
+            else render_findings(findings)
         )
         return EXIT_PARTIAL if any(not f.ok for f in findings) else EXIT_OK
     if args.command == "forensics":
@@ -690,7 +833,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         act = engine.block_ip if args.command == "block-ip" else engine.unblock_ip
         edge = act(args.cidrs, args.case, dry_run=args.dry_run)
-        print(to_json(edge.as_dict()) if args.output == "json" else render_edge(edge))
+        print(document(Schema.EDGE, edge.as_dict()) if args.output == "json" else render_edge(edge))
         return EXIT_OK if edge.ok else EXIT_PARTIAL
 
     options = Options(
@@ -720,8 +863,12 @@ def run_command(args: argparse.Namespace) -> int:
             shown["selected_by_filters"] = chosen.as_dict()
             head, _, steps = text.partition("\n\n")
             text = f"{head}\n\n{chosen.describe()}\n\n{steps}"
-        print(to_json(shown) if args.output == "json" else text)
-        return EXIT_PARTIAL if plan.denied or plan.refused else EXIT_OK
+        print(document(Schema.PLAN, shown) if args.output == "json" else text)
+        return EXIT_PARTIAL if plan.would_fail else EXIT_OK
+    if args.command == "collect" and args.dry_run:  # the same plan's shape; its "action" is collect
+        plan = engine.plan_collect(args.instance_ids, args.case, options=options)
+        print(document(Schema.PLAN, plan.as_dict()) if args.output == "json" else render_plan(plan))
+        return EXIT_PARTIAL if plan.would_fail else EXIT_OK
 
     fixes: dict[str, Any] = {
         "replace_groups": getattr(args, "replace_group", []),
@@ -732,31 +879,43 @@ def run_command(args: argparse.Namespace) -> int:
 
         planned = engine.plan_release(args.instance_ids, args.case, rejoin=args.rejoin, **fixes)
         print(
-            to_json({**planned.as_dict(), "dry_run": True})
+            document(Schema.RELEASE_PLAN, {**planned.as_dict(), "dry_run": True})
             if args.output == "json"
             else render_release_plan(planned.results, planned.case_id, planned.notes)
         )
         return EXIT_PARTIAL if planned.failed else EXIT_OK
 
     count = len(set(args.instance_ids))
-    progress = ProgressPrinter(count, args.command) if count >= PROGRESS_THRESHOLD else None
-    if args.command == "isolate":
-        report = engine.isolate(
-            args.instance_ids,
-            args.case,
-            office_cidr=args.office_cidr,
-            allow_any_source=args.allow_any_source,
-            options=options,
-            progress=progress,
+    # isolate's containment is shown for any run of more than one instance; the rest of each run,
+    # and every other run, from PROGRESS_THRESHOLD instances (ProgressPrinter)
+    progress = ProgressPrinter(count, args.command, quiet_below=PROGRESS_THRESHOLD) if count > 1 else None
+    # Ctrl-C: the first stops new work and the run returns what it did; the second aborts at once
+    with interruptible(engine.interrupt, args.command):
+        if args.command == "isolate":
+            report = engine.isolate(
+                args.instance_ids,
+                args.case,
+                office_cidr=args.office_cidr,
+                allow_any_source=args.allow_any_source,
+                options=options,
+                progress=progress,
+            )
+        elif args.command == "collect":
+            report = engine.collect(args.instance_ids, args.case, options=options, progress=progress)
+        elif args.command == "rejoin":
+            report = engine.rejoin(args.instance_ids, args.case, progress=progress)
+        else:
+            report = engine.release(
+                args.instance_ids, args.case, rejoin=args.rejoin, progress=progress, **fixes
+            )
+    interrupted = engine.interrupt.is_set()
+    if interrupted:
+        report.notes.append(
+            "interrupted (Ctrl-C): no instance or step started after it; those in flight finished. "
+            f"Run `ec2ir {args.command}` again to finish what was not done"
         )
-    elif args.command == "collect":
-        report = engine.collect(args.instance_ids, args.case, options=options, progress=progress)
-    elif args.command == "rejoin":
-        report = engine.rejoin(args.instance_ids, args.case, progress=progress)
-    else:
-        report = engine.release(args.instance_ids, args.case, rejoin=args.rejoin, progress=progress, **fixes)
-    print(to_json(report.as_dict()) if args.output == "json" else render_run(report))
-    if getattr(args, "wait", False) and options.evidence:
+    print(document(Schema.RUN, report.as_dict()) if args.output == "json" else render_run(report))
+    if getattr(args, "wait", False) and options.evidence and not interrupted:
         wait_for_evidence(aws, [s for result in report.results for s in result.snapshot_ids])
     for failed in report.failed:
         print(
@@ -768,9 +927,27 @@ def run_command(args: argparse.Namespace) -> int:
     # collected (a contained instance's too), a step skipped for a reason, a result's warning
     for line in run_warnings(report):
         print(line, file=sys.stderr)
+    if interrupted:
+        from ec2ir.output import interrupt_lines
+
+        for line in interrupt_lines(report, engine.interrupt.skipped):
+            print(line, file=sys.stderr)
+        return EXIT_INTERRUPTED
     incomplete = [r for r in report.results if r.ok and r.evidence_failed]
     warned = [r for r in report.results if r.warnings]
     return EXIT_PARTIAL if report.failed or incomplete or warned else EXIT_OK
+
+
+def report_format(chosen: str | None, output: str) -> str:
+    """``report``'s format: ``--output json`` means ``--format json``, and goes with no other."""
+    if output != "json":
+        return chosen or "md"
+    if chosen not in (None, "json"):
+        raise UsageError(
+            f"--output json asks for the JSON report, --format {chosen} for another",
+            "drop one of them (--output json is the same as --format json)",
+        )
+    return "json"
 
 
 def wait_for_evidence(aws: Any, snapshot_ids: list[str]) -> None:
@@ -793,17 +970,27 @@ def wait_for_evidence(aws: Any, snapshot_ids: list[str]) -> None:
 
 def run_forensics(args: argparse.Namespace, engine: Any) -> int:
     from ec2ir import forensics
-    from ec2ir.output import to_json
+    from ec2ir.output import Schema, document
 
     engine.store.require()  # the case's snapshots are known from its journal, never from tags
     actor = engine.aws.caller_arn()
     if args.forensics_command == "attach":
         workstation = targets.workstation(engine.aws, args.workstation)  # an id or its ARN
-        attached = forensics.attach(engine.aws, engine.store, args.case, workstation, actor)
-        print(to_json(attached.as_dict()) if args.output == "json" else forensics.render_attach(attached))
+        attached = forensics.attach(
+            engine.aws, engine.store, args.case, workstation, actor, dry_run=args.dry_run
+        )
+        print(
+            document(Schema.FORENSICS_ATTACH, attached.as_dict())
+            if args.output == "json"
+            else forensics.render_attach(attached)
+        )
         return EXIT_OK if attached.ok else EXIT_PARTIAL
-    detached = forensics.detach(engine.aws, engine.store, args.case, actor)
-    print(to_json(detached.as_dict()) if args.output == "json" else forensics.render_detach(detached))
+    detached = forensics.detach(engine.aws, engine.store, args.case, actor, dry_run=args.dry_run)
+    print(
+        document(Schema.FORENSICS_DETACH, detached.as_dict())
+        if args.output == "json"
+        else forensics.render_detach(detached)
+    )
     return EXIT_OK if detached.ok else EXIT_PARTIAL
 
 

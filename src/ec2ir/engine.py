@@ -18,6 +18,7 @@ so the instance is contained as far as it can be. Release undoes the recorded st
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from ec2ir import nacl, restore, validate
 from ec2ir.aws import Aws, discover, request_ids
@@ -37,6 +38,7 @@ from ec2ir.errors import (
     HeldByOtherCase,
     InstanceNotFound,
     InstanceTerminated,
+    Interrupted,
     NotIsolated,
     OriginalsTampered,
     OriginalsUnknown,
@@ -47,6 +49,9 @@ from ec2ir.errors import (
     UsageError,
 )
 from ec2ir.evidence import (
+    BUCKET_CREATION,
+    EVIDENCE_PERMISSIONS,
+    METADATA_FILES,
     EvidenceBucket,
     Finding,
     Item,
@@ -57,15 +62,28 @@ from ec2ir.evidence import (
     default_bucket,
     journal_head_key,
     metadata_items,
+    planned_bucket,
     take_snapshots,
     validate_object_lock_days,
     verify_refs,
     volumes_of,
 )
-from ec2ir.groups import ForensicSource, GroupSetup, describe_by_id, describe_groups, ensure_groups
+from ec2ir.groups import (
+    ALLOW_ALL,
+    GROUP_NAMES,
+    ISOLATION,
+    ForensicSource,
+    GroupSetup,
+    describe_by_id,
+    describe_groups,
+    ensure_groups,
+)
+from ec2ir.interrupt import Interrupt
 from ec2ir.lanes import SwapLanes
 from ec2ir.models import (
     ACTIVE_STATUSES,
+    CONTAINED,
+    DONE,
     Eni,
     EvidenceRef,
     GroupRecord,
@@ -110,7 +128,29 @@ GONE_STATES = frozenset({"terminated", "shutting-down"})
 _RECORDS_PENDING: dict[int, int] = {}
 _RECORDS_LOCK = threading.Lock()
 
-Progress = Callable[[InstanceResult], None]
+
+class Progress(Protocol):
+    """Called as each instance reaches a phase, from the run's worker threads: it must be
+    thread-safe (ec2ir.output.ProgressPrinter is)."""
+
+    def __call__(self, result: InstanceResult, phase: str = DONE) -> None: ...
+
+
+def name_tags(facts: Iterable[InstanceFacts]) -> dict[str, str]:
+    """Each instance's Name tag, for display only: never a reason to act (anyone who can tag an
+    instance sets it), so it is read from what discovery returned, at no extra call."""
+    return {f.instance_id: f.tags["Name"] for f in facts if f.tags.get("Name")}
+
+
+def group_names_of(facts: Iterable[InstanceFacts]) -> dict[str, str]:
+    """The names of the groups each ENI wore at discovery, as DescribeInstances gave them."""
+    return {
+        str(group["GroupId"]): str(group["GroupName"])
+        for f in facts
+        for nic in f.description.get("NetworkInterfaces", [])
+        for group in nic.get("Groups", [])
+        if group.get("GroupId") and group.get("GroupName")
+    }
 
 
 @dataclass
@@ -124,6 +164,7 @@ class RunReport:
     groups: dict[str, VpcGroups] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     blocks: nacl.NaclReport | None = None  # isolate --block-ip: the deny entries, as data
+    group_names: dict[str, str] = field(default_factory=dict)  # group id -> name, display only
 
     @property
     def failed(self) -> list[InstanceResult]:
@@ -147,6 +188,7 @@ class RunReport:
                 for vpc, g in self.groups.items()
             },
             "notes": self.notes,
+            "group_names": self.group_names,
         }
 
 
@@ -166,20 +208,35 @@ def failure(instance_id: str, action: str, error: Exception, **extra: Any) -> In
     return InstanceResult(instance_id, action, ok=False, detail=str(error), error_code=code, **extra)
 
 
+def interrupted_before(instance_id: str, action: str) -> Interrupted:
+    """Why an instance the run never began on, as it was interrupted first, is as it was."""
+    return Interrupted(
+        f"interrupted (Ctrl-C) before {action} began on {instance_id}: nothing was changed on it",
+        f"run `ec2ir {action}` again to finish",
+    )
+
+
+def not_started(instance_id: str, action: str) -> InstanceResult:
+    return failure(instance_id, action, interrupted_before(instance_id, action))
+
+
 def run_each(
     items: Iterable[str],
     work: Callable[[str], InstanceResult],
     action: str,
     concurrency: int,
     progress: Progress | None,
+    interrupt: Interrupt | None = None,
 ) -> dict[str, InstanceResult]:
-    """Run ``work`` for each item on a bounded pool; every item ends with a result, never a raise."""
+    """Run ``work`` for each item on a bounded pool; every item ends with a result, never a raise.
+    Once ``interrupt`` is set no item starts (each is a ``not_started`` result); those under way
+    finish."""
     items = list(items)
     results: dict[str, InstanceResult] = {}
 
     def guarded(item: str) -> InstanceResult:
         try:
-            result = work(item)
+            result = not_started(item, action) if interrupt and interrupt.is_set() else work(item)
         except Exception as error:  # one instance's failure must never stop the others
             result = failure(item, action, error)
         if progress:
@@ -235,6 +292,12 @@ class StepLog:
     def skip(self, name: str, why: str) -> None:
         self._set(name, f"skipped: {why}")
 
+    def not_started(self, name: str) -> None:
+        """A step the run did not start, as it was interrupted (Ctrl-C): an error of its own kind,
+        so that the result says what was done and what was not (``result``)."""
+        self._set(name, "not started: the run was interrupted")
+        self.errors[name] = Interrupted("not started: the run was interrupted (Ctrl-C)")
+
     def _set(self, name: str, outcome: str) -> None:
         self.outcomes[name] = outcome
         self.finished_at[name] = now()
@@ -276,6 +339,25 @@ class StepLog:
         }
         if not errors:
             return InstanceResult(instance_id, action, ok=True, detail=summary, steps=self.outcomes, **extra)
+        stopped = [name for name, error in errors.items() if isinstance(error, Interrupted)]
+        if stopped:  # what was done, what failed and what never started: each step named once
+            done = [name for name, outcome in self.outcomes.items() if outcome.startswith("done")]
+            failed_steps = [f"{name} ({error})" for name, error in errors.items() if name not in stopped]
+            parts = [
+                f"done: {', '.join(done)}" if done else "no step done",
+                f"FAILED: {'; '.join(failed_steps)}" if failed_steps else "",
+                f"not started: {', '.join(stopped)}",
+            ]
+            return InstanceResult(
+                instance_id,
+                action,
+                ok=False,
+                detail=f"interrupted (Ctrl-C): {'; '.join(filter(None, parts))}; "
+                f"run `ec2ir {action}` again to finish",
+                error_code=Interrupted.code,
+                steps=self.outcomes,
+                **extra,
+            )
         name, error = next(iter(errors.items()))
         failed = ", ".join(errors)
         return InstanceResult(
@@ -299,7 +381,10 @@ class PlannedStep:
 
 @dataclass
 class PlanReport:
-    """What ``isolate`` would do, per instance and step, and whether the caller may do it."""
+    """What ``isolate`` (or ``collect``) would do, per instance and step, and whether the caller
+    may do it. For isolate, ``evidence`` holds the evidence steps that follow the cut and
+    ``eni_paths`` each ENI's way from its groups into the isolation group; for collect, whose
+    steps are all evidence, ``instances`` holds them."""
 
     case_id: str
     actor: str
@@ -307,33 +392,76 @@ class PlanReport:
     instances: dict[str, list[PlannedStep]] = field(default_factory=dict)
     refused: list[InstanceResult] = field(default_factory=list)
     checks: dict[str, Check] = field(default_factory=dict)
+    action: str = "isolate"
+    evidence_bucket: str = ""  # where the evidence would go; "" when none would be taken
+    evidence_refusal: str = ""  # why no evidence would be collected, if the bucket is unusable
+    evidence: dict[str, list[PlannedStep]] = field(default_factory=dict)
+    eni_paths: dict[str, dict[str, EniPath]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # instance id -> Name tag, display only
 
     @property
     def denied(self) -> list[Check]:
         return [check for check in self.checks.values() if check.verdict == DENIED]
 
+    @property
+    def would_fail(self) -> bool:
+        """Whether the run would leave something asked for undone (exit 1)."""
+        return bool(self.denied or self.refused or self.evidence_refusal)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "case_id": self.case_id,
             "actor": self.actor,
+            "action": self.action,
+            "dry_run": True,
             "setup": self.setup,
-            "instances": {
-                instance_id: [
-                    {
-                        "step": planned.step,
-                        "title": planned.title,
-                        "note": planned.note,
-                        "calls": [
-                            {"action": c.action, "resources": list(c.resources)} for c in planned.calls
-                        ],
-                    }
-                    for planned in steps
-                ]
-                for instance_id, steps in self.instances.items()
+            "instances": _planned_steps(self.instances),
+            "evidence": {
+                "bucket": self.evidence_bucket,
+                "refusal": self.evidence_refusal,
+                "instances": _planned_steps(self.evidence),
+            },
+            "eni_paths": {
+                instance_id: {eni: path.as_dict() for eni, path in paths.items()}
+                for instance_id, paths in self.eni_paths.items()
             },
             "refused": [result.as_dict() for result in self.refused],
             "permissions": {a: {"verdict": c.verdict, "how": c.how} for a, c in sorted(self.checks.items())},
+            "names": self.names,
         }
+
+
+@dataclass(frozen=True)
+class EniPath:
+    """One ENI's way through isolate: its groups now, the allow-all group it passes through (none
+    with --no-untrack) and the isolation group it ends in, each ec2ir group as "sg-id (name)", or
+    as the name a group still to be created gets."""
+
+    current: tuple[str, ...]
+    allow_all: str
+    isolation: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"current": list(self.current), "allow_all": self.allow_all, "isolation": self.isolation}
+
+    def describe(self) -> str:
+        hops = [",".join(self.current) or "-", *filter(None, (self.allow_all, self.isolation))]
+        return " -> ".join(hops)
+
+
+def _planned_steps(by_instance: dict[str, list[PlannedStep]]) -> dict[str, list[dict[str, object]]]:
+    return {
+        instance_id: [
+            {
+                "step": planned.step,
+                "title": planned.title,
+                "note": planned.note,
+                "calls": [{"action": c.action, "resources": list(c.resources)} for c in planned.calls],
+            }
+            for planned in steps
+        ]
+        for instance_id, steps in by_instance.items()
+    }
 
 
 # In rank order, so that an idle worker takes the most urgent of an instance's beside steps first.
@@ -389,6 +517,14 @@ class Containment:
     def before_cut(self) -> list[StepLog]:
         return [self.log] if self.memory is None else [self.log, self.memory]
 
+    def contained(self) -> InstanceResult:
+        """The cut's outcome, for progress: ``ok`` when every ENI went into the isolation group."""
+        facts, error = self.target.facts, self.log.errors.get(NETWORK.name)
+        name = facts.tags.get("Name", "")
+        if error is not None:
+            return failure(facts.instance_id, "isolate", error, name=name)
+        return InstanceResult(facts.instance_id, "isolate", ok=True, detail="contained", name=name)
+
     def late_task_done(self, log: StepLog) -> list[StepLog]:
         """Every late task's log once the last of them ends, else nothing yet."""
         with self._late_lock:
@@ -439,6 +575,7 @@ class Engine:
         urgent_aws: Aws | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        interrupt: Interrupt | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
@@ -457,6 +594,9 @@ class Engine:
         self.urgent_aws = urgent_aws or aws.sibling(retries=False)
         self.clock = clock
         self.sleep = sleep
+        # Set on Ctrl-C (ec2ir.cli): from then on no instance and no step starts; what is in
+        # flight finishes, so no ENI is left in the allow-all group (ec2ir.interrupt).
+        self.interrupt = interrupt or Interrupt()
 
     def _start(self, action: str, instance_ids: Iterable[str], case_id: str) -> tuple[list[str], RunReport]:
         """Validate, learn who is acting and make sure the state table is usable: the preflight
@@ -590,10 +730,13 @@ class Engine:
         journal = self._group_entries(ctx, report)
         targets = [target_of(f) for f in live]
         memory: dict[str, StepLog] = {}
-        if options.memory and collection is not None:
+        if options.memory and collection is not None and not self.interrupt.stops("memory acquisition"):
             # Before the cut, as an isolated instance cannot reach S3 or SSM; bounded, so that
             # containment never waits on evidence longer than --memory-timeout.
             memory = self._acquire_memory(ctx, targets, collection)
+        if progress:  # missing or gone: not contained, as there is nothing to contain
+            for result in early.values():
+                progress(result, CONTAINED)
         done = self._contain_all(
             ctx,
             targets,
@@ -608,6 +751,7 @@ class Engine:
             for result in early.values():
                 progress(result)
         report.results = [early.get(i) or done[i] for i in ids]
+        self._name_report(report, facts)
         if blocks is not None:
             blocks.finish(report)  # the ACLs changed in the notes; what could not be, as warnings
         self._journal(journal + self._refusals(report), report.notes)
@@ -786,13 +930,15 @@ class Engine:
                 broken = [vpc_errors[v] for v in sorted(target.facts.vpc_ids) if v in vpc_errors]
                 if broken:
                     raise broken[0]  # never isolate into a group that is not verified safe
+                if self.interrupt.is_set():  # Ctrl-C: no instance starts, not even its record
+                    raise interrupted_before(target.instance_id, "isolate")
                 return self._cut(ctx, target, lookup_errors)
 
             cuts = {urgent.submit(cut, target): target.instance_id for target in targets}
             finishing: dict[Future[StepLog], Containment] = {}
             cut_off = self._wait_for_cuts(cuts, results, progress)
             self._recheck_enis(ctx, cut_off)
-            if after_cuts is not None:
+            if after_cuts is not None and not self.interrupt.stops("the network ACL blocks (--block-ip)"):
                 # The network ACL blocks (--block-ip), once every instance is cut off and before any
                 # late step: a deny entry is a cut too (stateless, it stops the flows a swap leaves
                 # tracked), and CreateNetworkAclEntry draws on EC2's shared mutating bucket, which
@@ -833,7 +979,11 @@ class Engine:
             except Exception as error:  # one instance's failure must never stop the others
                 results[instance_id] = failure(instance_id, "isolate", error)
                 if progress:
+                    progress(results[instance_id], CONTAINED)
                     progress(results[instance_id])
+            else:
+                if progress:  # live, as each cut ends: the responder sees containment as it happens
+                    progress(cut_off[-1].contained(), CONTAINED)
         return cut_off
 
     def _cut(
@@ -1048,10 +1198,14 @@ class Engine:
         episode = containment.hold.recorded_at
         target, rerun = containment.target, not containment.created
         subject = target.instance_id
-        log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, episode, log), subject)
-        log.run(
-            METADATA, lambda: self._capture_metadata(ctx, target, collection, episode, log, rerun), subject
-        )
+        if not self._stopped(log, SNAPSHOTS):
+            log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, episode, log), subject)
+        if not self._stopped(log, METADATA):
+            log.run(
+                METADATA,
+                lambda: self._capture_metadata(ctx, target, collection, episode, log, rerun),
+                subject,
+            )
         self._journal(log.journal_entries(ctx, target.instance_id, "isolate"), log=log)
         return log
 
@@ -1151,6 +1305,8 @@ class Engine:
         for step in STEPS if only is None else [only]:
             if step.phase != phase or step.name in containment.log.errors:
                 continue
+            if self._stopped(log, step.name):
+                continue
             try:
                 record = self._record_for(ctx, containment, step)
             except Ec2irError as error:
@@ -1161,6 +1317,14 @@ class Engine:
                 continue
             log.run(step.name, functools.partial(step.apply, ctx, target, record), target.instance_id)
         return log
+
+    def _stopped(self, log: StepLog, name: str) -> bool:
+        """Whether the run was interrupted (Ctrl-C), so that step ``name`` must not start; if so,
+        it is logged as not started. A step under way is never stopped: it finishes."""
+        if not self.interrupt.is_set():
+            return False
+        log.not_started(name)
+        return True
 
     def _record_for(self, ctx: Context, containment: Containment, step: Step) -> Record | None:
         """The step's originals: from the hold, or captured now and written before any change."""
@@ -1219,6 +1383,47 @@ class Engine:
                 except Ec2irError as error:
                     errors[name] = error
         return found, errors
+
+    def _name_report(self, report: RunReport, facts: dict[str, InstanceFacts] | None = None) -> None:
+        """Each result's Name tag and the shown groups' names, once the work is done and for
+        display only: from ``facts`` (discovery's) when given, else from one batched read."""
+        if facts is None:
+            try:
+                facts = discover(self.aws, [r.instance_id for r in report.results]) if report.results else {}
+            except Exception:  # names are display only; never let one fail a run
+                facts = {}
+        names = name_tags(facts.values())
+        report.results = [replace(r, name=names.get(r.instance_id, "")) for r in report.results]
+        report.group_names = self._group_names(report, group_names_of(facts.values()))
+
+    def _group_names(self, report: RunReport, known: dict[str, str]) -> dict[str, str]:
+        """The name of every group the report shows, for display only: those ``known`` already
+        (from discovery), the rest in one batched read once the work is done. A failed read
+        leaves the ids alone: names are never worth a failure."""
+        shown = {g for r in report.results for groups in r.enis.values() for g in groups}
+        shown |= {g for v in report.groups.values() for g in (v.isolation_group_id, v.forensic_group_id)}
+        shown.discard("")
+        names = {g: known[g] for g in shown if g in known}
+        try:
+            found = describe_by_id(self.aws, shown - set(names))
+        except Exception:  # names are display only; never let one fail a run
+            found = {}
+        names.update({g: seen.name for g, seen in found.items() if seen.name})
+        return dict(sorted(names.items()))
+
+    def names(self, holds: Iterable[Hold]) -> tuple[dict[str, str], dict[str, str]]:
+        """``status``: each held instance's Name tag and each original group's name, for display
+        only, in one batched read of each after the state table's; a failed read shows ids alone."""
+        holds = list(holds)
+        instance_ids = sorted({hold.instance_id for hold in holds})
+        group_ids = {g for hold in holds for groups in hold.originals.values() for g in groups}
+        instances: dict[str, str] = {}
+        groups: dict[str, str] = {}
+        with contextlib.suppress(Exception):  # display only
+            instances = name_tags(discover(self.aws, instance_ids).values()) if instance_ids else {}
+        with contextlib.suppress(Exception):
+            groups = {g: seen.name for g, seen in describe_by_id(self.aws, group_ids).items() if seen.name}
+        return instances, groups
 
     @staticmethod
     def _note_groups(report: RunReport, cidr: str | None) -> None:
@@ -1311,6 +1516,7 @@ class Engine:
         cidr = validate.office_cidr(office_cidr, allow_any_source)
         ids = validate.instance_ids(instance_ids)
         case = validate.case_id(case_id)
+        validate_evidence_options(options)  # refused as isolate refuses it
         report = PlanReport(case, self.aws.caller_arn())
         ctx = Context(self.aws, case, report.actor, now(), options)
         table_exists = self.store.exists()
@@ -1321,6 +1527,7 @@ class Engine:
 
         facts, early = self._discover(ids, "isolate")
         report.refused = list(early.values())
+        report.names = name_tags(facts.values())
         live = [facts[i] for i in ids if i not in early]
         lookups, lookup_errors = self._lookups([f.instance_id for f in live])
         groups: dict[str, VpcGroups] = {}
@@ -1354,6 +1561,7 @@ class Engine:
                 allow_all_group_id=found.get("allow-all", "") if options.untrack else "",
             )
 
+        episodes: dict[str, str] = {}  # each instance's evidence episode: its hold's, or this run's
         for instance in live:
             target = Target(
                 instance,
@@ -1367,6 +1575,10 @@ class Engine:
             report.instances[instance.instance_id] = [
                 self._plan_step(ctx, step, replace(target, stored=stored), lookup_errors) for step in STEPS
             ]
+            episodes[instance.instance_id] = hold.recorded_at if hold else ctx.started_at
+        report.eni_paths = self._eni_paths(live, groups, options.untrack)
+        if options.evidence:  # after the cut: the same calls collect makes
+            needed |= self._plan_evidence(report, ctx, live, episodes, report.evidence)
 
         if options.block_ips:  # the deny entries the run would add, and the checks that refuse it
             lines, entry_probes = nacl.plan_blocks(
@@ -1389,6 +1601,109 @@ class Engine:
         unprobed = ({call.action for call in calls} | needed) - set(report.checks)
         report.checks |= simulate(self.aws, report.actor, unprobed)
         return report
+
+    def _eni_paths(
+        self, live: list[InstanceFacts], groups: dict[str, VpcGroups], untrack: bool
+    ) -> dict[str, dict[str, EniPath]]:
+        """Each ENI's groups now, then the allow-all and isolation groups of its VPC, named as EC2
+        names them (or as ec2ir would name a group it is still to create)."""
+        known = {
+            group
+            for vpc in groups.values()
+            for group in (vpc.allow_all_group_id, vpc.isolation_group_id)
+            if group
+        }
+        try:
+            seen = describe_by_id(self.aws, known) if known else {}
+        except Ec2irError:
+            seen = {}
+
+        def named(group_id: str, role: str) -> str:
+            if not group_id:
+                return f"{GROUP_NAMES[role]}-<new> (to be created)"
+            found = seen.get(group_id)
+            return f"{group_id} ({found.name})" if found is not None else group_id
+
+        paths: dict[str, dict[str, EniPath]] = {}
+        for instance in live:
+            for eni in instance.enis:
+                vpc = groups.get(eni.vpc_id)
+                if vpc is None:
+                    continue
+                through = named(vpc.allow_all_group_id, ALLOW_ALL) if untrack else ""
+                paths.setdefault(instance.instance_id, {})[eni.eni_id] = EniPath(
+                    eni.group_ids, through, named(vpc.isolation_group_id, ISOLATION)
+                )
+        return paths
+
+    def _plan_evidence(
+        self,
+        report: PlanReport,
+        ctx: Context,
+        live: list[InstanceFacts],
+        episodes: dict[str, str],
+        into: dict[str, list[PlannedStep]],
+    ) -> set[str]:
+        """The evidence a run would take of each instance, and where it would go, into ``into``;
+        only a HeadBucket is sent. Returns the IAM actions it needs besides the calls listed."""
+        from ec2ir.memory import IMAGE_NAME
+
+        options = ctx.options
+        account = account_of(report.actor)
+        name = options.evidence_bucket or self.evidence_bucket or default_bucket(account, self.aws.region())
+        setup, refusal = planned_bucket(self.aws, name, account, options.object_lock_days)
+        report.evidence_bucket = name
+        report.evidence_refusal = refusal
+        report.setup.append(setup or f"no evidence would be collected: {refusal}")
+        needed = set(EVIDENCE_PERMISSIONS["evidence bucket"]) | {"dynamodb:BatchWriteItem"}
+        if setup.startswith("create"):
+            needed |= set(EVIDENCE_PERMISSIONS[BUCKET_CREATION])
+        for instance in live:
+            episode = episodes.get(instance.instance_id) or ctx.started_at
+            prefix = key_prefix(ctx.case_id, instance.instance_id, episode)
+            stored = f"s3://{name}/{prefix}"
+            steps = []
+            if options.memory:
+                steps.append(
+                    PlannedStep(
+                        MEMORY,
+                        "acquire RAM with AVML through SSM Run Command, before the cut",
+                        (
+                            PlannedCall("ssm:SendCommand", (instance.instance_id,)),
+                            PlannedCall("s3:PutObject", (f"{stored}/{IMAGE_NAME}",)),
+                        ),
+                        f"at most {options.memory_timeout:g}s; an instance SSM does not manage is "
+                        "noted and skipped",
+                    )
+                )
+            volumes = tuple(f"{v.volume_id} ({v.device_name})" for v in instance.volumes)
+            snapshot = PlannedCall("ec2:CreateSnapshots", (instance.instance_id, *volumes))
+            steps.append(
+                PlannedStep(
+                    SNAPSHOTS,
+                    "snapshot every attached volume at once, crash-consistent, tagged with the case",
+                    (snapshot,) if volumes else (),
+                    "" if volumes else "no EBS volumes to snapshot",
+                )
+            )
+            steps.append(
+                PlannedStep(
+                    METADATA,
+                    "capture the instance's metadata, each item its own object, its SHA-256 journaled",
+                    tuple(PlannedCall("s3:PutObject", (f"{stored}/{file}",)) for file in METADATA_FILES),
+                    "the console screenshot only if the instance gives one",
+                )
+            )
+            steps.append(
+                PlannedStep(
+                    "journal",
+                    "name every snapshot and object, with its SHA-256, in the case journal",
+                    (PlannedCall("dynamodb:BatchWriteItem", (self.store.table,)),),
+                )
+            )
+            into[instance.instance_id] = steps
+        calls = {call.action for steps in into.values() for planned in steps for call in planned.calls}
+        return needed | calls
 
     def _probe_every_call(self, probes: list[tuple[str, dict[str, Any]]]) -> dict[str, Check]:
         """Send every distinct planned EC2 call with DryRun=True; permissions can differ per
@@ -1448,13 +1763,17 @@ class Engine:
             "release",
             self.concurrency,
             progress,
+            self.interrupt,
         )
         report.results = [done[i] for i in ids]
         # the case's network ACL entries, from every ACL that serves none of its held instances
-        nacl.after_release(
-            self.aws, self.store, report, functools.partial(self._journal_aside, notes=report.notes)
-        )
+        # (after Ctrl-C, left to the next release, which removes them by the same rule)
+        if not self.interrupt.stops("removing the case's network ACL entries of released subnets"):
+            nacl.after_release(
+                self.aws, self.store, report, functools.partial(self._journal_aside, notes=report.notes)
+            )
         self._journal(self._refusals(report), report.notes)
+        self._name_report(report)  # read after the release: the groups each ENI is back in
         return report
 
     def _before_release(
@@ -1495,6 +1814,7 @@ class Engine:
 
         done = run_each(ids, plan_one, "release", self.concurrency, None)
         report.results = [done[i] for i in ids]
+        self._name_report(report)
         return report
 
     def _provenance(self, case_id: str, ids: list[str], released: bool = False) -> Provenance | None:
@@ -1660,9 +1980,10 @@ class Engine:
                 self._journal(log.journal_entries(ctx, instance_id, "rejoin"), log=log)
             return log.result(instance_id, "rejoin", summary, warnings=unproven)
 
-        done = run_each(ids, rejoin_one, "rejoin", self.concurrency, progress)
+        done = run_each(ids, rejoin_one, "rejoin", self.concurrency, progress, self.interrupt)
         report.results = [done[i] for i in ids]
         self._journal(self._refusals(report), report.notes)
+        self._name_report(report, facts)
         return report
 
     # -- evidence alone ------------------------------------------------------------------------
@@ -1713,11 +2034,37 @@ class Engine:
             self._journal(log.journal_entries(ctx, instance_id, "collect"), log=log)
             return log.result(instance_id, "collect", "evidence collected", evidence_counts=True)
 
-        done = run_each(list(targets), collect_one, "collect", self.concurrency, progress)
+        done = run_each(list(targets), collect_one, "collect", self.concurrency, progress, self.interrupt)
         report.results = [early.get(i) or done[i] for i in ids]
         report.notes.extend(f"lookup {name} failed: {error}" for name, error in lookup_errors.items())
         report.notes.extend(collection.bucket.notes)
         self._journal(self._refusals(report), report.notes)
+        self._name_report(report, facts)
+        return report
+
+    def plan_collect(
+        self, instance_ids: Iterable[str], case_id: str, options: Options | None = None
+    ) -> PlanReport:
+        """Everything ``collect`` would do (``collect --dry-run``), refusing what it refuses, with
+        only reads: no snapshot, no object, no journal entry, no state table."""
+        options = replace(options or Options(), evidence=True)
+        validate_evidence_options(options)
+        ids = validate.instance_ids(list(instance_ids))
+        case = validate.case_id(case_id)
+        report = PlanReport(case, self.aws.caller_arn(), action="collect")
+        ctx = Context(self.aws, case, report.actor, now(), options)
+        if not self.store.exists():
+            report.setup.append(f"create the state table {self.store.table} (on-demand, KMS-encrypted)")
+        facts, early = self._discover(ids, "collect")
+        report.refused = list(early.values())
+        live = [facts[i] for i in ids if i not in early]
+        needed = self._plan_evidence(report, ctx, live, {}, report.instances)
+        if report.evidence_refusal:
+            for instance in live:
+                report.instances[instance.instance_id].insert(
+                    0, PlannedStep("evidence", "would fail", note=report.evidence_refusal)
+                )
+        report.checks = simulate(self.aws, report.actor, needed | {"dynamodb:GetItem", "dynamodb:PutItem"})
         return report
 
     def verify(self, case_id: str) -> list[Finding]:

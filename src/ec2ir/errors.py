@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 class Ec2irError(Exception):
@@ -172,3 +173,11 @@ class InstanceNotRunning(Ec2irError):
     """Auto Scaling attaches only a running instance."""
 
     code = "IncorrectInstanceState"
+
+
+class Interrupted(Ec2irError):
+    """A step (or a whole instance) that did not start because the run was interrupted (Ctrl-C);
+    the next run of the same command does it (ec2ir.interrupt)."""
+
+    exit_code = EXIT_INTERRUPTED
+    code = "Interrupted"

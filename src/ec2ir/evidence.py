@@ -540,6 +540,27 @@ def volumes_of(aws: Aws, instance_ids: list[str]) -> dict[str, list[dict[str, An
     return found
 
 
+def planned_bucket(aws: Aws, name: str, account: str, object_lock_days: int = 0) -> tuple[str, str]:
+    """What a run would do with the evidence bucket, found with one HeadBucket and nothing else:
+    (what it would do, why evidence would not be collected), one of the two empty."""
+    owner = {"ExpectedBucketOwner": account} if account.isdigit() else {}
+    try:
+        with s3_translated("HeadBucket"):
+            aws.client("s3").head_bucket(Bucket=name, **owner)
+    except AwsError as error:
+        if error.code in ("403", "AccessDenied"):
+            return "", f"the evidence bucket {name} exists but is not this account's, or denies it ({error})"
+        if error.code not in ("404", "NoSuchBucket", "NotFound"):
+            return "", f"the evidence bucket {name} cannot be read: {error}"
+        lock = f", Object Lock COMPLIANCE {object_lock_days} day(s)" if object_lock_days else ""
+        return (
+            f"create the evidence bucket s3://{name} (versioned, KMS-encrypted, public access blocked, "
+            f"TLS only{lock})",
+            "",
+        )
+    return f"use the evidence bucket s3://{name} (it exists: checked, not changed)", ""
+
+
 # -- metadata -------------------------------------------------------------------------------------
 
 
@@ -552,6 +573,18 @@ class Item:
     content_type: str = "application/json"
     extension: str = "json"
     why_not: str = ""
+
+
+# The object each metadata item is stored as, in metadata_items' order (for plans).
+METADATA_FILES = (
+    "describe-instances.json",
+    "network.json",
+    "volumes.json",
+    "iam.json",
+    "memberships.json",
+    "console-output.json",
+    "console-screenshot.jpg",
+)
 
 
 def metadata_items(aws: Aws, facts: InstanceFacts, lookups: dict[str, Any], volumes: Item) -> list[Item]:

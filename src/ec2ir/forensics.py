@@ -80,6 +80,7 @@ class Copy:
     result: str = ""  # done: / skipped: / FAILED:
     mount_commands: tuple[str, ...] = ()
     request_ids: list[str] = field(default_factory=list)
+    calls: tuple[str, ...] = ()  # a dry run's: each call it would make, with what it names
 
     @property
     def ok(self) -> bool:
@@ -99,6 +100,7 @@ class Copy:
             "device": self.device,
             "result": self.result,
             "mount_commands": list(self.mount_commands),
+            "calls": list(self.calls),
         }
 
 
@@ -110,6 +112,7 @@ class AttachReport:
     actor: str
     copies: list[Copy] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -121,6 +124,7 @@ class AttachReport:
             "workstation_id": self.workstation_id,
             "availability_zone": self.availability_zone,
             "actor": self.actor,
+            "dry_run": self.dry_run,
             "ok": self.ok,
             "copies": [copy.as_dict() for copy in self.copies],
             "notes": list(self.notes),
@@ -133,6 +137,7 @@ class DetachReport:
     actor: str
     copies: list[Copy] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -142,6 +147,7 @@ class DetachReport:
         return {
             "case_id": self.case_id,
             "actor": self.actor,
+            "dry_run": self.dry_run,
             "ok": self.ok,
             "copies": [copy.as_dict() for copy in self.copies],
             "notes": list(self.notes),
@@ -151,11 +157,14 @@ class DetachReport:
 # -- attach ---------------------------------------------------------------------------------------
 
 
-def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor: str) -> AttachReport:
+def attach(
+    aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor: str, dry_run: bool = False
+) -> AttachReport:
     """Attach a volume made from each of the case's snapshots to the workstation.
 
     Every check comes before the first change, so a refused call creates nothing. A snapshot that
-    already has a copy for this workstation is not copied again."""
+    already has a copy for this workstation is not copied again. ``dry_run``: every check, then
+    each copy's calls listed instead of made; nothing is created, attached or journaled."""
     case = validate.case_id(case_id)
     workstation = _workstation_id(workstation_id)
     found = case_snapshots(aws, store, case)
@@ -186,7 +195,7 @@ def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor
     snapshots = found.snapshots
 
     zone = str(facts.description.get("Placement", {}).get("AvailabilityZone", ""))
-    report = AttachReport(case, workstation, zone, actor, notes=list(found.notes))
+    report = AttachReport(case, workstation, zone, actor, notes=list(found.notes), dry_run=dry_run)
     ready = [snapshot for snapshot in snapshots if snapshot.described.get("State") == "completed"]
     for snapshot in snapshots:
         if snapshot.described.get("State") != "completed":
@@ -228,6 +237,11 @@ def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor
             f"{len(free)} of {DEVICES[0]}-{DEVICES[-1]} are free",
             "detach other volumes from the workstation, or use a second workstation",
         )
+    if dry_run:
+        for copy, device in zip(to_attach, free, strict=False):
+            _plan_attach(copy, zone, device)
+        report.copies = copies
+        return report
     by_snapshot = {snapshot.snapshot_id: snapshot.described for snapshot in ready}
     # Each phase for every copy before the next phase, so the volumes are made side by side.
     for copy in to_attach:
@@ -257,6 +271,16 @@ def attach(aws: Aws, store: StateStore, case_id: str, workstation_id: str, actor
     report.copies = copies
     _journal(store, [_entry(case, actor, copy, "forensics:attach") for copy in copies if copy.acted], report)
     return report
+
+
+def _plan_attach(copy: Copy, zone: str, device: str) -> None:
+    """A dry run's copy: the calls attach would make for it, and its result in words."""
+    volume = copy.volume_id or "(new volume)"
+    create = () if copy.volume_id else (f"ec2:CreateVolume {copy.snapshot_id} {zone}",)
+    copy.calls = (*create, f"ec2:AttachVolume {volume} {copy.workstation_id} {device}")
+    copy.device = device
+    made = f"a volume from {copy.snapshot_id} in {zone}" if create else f"the copy {copy.volume_id}"
+    copy.result = f"would: attach {made} to {copy.workstation_id} at {device}"
 
 
 def _workstation_id(raw: str) -> str:
@@ -376,15 +400,16 @@ def mount_commands(case_id: str, volume_id: str, device: str) -> tuple[str, ...]
 # -- detach ---------------------------------------------------------------------------------------
 
 
-def detach(aws: Aws, store: StateStore, case_id: str, actor: str) -> DetachReport:
+def detach(aws: Aws, store: StateStore, case_id: str, actor: str, dry_run: bool = False) -> DetachReport:
     """Detach and delete every forensic copy of the case; the snapshots stay.
 
     Tags say which volumes are copies, and anyone may tag a volume (a production one included),
     so a volume is deleted only when EC2 says it was made from one of the snapshots the case
     journal names: at worst that is another copy of the same evidence. Any other volume tagged as
-    a copy of the case is left alone and named in a note."""
+    a copy of the case is left alone and named in a note. ``dry_run``: the same choice, then each
+    copy's calls listed instead of made; nothing is detached, deleted or journaled."""
     case = validate.case_id(case_id)
-    report = DetachReport(case, actor)
+    report = DetachReport(case, actor, dry_run=dry_run)
     journaled = journaled_snapshots(store, case)
     volumes = []
     for volume in forensic_copies(aws, case):
@@ -413,9 +438,23 @@ def detach(aws: Aws, store: StateStore, case_id: str, actor: str) -> DetachRepor
             device=attachments[0].get("Device", "") if attachments else "",
         )
         copies.append(copy)
+        if dry_run:
+            detaching = [a for a in attachments if a.get("State") not in ("detaching", "detached")]
+            copy.calls = (
+                *(f"ec2:DetachVolume {copy.volume_id} {a['InstanceId']} {a['Device']}" for a in detaching),
+                f"ec2:DeleteVolume {copy.volume_id}",
+            )
+            where = f"detach from {copy.workstation_id} ({copy.device}) and " if detaching else ""
+            copy.result = f"would: {where}delete; the snapshot {copy.snapshot_id} is kept"
+            continue
         for attachment in attachments:
             if attachment.get("State") not in ("detaching", "detached"):
                 _step(copy, partial(_detach, aws, copy, attachment))
+    if dry_run:
+        if not copies:
+            report.notes.append(f"case {case} has no forensic copies to detach")
+        report.copies = copies
+        return report
     for copy in copies:
         if copy.ok:
             _step(copy, partial(_wait, aws, "volume_available", copy.volume_id, "detach", UNMOUNT))
@@ -659,6 +698,13 @@ def render_attach(report: AttachReport) -> str:
         for copy in report.copies
     ]
     parts = [table(["SNAPSHOT", "SOURCE", "COPY", "DEVICE", "RESULT"], rows)]
+    if report.dry_run:
+        return _dry_run(
+            report,
+            parts,
+            f"{sum(bool(copy.calls) for copy in report.copies)} copy(ies) would be attached to "
+            f"{report.workstation_id} ({report.availability_zone})",
+        )
     mounted = [copy for copy in report.copies if copy.mount_commands]
     if mounted:
         lines = [
@@ -700,6 +746,12 @@ def render_detach(report: DetachReport) -> str:
         for copy in report.copies
     ]
     parts = [table(["COPY", "SNAPSHOT", "WORKSTATION", "DEVICE", "RESULT"], rows)] if rows else []
+    if report.dry_run:
+        return _dry_run(
+            report,
+            parts,
+            f"{len(report.copies)} copy(ies) would be detached and deleted; the snapshots are kept",
+        )
     parts.extend(f"note: {printable(note)}" for note in report.notes)
     failed = sum(not copy.ok for copy in report.copies)
     parts.append(
@@ -711,8 +763,28 @@ def render_detach(report: DetachReport) -> str:
     return "\n\n".join(parts)
 
 
+def _dry_run(report: AttachReport | DetachReport, parts: list[str], summary: str) -> str:
+    """A dry run's table, then each call it would make and its notes, under a heading that says so.
+    Each line goes through printable on its own: the calls and notes quote the journal and tags."""
+    heading = printable(
+        f"DRY RUN for case {report.case_id}, acting as {report.actor}: nothing will be created, "
+        "attached, detached, deleted or journaled."
+    )
+    calls = [printable(f"  {call}") for copy in report.copies for call in copy.calls]
+    if calls:
+        parts.append("\n".join(["AWS calls it would make:", *calls]))
+    parts.extend(f"note: {printable(note)}" for note in report.notes)
+    failed = sum(not copy.ok for copy in report.copies)
+    parts.append(
+        printable(f"case {report.case_id}: dry run, nothing changed: {summary}, {failed} would fail")
+    )
+    return "\n\n".join([heading, *parts])
+
+
 def _brief(copy: Copy, done: str, skipped: str) -> str:
     """The table's word for a copy; the journal keeps the full sentence, and a failure says why."""
+    if copy.result.startswith("would:"):
+        return "would " + ", ".join(call.split()[0].removeprefix("ec2:") for call in copy.calls)
     if copy.result.startswith("done:"):
         return done
     if copy.result.startswith("skipped:"):

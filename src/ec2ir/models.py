@@ -18,6 +18,44 @@ class HoldStatus(StrEnum):
 
 ACTIVE_STATUSES = (HoldStatus.ISOLATING, HoldStatus.ISOLATED, HoldStatus.RELEASING)
 
+# The phases a run reports each instance in as it reaches them (ec2ir.engine.Progress). Only
+# isolate has two: CONTAINED as soon as the instance's cut has ended (every ENI in the isolation
+# group, or the cut failed), long before its evidence; then DONE once all its work has ended.
+CONTAINED, DONE = "contained", "done"
+
+
+class StepStatus(StrEnum):
+    """What became of one step, from the prefix of its outcome (``parse_outcome``): the closed set
+    ``--output json`` gives as ``step_outcomes[].status`` (docs/json.md)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted; the detail says why
+    NOT_COLLECTED = "not_collected"  # evidence asked for and not collected
+    NOT_STARTED = "not_started"  # the run was interrupted (Ctrl-C) before the step began
+    PLANNED = "planned"  # a dry run's: what the step would do
+    OTHER = "other"  # text with none of the engine's prefixes (a journal's "not done (...)")
+
+
+_OUTCOME_PREFIXES = (
+    ("done:", StepStatus.DONE),
+    ("FAILED", StepStatus.FAILED),
+    ("skipped:", StepStatus.SKIPPED),
+    ("not collected:", StepStatus.NOT_COLLECTED),
+    ("not started:", StepStatus.NOT_STARTED),
+    ("nothing:", StepStatus.SKIPPED),  # a release plan's step that a terminated instance skips
+)
+
+
+def parse_outcome(outcome: str, planned: bool = False) -> tuple[StepStatus, str]:
+    """A step's (or a journal entry's) outcome as its status and its detail, the text after the
+    prefix the engine writes ("done: ", "FAILED: ", "skipped: ", "not collected: "). In a plan
+    (``planned``), text without a prefix is what the step would do."""
+    for prefix, status in _OUTCOME_PREFIXES:
+        if outcome.startswith(prefix):
+            return status, outcome.removeprefix(prefix).lstrip(": ")
+    return (StepStatus.PLANNED if planned else StepStatus.OTHER), outcome
+
 
 @dataclass(frozen=True)
 class Eni:
@@ -124,6 +162,25 @@ class InstanceResult:
     evidence_failed: tuple[str, ...] = ()  # what evidence could not be collected, and why
     # what the run could not do although the instance is as safe as it can be (exit 1 all the same)
     warnings: tuple[str, ...] = ()
+    # the instance's Name tag, for display only: anyone able to tag the instance sets it
+    name: str = field(default="", compare=False)
+    planned: bool = False  # a dry run's result: ``steps`` say what each step would do
+
+    def step_outcomes(self) -> list[dict[str, str]]:
+        """``steps`` as structured outcomes, in order: each step, its status and its detail."""
+        outcomes = []
+        for step, outcome in self.steps.items():
+            status, detail = parse_outcome(outcome, planned=self.planned)
+            outcomes.append({"step": step, "status": status.value, "detail": detail})
+        return outcomes
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run was interrupted (Ctrl-C) before all of this instance's work began: its
+        ``enis`` (isolate) are still true, and the next run of the same command finishes it."""
+        from ec2ir.errors import Interrupted
+
+        return self.error_code == Interrupted.code
 
     @property
     def snapshot_ids(self) -> list[str]:
@@ -138,9 +195,11 @@ class InstanceResult:
             "error_code": self.error_code,
             "enis": {eni: list(groups) for eni, groups in self.enis.items()},
             "steps": self.steps,
+            "step_outcomes": self.step_outcomes(),
             "evidence": [ref.as_dict() for ref in self.evidence],
             "evidence_failed": list(self.evidence_failed),
             "warnings": list(self.warnings),
+            "name": self.name,
         }
 
 

@@ -23,25 +23,27 @@ from datetime import UTC, datetime
 
 from ec2ir import validate
 from ec2ir.errors import UsageError
-from ec2ir.models import EvidenceRef, Hold, HoldStatus, JournalEntry
-from ec2ir.output import printable
+from ec2ir.models import EvidenceRef, Hold, HoldStatus, JournalEntry, StepStatus, parse_outcome
+from ec2ir.output import Schema, printable
 from ec2ir.provenance import check_chain
 from ec2ir.state import StateStore, now
 
 FORMATS = ("md", "html", "json")
-SCHEMA = "ec2ir-report/1"
+SCHEMA = Schema.REPORT.value
 
 DONE, FAILED, SKIPPED, NOT_COLLECTED, OTHER = "done", "failed", "skipped", "not collected", "other"
 OUTCOMES = (DONE, FAILED, SKIPPED, NOT_COLLECTED, OTHER)
-_PREFIXES = (("done:", DONE), ("FAILED", FAILED), ("skipped:", SKIPPED), ("not collected:", NOT_COLLECTED))
+_KINDS = {
+    StepStatus.DONE: DONE,
+    StepStatus.FAILED: FAILED,
+    StepStatus.SKIPPED: SKIPPED,
+    StepStatus.NOT_COLLECTED: NOT_COLLECTED,
+}
 
 
 def outcome(result: str) -> str:
-    """The kind of a journal result, from the prefix the engine writes."""
-    for prefix, kind in _PREFIXES:
-        if result.startswith(prefix):
-            return kind
-    return OTHER
+    """The kind of a journal result, from the prefix the engine writes (ec2ir.models.parse_outcome)."""
+    return _KINDS.get(parse_outcome(result)[0], OTHER)
 
 
 @dataclass(frozen=True)

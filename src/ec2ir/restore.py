@@ -27,7 +27,7 @@ from ec2ir.aws import Aws
 from ec2ir.errors import OriginalGroupMissing, UsageError
 from ec2ir.groups import describe_by_id
 from ec2ir.models import Hold, InstanceResult
-from ec2ir.output import eni_lines, printable
+from ec2ir.output import eni_lines, named, printable
 from ec2ir.steps import GROUP_GONE_HINT, NETWORK, STEPS, Record
 
 REPLACED, SKIPPED = "release:replace-group", "release:skip-group"
@@ -236,16 +236,18 @@ def planned(
         enis={} if terminated else dict(restoring.originals),
         steps=steps,
         warnings=warnings + unknown,
+        planned=True,
     )
 
 
 def render_plan(results: list[InstanceResult], case_id: str, notes: list[str]) -> str:
     lines = []
     for result in results:
+        instance = named(result.instance_id, result.name)  # the Name tag cut short, for display
         if not result.ok:
-            lines.append(f"{result.instance_id}: would be refused: {result.error_code}: {result.detail}")
+            lines.append(f"{instance}: would be refused: {result.error_code}: {result.detail}")
             continue
-        lines.append(f"{result.instance_id}: {result.detail}")
+        lines.append(f"{instance}: {result.detail}")
         lines += [f"  {step}: {what}" for step, what in result.steps.items()]
         lines += [f"  WARNING: {warning}" for warning in result.warnings]
     lines += [f"note: {note}" for note in notes]
