@@ -205,7 +205,7 @@ def test_isolate_dry_run_names_the_evidence_calls_and_each_enis_path(
     assert "s3:PutObject" in plan["permissions"] and "ec2:CreateSnapshots" in plan["permissions"]
 
     assert shown.code == 0, shown.err
-    assert f"{web} -> ec2ir-untrack-" in shown.out and f"{mgmt} -> ec2ir-untrack-" in shown.out
+    assert f"{web} (web) -> ec2ir-untrack-" in shown.out and f"{mgmt} (mgmt) -> ec2ir-untrack-" in shown.out
     assert f"then the evidence, to s3://{bucket}:" in shown.out
     assert f"ec2:CreateSnapshots {instance}" in shown.out
     assert changes == []

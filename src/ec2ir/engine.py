@@ -440,12 +440,15 @@ class EniPath:
     current: tuple[str, ...]
     allow_all: str
     isolation: str
+    current_names: tuple[str, ...] = ()  # each current group's name, as discovery read it; display only
 
     def as_dict(self) -> dict[str, object]:
         return {"current": list(self.current), "allow_all": self.allow_all, "isolation": self.isolation}
 
     def describe(self) -> str:
-        hops = [",".join(self.current) or "-", *filter(None, (self.allow_all, self.isolation))]
+        now = [f"{g} ({n})" if n else g for g, n in zip(self.current, self.current_names, strict=False)]
+        now += list(self.current[len(now) :])
+        hops = [",".join(now) or "-", *filter(None, (self.allow_all, self.isolation))]
         return " -> ".join(hops)
 
 
@@ -1624,6 +1627,7 @@ class Engine:
             found = seen.get(group_id)
             return f"{group_id} ({found.name})" if found is not None else group_id
 
+        current_names = group_names_of(live)
         paths: dict[str, dict[str, EniPath]] = {}
         for instance in live:
             for eni in instance.enis:
@@ -1632,7 +1636,10 @@ class Engine:
                     continue
                 through = named(vpc.allow_all_group_id, ALLOW_ALL) if untrack else ""
                 paths.setdefault(instance.instance_id, {})[eni.eni_id] = EniPath(
-                    eni.group_ids, through, named(vpc.isolation_group_id, ISOLATION)
+                    eni.group_ids,
+                    through,
+                    named(vpc.isolation_group_id, ISOLATION),
+                    tuple(current_names.get(group, "") for group in eni.group_ids),
                 )
         return paths
 
