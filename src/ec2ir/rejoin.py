@@ -17,7 +17,6 @@ import functools
 from collections.abc import Callable
 
 from ec2ir.aws import Aws, translated
-from ec2ir.engine import GONE_STATES, StepLog
 from ec2ir.errors import (
     AwsError,
     HeldByOtherCase,
@@ -27,6 +26,7 @@ from ec2ir.errors import (
     StillHeld,
 )
 from ec2ir.models import Hold, HoldStatus, InstanceFacts
+from ec2ir.steplog import GONE_STATES, StepLog
 from ec2ir.steps import STEPS, Context, DeregisterLoadBalancers, DetachFromAutoScaling, Record, Step
 
 # DescribeTargetHealth's states of a target that is not (or no longer) registered

@@ -57,7 +57,7 @@ from typing import Any, Generic, TypeVar
 
 from ec2ir import validate
 from ec2ir.aws import PERMISSION_CODES, discover, translated
-from ec2ir.engine import GONE_STATES, Engine, RunReport
+from ec2ir.engine import Engine, RunReport
 from ec2ir.errors import AwsError, Ec2irError, PermissionDenied, UsageError
 from ec2ir.evidence import EvidenceBucket, account_of, as_json, split_location
 from ec2ir.handlers import (
@@ -70,6 +70,7 @@ from ec2ir.handlers import (
     setup_logging,
 )
 from ec2ir.models import InstanceResult
+from ec2ir.steplog import GONE_STATES
 from ec2ir.steps import Options
 
 T = TypeVar("T")
