@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ec2ir import cli
 from ec2ir.aws import Aws, AwsSettings
 from ec2ir.emulator import DEMO_REGION, Emulator
 from ec2ir.engine import Engine
@@ -67,6 +70,43 @@ def aws(emulator: Emulator) -> Aws:
 @pytest.fixture
 def engine(aws: Aws) -> Engine:
     return Engine(aws, StateStore(aws), concurrency=4)
+
+
+@dataclass
+class Run:
+    """One ``ec2ir`` command's exit code, standard output and standard error."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Cli = Callable[..., Run]
+
+
+@pytest.fixture
+def run(emulator: Emulator, aws: Aws, capsys: pytest.CaptureFixture[str], monkeypatch: Any) -> Cli:
+    """The ``ec2ir`` command, in process, against the emulator; ``stdin`` is what it reads for ``-``."""
+
+    def invoke(*argv: str, stdin: str | None = None) -> Run:
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", DEMO_REGION])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return invoke
+
+
+def one_line_error(result: Run) -> str:
+    """The single line a refused command writes on standard error, with no traceback."""
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    return lines[0]
 
 
 @dataclass

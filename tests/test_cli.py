@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,40 +14,10 @@ from ec2ir import cli
 from ec2ir.aws import Aws
 from ec2ir.emulator import Emulator
 from ec2ir.state import StateStore
-from tests.conftest import Fleet
+from tests.conftest import Cli, Fleet, one_line_error
 from tests.faults import Fault, error_response, inject_into
 
 OFFICE = "198.51.100.0/24"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Run]
-
-
-@pytest.fixture
-def run(aws: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def invoke(*argv: str) -> Run:
-        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return invoke
-
-
-def one_line_error(run: Run) -> str:
-    lines = run.err.strip().splitlines()
-    assert len(lines) == 1, run.err
-    assert "Traceback" not in run.err
-    return lines[0]
 
 
 def test_isolate_status_release_round_trip_in_json(run: Cli, fleet: Fleet) -> None:

@@ -15,11 +15,7 @@ import pytest
 from ec2ir import cli
 from ec2ir.errors import EXIT_USAGE
 from ec2ir.state import StateStore
-from tests import test_cli
-from tests.conftest import Fleet
-from tests.test_cli import Cli, one_line_error
-
-run = test_cli.run  # the fixture: ec2ir's CLI against the emulator
+from tests.conftest import Cli, Fleet, one_line_error
 
 CASE = "IR-DRY"
 READS = ("Describe", "Get", "List", "Head", "Query", "Scan", "Simulate", "BatchGet", "Lookup")
@@ -230,7 +226,7 @@ def test_isolate_dry_run_names_the_groups_ec2ir_already_has(run: Cli, fleet: Fle
     isolation = next(g for g, name in names.items() if name.startswith("ec2ir-isolation-"))
     assert path == {"current": [web], "allow_all": "", "isolation": f"{isolation} ({names[isolation]})"}
     allow_all = next(g for g, name in names.items() if name.startswith("ec2ir-untrack-"))
-    assert f"{web} -> {allow_all} ({names[allow_all]}) -> {isolation} ({names[isolation]})" in shown.out
+    assert f"{web} (web) -> {allow_all} ({names[allow_all]}) -> {isolation} ({names[isolation]})" in shown.out
     assert "then the evidence" not in shown.out  # --no-evidence: none listed
 
 

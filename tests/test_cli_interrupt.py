@@ -11,47 +11,21 @@ the handler the CLI installed, as the signal would. No test depends on timing.
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from ec2ir import cli
 from ec2ir.aws import Aws
-from ec2ir.emulator import Emulator
 from ec2ir.engine import Engine
 from ec2ir.models import HoldStatus
 from ec2ir.state import StateStore
-from tests.conftest import Fleet
+from tests.conftest import Cli, Fleet
 
 CASE = "IR-INT"
 SWAPS = ("ModifyNetworkInterfaceAttribute", "ModifyInstanceAttribute")
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Run]
-
-
-@pytest.fixture
-def run(aws: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def invoke(*argv: str) -> Run:
-        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return invoke
 
 
 class AtFirstSwap:

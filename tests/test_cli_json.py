@@ -14,17 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests import test_cli
-from tests.conftest import Fleet
-from tests.test_cli import Cli, Run
+from tests.conftest import Cli, Fleet, Run, one_line_error
 from tests.test_cli_output import web_member
 
 DOC = Path(__file__).parent.parent / "docs" / "json.md"
 CASE = "IR-2026-042"
 OFFICE = "198.51.100.0/24"
 ATTACKER, OTHER_ATTACKER = "203.0.113.7/32", "203.0.113.99/32"
-
-run = test_cli.run  # the fixture: ec2ir's CLI against the emulator
 
 
 # -- docs/json.md, read as a description ---------------------------------------------------------
@@ -280,7 +276,7 @@ def test_report_output_json_means_format_json_and_refuses_another_format(run: Cl
     assert json.loads(as_output.out)["timeline"] == json.loads(as_format.out)["timeline"]
     for refused in (markdown, never_built):  # refused before any work: no table, no case read
         assert (refused.code, refused.out) == (2, "")
-        assert "--output json" in test_cli.one_line_error(refused) and "--format" in refused.err
+        assert "--output json" in one_line_error(refused) and "--format" in refused.err
     assert run("report", CASE).out.startswith("#")  # Markdown stays the default of a table run
 
 

@@ -10,15 +10,10 @@ from ec2ir.models import InstanceResult
 from ec2ir.output import render_run, run_warnings
 from ec2ir.report import build_report
 from ec2ir.steps import TAG_ISOLATED_AT, Options
-from tests import test_cli
-from tests.conftest import Fleet
+from tests.conftest import Cli, Fleet
 from tests.faults import Fault, inject
-from tests.test_cli import Cli
 
 CASE = "IR-16"
-
-
-run = test_cli.run  # the fixture: ec2ir's CLI against the emulator
 
 
 def web_member(fleet: Fleet) -> tuple[str, str]:

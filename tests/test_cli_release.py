@@ -9,11 +9,7 @@ from ec2ir import cli
 from ec2ir.errors import EXIT_USAGE
 from ec2ir.models import HoldStatus
 from ec2ir.state import StateStore
-from tests import test_cli
-from tests.conftest import Fleet
-from tests.test_cli import Cli, Run, one_line_error
-
-run = test_cli.run  # the fixture: ec2ir's CLI against the emulator
+from tests.conftest import Cli, Fleet, Run, one_line_error
 
 CASE = "IR-16"
 

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from ec2ir import cli, targets
-from ec2ir.aws import Aws
-from ec2ir.emulator import Emulator
 from ec2ir.errors import UsageError
-from tests.conftest import Fleet
-from tests.test_cli import Run
+from tests.conftest import Cli, Fleet
 
-Cli = Callable[..., Run]
 ACCOUNT = "123456789012"  # the emulator's
 GOOD = "i-0123456789abcdef0"
 SERIAL = itertools.count()
@@ -25,18 +20,6 @@ SERIAL = itertools.count()
 
 def arn(instance_id: str, region: str = "us-east-1", account: str = ACCOUNT, partition: str = "aws") -> str:
     return f"arn:{partition}:ec2:{region}:{account}:instance/{instance_id}"
-
-
-@pytest.fixture
-def run(aws: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str], monkeypatch: Any) -> Cli:
-    def invoke(*argv: str, stdin: str | None = None) -> Run:
-        if stdin is not None:
-            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return invoke
 
 
 def tagged(fleet: Fleet, vpc: str, env: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ClientError
 
-from ec2ir import aws_ranges, cli, nacl
+from ec2ir import aws_ranges, nacl
 from ec2ir.aws import Aws, AwsSettings
 from ec2ir.emulator import DEMO_REGION, Emulator
 from ec2ir.engine import Engine
@@ -22,23 +22,9 @@ from ec2ir.output import render_plan
 from ec2ir.permissions import isolate_actions, release_only_actions, required_actions
 from ec2ir.state import StateStore
 from ec2ir.steps import Options
-from tests.conftest import Fleet
+from tests.conftest import Cli, Fleet, one_line_error
 from tests.faults import Crash
-from tests.test_cli import Cli, Run, one_line_error
 from tests.test_containment import CallRecorder
-
-
-@pytest.fixture
-def run(aws: Aws, emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """The ``ec2ir`` command against the emulator, as tests/test_cli.py drives it."""
-
-    def invoke(*argv: str) -> Run:
-        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", DEMO_REGION])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return invoke
-
 
 ATTACKER = "203.0.113.7"  # TEST-NET-3: nobody's, so always blockable
 ATTACKER_V6 = "2001:db8:dead::/48"
