@@ -200,6 +200,28 @@ def test_below_the_threshold_only_containment_is_shown() -> None:
     assert stream.getvalue() == f"[1/2] contained i-1 ({SHOWN_NAME})\n"
 
 
+def test_a_containment_taken_back_is_its_own_line_and_counts_once() -> None:
+    # The check after the cut found an instance already said contained open after all.
+    plain, tty = Stream(Timeline()), TtyStream()
+    for stream in (plain, tty):
+        printer = ProgressPrinter(2, "isolate", stream)
+        printer(InstanceResult("i-1", "isolate", ok=True, name="web-1"), "contained")
+        taken_back = InstanceResult(
+            "i-1", "isolate", ok=False, error_code="UnauthorizedOperation", name="web-1"
+        )
+        printer(taken_back, "contained")
+        printer(InstanceResult("i-2", "isolate", ok=True), "contained")
+        assert printer.ended["contained"] == 2 and printer.failed["contained"] == 1
+
+    assert plain.getvalue().splitlines() == [
+        "[1/2] contained i-1 (web-1)",
+        "NOT contained after all: i-1 (web-1): failed UnauthorizedOperation",
+        "[2/2] contained i-2",
+    ]
+    assert "NOT contained after all: i-1 (web-1): failed UnauthorizedOperation\n" in tty.getvalue()
+    assert tty.getvalue().rstrip("\n").rsplit("\r", 1)[-1].startswith("isolate: contained [")
+
+
 # -- names beside ids, escaped -------------------------------------------------------------------
 
 

@@ -579,3 +579,34 @@ def test_s3_slow_down_is_throttling_so_ec2ir_waits_it_out_after_botocore_gives_u
     error = classify_client_error("s3", ClientError(answer, "PutObject"))  # type: ignore[arg-type]
 
     assert isinstance(error, Throttled) and error.action == "s3:PutObject"
+
+
+def test_progress_takes_back_a_contained_line_the_check_after_the_cut_disproves(
+    aws: Aws, fleet: Fleet
+) -> None:
+    # The attacker, holding the instance's credentials, puts the ENI back in its open group right
+    # after the swap, and the check after the cut is refused: the live line said "contained" while
+    # the cut looked whole, and must not be the last word.
+    from ec2ir.models import CONTAINED, InstanceResult
+    from tests.faults import Fault, inject_into
+
+    engine = timed_engine(aws, FakeTime())
+    victim, web, _ = prepared(engine, fleet)
+    attacker = Aws(aws.settings)
+    [eni] = fleet.eni_groups([victim])
+
+    def attack() -> None:
+        attacker.ec2().modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[web])
+        inject_into(engine.aws.ec2(), Fault("ec2", "DescribeInstances", "UnauthorizedOperation"))
+
+    after_the_isolation_swap(engine, attack)
+    said: list[tuple[str, str, bool]] = []
+
+    def progress(result: InstanceResult, phase: str = "done") -> None:
+        said.append((result.instance_id, phase, result.ok))
+
+    result = engine.isolate([victim], "IR-P", options=QUIET, progress=progress).results[0]
+
+    assert fleet.eni_groups([victim]) == {eni: (web,)} and not result.ok
+    contained = [ok for instance, phase, ok in said if phase == CONTAINED]
+    assert contained == [True, False]  # said when the cut ended, then taken back

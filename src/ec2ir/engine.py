@@ -814,7 +814,12 @@ class Engine:
             cuts = {urgent.submit(cut, target): target.instance_id for target in targets}
             finishing: dict[Future[StepLog], Containment] = {}
             cut_off = self._wait_for_cuts(cuts, results, progress)
+            said_contained = [c for c in cut_off if NETWORK.name not in c.log.errors]
             self._recheck_enis(ctx, cut_off)
+            if progress:  # the check after the cut found one open after all: say so, as live
+                for containment in said_contained:
+                    if NETWORK.name in containment.log.errors:
+                        progress(containment.contained(), CONTAINED)
             if after_cuts is not None and not self.interrupt.stops("the network ACL blocks (--block-ip)"):
                 # The network ACL blocks (--block-ip), once every instance is cut off and before any
                 # late step: a deny entry is a cut too (stateless, it stops the flows a swap leaves

@@ -438,6 +438,7 @@ class ProgressPrinter:
         self._on_line = ""  # the phase whose bar the terminal's line shows, until it is full
         self._full: set[str] = set()  # the phases whose bar is full, and done with
         self._lock = threading.Lock()
+        self._contained: set[str] = set()  # the instances whose containment was already said
 
     @property
     def done(self) -> int:
@@ -445,6 +446,11 @@ class ProgressPrinter:
 
     def __call__(self, result: InstanceResult, phase: str = DONE) -> None:
         with self._lock:
+            if phase == CONTAINED and result.instance_id in self._contained:
+                self._taken_back(result)
+                return
+            if phase == CONTAINED:
+                self._contained.add(result.instance_id)
             self.ended[phase] = self.ended.get(phase, 0) + 1
             self.failed[phase] = self.failed.get(phase, 0) + (not result.ok)
             if phase not in self.shown:
@@ -454,6 +460,17 @@ class ProgressPrinter:
             else:
                 self.stream.write(self._line(result, phase) + "\n")
             self.stream.flush()
+
+    def _taken_back(self, result: InstanceResult) -> None:
+        """An instance said contained that the check after the cut found open (an ENI attached or
+        moved back meanwhile, or the check refused): a line of its own, whatever the stream."""
+        self.failed[CONTAINED] = self.failed.get(CONTAINED, 0) + 1
+        instance = named(result.instance_id, result.name)
+        line = printable(f"NOT contained after all: {instance}: failed {result.error_code}")
+        self.stream.write(("\r\x1b[K" if self.live else "") + line + "\n")
+        if self.live and self._on_line:
+            self._bar(self._on_line)
+        self.stream.flush()
 
     def _line(self, result: InstanceResult, phase: str) -> str:
         count = f"[{self.ended[phase]}/{self.total}]"
