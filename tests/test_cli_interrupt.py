@@ -322,3 +322,24 @@ def new_interrupt() -> Any:
 
 def cli_store(fleet: Fleet) -> StateStore:
     return StateStore(fleet.aws)  # the CLI's default table
+
+
+def test_an_instance_whose_cut_began_is_cut_whole_even_if_interrupted_between_its_steps(
+    engine: Engine, fleet: Fleet
+) -> None:
+    # Ctrl-C right after the Auto Scaling detach: stopping there would leave the instance out of its
+    # group (a replacement launches) but open on the network. The cut's steps run as one.
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    member = fleet.asg_member(vpc, [web])
+    single = Engine(engine.aws, engine.store, concurrency=1)
+    single.aws.client("autoscaling").meta.events.register(
+        "after-call.autoscaling.DetachInstances", lambda **_: single.interrupt.set()
+    )
+
+    [result] = single.isolate([member], CASE).results
+
+    assert single.interrupt.is_set() and result.interrupted
+    assert result.steps["autoscaling"].startswith("done") and result.steps["network"].startswith("done")
+    isolation = {groups for groups in fleet.eni_groups([member]).values()}
+    assert isolation == set(result.enis.values()) and all(web not in groups for groups in isolation)

@@ -1187,7 +1187,9 @@ class Engine:
         for step in STEPS if only is None else [only]:
             if step.phase != phase or step.name in containment.log.errors:
                 continue
-            if self._stopped(log, step.name):
+            # The cut's own steps (Auto Scaling detach, network, credentials) run as one once
+            # begun: stopping between them would leave an instance out of its group but open.
+            if phase != URGENT and self._stopped(log, step.name):
                 continue
             try:
                 record = self._record_for(ctx, containment, step)
