@@ -28,7 +28,7 @@ from ec2ir.memory import (
     parse_report,
     script,
 )
-from ec2ir.models import HoldStatus
+from ec2ir.models import EvidenceRef, HoldStatus
 from ec2ir.steps import Options
 from tests.conftest import Fleet
 from tests.faults import Answer, answer
@@ -383,3 +383,46 @@ def test_the_script_itself_acquires_hashes_uploads_and_cleans_up(tmp_path: Path,
     assert report == {"sha256": hashlib.sha256(body).hexdigest(), "size": str(len(body)), "version": "v42"}
     leftovers = [p for d in ("/mnt", "/var/tmp", "/tmp", "/root") for p in Path(d).glob("ec2ir-memory.*")]
     assert leftovers == []
+
+
+def ctrl_c_once_memory_is_asked_for(engine: Engine) -> None:
+    """The responder presses Ctrl-C while AVML runs (the longest wait of a run)."""
+    engine.evidence_aws.client("ssm").meta.events.register(
+        "after-call.ssm.SendCommand", lambda **_: engine.interrupt.set()
+    )
+
+
+def journaled_memory(engine: Engine, case: str) -> list[EvidenceRef]:
+    return [ref for entry in engine.store.journal(case) for ref in entry.evidence if ref.kind == "memory"]
+
+
+def test_ctrl_c_during_memory_isolates_the_instance_whose_image_was_taken_and_journals_it(
+    engine: Engine, fleet: Fleet
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = managed(fleet, vpc)
+    ctrl_c_once_memory_is_asked_for(engine)
+
+    report = engine.isolate([instance], "IR-M", options=Options(memory=True, memory_timeout=60))
+
+    [result] = report.results
+    assert engine.interrupt.is_set() and result.steps["memory"].startswith("done: sha256 ")
+    assert len(journaled_memory(engine, "IR-M")) == 1  # the image is in the chain of custody
+    isolation = report.groups[vpc].isolation_group_id
+    assert set(fleet.eni_groups([instance]).values()) == {(isolation,)}  # its run had begun: cut
+    assert result.steps["snapshots"] == "not started: the run was interrupted"
+
+
+def test_ctrl_c_during_memory_collect_journals_the_image_and_starts_nothing_more(
+    engine: Engine, fleet: Fleet
+) -> None:
+    instance = managed(fleet, fleet.vpc(1))
+    ctrl_c_once_memory_is_asked_for(engine)
+    snapshots = len(fleet.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
+
+    [result] = engine.collect([instance], "IR-C", options=Options(memory=True, memory_timeout=60)).results
+
+    assert result.interrupted and result.steps["memory"].startswith("done: sha256 ")
+    assert len(journaled_memory(engine, "IR-C")) == 1
+    assert result.steps["snapshots"] == "not started: the run was interrupted"
+    assert len(fleet.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]) == snapshots  # none taken

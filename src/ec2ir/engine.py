@@ -807,8 +807,14 @@ class Engine:
                 broken = [vpc_errors[v] for v in sorted(target.facts.vpc_ids) if v in vpc_errors]
                 if broken:
                     raise broken[0]  # never isolate into a group that is not verified safe
-                if self.interrupt.is_set():  # Ctrl-C: no instance starts, not even its record
+                taken = (
+                    memory is not None
+                    and target.instance_id in memory
+                    and memory[target.instance_id].evidence
+                )
+                if self.interrupt.is_set() and not taken:  # Ctrl-C: no instance starts, not even its record
                     raise interrupted_before(target.instance_id, "isolate")
+                # an instance whose memory was taken has begun: it is cut, and the image journaled
                 return self._cut(ctx, target, lookup_errors)
 
             cuts = {urgent.submit(cut, target): target.instance_id for target in targets}
@@ -1912,17 +1918,22 @@ class Engine:
         def collect_one(instance_id: str) -> InstanceResult:
             target = targets[instance_id]
             log = memory.get(instance_id) or StepLog()
+            if self.interrupt.is_set() and not log.evidence:  # Ctrl-C before anything was taken
+                return not_started(instance_id, "collect")
             subject = target.instance_id
-            log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, ctx.started_at, log), subject)
-            log.run(
-                METADATA,
-                lambda: self._capture_metadata(ctx, target, collection, ctx.started_at, log),
-                subject,
-            )
+            if not self._stopped(log, SNAPSHOTS):
+                log.run(SNAPSHOTS, lambda: self._snapshot(ctx, target.facts, ctx.started_at, log), subject)
+            if not self._stopped(log, METADATA):
+                log.run(
+                    METADATA,
+                    lambda: self._capture_metadata(ctx, target, collection, ctx.started_at, log),
+                    subject,
+                )
+            # always journaled: a memory image taken before a Ctrl-C is evidence like any other
             self._journal(log.journal_entries(ctx, instance_id, "collect"), log=log)
             return log.result(instance_id, "collect", "evidence collected", evidence_counts=True)
 
-        done = run_each(list(targets), collect_one, "collect", self.concurrency, progress, self.interrupt)
+        done = run_each(list(targets), collect_one, "collect", self.concurrency, progress)
         report.results = [early.get(i) or done[i] for i in ids]
         report.notes.extend(f"lookup {name} failed: {error}" for name, error in lookup_errors.items())
         report.notes.extend(collection.bucket.notes)
