@@ -343,3 +343,54 @@ def test_an_instance_whose_cut_began_is_cut_whole_even_if_interrupted_between_it
     assert result.steps["autoscaling"].startswith("done") and result.steps["network"].startswith("done")
     isolation = {groups for groups in fleet.eni_groups([member]).values()}
     assert isolation == set(result.enis.values()) and all(web not in groups for groups in isolation)
+
+
+class DyingStream:
+    """Standard error piped to `tee`, which the same Ctrl-C kills: from ``dead`` on, every write
+    fails with EPIPE, as a pipe without a reader does."""
+
+    def __init__(self) -> None:
+        self.dead = False
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        if self.dead:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.dead:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_a_ctrl_c_that_also_closed_standard_error_still_finishes_and_exits_130(
+    fleet: Fleet, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, instances = three_instances(fleet)
+    stderr = DyingStream()
+    monkeypatch.setattr("sys.stderr", stderr)
+
+    def tee_dies_with_the_ctrl_c(groups: list[str]) -> None:
+        stderr.dead = True
+        ctrl_c(groups)
+
+    hook = AtFirstSwap(tee_dies_with_the_ctrl_c)
+    with monkeypatch.context() as patch:
+        hook.install(patch)
+        code = cli.main(
+            ["isolate", *instances, "--case", CASE, "--concurrency", "1",
+             "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"]
+        )  # fmt: skip
+
+    assert hook.fired and code == 130
+    store = StateStore(fleet.aws)
+    first = store.get(instances[0])
+    assert first is not None and first.status is HoldStatus.ISOLATED  # the cut in flight, finished
+    assert all(store.get(i) is None for i in instances[1:])  # the rest never began
+    assert store.journal(CASE)  # and what was done is journaled
+    [allow_all] = hook.groups
+    assert all(groups != (allow_all,) for groups in fleet.eni_groups(instances).values())

@@ -567,6 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(printable(str(error)))
     guard = _ClosedPipeGuard(sys.stdout)
     sys.stdout = guard
+    # standard error too: `2>&1 | tee log` dies with the same Ctrl-C the run must still finish
+    error_guard = _ClosedPipeGuard(sys.stderr)
+    sys.stderr = error_guard
     debug = None
     if args.debug or args.verbose:
         import logging
@@ -578,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     finally:
         sys.stdout = guard.stream
+        sys.stderr = error_guard.stream
         if debug is not None:
             from ec2ir import debuglog
 
@@ -611,9 +615,9 @@ class _ClosedPipeGuard:
 
     def _closed(self) -> None:
         self.closed_pipe = True
-        if self.stream is sys.__stdout__ and sys.__stdout__ is not None:
+        if self.stream is not None and self.stream in (sys.__stdout__, sys.__stderr__):
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.__stdout__.fileno())
+            os.dup2(devnull, self.stream.fileno())
             os.close(devnull)
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
@@ -656,7 +660,7 @@ def _say(line: str) -> None:
     it: a buffered write reentered that way raises, so it goes to the descriptor instead."""
     try:
         print(line, file=sys.stderr, flush=True)
-    except RuntimeError:
+    except Exception:  # reentered (RuntimeError), or a reader gone with the same Ctrl-C (EPIPE)
         with contextlib.suppress(OSError):
             os.write(2, (line + "\n").encode())
 
