@@ -251,6 +251,29 @@ def test_the_handler_sets_the_token_once_then_aborts(
     assert aborted.startswith("ec2ir: aborted at once") and "run `ec2ir release` again" in aborted
 
 
+def test_a_second_sigint_inside_the_first_handler_aborts_instead_of_waiting_on_its_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A held Ctrl-C key: the second SIGINT runs its handler while the first is inside Event.set,
+    # whose lock it holds; setting the event again there would wait for ever.
+    exits: list[int] = []
+    monkeypatch.setattr(cli, "_abort", exits.append)
+    interrupt = new_interrupt()
+    handler = cli.InterruptHandler(interrupt, "isolate")
+    setting = interrupt.set
+
+    def set_while_a_second_sigint_lands() -> None:
+        monkeypatch.setattr(interrupt, "set", setting)
+        handler(signal.SIGINT, None)  # nested: the first handler has not returned
+        setting()
+
+    monkeypatch.setattr(interrupt, "set", set_while_a_second_sigint_lands)
+
+    handler(signal.SIGINT, None)
+
+    assert exits == [130] and interrupt.is_set()
+
+
 def test_interruptible_installs_the_handler_and_puts_the_previous_one_back() -> None:
     previous = signal.getsignal(signal.SIGINT)
     interrupt = new_interrupt()

@@ -27,8 +27,9 @@ EVIDENCE_CALLS = {("ec2", "CreateSnapshots"), ("ec2", "CreateSnapshot"), ("s3", 
 # A Name tag written by the attacker: a colour escape (CSI, as one C1 character: the emulator's
 # XML cannot carry ESC) and a line of its own.
 HOSTILE_NAME = "web-\x9b31mred\nFAKE LINE"
-# As every table shows it: escaped, then cut to 24 characters, the last an ellipsis.
-SHOWN_NAME = "web-\\x9b31mred\\nFAKE LI\u2026"
+# As every table shows it: escaped, then cut to 24 characters, the last three "..." (ASCII, so
+# that a terminal in any encoding prints it).
+SHOWN_NAME = "web-\\x9b31mred\\nFAKE ..."
 
 
 class Timeline:

@@ -645,9 +645,13 @@ class InterruptHandler:
     def __init__(self, interrupt: Interrupt, command: str) -> None:
         self.interrupt = interrupt
         self.command = command
+        self.seen = False
 
     def __call__(self, signum: int, frame: object) -> None:
-        if not self.interrupt.is_set():
+        # A plain flag first: a second SIGINT landing inside Event.set (which holds a lock the
+        # nested handler would wait on for ever) sees it and aborts instead.
+        if not self.seen:
+            self.seen = True
             self.interrupt.set()
             _say(FIRST_INTERRUPT)
             return

@@ -55,7 +55,7 @@ def _escape(character: str) -> str:
 
 # Names are set by whoever can tag a resource: shown beside ids, escaped and cut to this length.
 NAME_WIDTH = 24
-ELLIPSIS = "\u2026"
+ELLIPSIS = "..."  # ASCII: a terminal in any encoding prints it (U+2026 fails in Latin-1)
 # Columns of free text: the ones a table narrows (wrapping it) to fit the terminal. Every other
 # column holds ids or short words, and is never cut.
 FREE_TEXT = frozenset({"DETAIL", "NAME", "HOW", "NEEDED FOR"})
@@ -64,9 +64,9 @@ MIN_FREE_WIDTH = 12
 
 
 def short(text: object, limit: int = NAME_WIDTH) -> str:
-    """``text`` escaped (``printable``) and cut to ``limit`` characters, the last an ellipsis."""
+    """``text`` escaped (``printable``) and cut to ``limit`` characters, the last three "..."."""
     value = printable(text)
-    return value if len(value) <= limit else value[: limit - 1] + ELLIPSIS
+    return value if len(value) <= limit else value[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
 def named(resource_id: str, name: str) -> str:
