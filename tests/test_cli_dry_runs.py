@@ -104,6 +104,7 @@ def test_collect_dry_run_lists_the_snapshots_and_objects_and_changes_nothing(
 ) -> None:
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    fleet.ec2.create_tags(Resources=[instance], Tags=[{"Key": "Name", "Value": "web-1"}])
     [volume] = [v["VolumeId"] for v in fleet.ec2.describe_volumes()["Volumes"]]
     before = world(fleet)
     changes.clear()  # the fleet's own set-up is not the dry run's
@@ -114,6 +115,8 @@ def test_collect_dry_run_lists_the_snapshots_and_objects_and_changes_nothing(
     assert planned.code == 0, planned.err
     plan = planned.json()
     assert plan["action"] == "collect" and plan["dry_run"] is True
+    assert plan["names"] == {instance: "web-1"}
+    assert f"{instance} (web-1):" in shown.out
     bucket = plan["evidence"]["bucket"]
     assert bucket.startswith("ec2ir-evidence-")
     assert any(line.startswith(f"create the evidence bucket s3://{bucket}") for line in plan["setup"])

@@ -1957,6 +1957,7 @@ class Engine:
         facts, early = self._discover(ids, "collect")
         report.refused = list(early.values())
         live = [facts[i] for i in ids if i not in early]
+        report.names = name_tags(live)  # display only, from the discovery just made
         needed = self._plan_evidence(report, ctx, live, {}, report.instances)
         if report.evidence_refusal:
             for instance in live:
