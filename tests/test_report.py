@@ -272,11 +272,20 @@ def test_unknown_case_and_unknown_format_are_usage_errors(case: Case) -> None:
 
 
 def test_outcome_follows_the_result_prefix() -> None:
-    assert [outcome(r) for r in ("done: x", "FAILED: x", "skipped: x", "not collected: x", "?")] == [
+    results = (
+        "done: x",
+        "FAILED: x",
+        "skipped: x",
+        "not collected: x",
+        "not started: the run was interrupted",
+        "?",
+    )
+    assert [outcome(r) for r in results] == [
         "done",
         "failed",
         "skipped",
         "not collected",
+        "not started",  # a Ctrl-C kept it from starting: undone, and not a failure
         "other",
     ]
 

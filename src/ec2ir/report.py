@@ -32,12 +32,14 @@ FORMATS = ("md", "html", "json")
 SCHEMA = Schema.REPORT.value
 
 DONE, FAILED, SKIPPED, NOT_COLLECTED, OTHER = "done", "failed", "skipped", "not collected", "other"
-OUTCOMES = (DONE, FAILED, SKIPPED, NOT_COLLECTED, OTHER)
+NOT_STARTED = "not started"  # a step a Ctrl-C kept from starting: work left undone, not a failure
+OUTCOMES = (DONE, FAILED, SKIPPED, NOT_COLLECTED, NOT_STARTED, OTHER)
 _KINDS = {
     StepStatus.DONE: DONE,
     StepStatus.FAILED: FAILED,
     StepStatus.SKIPPED: SKIPPED,
     StepStatus.NOT_COLLECTED: NOT_COLLECTED,
+    StepStatus.NOT_STARTED: NOT_STARTED,
 }
 
 
@@ -435,6 +437,7 @@ COLOURS = {
     FAILED: "#c62828",
     SKIPPED: "#8a8f98",
     NOT_COLLECTED: "#e08a00",
+    NOT_STARTED: "#6a1b9a",
     OTHER: "#1f5fa8",
 }
 STATUS_COLOURS = {
@@ -748,6 +751,11 @@ def _mark(kind: str, x: float, y: float) -> str:
         return f'<path d="{diamond}" fill="{colour}" stroke="#fff" stroke-width="1.5"/>'
     if kind == SKIPPED:
         return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#fff" stroke="{colour}" stroke-width="2"/>'
+    if kind == NOT_STARTED:
+        return (
+            f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#fff" '
+            f'stroke="{colour}" stroke-width="2"/>'
+        )
     if kind == NOT_COLLECTED:
         return (
             f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}" '
