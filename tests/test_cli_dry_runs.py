@@ -310,3 +310,22 @@ def test_forensics_detach_dry_run_lists_what_it_would_detach_and_delete(
     assert "would be detached and deleted" in shown.out
     assert changes == []
     assert world(fleet) == before  # still attached, nothing journaled
+
+
+def test_the_objects_the_plan_names_are_the_objects_the_run_writes(run: Cli, fleet: Fleet) -> None:
+    # The plan lists the metadata objects from a list of its own (evidence.METADATA_FILES); the
+    # run writes them from evidence.metadata_items: the two must not drift apart.
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+
+    planned = run("isolate", instance, "--case", CASE, "--dry-run", "--output", "json")
+    isolated = run("isolate", instance, "--case", CASE, "--output", "json")
+
+    assert planned.code == 0 and isolated.code == 0, isolated.err
+    steps = planned.json()["evidence"]["instances"][instance]
+    named = {key.rsplit("/", 1)[1] for [key] in calls(steps, "s3:PutObject")}
+    [result] = isolated.json()["results"]
+    written = {
+        ref["location"].rsplit("/", 1)[1] for ref in result["evidence"] if ref["location"].startswith("s3://")
+    }
+    assert named == written
