@@ -50,10 +50,10 @@ from benchmarks.figures import (
     token_bucket_lower_bound,
 )
 from benchmarks.shim import EC2_BUCKETS, MODIFY_ENI, MUTATING, CallRecord, RemoteShim
-from ec2ir.aws import Aws, AwsSettings
-from ec2ir.engine import DEFAULT_CONCURRENCY, Engine
-from ec2ir.state import StateStore
-from ec2ir.steps import Options
+from ec2ir.aws.session import Aws, AwsSettings
+from ec2ir.containment.steps import Options
+from ec2ir.engine.facade import DEFAULT_CONCURRENCY, Engine
+from ec2ir.store.state import StateStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"

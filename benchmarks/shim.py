@@ -518,7 +518,7 @@ class ShimServer:
         )
         from werkzeug.serving import make_server
 
-        from ec2ir.emulator import apply_fidelity_fixes
+        from ec2ir.emulator.server import apply_fidelity_fixes
 
         apply_fidelity_fixes()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request buries the output

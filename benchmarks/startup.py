@@ -4,10 +4,10 @@ Run from the repository root:
 
     .venv/bin/python -m benchmarks.startup [--runs 7]
 
-``python -m ec2ir.cli status --endpoint-url <shim>`` is started as a subprocess; the time from
+``python -m ec2ir.cli.app status --endpoint-url <shim>`` is started as a subprocess; the time from
 spawning it to the first request the shim logs is one sample (both clocks are the same
 ``time.monotonic()``). Issue 6's target is 0.5 s or less. The slowest imports are listed from
-``python -X importtime``: for ``import ec2ir.cli`` alone, and for the whole ``status`` run, which
+``python -X importtime``: for ``import ec2ir.cli.app`` alone, and for the whole ``status`` run, which
 also shows what is imported lazily before the first call.
 """
 
@@ -40,7 +40,7 @@ class ImportCost:
 @dataclass(frozen=True)
 class CliStart:
     samples_s: list[float]
-    cli_imports: list[ImportCost]  # ``import ec2ir.cli``
+    cli_imports: list[ImportCost]  # ``import ec2ir.cli.app``
     run_imports: list[ImportCost]  # everything ``ec2ir status`` imports, up to its exit
 
     @property
@@ -61,7 +61,16 @@ def cli_environment() -> dict[str, str]:
 
 
 def status_command(endpoint_url: str) -> list[str]:
-    return [sys.executable, "-m", "ec2ir.cli", "status", "--endpoint-url", endpoint_url, "--region", REGION]
+    return [
+        sys.executable,
+        "-m",
+        "ec2ir.cli.app",
+        "status",
+        "--endpoint-url",
+        endpoint_url,
+        "--region",
+        REGION,
+    ]
 
 
 def slowest_imports(python_args: list[str]) -> list[ImportCost]:
@@ -106,7 +115,7 @@ def measure_cli_start(runs: int = 7) -> CliStart:
                 raise RuntimeError(f"`ec2ir status` made no API call: {completed.stderr.strip()}")
             samples.append(first - spawned)
         run_imports = slowest_imports(status_command(server.endpoint_url)[1:])
-    return CliStart(samples, slowest_imports(["-c", "import ec2ir.cli"]), run_imports)
+    return CliStart(samples, slowest_imports(["-c", "import ec2ir.cli.app"]), run_imports)
 
 
 def render_imports(title: str, costs: Sequence[ImportCost]) -> list[str]:
@@ -125,7 +134,7 @@ def render_cli_start(measured: CliStart) -> str:
         f"target <= {TARGET_S} s: {verdict}",
         "",
         *render_imports(
-            "Slowest imports of `python -X importtime -c 'import ec2ir.cli'`", measured.cli_imports
+            "Slowest imports of `python -X importtime -c 'import ec2ir.cli.app'`", measured.cli_imports
         ),
         *render_imports(
             "Slowest imports of a whole `ec2ir status` run (lazy imports included)", measured.run_imports

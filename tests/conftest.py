@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from ec2ir import cli
-from ec2ir.aws import Aws, AwsSettings
-from ec2ir.emulator import DEMO_REGION, Emulator
-from ec2ir.engine import Engine
-from ec2ir.state import StateStore
+from ec2ir.aws.session import Aws, AwsSettings
+from ec2ir.cli import app as cli
+from ec2ir.emulator.server import DEMO_REGION, Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.store.state import StateStore
 
 AMI = "ami-12c6146b"  # in moto's built-in catalogue
-# AWS's published ranges (ec2ir.aws_ranges) come from a small fixture in AWS's format, never from the
+# AWS's published ranges (ec2ir.aws.ranges) come from a small fixture in AWS's format, never from the
 # network: every test that reaches the ranges reads this file.
 AWS_IP_RANGES = Path(__file__).parent / "fixtures" / "aws-ip-ranges.json"
 os.environ["EC2IR_AWS_IP_RANGES"] = str(AWS_IP_RANGES)

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from ec2ir.aws import Aws
+from ec2ir.aws.session import Aws
 
 
 class _Body:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-ADAPTERS = ("ec2ir.cli", "ec2ir.handlers", "ec2ir.demo")
+ADAPTERS = ("ec2ir.cli.app", "ec2ir.handlers", "ec2ir.emulator.demo")
 
 
 def module_name(path: Path) -> str:
@@ -93,8 +93,8 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
 @pytest.mark.parametrize(
     ("library", "allowed"),
     [
-        ("moto", {"ec2ir.emulator"}),  # the emulator alone stands in for AWS
-        ("boto3", {"ec2ir.aws", "ec2ir.state"}),  # sessions and clients; the table's type codec
+        ("moto", {"ec2ir.emulator.server"}),  # the emulator alone stands in for AWS
+        ("boto3", {"ec2ir.aws.session", "ec2ir.store.state"}),  # sessions and clients; the table's type codec
     ],
 )
 def test_a_library_is_imported_only_where_it_belongs(library: str, allowed: set[str]) -> None:

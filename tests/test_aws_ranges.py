@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ec2ir import aws_ranges
-from ec2ir.aws_ranges import ENV, URL, RangesUnavailable
+from ec2ir.aws import ranges as aws_ranges
+from ec2ir.aws.ranges import ENV, URL, RangesUnavailable
 from tests.conftest import AWS_IP_RANGES
 
 

@@ -3,7 +3,7 @@ clients must not parse the models again (a Lambda container's warm invocations, 
 
 from __future__ import annotations
 
-from ec2ir.aws import Aws, AwsSettings
+from ec2ir.aws.session import Aws, AwsSettings
 
 
 def test_separate_aws_objects_share_one_model_loader() -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from ec2ir import cli
-from ec2ir.aws import Aws
-from ec2ir.emulator import Emulator
-from ec2ir.state import StateStore
+from ec2ir.aws.session import Aws
+from ec2ir.cli import app as cli
+from ec2ir.emulator.server import Emulator
+from ec2ir.store.state import StateStore
 from tests.conftest import Cli, Fleet, one_line_error
 from tests.faults import Fault, error_response, inject_into
 
@@ -195,7 +195,17 @@ def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator
         for i in range(3)
     ]
     before = fleet.eni_groups(instances)
-    argv = [sys.executable, "-m", "ec2ir.cli", "isolate", *instances, "--case", "IR-1", "--output", "json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "ec2ir.cli.app",
+        "isolate",
+        *instances,
+        "--case",
+        "IR-1",
+        "--output",
+        "json",
+    ]
     env = os.environ | {"AWS_ENDPOINT_URL": emulator.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
 
     racers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
@@ -204,7 +214,7 @@ def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator
     assert [racer.returncode for racer in racers] == [0, 0]
     assert all(json.loads(output)["ok"] for output in outputs)
     status = subprocess.run(
-        [sys.executable, "-m", "ec2ir.cli", "status", "--output", "json"],
+        [sys.executable, "-m", "ec2ir.cli.app", "status", "--output", "json"],
         env=env,
         capture_output=True,
         text=True,
@@ -217,14 +227,14 @@ def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator
     }
     assert recorded == before
     subprocess.run(
-        [sys.executable, "-m", "ec2ir.cli", "release", *instances, "--case", "IR-1"], env=env, check=True
+        [sys.executable, "-m", "ec2ir.cli.app", "release", *instances, "--case", "IR-1"], env=env, check=True
     )
     assert fleet.eni_groups(instances) == before
 
 
 def test_the_demo_isolates_and_restores_exactly() -> None:
     demo = subprocess.run(
-        [sys.executable, "-m", "ec2ir.cli", "demo"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "ec2ir.cli.app", "demo"], capture_output=True, text=True, timeout=300
     )
 
     assert demo.returncode == 0, demo.stderr
@@ -242,7 +252,7 @@ def test_the_emulator_command_serves_any_boto3_client() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "ec2ir.cli", "emulator", "--port", str(port)],
+        [sys.executable, "-m", "ec2ir.cli.app", "emulator", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -299,7 +309,7 @@ def test_preflight_lists_every_action_with_a_verdict(run: Cli, fleet: Fleet) -> 
 
 
 def test_permissions_prints_a_policy_covering_each_step(capsys: pytest.CaptureFixture[str]) -> None:
-    from ec2ir.steps import STEPS
+    from ec2ir.containment.steps import STEPS
 
     assert cli.main(["permissions"]) == 0
     policy = json.loads(capsys.readouterr().out)

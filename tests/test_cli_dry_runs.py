@@ -12,9 +12,9 @@ from typing import Any
 import botocore.session
 import pytest
 
-from ec2ir import cli
-from ec2ir.errors import EXIT_USAGE
-from ec2ir.state import StateStore
+from ec2ir.cli import app as cli
+from ec2ir.core.errors import EXIT_USAGE
+from ec2ir.store.state import StateStore
 from tests.conftest import Cli, Fleet, one_line_error
 
 CASE = "IR-DRY"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ec2ir import cli
-from ec2ir.emulator import Emulator
+from ec2ir.cli import app as cli
+from ec2ir.emulator.server import Emulator
 from tests.conftest import Fleet
 
 
@@ -21,7 +21,7 @@ def test_a_closed_pipe_exits_quietly() -> None:
     os.close(read)  # the reader is gone before ec2ir writes a byte: `ec2ir permissions | head -0`
     try:
         done = subprocess.run(
-            [sys.executable, "-c", "from ec2ir.cli import main; raise SystemExit(main(['permissions']))"],
+            [sys.executable, "-c", "from ec2ir.cli.app import main; raise SystemExit(main(['permissions']))"],
             stdout=write,
             stderr=subprocess.PIPE,
             text=True,

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from ec2ir import cli
-from ec2ir.aws import Aws
-from ec2ir.engine import Engine
-from ec2ir.models import HoldStatus
-from ec2ir.state import StateStore
+from ec2ir.aws.session import Aws
+from ec2ir.cli import app as cli
+from ec2ir.core.models import HoldStatus
+from ec2ir.engine.facade import Engine
+from ec2ir.store.state import StateStore
 from tests.conftest import Cli, Fleet
 
 CASE = "IR-INT"
@@ -338,7 +338,7 @@ def test_collect_and_rejoin_start_no_instance_once_interrupted(engine: Engine, f
 
 
 def new_interrupt() -> Any:
-    from ec2ir.interrupt import Interrupt  # here, so that each test fails on its own before it exists
+    from ec2ir.core.interrupt import Interrupt  # here, so that each test fails on its own before it exists
 
     return Interrupt()
 

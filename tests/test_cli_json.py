@@ -284,7 +284,7 @@ def test_report_output_json_means_format_json_and_refuses_another_format(run: Cl
 
 
 def test_every_schema_is_documented_with_an_example_that_fits_its_table() -> None:
-    from ec2ir.output import Schema
+    from ec2ir.render.terminal import Schema
 
     documented = sections()
 
@@ -296,7 +296,7 @@ def test_every_schema_is_documented_with_an_example_that_fits_its_table() -> Non
 
 
 def test_the_step_statuses_are_the_documented_closed_set() -> None:
-    from ec2ir.models import StepStatus
+    from ec2ir.core.models import StepStatus
 
     run_section = sections()["ec2ir.run/1"]
 

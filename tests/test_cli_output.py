@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from ec2ir.engine import Engine, RunReport
-from ec2ir.models import InstanceResult
-from ec2ir.output import render_run, run_warnings
-from ec2ir.report import build_report
-from ec2ir.steps import TAG_ISOLATED_AT, Options
+from ec2ir.containment.steps import TAG_ISOLATED_AT, Options
+from ec2ir.core.models import InstanceResult
+from ec2ir.engine.facade import Engine, RunReport
+from ec2ir.render.terminal import render_run, run_warnings
+from ec2ir.report.case import build_report
 from tests.conftest import Cli, Fleet
 from tests.faults import Fault, inject
 

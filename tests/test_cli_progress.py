@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from ec2ir import cli
-from ec2ir.aws import Aws
-from ec2ir.emulator import Emulator
-from ec2ir.engine import Engine
-from ec2ir.models import InstanceResult
-from ec2ir.output import ProgressPrinter, table
-from ec2ir.state import StateStore
+from ec2ir.aws.session import Aws
+from ec2ir.cli import app as cli
+from ec2ir.core.models import InstanceResult
+from ec2ir.emulator.server import Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.render.terminal import ProgressPrinter, table
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 
 CASE = "IR-16"
@@ -286,7 +286,7 @@ def test_a_table_fits_the_width_by_wrapping_its_free_text_never_cutting_an_id() 
     assert max(len(line) for line in fitted.splitlines()) <= 100
     assert max(len(line) for line in unlimited.splitlines()) > 100
     assert len(unlimited.splitlines()) == 4  # no limit: one line per row, as piped output keeps
-    from ec2ir.output import table_lines  # new with the fitting: the other tests run without it
+    from ec2ir.render.terminal import table_lines  # new with the fitting: the other tests run without it
 
     _, _, first, second = table_lines(headers, rows, width=100)
     assert len(first) > 1 and len(second) == 1  # the long DETAIL wrapped under its column

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ec2ir import cli
-from ec2ir.errors import EXIT_USAGE
-from ec2ir.models import HoldStatus
-from ec2ir.state import StateStore
+from ec2ir.cli import app as cli
+from ec2ir.core.errors import EXIT_USAGE
+from ec2ir.core.models import HoldStatus
+from ec2ir.store.state import StateStore
 from tests.conftest import Cli, Fleet, Run, one_line_error
 
 CASE = "IR-16"
@@ -216,7 +216,7 @@ def test_replace_group_needs_two_different_group_ids(value: str, capsys: pytest.
 
 
 def test_rejoin_takes_its_targets_like_release() -> None:
-    from ec2ir import targets
+    from ec2ir.aws import targets
 
     assert "rejoin" in targets.COMMANDS
     args = cli.build_parser().parse_args(
@@ -230,7 +230,7 @@ def test_rejoin_never_puts_back_an_instance_isolated_again_meanwhile(run: Cli, f
     evidence and all: the hold is read again right before each change."""
     from typing import Any
 
-    from ec2ir.engine import Engine
+    from ec2ir.engine.facade import Engine
 
     member, target_group = asg_member_behind_a_target_group(fleet)
     isolate(run, member)

@@ -1,5 +1,5 @@
 """Targets the way responders find them: ``-`` (standard input), instance ARNs, ``--filters``,
-``--max-instances``, and the case as CASE_ID or ``--case`` (ec2ir.targets, through the CLI)."""
+``--max-instances``, and the case as CASE_ID or ``--case`` (ec2ir.aws.targets, through the CLI)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from ec2ir import cli, targets
-from ec2ir.errors import UsageError
+from ec2ir.aws import targets
+from ec2ir.cli import app as cli
+from ec2ir.core.errors import UsageError
 from tests.conftest import Cli, Fleet
 
 ACCOUNT = "123456789012"  # the emulator's

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from ec2ir.aws import Aws
-from ec2ir.cli import main
-from ec2ir.emulator import Emulator
-from ec2ir.engine import Engine
-from ec2ir.groups import GROUP_NAMES, ISOLATION, ROLE_TAG
-from ec2ir.models import HoldStatus, VpcGroups
-from ec2ir.state import StateStore
-from ec2ir.steps import Options
+from ec2ir.aws.session import Aws
+from ec2ir.cli.app import main
+from ec2ir.containment.groups import GROUP_NAMES, ISOLATION, ROLE_TAG
+from ec2ir.containment.steps import Options
+from ec2ir.core.models import HoldStatus, VpcGroups
+from ec2ir.emulator.server import Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 from tests.faults import error_response
 
@@ -572,8 +572,8 @@ def test_the_notes_say_how_an_outside_forensic_group_reaches_another_vpc(
 def test_s3_slow_down_is_throttling_so_ec2ir_waits_it_out_after_botocore_gives_up() -> None:
     from botocore.exceptions import ClientError
 
-    from ec2ir.aws import classify_client_error
-    from ec2ir.errors import Throttled
+    from ec2ir.aws.session import classify_client_error
+    from ec2ir.core.errors import Throttled
 
     answer = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
     error = classify_client_error("s3", ClientError(answer, "PutObject"))  # type: ignore[arg-type]
@@ -587,7 +587,7 @@ def test_progress_takes_back_a_contained_line_the_check_after_the_cut_disproves(
     # The attacker, holding the instance's credentials, puts the ENI back in its open group right
     # after the swap, and the check after the cut is refused: the live line said "contained" while
     # the cut looked whole, and must not be the last word.
-    from ec2ir.models import CONTAINED, InstanceResult
+    from ec2ir.core.models import CONTAINED, InstanceResult
     from tests.faults import Fault, inject_into
 
     engine = timed_engine(aws, FakeTime())

@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ec2ir.aws import Aws
-from ec2ir.emulator import Emulator
-from ec2ir.engine import Engine
-from ec2ir.models import HoldStatus
-from ec2ir.permissions import required_actions
-from ec2ir.steps import Options, revoke_policy_name
+from ec2ir.aws.session import Aws
+from ec2ir.containment.steps import Options, revoke_policy_name
+from ec2ir.core.models import HoldStatus
+from ec2ir.emulator.server import Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.permissions.policy import required_actions
 from tests.conftest import Fleet
 from tests.faults import Fault, inject
 

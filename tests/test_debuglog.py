@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from ec2ir import cli, debuglog
-from ec2ir.emulator import Emulator
+from ec2ir.aws import debuglog
+from ec2ir.cli import app as cli
+from ec2ir.emulator.server import Emulator
 from tests.conftest import Fleet
 
 TOKEN = "FwoGZXIvYXdzEXAMPLETOKENVALUE"

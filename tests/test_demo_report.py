@@ -20,7 +20,7 @@ def test_the_demo_report_never_follows_a_planted_symlink(tmp_path: Path) -> None
     (shared / OLD_FIXED_NAME).symlink_to(victim)
 
     demo = subprocess.run(
-        [sys.executable, "-m", "ec2ir.cli", "demo"],
+        [sys.executable, "-m", "ec2ir.cli.app", "demo"],
         env={**os.environ, "TMPDIR": str(shared)},
         capture_output=True,
         text=True,

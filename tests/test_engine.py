@@ -6,12 +6,12 @@ import functools
 
 import pytest
 
-from ec2ir.aws import Aws, AwsSettings
-from ec2ir.engine import Engine, RunReport
-from ec2ir.errors import StateTableError
-from ec2ir.models import HoldStatus, VpcGroups
-from ec2ir.state import StateStore, instance_key
-from ec2ir.steps import Options
+from ec2ir.aws.session import Aws, AwsSettings
+from ec2ir.containment.steps import Options
+from ec2ir.core.errors import StateTableError
+from ec2ir.core.models import HoldStatus, VpcGroups
+from ec2ir.engine.facade import Engine, RunReport
+from ec2ir.store.state import StateStore, instance_key
 from tests.conftest import Fleet, race
 from tests.faults import Fault, inject
 
@@ -432,7 +432,7 @@ def test_status_says_who_isolated_what_and_since_when(engine: Engine, fleet: Fle
 
 
 def ensure_groups_in(vpc_id: str, aws: Aws) -> VpcGroups:
-    from ec2ir.groups import ensure_vpc_groups
+    from ec2ir.containment.groups import ensure_vpc_groups
 
     return ensure_vpc_groups(aws, StateStore(aws), vpc_id, "CASE-1", OFFICE)
 
@@ -441,7 +441,7 @@ def ensure_groups_in(vpc_id: str, aws: Aws) -> VpcGroups:
 def test_racing_runs_agree_on_one_pair_of_safe_groups_per_vpc(
     engine: Engine, fleet: Fleet, drifted: bool
 ) -> None:
-    from ec2ir.groups import ensure_vpc_groups
+    from ec2ir.containment.groups import ensure_vpc_groups
 
     endpoint = engine.aws.settings.endpoint_url
     engine.store.ensure_table()

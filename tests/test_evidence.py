@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from ec2ir.aws import Aws, AwsSettings
-from ec2ir.emulator import Emulator
-from ec2ir.engine import Engine
-from ec2ir.errors import AwsError, UsageError
-from ec2ir.evidence import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME, split_location
-from ec2ir.models import EvidenceRef, HoldStatus, JournalEntry
-from ec2ir.state import StateStore
-from ec2ir.steps import Options
+from ec2ir.aws.session import Aws, AwsSettings
+from ec2ir.containment.steps import Options
+from ec2ir.core.errors import AwsError, UsageError
+from ec2ir.core.models import EvidenceRef, HoldStatus, JournalEntry
+from ec2ir.emulator.server import Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.evidence.collect import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME, split_location
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 from tests.faults import Crash, Fault, FaultPoint, inject
 

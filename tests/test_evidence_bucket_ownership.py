@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from ec2ir.aws import Aws, AwsSettings
-from ec2ir.engine import Engine
-from ec2ir.evidence import BUCKET_RECORD, BUCKET_RECORD_SORT, EvidenceBucket, default_bucket
-from ec2ir.state import StateStore
+from ec2ir.aws.session import Aws, AwsSettings
+from ec2ir.engine.facade import Engine
+from ec2ir.evidence.collect import BUCKET_RECORD, BUCKET_RECORD_SORT, EvidenceBucket, default_bucket
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 from tests.faults import Crash
 

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ec2ir.aws import Aws, AwsSettings
-from ec2ir.emulator import Emulator
-from ec2ir.engine import Engine
-from ec2ir.errors import Ec2irError
-from ec2ir.models import HoldStatus
-from ec2ir.state import StateStore
-from ec2ir.steps import Options
+from ec2ir.aws.session import Aws, AwsSettings
+from ec2ir.containment.steps import Options
+from ec2ir.core.errors import Ec2irError
+from ec2ir.core.models import HoldStatus
+from ec2ir.emulator.server import Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 from tests.faults import Crash, FaultPoint
 

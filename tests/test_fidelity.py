@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 from botocore.exceptions import ClientError
 
-from ec2ir.emulator import fidelity
+from ec2ir.emulator.server import fidelity
 from tests.conftest import Fleet
 
 corrected = pytest.mark.parametrize("corrected", [False, True], ids=["plain-moto", "corrected"])
@@ -128,7 +128,7 @@ def test_racing_requests_are_applied_one_at_a_time(
 
     from moto.ec2.models.security_groups import SecurityGroupBackend
 
-    from ec2ir.aws import Aws, AwsSettings
+    from ec2ir.aws.session import Aws, AwsSettings
     from tests.conftest import race
 
     vpc = fleet.vpc(1)
@@ -243,7 +243,7 @@ def test_a_command_sent_to_one_instance_reaches_only_that_one(fleet: Fleet, corr
 def test_the_memory_command_leaves_an_image_in_s3_and_reports_its_hash(fleet: Fleet, corrected: bool) -> None:
     import hashlib
 
-    from ec2ir.memory import parse_report, script
+    from ec2ir.evidence.memory import parse_report, script
 
     s3, ssm = fleet.aws.client("s3"), fleet.aws.client("ssm")
     with fidelity(corrected):

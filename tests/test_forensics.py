@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from ec2ir.aws import Aws, discover
-from ec2ir.engine import Engine
-from ec2ir.errors import UsageError
-from ec2ir.evidence import take_snapshots
-from ec2ir.forensics import (
+from ec2ir.aws.session import Aws, discover
+from ec2ir.core.errors import UsageError
+from ec2ir.core.models import JournalEntry
+from ec2ir.engine.facade import Engine
+from ec2ir.evidence.collect import take_snapshots
+from ec2ir.evidence.forensics import (
     DEVICES,
     FORENSICS_PERMISSIONS,
     attach,
@@ -28,8 +29,7 @@ from ec2ir.forensics import (
     render_attach,
     render_detach,
 )
-from ec2ir.models import JournalEntry
-from ec2ir.state import StateStore, now
+from ec2ir.store.state import StateStore, now
 from tests.conftest import AMI, Fleet
 from tests.faults import Fault, inject
 from tests.test_containment import CallRecorder

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from ec2ir.errors import UsageError
-from ec2ir.evidence import TAG_CASE, TAG_DEVICE, TAG_INSTANCE
-from ec2ir.forensics import attach, detach, mount_commands, render_attach
-from ec2ir.models import EvidenceRef, JournalEntry
-from ec2ir.state import now
+from ec2ir.core.errors import UsageError
+from ec2ir.core.models import EvidenceRef, JournalEntry
+from ec2ir.evidence.collect import TAG_CASE, TAG_DEVICE, TAG_INSTANCE
+from ec2ir.evidence.forensics import attach, detach, mount_commands, render_attach
+from ec2ir.store.state import now
 from tests.test_forensics import ACTOR, CASE, Scene, scene, zone_of
 
 __all__ = ["scene"]  # the fixture, shared with test_forensics

@@ -24,15 +24,15 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from ec2ir import validate
-from ec2ir.aws import Aws
-from ec2ir.engine import Engine, RunReport
-from ec2ir.evidence import default_bucket
+from ec2ir.aws.session import Aws
+from ec2ir.core import validate
+from ec2ir.core.models import EvidenceRef, HoldStatus, InstanceResult
+from ec2ir.engine.facade import Engine, RunReport
+from ec2ir.evidence.collect import default_bucket
 from ec2ir.handlers import custom_resource, guardduty
 from ec2ir.handlers import finding_addresses as finding_addresses_module
 from ec2ir.handlers.finding_addresses import finding_addresses, remote_addresses
-from ec2ir.models import EvidenceRef, HoldStatus, InstanceResult
-from ec2ir.state import StateStore
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 
 TABLE = "incident-ir-7-StateTable-1A2B3C4D5E6F"
@@ -1502,7 +1502,7 @@ def test_guardduty_denies_the_findings_remote_addresses_both_ways_at_the_subnet_
     blocked: list[str],
     left_out: list[str],
 ) -> None:
-    # Waits on the engine's network ACL step (ec2ir.nacl): the handler's side is the outcome's
+    # Waits on the engine's network ACL step (ec2ir.containment.nacl): the handler's side is the outcome's
     # block_ips and the notification; the entries are the engine's.
     topic, read = inbox(aws)
     event = make(suspect["instance"])
@@ -1583,7 +1583,7 @@ def test_guardduty_never_blocks_garbage_from_a_forged_finding(
 def test_a_finding_sent_again_with_a_new_address_blocks_it_and_says_so(
     aws: Aws, fleet: Fleet, suspect: dict[str, Any]
 ) -> None:
-    # Waits on the engine's network ACL step (ec2ir.nacl), as the test above.
+    # Waits on the engine's network ACL step (ec2ir.containment.nacl), as the test above.
     topic, read = inbox(aws)
     block = guardduty.BlockSetting(8.0)
     first = finding("ec2_c2_outbound_high.json", suspect["instance"])

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ec2ir.aws import Aws
-from ec2ir.engine import Engine
-from ec2ir.lanes import ENI_LANE, INSTANCE_LANE, SwapLanes
+from ec2ir.aws.session import Aws
+from ec2ir.containment.lanes import ENI_LANE, INSTANCE_LANE, SwapLanes
+from ec2ir.engine.facade import Engine
 from tests.conftest import Fleet
 
 

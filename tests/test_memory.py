@@ -15,10 +15,18 @@ from typing import Any
 
 import pytest
 
-from ec2ir.aws import Aws
-from ec2ir.engine import Engine
-from ec2ir.evidence import BUCKET_CREATION, EVIDENCE_PERMISSIONS, S3_ACTIONS, EvidenceBucket, split_location
-from ec2ir.memory import (
+from ec2ir.aws.session import Aws
+from ec2ir.containment.steps import Options
+from ec2ir.core.models import EvidenceRef, HoldStatus
+from ec2ir.engine.facade import Engine
+from ec2ir.evidence.collect import (
+    BUCKET_CREATION,
+    EVIDENCE_PERMISSIONS,
+    S3_ACTIONS,
+    EvidenceBucket,
+    split_location,
+)
+from ec2ir.evidence.memory import (
     AVML_RELEASES,
     AVML_VERSION,
     GRACE,
@@ -28,8 +36,6 @@ from ec2ir.memory import (
     parse_report,
     script,
 )
-from ec2ir.models import EvidenceRef, HoldStatus
-from ec2ir.steps import Options
 from tests.conftest import Fleet
 from tests.faults import Answer, answer
 

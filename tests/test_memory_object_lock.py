@@ -19,9 +19,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ec2ir.aws import Aws
-from ec2ir.evidence import EvidenceBucket
-from ec2ir.memory import HEX_TO_BASE64, UPLOAD_CHECKSUM, parse_report, presigning_client, script, upload_url
+from ec2ir.aws.session import Aws
+from ec2ir.evidence.collect import EvidenceBucket
+from ec2ir.evidence.memory import (
+    HEX_TO_BASE64,
+    UPLOAD_CHECKSUM,
+    parse_report,
+    presigning_client,
+    script,
+    upload_url,
+)
 from tests.test_memory import ACCOUNT, CASE, FAKE_AVML
 
 BUCKET = "ec2ir-evidence-locked-memory"

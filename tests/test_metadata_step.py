@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from ec2ir import cli
-from ec2ir.emulator import Emulator
-from ec2ir.engine import Engine
-from ec2ir.permissions import required_actions
-from ec2ir.steps import AFTER, BESIDE, STEPS, URGENT, Options
+from ec2ir.cli import app as cli
+from ec2ir.containment.steps import AFTER, BESIDE, STEPS, URGENT, Options
+from ec2ir.emulator.server import Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.permissions.policy import required_actions
 from tests.conftest import Fleet
 from tests.test_containment import CallRecorder
 
@@ -188,7 +188,7 @@ def test_every_imds_cut_waiting_goes_before_any_protection(aws: Any, fleet: Flee
     tokens the next instance's credential cut needs. The only beside worker is held in the first
     IMDS call until every instance's late steps have been queued; what runs next is every other
     IMDS cut, then the protections."""
-    from ec2ir.state import StateStore
+    from ec2ir.store.state import StateStore
 
     engine = Engine(aws, StateStore(aws), concurrency=1)
     vpc = fleet.vpc(1)

@@ -13,15 +13,16 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ClientError
 
-from ec2ir import aws_ranges, nacl
-from ec2ir.aws import Aws, AwsSettings
-from ec2ir.emulator import DEMO_REGION, Emulator
-from ec2ir.engine import Engine
-from ec2ir.errors import UsageError
-from ec2ir.output import render_plan
-from ec2ir.permissions import isolate_actions, release_only_actions, required_actions
-from ec2ir.state import StateStore
-from ec2ir.steps import Options
+from ec2ir.aws import ranges as aws_ranges
+from ec2ir.aws.session import Aws, AwsSettings
+from ec2ir.containment import nacl
+from ec2ir.containment.steps import Options
+from ec2ir.core.errors import UsageError
+from ec2ir.emulator.server import DEMO_REGION, Emulator
+from ec2ir.engine.facade import Engine
+from ec2ir.permissions.policy import isolate_actions, release_only_actions, required_actions
+from ec2ir.render.terminal import render_plan
+from ec2ir.store.state import StateStore
 from tests.conftest import Cli, Fleet, one_line_error
 from tests.faults import Crash
 from tests.test_containment import CallRecorder

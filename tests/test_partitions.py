@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from ec2ir.aws import Aws
-from ec2ir.engine import Engine
-from ec2ir.evidence import tls_only_policy
-from ec2ir.permissions import principal_arn
+from ec2ir.aws.session import Aws
+from ec2ir.engine.facade import Engine
+from ec2ir.evidence.collect import tls_only_policy
+from ec2ir.permissions.policy import principal_arn
 from tests.conftest import Fleet
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ec2ir.pools import RankedPool
+from ec2ir.core.pools import RankedPool
 
 
 def test_the_lowest_rank_waiting_runs_first_and_equal_ranks_keep_their_order() -> None:

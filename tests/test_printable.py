@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-from ec2ir.aws import Aws
-from ec2ir.engine import RunReport
-from ec2ir.models import EvidenceRef, Hold, HoldStatus, InstanceResult, JournalEntry
-from ec2ir.output import ProgressPrinter, printable, progress_bar, render_run, render_status, table
-from ec2ir.report import build_report, render
-from ec2ir.state import StateStore, now
+from ec2ir.aws.session import Aws
+from ec2ir.core.models import EvidenceRef, Hold, HoldStatus, InstanceResult, JournalEntry
+from ec2ir.engine.facade import RunReport
+from ec2ir.render.terminal import ProgressPrinter, printable, progress_bar, render_run, render_status, table
+from ec2ir.report.case import build_report, render
+from ec2ir.store.state import StateStore, now
 
 CASE = "IR-TTY"
 INSTANCE = "i-0123456789abcdef0"

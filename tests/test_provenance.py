@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ec2ir.engine import Engine
-from ec2ir.evidence import journal_head_key
-from ec2ir.steps import Options
+from ec2ir.containment.steps import Options
+from ec2ir.engine.facade import Engine
+from ec2ir.evidence.collect import journal_head_key
 from tests.conftest import Fleet
 
 CASE = "IR-PROV"
@@ -176,7 +176,7 @@ def test_verify_says_what_it_cannot_prove_without_an_evidence_bucket(engine: Eng
 def test_the_report_flags_an_entry_whose_content_no_longer_matches_its_key(
     engine: Engine, fleet: Fleet
 ) -> None:
-    from ec2ir.report import build_report, render
+    from ec2ir.report.case import build_report, render
 
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ec2ir.aws import Aws, AwsSettings, discover
-from ec2ir.engine import Engine, RunReport
-from ec2ir.models import HoldStatus, InstanceResult
-from ec2ir.state import StateStore
-from ec2ir.steps import Options, revoke_policy_name
+from ec2ir.aws.session import Aws, AwsSettings, discover
+from ec2ir.containment.steps import Options, revoke_policy_name
+from ec2ir.core.models import HoldStatus, InstanceResult
+from ec2ir.engine.facade import Engine, RunReport
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet, race
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ec2ir.engine import Engine
-from ec2ir.errors import UsageError
-from ec2ir.models import EvidenceRef, JournalEntry
-from ec2ir.report import CaseReport, build_report, mark_positions, outcome, render
-from ec2ir.state import StateStore, now
+from ec2ir.core.errors import UsageError
+from ec2ir.core.models import EvidenceRef, JournalEntry
+from ec2ir.engine.facade import Engine
+from ec2ir.report.case import CaseReport, build_report, mark_positions, outcome, render
+from ec2ir.store.state import StateStore, now
 from tests.conftest import Fleet
 
 CASE = "IR-1"

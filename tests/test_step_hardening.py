@@ -13,12 +13,19 @@ from typing import Any
 
 import pytest
 
-from ec2ir import validate
-from ec2ir.aws import Aws, discover
-from ec2ir.engine import Engine
-from ec2ir.errors import UsageError
-from ec2ir.state import now
-from ec2ir.steps import Context, DisassociateProfile, Options, RevokeSessions, Target, revoke_policy_name
+from ec2ir.aws.session import Aws, discover
+from ec2ir.containment.steps import (
+    Context,
+    DisassociateProfile,
+    Options,
+    RevokeSessions,
+    Target,
+    revoke_policy_name,
+)
+from ec2ir.core import validate
+from ec2ir.core.errors import UsageError
+from ec2ir.engine.facade import Engine
+from ec2ir.store.state import now
 from tests.conftest import AMI, Fleet
 from tests.faults import Fault, inject
 

@@ -38,15 +38,15 @@ from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
 from samtranslator.translator.transform import transform  # type: ignore[import-untyped]
 from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped]
 
-from ec2ir import validate
-from ec2ir.aws import Aws
-from ec2ir.engine import Engine
-from ec2ir.groups import create_group
+from ec2ir.aws.session import Aws
+from ec2ir.containment.groups import create_group
+from ec2ir.containment.steps import STEPS
+from ec2ir.core import validate
+from ec2ir.core.models import HoldStatus
+from ec2ir.engine.facade import Engine
 from ec2ir.handlers import custom_resource, guardduty
-from ec2ir.models import HoldStatus
-from ec2ir.permissions import function_actions, isolate_actions, release_only_actions
-from ec2ir.state import KEY_SCHEMA, StateStore
-from ec2ir.steps import STEPS
+from ec2ir.permissions.policy import function_actions, isolate_actions, release_only_actions
+from ec2ir.store.state import KEY_SCHEMA, StateStore
 from tests.conftest import AMI, Fleet
 from tests.test_handlers import FIXTURES, LambdaRuntimeContext, ResponseCatcher, StackStatus
 

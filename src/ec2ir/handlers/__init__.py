@@ -1,7 +1,7 @@
 """Lambda adapters: the CloudFormation custom resource and the GuardDuty auto-containment handler.
 
-Both run the same engine as the CLI (``ec2ir.engine.Engine`` on ``ec2ir.aws.Aws`` and
-``ec2ir.state.StateStore``); they only parse their event, call the engine and report. What they
+Both run the same engine as the CLI (``ec2ir.engine.facade.Engine`` on ``ec2ir.aws.session.Aws`` and
+``ec2ir.store.state.StateStore``); they only parse their event, call the engine and report. What they
 share lives here: the engine built from the function's environment, the Lambda context they rely
 on, and best-effort notifications to the stack's SNS topic.
 """
@@ -14,10 +14,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ec2ir.aws import Aws, AwsSettings, translated
-from ec2ir.engine import DEFAULT_CONCURRENCY, Engine, RunReport
-from ec2ir.errors import Ec2irError, UsageError
-from ec2ir.state import StateStore
+from ec2ir.aws.session import Aws, AwsSettings, translated
+from ec2ir.core.errors import Ec2irError, UsageError
+from ec2ir.engine.facade import DEFAULT_CONCURRENCY, Engine, RunReport
+from ec2ir.store.state import StateStore
 
 TABLE_ENV = "EC2IR_TABLE"
 TOPIC_ENV = "EC2IR_TOPIC_ARN"

@@ -55,11 +55,14 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ec2ir import validate
-from ec2ir.aws import PERMISSION_CODES, discover, translated
-from ec2ir.engine import Engine, RunReport
-from ec2ir.errors import AwsError, Ec2irError, PermissionDenied, UsageError
-from ec2ir.evidence import EvidenceBucket, account_of, as_json, split_location
+from ec2ir.aws.session import PERMISSION_CODES, discover, translated
+from ec2ir.containment.steplog import GONE_STATES
+from ec2ir.containment.steps import Options
+from ec2ir.core import validate
+from ec2ir.core.errors import AwsError, Ec2irError, PermissionDenied, UsageError
+from ec2ir.core.models import InstanceResult
+from ec2ir.engine.facade import Engine, RunReport
+from ec2ir.evidence.collect import EvidenceBucket, account_of, as_json, split_location
 from ec2ir.handlers import (
     TOPIC_ENV,
     EngineFactory,
@@ -69,9 +72,6 @@ from ec2ir.handlers import (
     notify,
     setup_logging,
 )
-from ec2ir.models import InstanceResult
-from ec2ir.steplog import GONE_STATES
-from ec2ir.steps import Options
 
 T = TypeVar("T")
 log = logging.getLogger("ec2ir.handlers.custom_resource")

@@ -43,10 +43,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ec2ir import validate
-from ec2ir.aws import translated
-from ec2ir.engine import Engine
-from ec2ir.errors import AwsError, Ec2irError
+from ec2ir.aws.session import translated
+from ec2ir.containment.nacl import NaclReport
+from ec2ir.containment.steps import Options
+from ec2ir.core import validate
+from ec2ir.core.errors import AwsError, Ec2irError
+from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus
+from ec2ir.engine.facade import Engine
 from ec2ir.handlers import (
     TOPIC_ENV,
     EngineFactory,
@@ -57,11 +60,8 @@ from ec2ir.handlers import (
     setup_logging,
 )
 from ec2ir.handlers.finding_addresses import FindingAddresses, finding_addresses
-from ec2ir.models import ACTIVE_STATUSES, Hold, HoldStatus
-from ec2ir.nacl import NaclReport
-from ec2ir.output import printable
-from ec2ir.state import now
-from ec2ir.steps import Options
+from ec2ir.render.terminal import printable
+from ec2ir.store.state import now
 
 log = logging.getLogger("ec2ir.handlers.guardduty")
 
@@ -281,7 +281,7 @@ def new_activity(finding: Finding, released: Hold, seen: Seen | None) -> tuple[b
 
 
 def case_for(finding_id: str) -> str:
-    """``gd-<finding id>``, always a valid case id (ec2ir.validate.CASE_ID). GuardDuty ids are 32
+    """``gd-<finding id>``, always a valid case id (ec2ir.core.validate.CASE_ID). GuardDuty ids are 32
     hex digits; anything else is made safe, or replaced by its hash when it cannot be."""
     safe = _CASE_UNSAFE.sub("", finding_id)
     candidate = f"{CASE_PREFIX}{safe}"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ec2ir.check import lines
-from ec2ir.errors import Ec2irError
+from ec2ir.containment.check import lines
+from ec2ir.core.errors import Ec2irError
 from ec2ir.handlers import TOPIC_ENV, EngineFactory, engine_from_environment, log_event, notify, setup_logging
 
 

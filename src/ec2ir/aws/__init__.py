@@ -1,0 +1,1 @@
+"""Sessions, clients, error translation and discovery: the only layer that imports boto3."""

@@ -1,0 +1,1 @@
+"""The command line: parser, one function per command, exit codes."""

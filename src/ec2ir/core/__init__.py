@@ -1,0 +1,1 @@
+"""The bottom layer: errors, models, outcomes, validation and text; the standard library only."""

@@ -1,0 +1,1 @@
+"""The one engine behind every adapter: isolate, plan, release, collect and status."""

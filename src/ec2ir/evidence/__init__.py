@@ -1,0 +1,1 @@
+"""Evidence: the bucket, metadata, snapshots, memory, forensic volumes and their provenance."""

@@ -1,0 +1,1 @@
+"""The IAM policy the steps declare; DryRun probes, simulation and preflight."""

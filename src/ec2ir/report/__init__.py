@@ -1,0 +1,1 @@
+"""The case report: built from data, then rendered as markdown, HTML or a timeline."""

@@ -1,0 +1,1 @@
+"""The state table: holds, the journal and the request ledger."""
