@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 from ec2ir.aws.session import Aws, AwsSettings, translated
 from ec2ir.core.errors import Ec2irError, UsageError
-from ec2ir.engine.facade import DEFAULT_CONCURRENCY, Engine, RunReport
+from ec2ir.engine.facade import Engine
+from ec2ir.engine.results import RunReport
+from ec2ir.engine.runtime import DEFAULT_CONCURRENCY
 from ec2ir.store.state import StateStore
 
 TABLE_ENV = "EC2IR_TABLE"

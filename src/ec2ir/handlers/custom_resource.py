@@ -37,32 +37,31 @@ stays; the full list of snapshot ids is an object in the evidence bucket (``Snap
 A retried request (the same RequestId, for example an asynchronous Lambda retry) gets the answer the
 first attempt sent, from a record kept in the state table, and changes nothing: a late retry of a
 Create can never re-isolate instances that were released since.
+
+The protocol itself (the request, the answer and its size, the deadline, whom to obey) is
+``ec2ir.handlers.cloudformation``; this module maps the stack's lifecycle onto the engine.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import re
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from ec2ir.aws.session import PERMISSION_CODES, discover, translated
+from ec2ir.aws.session import PERMISSION_CODES, discover
 from ec2ir.containment.steplog import GONE_STATES
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
-from ec2ir.core.errors import AwsError, Ec2irError, PermissionDenied, UsageError
+from ec2ir.core.errors import Ec2irError, PermissionDenied, UsageError
 from ec2ir.core.models import InstanceResult
-from ec2ir.engine.facade import Engine, RunReport
-from ec2ir.evidence.collect import EvidenceBucket, account_of, as_json, split_location
+from ec2ir.engine.facade import Engine
+from ec2ir.engine.results import RunReport
+from ec2ir.evidence.bucket import EvidenceBucket
+from ec2ir.evidence.s3 import account_of, as_json, split_location
 from ec2ir.handlers import (
     TOPIC_ENV,
     EngineFactory,
@@ -72,188 +71,54 @@ from ec2ir.handlers import (
     notify,
     setup_logging,
 )
+from ec2ir.handlers.cloudformation import (
+    CREATE,
+    DELETE,
+    FAILED,
+    SUCCESS,
+    UPDATE,
+    Answer,
+    Deadline,
+    MalformedRequest,
+    Request,
+    ResponseUrls,
+    answer_in_time,
+    answer_malformed,
+    refusal,
+    stack_name_of,
+    stack_status,
+)
+from ec2ir.store.ledger import AnsweredRequest
 
-T = TypeVar("T")
 log = logging.getLogger("ec2ir.handlers.custom_resource")
 
-SUCCESS, FAILED = "SUCCESS", "FAILED"
-CREATE, UPDATE, DELETE = "Create", "Update", "Delete"
 # The stack that created the function (the template sets it to AWS::StackId).
 STACK_ENV = "EC2IR_STACK_ID"
 # What this handler calls itself, beyond the engine (tests/test_template.py checks the grant).
 HANDLER_ACTIONS = ("cloudformation:DescribeStacks",)
 # The only stack states in which the listed instances are released (see the module docstring).
 RELEASE_ON = {DELETE: "DELETE_IN_PROGRESS", UPDATE: "UPDATE_IN_PROGRESS"}
-# CloudFormation's own bucket for answers: cloudformation-custom-resource-response-<Region without
-# dashes>, e.g. https://cloudformation-custom-resource-response-useast1.s3-us-east-1.amazonaws.com/...
-# or ...-cnnorth1.s3.cn-north-1.amazonaws.com.cn/... (AWS Lambda Developer Guide, "Using AWS Lambda
-# with CloudFormation").
-RESPONSE_BUCKET_PREFIX = "cloudformation-custom-resource-response-"
-# CloudFormation refuses a response body over 4 KiB.
-RESPONSE_LIMIT = 4096
-# Data gives way before the reason is cut below this many characters.
-REASON_FLOOR = 1024
 WORKER_THREAD_PREFIX = "ec2ir-containment-"
-# Time kept back from the Lambda deadline to send the answer: a fifth of the budget, within bounds.
-MIN_RESERVE, MAX_RESERVE = 0.25, 15.0
+# What a FAILED answer at the deadline adds: the work goes on, and is safe to repeat.
+UNFINISHED = (
+    "The state table records what was done; a rollback keeps whatever was contained (it never "
+    "releases), and repeating the operation is safe"
+)
+# A physical id for an answer to a request too malformed to carry one.
+MALFORMED_PHYSICAL_ID = "ec2ir:malformed-request"
 # A role and policy created with the stack can take a few seconds to reach every IAM endpoint.
 PERMISSION_RETRIES, PERMISSION_DELAY = 3, 10.0
 HELD_BY_OTHER_CASE, NOT_ISOLATED = "HeldByOtherCase", "NotIsolated"
 # Results that leave nothing to release: never held by this case, or already put back.
 NOTHING_TO_RELEASE = frozenset({NOT_ISOLATED, HELD_BY_OTHER_CASE})
-LEDGER_PREFIX = "cfn-request#"
-LEDGER_SORT_KEY = "answer"
 
 
-class MalformedRequest(Exception):
-    """The event is not a CloudFormation custom resource request that can be answered."""
-
-
-@dataclass(frozen=True)
-class Request:
-    """One CloudFormation custom resource request."""
-
-    request_type: str
-    request_id: str
-    stack_id: str
-    logical_id: str
-    response_url: str
-    physical_id: str
-    properties: Mapping[str, Any]
-    old_properties: Mapping[str, Any]
-
-    @property
-    def stack_name(self) -> str:
-        return stack_name_of(self.stack_id)
-
-    @classmethod
-    def from_event(cls, event: Mapping[str, Any]) -> Request:
-        missing = [
-            key
-            for key in ("RequestType", "RequestId", "StackId", "LogicalResourceId", "ResponseURL")
-            if not isinstance(event.get(key), str) or not event.get(key)
-        ]
-        if missing:
-            raise MalformedRequest(f"the request lacks {', '.join(missing)}")
-        url = urllib.parse.urlsplit(event["ResponseURL"])
-        if url.scheme not in ("https", "http") or not url.netloc:
-            raise MalformedRequest("the ResponseURL is not an http(s) URL")
-        properties = event.get("ResourceProperties") or {}
-        old_properties = event.get("OldResourceProperties") or {}
-        if not isinstance(properties, Mapping) or not isinstance(old_properties, Mapping):
-            raise MalformedRequest("ResourceProperties must be an object")
-        physical_id = str(event.get("PhysicalResourceId") or "")
-        if not physical_id:
-            # Only Create has none yet. Derived from the case and the stack, it stays the same for
-            # the stack's life: Update and Delete always echo the id CloudFormation sends.
-            case = properties.get("CaseId")
-            owner = (
-                case if isinstance(case, str) and validate.CASE_ID.match(case) else event["LogicalResourceId"]
-            )
-            physical_id = f"ec2ir:{owner}:{stack_name_of(event['StackId'])}"
-        return cls(
-            request_type=event["RequestType"],
-            request_id=event["RequestId"],
-            stack_id=event["StackId"],
-            logical_id=event["LogicalResourceId"],
-            response_url=event["ResponseURL"],
-            physical_id=physical_id,
-            properties=properties,
-            old_properties=old_properties,
-        )
-
-
-def stack_name_of(stack_id: str) -> str:
-    """The name in a stack ARN (arn:aws:cloudformation:region:account:stack/NAME/guid)."""
-    parts = stack_id.split("/")
-    return parts[1] if len(parts) >= 3 else stack_id
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: str
-    reason: str
-    data: dict[str, str] = field(default_factory=dict)
-    replayed: bool = False  # the answer a first attempt of this request already sent
-    notice: str = ""  # the notification's subject, when the status alone would mislead
-
-
-# -- whom the function obeys --------------------------------------------------------------------------
-
-
-@functools.cache
-def dns_suffix(partition: str) -> str | None:
-    """The DNS suffix of an AWS partition (amazonaws.com, amazonaws.com.cn, ...), from botocore's
-    own partition data; None for a partition botocore does not know."""
-    from botocore.loaders import create_loader
-
-    for known in create_loader().load_data("partitions").get("partitions", []):
-        if known.get("id") == partition:
-            suffix = known.get("outputs", {}).get("dnsSuffix")
-            return str(suffix) if suffix else None
-    return None
-
-
-@dataclass(frozen=True)
-class ResponseUrls:
-    """Where answers may go: CloudFormation's response bucket in the stack's partition and Region,
-    over https on the default port. ``extra_origins`` (``scheme://host:port``) exist for tests that
-    catch answers on loopback; ``handler`` never passes any."""
-
-    region: str
-    suffix: str
-    extra_origins: frozenset[str] = frozenset()
-
-    @classmethod
-    def for_stack(cls, stack_id: str, extra_origins: Collection[str] = ()) -> ResponseUrls | None:
-        parts = stack_id.split(":")
-        if len(parts) < 6 or parts[0] != "arn" or parts[2] != "cloudformation" or not parts[3]:
-            return None
-        suffix = dns_suffix(parts[1])
-        return cls(parts[3], suffix, frozenset(extra_origins)) if suffix else None
-
-    @property
-    def host(self) -> re.Pattern[str]:
-        bucket = RESPONSE_BUCKET_PREFIX + self.region.replace("-", "")
-        region, suffix = re.escape(self.region), re.escape(self.suffix)
-        return re.compile(rf"{re.escape(bucket)}\.s3(?:[.-]{region})?\.{suffix}")
-
-    def allows(self, url: str) -> bool:
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError:
-            return False
-        if not parts.hostname or parts.username is not None or parts.password is not None:
-            return False
-        if f"{parts.scheme}://{parts.hostname}:{port}" in self.extra_origins:
-            return True
-        return (
-            parts.scheme == "https"
-            and port in (None, 443)
-            and self.host.fullmatch(parts.hostname.lower()) is not None
-        )
-
-
-def refusal(event: Any, own_stack_id: str | None, urls: ResponseUrls | None) -> str | None:
-    """Why this event must be neither acted on nor answered, or None when it may be."""
-    if not isinstance(event, Mapping):
-        return "the event is not an object"
-    if not own_stack_id:
-        return f"{STACK_ENV} is not set, so no stack can be recognised as this function's own"
-    stack_id = event.get("StackId")
-    if stack_id != own_stack_id:
-        return f"the request is for stack {stack_id!r}, not for this function's stack {own_stack_id}"
-    if urls is None:
-        return f"cannot tell the partition and Region of {own_stack_id}"
-    url = event.get("ResponseURL")
-    if not isinstance(url, str) or not urls.allows(url):
-        host = urllib.parse.urlsplit(url).netloc if isinstance(url, str) else repr(url)
-        return (
-            f"the ResponseURL ({host}) is not CloudFormation's response bucket in {urls.region} "
-            f"over https (*.{urls.suffix})"
-        )
-    return None
+def physical_id_of(event: Mapping[str, Any]) -> str:
+    """The physical id of a new Containment: derived from the case and the stack, it stays the same
+    for the stack's life (Update and Delete always echo the id CloudFormation sends)."""
+    case = (event.get("ResourceProperties") or {}).get("CaseId")
+    owner = case if isinstance(case, str) and validate.CASE_ID.match(case) else event["LogicalResourceId"]
+    return f"ec2ir:{owner}:{stack_name_of(event['StackId'])}"
 
 
 def _refused(event: Any, why: str) -> dict[str, Any]:
@@ -349,63 +214,32 @@ def _flag(properties: Mapping[str, Any], name: str, default: bool) -> bool:
 # -- the record of answered requests ---------------------------------------------------------------
 
 
-class Ledger:
-    """The answer sent for each RequestId, kept in the state table beside the holds.
+def _answered_before(engine: Engine, request: Request) -> Answer | None:
+    """The answer a first attempt of this request sent, from the state table's request ledger."""
+    sent = engine.store.answered_request(request.request_id)
+    return Answer(sent.status, sent.reason, dict(sent.data), replayed=True) if sent else None
 
-    Its items (``pk = cfn-request#<RequestId>``) never match the holds' ``sk = hold``, so
-    ``ec2ir status`` does not see them; they stay as the record of what CloudFormation asked."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.aws = engine.aws
-        self.table = engine.store.table
-
-    def _key(self, request_id: str) -> dict[str, Any]:
-        return {"pk": {"S": LEDGER_PREFIX + request_id}, "sk": {"S": LEDGER_SORT_KEY}}
-
-    def find(self, request_id: str) -> Answer | None:
-        try:
-            with translated("dynamodb", "GetItem"):
-                item = (
-                    self.aws.dynamodb()
-                    .get_item(TableName=self.table, Key=self._key(request_id), ConsistentRead=True)
-                    .get("Item")
-                )
-        except AwsError as error:
-            if error.code == "ResourceNotFoundException":
-                return None  # no table, so no request was ever answered from it
-            raise
-        if not item:
-            return None
-        data = json.loads(item["data"]["S"])
-        return Answer(item["status"]["S"], item["reason"]["S"], dict(data), replayed=True)
-
-    def keep(self, request: Request, answer: Answer) -> None:
-        """Record the answer; the first one recorded for a RequestId stands."""
-        item = self._key(request.request_id) | {
-            "request_type": {"S": request.request_type},
-            "stack_id": {"S": request.stack_id},
-            "logical_id": {"S": request.logical_id},
-            "physical_id": {"S": request.physical_id},
-            "status": {"S": answer.status},
-            "reason": {"S": answer.reason or "-"},
-            "data": {"S": json.dumps(answer.data, sort_keys=True)},
-            "answered_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        }
-        try:
-            with translated("dynamodb", "PutItem"):
-                self.aws.dynamodb().put_item(
-                    TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
-                )
-        except AwsError as error:
-            if error.code not in ("ConditionalCheckFailedException", "ResourceNotFoundException"):
-                raise
+def _keep_answer(engine: Engine, request: Request, answer: Answer) -> None:
+    engine.store.keep_answer(
+        AnsweredRequest(
+            request_id=request.request_id,
+            status=answer.status,
+            reason=answer.reason,
+            data=answer.data,
+            request_type=request.request_type,
+            stack_id=request.stack_id,
+            logical_id=request.logical_id,
+            physical_id=request.physical_id,
+        )
+    )
 
 
 # -- the work ----------------------------------------------------------------------------------------
 
 
 def _answer(engine: Engine, request: Request, deadline: float) -> Answer:
-    replay = Ledger(engine).find(request.request_id)
+    replay = _answered_before(engine, request)
     if replay is not None:
         log.info(
             "request %s was answered before (%s); sending that answer again",
@@ -486,23 +320,11 @@ def _delete(engine: Engine, request: Request, listed: Containment) -> Answer:
     return Answer(SUCCESS, "; ".join([summary, *notes]))
 
 
-def stack_status(engine: Engine, stack_id: str) -> tuple[str, str]:
-    """The stack's status from DescribeStacks, or ("", why it could not be read)."""
-    try:
-        with translated("cloudformation", "DescribeStacks"):
-            stacks = engine.aws.client("cloudformation").describe_stacks(StackName=stack_id).get("Stacks")
-    except Ec2irError as error:
-        return "", f"its status could not be read ({error})"
-    if not stacks or not stacks[0].get("StackStatus"):
-        return "", "DescribeStacks returned no status for it"
-    return str(stacks[0]["StackStatus"]), ""
-
-
 def _kept_unless(engine: Engine, request: Request, case: str, instance_ids: list[str]) -> Answer | None:
     """None when the stack's status allows this request to release; otherwise the SUCCESS answer
     that keeps every instance held and says how to release them by hand."""
     wanted = RELEASE_ON[request.request_type]
-    status, problem = stack_status(engine, request.stack_id)
+    status, problem = stack_status(engine.aws, request.stack_id)
     if status == wanted:
         return None
     try:
@@ -688,111 +510,6 @@ def _store_snapshot_list(
     return key, ""
 
 
-# -- the deadline --------------------------------------------------------------------------------------
-
-
-class Worker(Generic[T]):
-    """Runs the work on a daemon thread, so the handler can answer while it is unfinished."""
-
-    def __init__(self, work: Callable[[], T], name: str) -> None:
-        self._work = work
-        self._result: list[T] = []
-        self._error: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, name=WORKER_THREAD_PREFIX + name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self._result.append(self._work())
-        except BaseException as error:  # handed to the handler thread, which answers FAILED
-            self._error.append(error)
-
-    def run(self, timeout: float) -> T | None:
-        """The work's result, or None if it is still running after ``timeout`` seconds."""
-        self.thread.start()
-        self.thread.join(max(0.0, timeout))
-        if self.thread.is_alive():
-            return None
-        if self._error:
-            raise self._error[0]
-        return self._result[0]
-
-
-def reserve_for(budget: float) -> float:
-    return min(MAX_RESERVE, max(MIN_RESERVE, budget * 0.2))
-
-
-def response_body(request: Request, answer: Answer, log_stream: str = "") -> bytes:
-    """The JSON CloudFormation expects, within its 4 KiB limit.
-
-    When the whole answer does not fit, the longest Data values give way first (emptied, every key
-    kept, so that no ``Fn::GetAtt`` fails; the snapshot list is in the evidence bucket under
-    ``SnapshotIdsKey``) until the reason's first ``REASON_FLOOR`` characters fit; then the reason
-    is cut to the longest head that fits, and says where the full text is."""
-    where = f"CloudWatch log stream {log_stream}" if log_stream else "the function's CloudWatch log"
-    reason = answer.reason + (f" (details: {where})" if log_stream else "")
-    body: dict[str, Any] = {
-        "Status": answer.status,
-        "Reason": reason,
-        "PhysicalResourceId": request.physical_id,
-        "StackId": request.stack_id,
-        "RequestId": request.request_id,
-        "LogicalResourceId": request.logical_id,
-        "NoEcho": False,
-        "Data": dict(answer.data),
-    }
-
-    def size(reason_text: str) -> int:
-        return len(json.dumps(body | {"Reason": reason_text}).encode())
-
-    if size(reason) <= RESPONSE_LIMIT:
-        return json.dumps(body).encode()
-    marker = f" ... [cut to fit CloudFormation's 4 KB; the full reason is in {where}] [truncated]"
-
-    def head(length: int) -> str:
-        return reason if length >= len(reason) else reason[:length] + marker
-
-    floor = head(REASON_FLOOR)
-    for key in sorted(body["Data"], key=lambda k: -len(body["Data"][k])):
-        if size(floor) <= RESPONSE_LIMIT or not body["Data"][key]:
-            break
-        log.warning("answer too large: Data %s (%d characters) left out", key, len(body["Data"][key]))
-        body["Data"][key] = ""
-    # The longest head of the reason that fits (a longer head is never smaller).
-    low, high = 0, len(reason)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if size(head(middle)) <= RESPONSE_LIMIT:
-            low = middle
-        else:
-            high = middle - 1
-    body["Reason"] = head(low)
-    return json.dumps(body).encode()
-
-
-def send_response(url: str, body: bytes, deadline: float) -> bool:
-    """PUT the answer to the pre-signed URL, retrying while the deadline allows."""
-    attempt = 0
-    while True:
-        attempt += 1
-        left = deadline - time.monotonic()
-        if left <= 0.02:
-            log.error("no time left to answer CloudFormation (attempt %d)", attempt)
-            return False
-        # The URL is signed without a content type, so none may be sent.
-        put = urllib.request.Request(
-            url, data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
-        )
-        try:
-            with urllib.request.urlopen(put, timeout=min(5.0, max(0.02, left * 0.5))) as answer:
-                answer.read()
-            return True
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
-            log.warning("answering CloudFormation failed (attempt %d): %s", attempt, error)
-            if attempt >= 3:
-                return False
-            time.sleep(min(0.5, max(0.0, (deadline - time.monotonic()) * 0.1)))
-
-
 # -- the entry points -------------------------------------------------------------------------------
 
 
@@ -822,77 +539,43 @@ def handle(
 
     ``extra_response_origins`` (``scheme://host:port``) lets tests catch answers on loopback;
     the Lambda entry point never passes any."""
-    started = time.monotonic()
-    budget = max(0.0, context.get_remaining_time_in_millis() / 1000)
-    deadline = started + budget
-    answer_by = deadline - reserve_for(budget)
+    clock = Deadline.of(context.get_remaining_time_in_millis())
     log_stream = str(getattr(context, "log_stream_name", "") or "")
     urls = ResponseUrls.for_stack(own_stack_id, extra_response_origins) if own_stack_id else None
-    why = refusal(event, own_stack_id, urls)
+    why = refusal(event, own_stack_id, urls, STACK_ENV)
     if why is not None:
         return _refused(event, why)
     log_event("request", {k: v for k, v in event.items() if k != "ResponseURL"})
     try:
-        request = Request.from_event(event)
+        request = Request.from_event(event, physical_id_of)
     except MalformedRequest as error:
-        return _answer_malformed(event, str(error), deadline)
+        return answer_malformed(event, str(error), clock.deadline, MALFORMED_PHYSICAL_ID)
 
     engines: list[Engine] = []
 
     def work() -> Answer:
         engine = engine_factory()
         engines.append(engine)
-        return _answer(engine, request, answer_by)
+        return _answer(engine, request, clock.answer_by)
 
-    worker: Worker[Answer] = Worker(work, request.request_id)
-    try:
-        answer = worker.run(answer_by - time.monotonic())
-        if answer is None:
-            answer = Answer(
-                FAILED,
-                f"{request.request_type} did not finish within the function's time limit "
-                f"({budget:.0f} s). The state table records what was done; a rollback keeps "
-                "whatever was contained (it never releases), and repeating the operation is safe",
-            )
-            log.error("answering FAILED at the deadline; the work is still running")
-    except Ec2irError as error:
-        answer = Answer(FAILED, f"{request.request_type} failed: {error}")
-    except Exception as error:
-        log.exception("the %s request failed unexpectedly", request.request_type)
-        answer = Answer(FAILED, f"{request.request_type} failed: {type(error).__name__}: {error}")
-    body = response_body(request, answer, log_stream)
-    sent = send_response(request.response_url, body, deadline)
-    log_event("answer", {"sent": sent, "status": answer.status, "reason": answer.reason, "data": answer.data})
+    thread = WORKER_THREAD_PREFIX + request.request_id
+    sent = answer_in_time(request, work, clock, thread, UNFINISHED, log_stream)
+    answer = sent.answer
+    log_event(
+        "answer",
+        {"sent": sent.delivered, "status": answer.status, "reason": answer.reason, "data": answer.data},
+    )
     # Kept only once answered, and only for work that finished: a retry after a timeout must redo
     # the work (safely; the engine is idempotent) rather than repeat a FAILED it never deserved.
-    if engines and not worker.thread.is_alive() and not answer.replayed:
+    if engines and sent.finished and not answer.replayed:
         _after_answer(engines[0], request, answer, topic_arn)
-    return dict(json.loads(body))
+    return dict(json.loads(sent.body))
 
 
 def _after_answer(engine: Engine, request: Request, answer: Answer, topic_arn: str | None) -> None:
     try:
-        Ledger(engine).keep(request, answer)
+        _keep_answer(engine, request, answer)
     except Ec2irError as error:
         log.warning("could not record the answer to request %s: %s", request.request_id, error)
     subject = answer.notice or f"ec2ir {request.request_type} {answer.status}: {request.stack_name}"
     notify(engine.aws, topic_arn, subject, answer.reason)
-
-
-def _answer_malformed(event: Mapping[str, Any], why: str, deadline: float) -> dict[str, Any]:
-    """Answer FAILED (the event's StackId and ResponseURL were already checked)."""
-    log.error("malformed custom resource request: %s", why)
-    url = str(event["ResponseURL"])
-    request = Request(
-        request_type=str(event.get("RequestType", "")),
-        request_id=str(event.get("RequestId", "")),
-        stack_id=str(event.get("StackId", "")),
-        logical_id=str(event.get("LogicalResourceId", "")),
-        response_url=url,
-        physical_id=str(event.get("PhysicalResourceId") or "ec2ir:malformed-request"),
-        properties={},
-        old_properties={},
-    )
-    body = response_body(request, Answer(FAILED, f"malformed request: {why}"))
-    send_response(url, body, deadline)
-    return dict(json.loads(body))

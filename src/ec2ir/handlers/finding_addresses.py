@@ -26,7 +26,7 @@ what reaches GuardDuty's analysis is not ours to trust. So an address counts onl
 string that ``ipaddress`` reads as exactly one address of the field's version, and a global one
 (private, loopback, link-local, multicast, unspecified, reserved, documentation and shared
 ranges are left out), deduplicated, and at most ``MAX_ADDRESSES`` of them. Everything left out
-is named in a note, escaped (``ec2ir.render.terminal.printable``) and shortened.
+is named in a note, escaped (``ec2ir.core.text.printable``) and shortened.
 
 Not filtered here: an Amazon network. Attackers rent EC2 instances all the time, and their
 address then belongs to Amazon's AS 16509 or 14618, so an ASN says nothing about whether an
@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2ir.render.terminal import printable
+from ec2ir.core.text import printable
 
 # Each address takes one inbound and one outbound entry in every network ACL it is blocked in,
 # and a network ACL holds 20 rules a direction by default (the VPC quota "Rules per network ACL",

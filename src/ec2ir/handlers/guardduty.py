@@ -43,13 +43,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ec2ir.aws.session import translated
-from ec2ir.containment.nacl import NaclReport
+from ec2ir.containment.nacl_report import NaclReport
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
 from ec2ir.core.errors import AwsError, Ec2irError
 from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus
+from ec2ir.core.text import printable
 from ec2ir.engine.facade import Engine
+from ec2ir.engine.results import RunReport
 from ec2ir.handlers import (
     TOPIC_ENV,
     EngineFactory,
@@ -60,8 +61,7 @@ from ec2ir.handlers import (
     setup_logging,
 )
 from ec2ir.handlers.finding_addresses import FindingAddresses, finding_addresses
-from ec2ir.render.terminal import printable
-from ec2ir.store.state import now
+from ec2ir.store.sightings import Seen
 
 log = logging.getLogger("ec2ir.handlers.guardduty")
 
@@ -75,8 +75,6 @@ BLOCK_SEVERITY_ENV = "EC2IR_BLOCK_REMOTE_IP_SEVERITY"
 # severity from 1 to 10 with at most one decimal (tests/test_template.py keeps them equal).
 BLOCK_SEVERITY_PATTERN = r"^((10(\.0)?)|([1-9](\.[0-9])?))?$"
 CASE_PREFIX = "gd-"
-# The state table's record of each finding's containment (its count then), beside the holds.
-SEEN_PREFIX, SEEN_SORT_PREFIX = "guardduty#", "instance#"
 CONTAINED, ALREADY_HELD, IGNORED, FAILED = "contained", "already-held", "ignored", "failed"
 _CASE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
@@ -195,62 +193,6 @@ def _moment(stamp: str) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return moment if moment.tzinfo is not None else None
-
-
-@dataclass(frozen=True)
-class Seen:
-    """A finding's containment of an instance, as the state table keeps it."""
-
-    count: int | None
-    updated_at: str
-    contained_at: str
-
-
-class Sightings:
-    """The count each finding had when it contained each instance (``pk = guardduty#<case>``,
-    ``sk = instance#<id>``); the holds' ``sk = hold`` never matches, so ``ec2ir status`` does not
-    see these items."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.aws = engine.aws
-        self.table = engine.store.table
-
-    @staticmethod
-    def _key(case: str, instance_id: str) -> dict[str, Any]:
-        return {"pk": {"S": SEEN_PREFIX + case}, "sk": {"S": SEEN_SORT_PREFIX + instance_id}}
-
-    def get(self, case: str, instance_id: str) -> Seen | None:
-        with translated("dynamodb", "GetItem"):
-            item = (
-                self.aws.dynamodb()
-                .get_item(TableName=self.table, Key=self._key(case, instance_id), ConsistentRead=True)
-                .get("Item")
-            )
-        if not item:
-            return None
-        count = item.get("count", {}).get("N")
-        return Seen(
-            int(count) if count is not None else None,
-            item.get("updated_at", {}).get("S", ""),
-            item.get("contained_at", {}).get("S", ""),
-        )
-
-    def keep(self, case: str, finding: Finding, replace: bool) -> None:
-        """Record the finding's count at this containment; only a new episode replaces a record."""
-        item = self._key(case, finding.instance_id) | {
-            "finding_id": {"S": finding.finding_id},
-            "updated_at": {"S": finding.updated_at or "-"},
-            "contained_at": {"S": now()},
-        }
-        if finding.count is not None:
-            item["count"] = {"N": str(finding.count)}
-        condition = {} if replace else {"ConditionExpression": "attribute_not_exists(pk)"}
-        try:
-            with translated("dynamodb", "PutItem"):
-                self.aws.dynamodb().put_item(TableName=self.table, Item=item, **condition)
-        except AwsError as error:
-            if error.code != "ConditionalCheckFailedException":
-                raise
 
 
 def new_activity(finding: Finding, released: Hold, seen: Seen | None) -> tuple[bool, str]:
@@ -434,112 +376,156 @@ def handle(
         finding = parse_finding(event)
     except Unusable as why:
         return _ignored(str(why))
-    if threshold is None:
-        return _ignored("auto-containment is off (no severity threshold is set)", finding)
-    if finding.severity < threshold:
-        return _ignored(f"severity {finding.severity:g} is below the threshold {threshold:g}", finding)
-    if finding.sample:
-        return _ignored("GuardDuty sample finding", finding)
-    if finding.archived:
-        return _ignored("the finding is archived", finding)
-    if own_account and finding.account_id != own_account:
-        return _ignored(
-            f"the finding is in account {finding.account_id}; this function contains instances of "
-            f"{own_account} only",
-            finding,
-        )
-    if own_region and finding.region != own_region:
-        return _ignored(f"the finding is in {finding.region}; this function works in {own_region}", finding)
-
+    refused = _not_to_contain(finding, threshold, own_account, own_region)
+    if refused is not None:
+        return _ignored(refused, finding)
     case = case_for(finding.finding_id)
     outcome: dict[str, Any] = {"finding": finding.finding_id, "instance": finding.instance_id, "case": case}
     blocking = block.applies(finding)[0] and bool(finding.remote.addresses)
     if blocking:
         outcome["block_ips"] = list(finding.remote.cidrs)
-    again = ""  # why a released instance is contained again
     try:
         engine = engine_factory()
-        sightings = Sightings(engine)
-        try:
-            before = engine.store.get(finding.instance_id)
-        except AwsError:
-            before = None  # no table yet: the engine creates it, and nothing is held
-        try:
-            seen = sightings.get(case, finding.instance_id) if before is not None else None
-        except AwsError as error:
-            seen = None  # then a released hold is not contained again: growth cannot be shown
-            log.warning("could not read the count of finding %s: %s", finding.finding_id, error)
-        if (
-            before is not None
-            and before.status is HoldStatus.RELEASED
-            and (before.case_id == case or seen is not None)
-        ):
-            # This finding contained the instance before, and a responder released it since.
-            renewed, because = new_activity(finding, before, seen)
-            if not renewed:
-                return _ignored(f"not contained again: {because}", finding)
-            again = because
-        report = engine.isolate(
-            [finding.instance_id],
-            case,
-            office_cidr,
-            options=Options(
-                revoke_sessions=revoke_sessions,
-                forensic_group=forensic_group or "",
-                forensic_group_owner=forensic_group_owner or "",
-                block_ips=finding.remote.cidrs if blocking else (),
-                # an unsafe address is left out with a note: the instance is contained regardless
-                block_ips_skip_unsafe=True,
-            ),
+        before = _current_hold(engine, finding.instance_id)
+        contain, again = _renewal(engine, finding, case, before)
+        if not contain:
+            return _ignored(f"not contained again: {again}", finding)
+        options = Options(
+            revoke_sessions=revoke_sessions,
+            forensic_group=forensic_group or "",
+            forensic_group_owner=forensic_group_owner or "",
+            block_ips=finding.remote.cidrs if blocking else (),
+            # an unsafe address is left out with a note: the instance is contained regardless
+            block_ips_skip_unsafe=True,
         )
+        report = engine.isolate([finding.instance_id], case, office_cidr, options=options)
     except Ec2irError as error:
         outcome |= {"outcome": FAILED, "reason": str(error)}
         log_event("failed", outcome)
         return outcome
     log_event("isolate", report.as_dict())
-    result = report.results[0]
     held_before = before is not None and before.status in ACTIVE_STATUSES
-    if result.ok:
-        outcome["outcome"] = ALREADY_HELD if held_before else CONTAINED
-        outcome["reason"] = f"{again}; {result.detail}" if again else result.detail
-        try:
-            sightings.keep(case, finding, replace=bool(again))
-        except Ec2irError as error:
-            log.warning("could not record the count of finding %s: %s", finding.finding_id, error)
-    elif result.error_code == "HeldByOtherCase":
-        outcome |= {"outcome": ALREADY_HELD, "reason": result.detail}
-    else:
-        outcome |= {"outcome": FAILED, "reason": f"{result.error_code}: {result.detail}"}
+    outcome |= _result_outcome(report, held_before, again)
+    if report.results[0].ok:
+        _keep_sighting(engine, case, finding, again)
     if again:
         outcome["episode"] = "new"
     log_event(outcome["outcome"], outcome)
+    message = _notification(finding, case, again, block, blocking, report, outcome["outcome"])
+    if message is not None:
+        notify(engine.aws, topic_arn, *message)
+    return outcome
+
+
+def _not_to_contain(
+    finding: Finding, threshold: float | None, own_account: str | None, own_region: str | None
+) -> str | None:
+    """Why the finding is not acted on (defence in depth behind the EventBridge rule), or None."""
+    if threshold is None:
+        return "auto-containment is off (no severity threshold is set)"
+    if finding.severity < threshold:
+        return f"severity {finding.severity:g} is below the threshold {threshold:g}"
+    if finding.sample:
+        return "GuardDuty sample finding"
+    if finding.archived:
+        return "the finding is archived"
+    if own_account and finding.account_id != own_account:
+        return (
+            f"the finding is in account {finding.account_id}; this function contains instances of "
+            f"{own_account} only"
+        )
+    if own_region and finding.region != own_region:
+        return f"the finding is in {finding.region}; this function works in {own_region}"
+    return None
+
+
+def _current_hold(engine: Engine, instance_id: str) -> Hold | None:
+    try:
+        return engine.store.get(instance_id)
+    except AwsError:
+        return None  # no table yet: the engine creates it, and nothing is held
+
+
+def _renewal(engine: Engine, finding: Finding, case: str, before: Hold | None) -> tuple[bool, str]:
+    """Whether to contain the instance, and why it is contained again ("" when this is not a new
+    episode). A finding that contained the instance before, released by a responder since, contains
+    it again only when it shows new activity."""
+    if before is None:
+        return True, ""
+    try:
+        seen = engine.store.finding_sighting(case, finding.instance_id)
+    except AwsError as error:
+        seen = None  # then a released hold is not contained again: growth cannot be shown
+        log.warning("could not read the count of finding %s: %s", finding.finding_id, error)
+    if before.status is not HoldStatus.RELEASED or (before.case_id != case and seen is None):
+        return True, ""
+    return new_activity(finding, before, seen)
+
+
+def _result_outcome(report: RunReport, held_before: bool, again: str) -> dict[str, Any]:
+    """The outcome and reason the isolate's result gives."""
+    result = report.results[0]
+    if result.ok:
+        return {
+            "outcome": ALREADY_HELD if held_before else CONTAINED,
+            "reason": f"{again}; {result.detail}" if again else result.detail,
+        }
+    if result.error_code == "HeldByOtherCase":
+        return {"outcome": ALREADY_HELD, "reason": result.detail}
+    return {"outcome": FAILED, "reason": f"{result.error_code}: {result.detail}"}
+
+
+def _keep_sighting(engine: Engine, case: str, finding: Finding, again: str) -> None:
+    try:
+        engine.store.keep_finding_sighting(
+            case,
+            finding.instance_id,
+            finding.finding_id,
+            finding.updated_at,
+            finding.count,
+            replace=bool(again),
+        )
+    except Ec2irError as error:
+        log.warning("could not record the count of finding %s: %s", finding.finding_id, error)
+
+
+def _notification(
+    finding: Finding,
+    case: str,
+    again: str,
+    block: BlockSetting,
+    blocking: bool,
+    report: RunReport,
+    outcome: str,
+) -> tuple[str, str] | None:
+    """The notification's subject and message, or None when there is nothing new to say."""
     about_acls = acl_notes(report.notes, finding)
     # A finding sent again for an instance this case holds changes nothing, unless it names new
     # addresses to block (or their blocks failed): then the engine's notes say so, and so do we.
     blocked_more = (
-        outcome["outcome"] == ALREADY_HELD
-        and result.ok
+        outcome == ALREADY_HELD
+        and report.results[0].ok
         and blocking
         and report.blocks is not None
         and report.blocks.changed()
     )
-    if outcome["outcome"] != ALREADY_HELD or blocked_more:
-        verb = "contained" if outcome["outcome"] == CONTAINED else "could NOT fully contain"
-        target = f"{finding.instance_id} again" if again else finding.instance_id
-        subject = f"ec2ir {verb} {target} (GuardDuty {finding.severity:g})"
-        if blocked_more:
-            subject = f"ec2ir blocked addresses for {finding.instance_id} (GuardDuty {finding.severity:g})"
-        moved = {f"  note: {note}" for note in about_acls}
-        message = "\n".join(
-            [
-                f"GuardDuty finding {printable(finding.finding_id)}: {printable(finding.finding_type)}",
-                printable(finding.title),
-                f"severity {finding.severity:g}, account {finding.account_id}, {finding.region}",
-                *([f"Contained again under a new episode of case {case}: {again}"] if again else []),
-                *block_lines(finding, block, blocking, report.blocks, about_acls),
-                "",
-                *(line for line in report_lines(report) if line not in moved),
-            ]
-        )
-        notify(engine.aws, topic_arn, subject, message)
-    return outcome
+    if outcome == ALREADY_HELD and not blocked_more:
+        return None
+    verb = "contained" if outcome == CONTAINED else "could NOT fully contain"
+    target = f"{finding.instance_id} again" if again else finding.instance_id
+    subject = f"ec2ir {verb} {target} (GuardDuty {finding.severity:g})"
+    if blocked_more:
+        subject = f"ec2ir blocked addresses for {finding.instance_id} (GuardDuty {finding.severity:g})"
+    moved = {f"  note: {note}" for note in about_acls}
+    message = "\n".join(
+        [
+            f"GuardDuty finding {printable(finding.finding_id)}: {printable(finding.finding_type)}",
+            printable(finding.title),
+            f"severity {finding.severity:g}, account {finding.account_id}, {finding.region}",
+            *([f"Contained again under a new episode of case {case}: {again}"] if again else []),
+            *block_lines(finding, block, blocking, report.blocks, about_acls),
+            "",
+            *(line for line in report_lines(report) if line not in moved),
+        ]
+    )
+    return subject, message

@@ -1,0 +1,53 @@
+"""The state table's item vocabulary: its keys, its timestamps and its type codec.
+
+Every part of the store (holds, the case journal, ec2ir's groups, the request ledger) writes items
+of one table; they share the key shapes and the conversion between plain values and DynamoDB's
+typed attribute values defined here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+# The sort key of an instance's current hold (an archived one is ``hold#<recorded_at>``).
+CURRENT = "hold"
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def instance_key(instance_id: str, sk: str = CURRENT) -> dict[str, Any]:
+    return {"pk": {"S": f"instance#{instance_id}"}, "sk": {"S": sk}}
+
+
+def case_key(case_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"case#{case_id}"}}
+
+
+def serialize(value: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    return {key: serializer.serialize(item) for key, item in value.items()}
+
+
+def deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {key: deserializer.deserialize(value) for key, value in item.items()}
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; step records only ever hold whole numbers."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, Decimal):
+        return int(value)
+    return value
