@@ -28,7 +28,7 @@ from ec2ir.containment.steps import GROUP_GONE_HINT, NETWORK, STEPS, Record
 from ec2ir.core import validate
 from ec2ir.core.errors import OriginalGroupMissing, UsageError
 from ec2ir.core.models import Hold, InstanceResult
-from ec2ir.render.terminal import eni_lines, named, printable
+from ec2ir.core.text import eni_lines, named, printable
 
 REPLACED, SKIPPED = "release:replace-group", "release:skip-group"
 FLAG = "--replace-group"
@@ -114,33 +114,7 @@ def restoration(
     changes: list[tuple[str, str]] = []
     unresolved: list[str] = []
     for eni, groups in hold.originals.items():
-        kept: list[str] = []
-        vpc = hold.eni_vpcs.get(eni, "")
-        for group in groups:
-            new = fixes.replace.get(group)
-            if group not in gone:
-                kept.append(group)
-            elif new:
-                if vpc and fixes.vpcs.get(new, vpc) != vpc:
-                    raise UsageError(
-                        f"{hold.instance_id}: {FLAG} {group}={new}: {new} is in {fixes.vpcs[new]}, "
-                        f"{eni} in {vpc}",
-                        "nothing was changed; name a group of the ENI's own VPC",
-                    )
-                kept.append(new)
-                changes.append((REPLACED, f"{eni}: {group} (deleted) replaced by {new}"))
-            elif fixes.skip_missing:
-                changes.append((SKIPPED, f"{eni}: {group} (deleted) left out"))
-            else:
-                unresolved.append(f"{group} of {eni}")
-        if not kept and not unresolved:
-            raise OriginalGroupMissing(
-                f"{hold.instance_id}: every original group of {eni} was deleted ({', '.join(groups)}): "
-                "--skip-missing-groups would leave it in no group",
-                "nothing was changed and it stays isolated; name a group to put in their place with "
-                "--replace-group OLD=NEW",
-            )
-        originals[eni] = tuple(dict.fromkeys(kept))
+        originals[eni] = _groups_of_eni(hold, eni, groups, gone, fixes, changes, unresolved)
     if unresolved and not strict:
         # A release without either flag restores every ENI it can, as it always has: the ENI whose
         # group is gone fails its swap (the hint names the flags) and stays isolated, the hold
@@ -152,6 +126,46 @@ def restoration(
             "nothing was changed; " + GROUP_GONE_HINT,
         )
     return Restoration(originals, tuple(changes))
+
+
+def _groups_of_eni(
+    hold: Hold,
+    eni: str,
+    groups: tuple[str, ...],
+    gone: set[str],
+    fixes: GroupFixes,
+    changes: list[tuple[str, str]],
+    unresolved: list[str],
+) -> tuple[str, ...]:
+    """The groups to restore on one ENI: each deleted one replaced or left out as the flags say,
+    or added to ``unresolved``; what was done is added to ``changes``."""
+    kept: list[str] = []
+    vpc = hold.eni_vpcs.get(eni, "")
+    for group in groups:
+        new = fixes.replace.get(group)
+        if group not in gone:
+            kept.append(group)
+        elif new:
+            if vpc and fixes.vpcs.get(new, vpc) != vpc:
+                raise UsageError(
+                    f"{hold.instance_id}: {FLAG} {group}={new}: {new} is in {fixes.vpcs[new]}, "
+                    f"{eni} in {vpc}",
+                    "nothing was changed; name a group of the ENI's own VPC",
+                )
+            kept.append(new)
+            changes.append((REPLACED, f"{eni}: {group} (deleted) replaced by {new}"))
+        elif fixes.skip_missing:
+            changes.append((SKIPPED, f"{eni}: {group} (deleted) left out"))
+        else:
+            unresolved.append(f"{group} of {eni}")
+    if not kept and not unresolved:
+        raise OriginalGroupMissing(
+            f"{hold.instance_id}: every original group of {eni} was deleted ({', '.join(groups)}): "
+            "--skip-missing-groups would leave it in no group",
+            "nothing was changed and it stays isolated; name a group to put in their place with "
+            "--replace-group OLD=NEW",
+        )
+    return tuple(dict.fromkeys(kept))
 
 
 # -- release --dry-run ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ec2ir.aws.session import request_ids
 from ec2ir.core.errors import Ec2irError, Interrupted, Unexpected
 from ec2ir.core.models import EvidenceRef, InstanceResult, JournalEntry
-from ec2ir.store.state import now
+from ec2ir.store.items import now
 
 if TYPE_CHECKING:
     from ec2ir.containment.steps import Context

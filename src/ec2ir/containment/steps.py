@@ -27,7 +27,7 @@ from ec2ir.aws.session import Aws, chunks, translated
 from ec2ir.containment.lanes import SwapLanes, set_eni_groups
 from ec2ir.core.errors import AwsError, Ec2irError, SeveralFailed
 from ec2ir.core.models import InstanceFacts, VpcGroups
-from ec2ir.store.state import now
+from ec2ir.store.items import now
 
 Record = dict[str, Any]
 TAG_CASE, TAG_STATE, TAG_ISOLATED_AT = "ec2ir:case", "ec2ir:state", "ec2ir:isolated-at"

@@ -11,7 +11,7 @@ attach copies ends up on the forensic workstation. A snapshot is copied only whe
 entry for it (written by isolate or collect when it took the snapshot) agrees with EC2 on the
 volume it was taken of and with its instance tag; a snapshot tagged with the case that the journal
 does not name is left alone and named in a note. Every text shown is passed through
-``output.printable``, and the mount commands hold only values ec2ir checked or quoted itself.
+``ec2ir.core.text.printable``, and the mount commands hold only values ec2ir checked or quoted itself.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from typing import Any
 from ec2ir.aws.session import Aws, chunks, discover, patiently, request_ids, translated
 from ec2ir.core import validate
 from ec2ir.core.errors import AwsError, Ec2irError, StateTableError, UsageError
-from ec2ir.core.models import ACTIVE_STATUSES, EvidenceRef, JournalEntry
-from ec2ir.evidence.collect import TAG_CASE, TAG_INSTANCE
-from ec2ir.render.terminal import printable, table
-from ec2ir.store.state import StateStore, now
+from ec2ir.core.models import ACTIVE_STATUSES, EvidenceRef, InstanceFacts, JournalEntry
+from ec2ir.core.text import printable, table
+from ec2ir.evidence.snapshots import TAG_CASE, TAG_INSTANCE
+from ec2ir.store.items import now
+from ec2ir.store.state import StateStore
 
 FORENSICS_PERMISSIONS: tuple[str, ...] = (
     "ec2:DescribeSnapshots",
@@ -168,6 +169,53 @@ def attach(
     case = validate.case_id(case_id)
     workstation = _workstation_id(workstation_id)
     found = case_snapshots(aws, store, case)
+    facts = _checked_workstation(aws, store, case, workstation, found)
+    snapshots = found.snapshots
+
+    zone = str(facts.description.get("Placement", {}).get("AvailabilityZone", ""))
+    report = AttachReport(case, workstation, zone, actor, notes=list(found.notes), dry_run=dry_run)
+    ready = [snapshot for snapshot in snapshots if snapshot.described.get("State") == "completed"]
+    for snapshot in snapshots:
+        if snapshot.described.get("State") != "completed":
+            report.notes.append(
+                printable(
+                    f"{snapshot.snapshot_id} is {snapshot.described.get('State', 'unknown')}: not copied; "
+                    "run attach again once it has completed"
+                )
+            )
+    copies = _copies_for(aws, case, workstation, ready)
+    to_attach = [copy for copy in copies if not copy.result]
+    free = free_devices(facts.description.get("BlockDeviceMappings", []))
+    if len(to_attach) > len(free):
+        raise UsageError(
+            f"case {case} needs {len(to_attach)} device name(s) on {workstation} but only "
+            f"{len(free)} of {DEVICES[0]}-{DEVICES[-1]} are free",
+            "detach other volumes from the workstation, or use a second workstation",
+        )
+    if dry_run:
+        for copy, device in zip(to_attach, free, strict=False):
+            _plan_attach(copy, zone, device)
+        report.copies = copies
+        return report
+    by_snapshot = {snapshot.snapshot_id: snapshot.described for snapshot in ready}
+    _make_copies(aws, case, workstation, zone, list(zip(to_attach, free, strict=False)), by_snapshot)
+
+    for copy in copies:
+        if copy.device:
+            try:
+                copy.mount_commands = mount_commands(case, copy.volume_id, copy.device)
+            except ValueError as error:
+                report.notes.append(printable(f"no mount commands for {copy.volume_id}: {error}"))
+    report.copies = copies
+    _journal(store, [_entry(case, actor, copy, "forensics:attach") for copy in copies if copy.acted], report)
+    return report
+
+
+def _checked_workstation(
+    aws: Aws, store: StateStore, case: str, workstation: str, found: CaseSnapshots
+) -> InstanceFacts:
+    """The workstation's facts, once it is shown fit to receive the case's copies (else UsageError,
+    before any change)."""
     if not found.snapshots:
         ignored = f"; {len(found.notes)} left out: {' '.join(found.notes[:3])}" if found.notes else ""
         raise UsageError(
@@ -192,19 +240,12 @@ def attach(
             "attach the copies to a separate, trusted forensic workstation",
         )
     _refuse_held(store, workstation)
-    snapshots = found.snapshots
+    return facts
 
-    zone = str(facts.description.get("Placement", {}).get("AvailabilityZone", ""))
-    report = AttachReport(case, workstation, zone, actor, notes=list(found.notes), dry_run=dry_run)
-    ready = [snapshot for snapshot in snapshots if snapshot.described.get("State") == "completed"]
-    for snapshot in snapshots:
-        if snapshot.described.get("State") != "completed":
-            report.notes.append(
-                printable(
-                    f"{snapshot.snapshot_id} is {snapshot.described.get('State', 'unknown')}: not copied; "
-                    "run attach again once it has completed"
-                )
-            )
+
+def _copies_for(aws: Aws, case: str, workstation: str, ready: list[CaseSnapshot]) -> list[Copy]:
+    """A copy for each completed snapshot; one this workstation already has is taken as it is
+    (its result said), so only those without a result are still to attach."""
     # A copy found by its tags is taken for one only if EC2 says it was made from the snapshot its
     # tag names: a volume of anyone's, tagged so, is never attached as evidence.
     existing = {
@@ -228,32 +269,29 @@ def attach(
                         f"FAILED: the copy {copy.volume_id} is attached to {attachment.get('InstanceId')}; "
                         "run `ec2ir forensics detach` first"
                     )
+    return copies
 
-    to_attach = [copy for copy in copies if not copy.result]
-    free = free_devices(facts.description.get("BlockDeviceMappings", []))
-    if len(to_attach) > len(free):
-        raise UsageError(
-            f"case {case} needs {len(to_attach)} device name(s) on {workstation} but only "
-            f"{len(free)} of {DEVICES[0]}-{DEVICES[-1]} are free",
-            "detach other volumes from the workstation, or use a second workstation",
-        )
-    if dry_run:
-        for copy, device in zip(to_attach, free, strict=False):
-            _plan_attach(copy, zone, device)
-        report.copies = copies
-        return report
-    by_snapshot = {snapshot.snapshot_id: snapshot.described for snapshot in ready}
-    # Each phase for every copy before the next phase, so the volumes are made side by side.
-    for copy in to_attach:
+
+def _make_copies(
+    aws: Aws,
+    case: str,
+    workstation: str,
+    zone: str,
+    placed: list[tuple[Copy, str]],
+    by_snapshot: dict[str, dict[str, Any]],
+) -> None:
+    """Create, wait for and attach each copy at its device; each phase for every copy before the
+    next phase, so the volumes are made side by side."""
+    for copy, _ in placed:
         if not copy.volume_id:
             _step(copy, partial(_create, aws, case, by_snapshot[copy.snapshot_id], copy, zone))
-    for copy in to_attach:
+    for copy, _ in placed:
         if copy.ok:
             _step(copy, partial(_wait, aws, "volume_available", copy.volume_id, "become available"))
-    for copy, device in zip(to_attach, free, strict=False):
+    for copy, device in placed:
         if copy.ok:
             _step(copy, partial(_attach, aws, copy, device))
-    for copy in to_attach:
+    for copy, _ in placed:
         if copy.ok:
             _step(copy, partial(_wait, aws, "volume_in_use", copy.volume_id, "attach"))
         if copy.ok:
@@ -261,16 +299,6 @@ def attach(
                 f"done: copy of {copy.snapshot_id} ({copy.source_instance} {copy.source_device}) "
                 f"attached to {workstation} at {copy.device}"
             )
-
-    for copy in copies:
-        if copy.device:
-            try:
-                copy.mount_commands = mount_commands(case, copy.volume_id, copy.device)
-            except ValueError as error:
-                report.notes.append(printable(f"no mount commands for {copy.volume_id}: {error}"))
-    report.copies = copies
-    _journal(store, [_entry(case, actor, copy, "forensics:attach") for copy in copies if copy.acted], report)
-    return report
 
 
 def _plan_attach(copy: Copy, zone: str, device: str) -> None:
@@ -410,42 +438,13 @@ def detach(aws: Aws, store: StateStore, case_id: str, actor: str, dry_run: bool 
     copy's calls listed instead of made; nothing is detached, deleted or journaled."""
     case = validate.case_id(case_id)
     report = DetachReport(case, actor, dry_run=dry_run)
-    journaled = journaled_snapshots(store, case)
-    volumes = []
-    for volume in forensic_copies(aws, case):
-        if volume.get("State") in GONE:
-            continue
-        if volume.get("SnapshotId") in journaled:
-            volumes.append(volume)
-        else:
-            report.notes.append(
-                printable(
-                    f"left {volume['VolumeId']} alone: it is tagged as a copy of case {case}, but it was "
-                    f"made from {volume.get('SnapshotId') or 'no snapshot'}, which the case journal does "
-                    "not name"
-                )
-            )
     copies = []
-    for volume in volumes:
-        tags = _tags(volume)
+    for volume in _journaled_copies(aws, store, case, report):
         attachments = volume.get("Attachments", [])
-        copy = Copy(
-            snapshot_id=str(volume["SnapshotId"]),  # EC2's word, not the tag's
-            source_instance=tags.get(TAG_SOURCE_INSTANCE, ""),
-            source_device=tags.get(TAG_SOURCE_DEVICE, ""),
-            volume_id=volume["VolumeId"],
-            workstation_id=attachments[0].get("InstanceId", "") if attachments else "",
-            device=attachments[0].get("Device", "") if attachments else "",
-        )
+        copy = _copy_from_volume(volume)
         copies.append(copy)
         if dry_run:
-            detaching = [a for a in attachments if a.get("State") not in ("detaching", "detached")]
-            copy.calls = (
-                *(f"ec2:DetachVolume {copy.volume_id} {a['InstanceId']} {a['Device']}" for a in detaching),
-                f"ec2:DeleteVolume {copy.volume_id}",
-            )
-            where = f"detach from {copy.workstation_id} ({copy.device}) and " if detaching else ""
-            copy.result = f"would: {where}delete; the snapshot {copy.snapshot_id} is kept"
+            _plan_detach(copy, attachments)
             continue
         for attachment in attachments:
             if attachment.get("State") not in ("detaching", "detached"):
@@ -468,6 +467,51 @@ def detach(aws: Aws, store: StateStore, case_id: str, actor: str, dry_run: bool 
     report.copies = copies
     _journal(store, [_entry(case, actor, copy, "forensics:detach") for copy in copies], report)
     return report
+
+
+def _journaled_copies(aws: Aws, store: StateStore, case: str, report: DetachReport) -> list[dict[str, Any]]:
+    """The case's copies (not gone) that EC2 says were made from a snapshot the journal names;
+    every other volume tagged as one is named in a note and left alone."""
+    journaled = journaled_snapshots(store, case)
+    volumes = []
+    for volume in forensic_copies(aws, case):
+        if volume.get("State") in GONE:
+            continue
+        if volume.get("SnapshotId") in journaled:
+            volumes.append(volume)
+        else:
+            report.notes.append(
+                printable(
+                    f"left {volume['VolumeId']} alone: it is tagged as a copy of case {case}, but it was "
+                    f"made from {volume.get('SnapshotId') or 'no snapshot'}, which the case journal does "
+                    "not name"
+                )
+            )
+    return volumes
+
+
+def _copy_from_volume(volume: dict[str, Any]) -> Copy:
+    tags = _tags(volume)
+    attachments = volume.get("Attachments", [])
+    return Copy(
+        snapshot_id=str(volume["SnapshotId"]),  # EC2's word, not the tag's
+        source_instance=tags.get(TAG_SOURCE_INSTANCE, ""),
+        source_device=tags.get(TAG_SOURCE_DEVICE, ""),
+        volume_id=volume["VolumeId"],
+        workstation_id=attachments[0].get("InstanceId", "") if attachments else "",
+        device=attachments[0].get("Device", "") if attachments else "",
+    )
+
+
+def _plan_detach(copy: Copy, attachments: list[dict[str, Any]]) -> None:
+    """A dry run's copy: the calls detach would make for it, and its result in words."""
+    detaching = [a for a in attachments if a.get("State") not in ("detaching", "detached")]
+    copy.calls = (
+        *(f"ec2:DetachVolume {copy.volume_id} {a['InstanceId']} {a['Device']}" for a in detaching),
+        f"ec2:DeleteVolume {copy.volume_id}",
+    )
+    where = f"detach from {copy.workstation_id} ({copy.device}) and " if detaching else ""
+    copy.result = f"would: {where}delete; the snapshot {copy.snapshot_id} is kept"
 
 
 def _detach(aws: Aws, copy: Copy, attachment: dict[str, Any]) -> None:

@@ -48,7 +48,8 @@ from typing import Any, Literal
 from ec2ir.aws.session import Aws, chunks, request_ids, translated
 from ec2ir.core.errors import AwsError, Ec2irError, Throttled
 from ec2ir.core.models import EvidenceRef
-from ec2ir.evidence.collect import EvidenceBucket, compact_time, s3_translated
+from ec2ir.evidence.bucket import EvidenceBucket
+from ec2ir.evidence.s3 import compact_time, s3_translated
 
 # Every IAM action acquire() uses. The presigned URL is signed by ec2ir's caller, so the upload
 # from the instance is authorised as the caller's s3:PutObject.
@@ -147,6 +148,11 @@ def script(case_id: str, url: str, pins: dict[str, str] | None = None, owner: st
     expect = f'-H "{OWNER_HEADER}: {owner}" ' if owner else ""
     pins = pinned_sha256() if pins is None else pins
     case = _CASE_SAFE.sub("", case_id)
+    return [*_checks(case, pins), *_fetched_avml(), *_acquired_and_uploaded(url, expect)]
+
+
+def _checks(case: str, pins: dict[str, str]) -> list[str]:
+    """The script's set-up, and every refusal that comes before anything is downloaded."""
     version = AVML_VERSION
     return [
         f"# ec2ir: memory of this instance for case {case}, with AVML {version}",
@@ -168,6 +174,13 @@ def script(case_id: str, url: str, pins: dict[str, str] | None = None, owner: st
         f'[ -n "$PIN" ] || fail "no SHA-256 is pinned for AVML {version} $ASSET '
         "(set AVML_SHA256 in ec2ir.evidence.memory, or EC2IR_AVML_SHA256_X86_64 / _AARCH64); "
         'refusing to run an unverified binary"',
+    ]
+
+
+def _fetched_avml() -> list[str]:
+    """AVML downloaded where there is most room, checked against its pin, and made runnable."""
+    version = AVML_VERSION
+    return [
         # The image goes where there is most room; instance store (/mnt) spares the EBS volumes.
         "DIR=; BEST=0",
         "for CANDIDATE in /mnt /var/tmp /tmp /root; do",
@@ -190,6 +203,12 @@ def script(case_id: str, url: str, pins: dict[str, str] | None = None, owner: st
         '  rm -f "$CANDIDATE"',
         "done",
         '[ -n "$BIN" ] || fail "no local directory permits running AVML (noexec mounts)"',
+    ]
+
+
+def _acquired_and_uploaded(url: str, expect: str) -> list[str]:
+    """The image acquired, hashed and uploaded with one PUT; its digest and version said last."""
+    return [
         f'IMAGE="$WORK/{IMAGE_NAME}"',
         '"$BIN" acquire --compress --max-disk-usage-percentage 90 "$IMAGE" >"$WORK/avml.log" 2>&1 &',
         "PID=$!",

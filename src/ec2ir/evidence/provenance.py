@@ -25,17 +25,16 @@ from typing import Any
 from ec2ir.aws.session import Aws, chunks, translated
 from ec2ir.core.errors import AwsError, Ec2irError
 from ec2ir.core.models import EvidenceRef, GroupRecord, Hold
-from ec2ir.evidence.collect import (
-    Finding,
+from ec2ir.evidence.s3 import (
     account_of,
     compact_time,
     expected_owner,
-    journal_head_key,
     read_object,
     s3_translated,
     split_location,
 )
-from ec2ir.store.state import RecordEntry, StoredEntry
+from ec2ir.evidence.verify import Finding, journal_head_key
+from ec2ir.store.entries import RecordEntry, StoredEntry
 
 RECORD_ACTION = "isolate:record-originals"
 CHAIN_SINCE = "written before the journal was chained"
@@ -81,42 +80,7 @@ def check_chain(entries: list[StoredEntry]) -> list[Finding]:
         if stored.link is not None:
             runs.setdefault(stored.link.run, []).append(stored)
     for run, chained in sorted(runs.items()):
-        by_seq: dict[int, StoredEntry] = {}
-        for stored in chained:
-            assert stored.link is not None
-            if stored.link.seq in by_seq:
-                findings.append(
-                    _finding(stored, "TAMPERED", f"run {run}: two entries claim place {stored.link.seq}")
-                )
-            by_seq[stored.link.seq] = stored
-        missing = sorted(set(range(max(by_seq) + 1)) - set(by_seq))
-        if missing:
-            findings.append(
-                Finding(
-                    EvidenceRef("journal", f"journal-run:{run}"),
-                    "MISSING",
-                    f"run {run}: entr(ies) {', '.join(map(str, missing[:20]))} of its chain are gone "
-                    "(deleted)",
-                )
-            )
-        for seq, stored in sorted(by_seq.items()):
-            assert stored.link is not None
-            before = by_seq.get(seq - 1)
-            if seq > 0 and before is not None and stored.link.prev != before.digest:
-                findings.append(
-                    _finding(
-                        stored,
-                        "TAMPERED",
-                        f"run {run}, entry {seq}: names a predecessor that is not entry {seq - 1} "
-                        "(entries rewritten, replaced or reordered)",
-                    )
-                )
-            if seq == 0 and stored.link.prev and stored.link.prev not in digests:
-                findings.append(
-                    _finding(
-                        stored, "MISSING", f"run {run} begins after an entry that is no longer in the journal"
-                    )
-                )
+        findings += _check_run(run, chained, digests)
     if unchained:
         findings.append(
             Finding(
@@ -125,6 +89,47 @@ def check_chain(entries: list[StoredEntry]) -> list[Finding]:
                 f"{len(unchained)} entr(ies) {CHAIN_SINCE}: each checked against its key's digest only",
             )
         )
+    return findings
+
+
+def _check_run(run: str, chained: list[StoredEntry], digests: set[str]) -> list[Finding]:
+    """One run's chain: each place held once, none missing, each entry naming the one before."""
+    findings: list[Finding] = []
+    by_seq: dict[int, StoredEntry] = {}
+    for stored in chained:
+        assert stored.link is not None
+        if stored.link.seq in by_seq:
+            findings.append(
+                _finding(stored, "TAMPERED", f"run {run}: two entries claim place {stored.link.seq}")
+            )
+        by_seq[stored.link.seq] = stored
+    missing = sorted(set(range(max(by_seq) + 1)) - set(by_seq))
+    if missing:
+        findings.append(
+            Finding(
+                EvidenceRef("journal", f"journal-run:{run}"),
+                "MISSING",
+                f"run {run}: entr(ies) {', '.join(map(str, missing[:20]))} of its chain are gone (deleted)",
+            )
+        )
+    for seq, stored in sorted(by_seq.items()):
+        assert stored.link is not None
+        before = by_seq.get(seq - 1)
+        if seq > 0 and before is not None and stored.link.prev != before.digest:
+            findings.append(
+                _finding(
+                    stored,
+                    "TAMPERED",
+                    f"run {run}, entry {seq}: names a predecessor that is not entry {seq - 1} "
+                    "(entries rewritten, replaced or reordered)",
+                )
+            )
+        if seq == 0 and stored.link.prev and stored.link.prev not in digests:
+            findings.append(
+                _finding(
+                    stored, "MISSING", f"run {run} begins after an entry that is no longer in the journal"
+                )
+            )
     return findings
 
 
@@ -137,30 +142,11 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
             by_run.setdefault(stored.link.run, {})[stored.link.seq] = stored
     findings: list[Finding] = []
     proven: set[str] = set()
-    s3 = aws.client("s3")
     key = journal_head_key(case_id)
     for bucket in sorted(set(buckets)):
         location = f"s3://{bucket}/{key}"
         try:
-            versions: list[dict[str, Any]] = []
-            with s3_translated("ListObjectVersions"):
-                pages = s3.get_paginator("list_object_versions").paginate(
-                    Bucket=bucket, Prefix=key, **expected_owner(aws)
-                )
-                for page in pages:
-                    versions += [v for v in page.get("Versions", []) if v["Key"] == key]
-            heads = []
-            for version in versions:
-                arguments = {
-                    "Bucket": bucket,
-                    "Key": key,
-                    "VersionId": version["VersionId"],
-                    **expected_owner(aws),
-                }
-                with s3_translated("GetObject"):
-                    heads.append(
-                        (version["VersionId"], json.loads(s3.get_object(**arguments)["Body"].read()))
-                    )
+            heads = _heads(aws, bucket, key)
         except (AwsError, ValueError) as error:
             findings.append(Finding(EvidenceRef("journal-head", location), "UNREADABLE", str(error)))
             continue
@@ -168,31 +154,7 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
             ref = EvidenceRef("journal-head", location, version_id=str(version_id))
             run = str(head.get("run", ""))
             proven.add(run)
-            chain = by_run.get(run, {})
-            unwritten = {int(seq) for seq in head.get("unwritten", [])}
-            last_seq, last = int(head.get("last_seq", -1)), str(head.get("last_digest", ""))
-            gone = sorted(set(range(last_seq + 1)) - set(chain) - unwritten)
-            if gone:
-                findings.append(
-                    Finding(
-                        ref,
-                        "MISSING",
-                        f"run {run} wrote {last_seq + 1} entr(ies) by its head; "
-                        f"{', '.join(map(str, gone[:20]))} are no longer in the journal (deleted)",
-                    )
-                )
-            elif last_seq >= 0 and last_seq in chain and chain[last_seq].digest != last:
-                findings.append(
-                    Finding(
-                        ref,
-                        "TAMPERED",
-                        f"run {run}: its last entry is not the one its head names (rewritten)",
-                    )
-                )
-            else:
-                findings.append(
-                    Finding(ref, "intact", f"run {run}: {last_seq + 1} entr(ies) as its head says")
-                )
+            findings.append(_check_head(ref, run, head, by_run.get(run, {})))
     for run in sorted(set(by_run) - proven):
         chain = by_run[run]
         first = chain[min(chain)].entry
@@ -206,6 +168,48 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
             )
         )
     return findings
+
+
+def _heads(aws: Aws, bucket: str, key: str) -> list[tuple[Any, dict[str, Any]]]:
+    """Every version of the journal head in the bucket: its version id and its content."""
+    s3 = aws.client("s3")
+    versions: list[dict[str, Any]] = []
+    with s3_translated("ListObjectVersions"):
+        pages = s3.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=key, **expected_owner(aws)
+        )
+        for page in pages:
+            versions += [v for v in page.get("Versions", []) if v["Key"] == key]
+    heads = []
+    for version in versions:
+        arguments = {
+            "Bucket": bucket,
+            "Key": key,
+            "VersionId": version["VersionId"],
+            **expected_owner(aws),
+        }
+        with s3_translated("GetObject"):
+            heads.append((version["VersionId"], json.loads(s3.get_object(**arguments)["Body"].read())))
+    return heads
+
+
+def _check_head(ref: EvidenceRef, run: str, head: dict[str, Any], chain: dict[int, StoredEntry]) -> Finding:
+    """One head against its run's chain: entries deleted, the last one rewritten, or intact."""
+    unwritten = {int(seq) for seq in head.get("unwritten", [])}
+    last_seq, last = int(head.get("last_seq", -1)), str(head.get("last_digest", ""))
+    gone = sorted(set(range(last_seq + 1)) - set(chain) - unwritten)
+    if gone:
+        return Finding(
+            ref,
+            "MISSING",
+            f"run {run} wrote {last_seq + 1} entr(ies) by its head; "
+            f"{', '.join(map(str, gone[:20]))} are no longer in the journal (deleted)",
+        )
+    if last_seq >= 0 and last_seq in chain and chain[last_seq].digest != last:
+        return Finding(
+            ref, "TAMPERED", f"run {run}: its last entry is not the one its head names (rewritten)"
+        )
+    return Finding(ref, "intact", f"run {run}: {last_seq + 1} entr(ies) as its head says")
 
 
 def journal_buckets(entries: list[StoredEntry], *more: str) -> set[str]:
