@@ -6,6 +6,10 @@ what to do, and the exit code the CLI uses. Adapters print ``str(error)`` and ne
 
 from __future__ import annotations
 
+# An error that stops a command exits with its class's ``exit_code``: EXIT_USAGE (2, "nothing was
+# changed") for every error raised before the first change (bad input, missing credentials, a
+# refusal, a failed AWS call outside any instance's steps), EXIT_PARTIAL (1) for what fails one
+# instance's or one step's work, which a run reports as that instance's failure.
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
@@ -45,7 +49,13 @@ class StateTableError(UsageError):
 
 
 class AwsError(Ec2irError):
-    """An AWS call failed; ``code`` is AWS's error code and ``action`` the IAM action it needed."""
+    """An AWS call failed; ``code`` is AWS's error code and ``action`` the IAM action it needed.
+
+    One that stops a command was made outside every instance's steps (which report their own
+    failures): resolving the targets, reading the state table, discovery, the read-only commands.
+    Nothing was changed then, and the README and the tests document 2 for a missing permission."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, code: str, message: str, action: str, request_id: str = "") -> None:
         super().__init__(f"{action}: {code}: {message}")
