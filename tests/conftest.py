@@ -1,4 +1,11 @@
-"""Fixtures: one corrected emulator per session (moto's server on loopback), reset per test."""
+"""Fixtures: one corrected emulator per session, in this process, reset per test.
+
+Tests reach the emulator through ``emulator`` (moto answering in this process: no socket, the same
+fidelity fixes). A test whose calls must cross a real socket (a subprocess, raw HTTP) asks for
+``served_emulator`` too: moto's server on loopback, over the same state, and is marked ``e2e``.
+Evidence (snapshots, metadata) is off in tests unless a test is marked ``evidence``; see
+``_evidence_only_when_asked``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ import pytest
 
 from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.cli import app as cli
+from ec2ir.containment.steps import Options
+from ec2ir.emulator.inprocess import InProcessEmulator
 from ec2ir.emulator.server import DEMO_REGION, Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
@@ -24,17 +33,83 @@ AMI = "ami-12c6146b"  # in moto's built-in catalogue
 # network: every test that reaches the ranges reads this file.
 AWS_IP_RANGES = Path(__file__).parent / "fixtures" / "aws-ip-ranges.json"
 os.environ["EC2IR_AWS_IP_RANGES"] = str(AWS_IP_RANGES)
+# The AMIs the tests launch (the fleet's Windows one; a Linux one for SSM and memory).
+CATALOGUE_AMIS = (AMI, "ami-760aaa0f")
 
 
-@pytest.fixture(scope="session")
-def emulator() -> Iterator[Emulator]:
+def _keep_only_catalogue_amis() -> None:
+    """moto seeds every catalogued AMI and a snapshot for each (about 1,300 in us-east-1) at each
+    reset, and filters them all in Python on every DescribeImages and DescribeSnapshots: most of a
+    reset's cost, and 0.2 s of CPU for each snapshot lookup of an evidence run. The tests' emulator
+    (and the subprocesses they start, which inherit the variable) load only the AMIs above: the
+    same records, so an instance's platform still comes from its AMI. moto reads the variable
+    when its AMI module is first imported, which no module imported so far does."""
+    import atexit
+    import sys
+    import tempfile
+
+    from moto.utilities.utils import load_resource
+
+    if "moto.ec2.models.amis" in sys.modules or "MOTO_AMIS_PATH" in os.environ:
+        return
+    catalogue = [ami for ami in load_resource("ec2/resources/amis.json") if ami["ami_id"] in CATALOGUE_AMIS]
+    assert len(catalogue) == len(CATALOGUE_AMIS), "an AMI the tests launch left moto's catalogue"
+    handle, path = tempfile.mkstemp(prefix="ec2ir-test-amis-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        json.dump(catalogue, file)
+    atexit.register(os.unlink, path)
+    os.environ["MOTO_AMIS_PATH"] = path
+
+
+_keep_only_catalogue_amis()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that needs the served emulator crosses a real socket: it is end to end by nature.
+    for item in items:
+        if "served_emulator" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
+def _emulator_environment() -> None:
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=DEMO_REGION
     )
     for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         os.environ.pop(variable, None)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[InProcessEmulator]:
+    _emulator_environment()
+    with InProcessEmulator() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def served_emulator(emulator: InProcessEmulator) -> Iterator[Emulator]:
+    """moto's server on loopback, for calls that must cross a socket; it shares the in-process
+    emulator's state (moto's backends are global to the process), so ``aws``'s reset and
+    ``fleet``'s resources hold for it too."""
     with Emulator() as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _evidence_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run in a test collects no evidence unless the test is marked ``evidence``.
+
+    Evidence is a third of an isolation's AWS calls, and most tests are about containment. The
+    default of ``Options.evidence`` is what changes, so an engine run given no options, or options
+    that do not name evidence, contains only; the ``run`` fixture passes ``--no-evidence`` to
+    ``isolate`` for the same reason. ``collect`` always collects (it sets evidence itself)."""
+    if request.node.get_closest_marker("evidence") is not None:
+        return
+    names = Options.__dataclass_fields__
+    defaults = list(Options.__init__.__defaults__ or ())
+    positional = [name for name in names if names[name].init]
+    defaults[positional.index("evidence") - (len(positional) - len(defaults))] = False
+    monkeypatch.setattr(Options.__init__, "__defaults__", tuple(defaults))
 
 
 def race(runners: int, prepare: Callable[[], Any], run: Callable[[Any], Any]) -> list[Any]:
@@ -62,9 +137,16 @@ def race(runners: int, prepare: Callable[[], Any], run: Callable[[Any], Any]) ->
 
 
 @pytest.fixture
-def aws(emulator: Emulator) -> Aws:
+def aws(emulator: InProcessEmulator) -> Aws:
     emulator.reset()
     return Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url))
+
+
+@pytest.fixture
+def served_aws(aws: Aws, served_emulator: Emulator) -> Aws:
+    """Clients of the served emulator, reset as ``aws`` is: for a URL that a real HTTP client
+    (curl, a subprocess) must follow, such as a presigned one."""
+    return Aws(AwsSettings(region=DEMO_REGION, endpoint_url=served_emulator.endpoint_url))
 
 
 @pytest.fixture
@@ -88,13 +170,23 @@ Cli = Callable[..., Run]
 
 
 @pytest.fixture
-def run(emulator: Emulator, aws: Aws, capsys: pytest.CaptureFixture[str], monkeypatch: Any) -> Cli:
-    """The ``ec2ir`` command, in process, against the emulator; ``stdin`` is what it reads for ``-``."""
+def run(
+    emulator: InProcessEmulator,
+    aws: Aws,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: Any,
+    request: pytest.FixtureRequest,
+) -> Cli:
+    """The ``ec2ir`` command, in process, against the emulator; ``stdin`` is what it reads for ``-``.
+
+    ``isolate`` contains only (``--no-evidence``) unless the test is marked ``evidence``."""
+    evidence = request.node.get_closest_marker("evidence") is not None
 
     def invoke(*argv: str, stdin: str | None = None) -> Run:
         if stdin is not None:
             monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        code = cli.main([*argv, "--endpoint-url", emulator.endpoint_url, "--region", DEMO_REGION])
+        extra = [] if evidence or argv[:1] != ("isolate",) or "--no-evidence" in argv else ["--no-evidence"]
+        code = cli.main([*argv, *extra, "--endpoint-url", emulator.endpoint_url, "--region", DEMO_REGION])
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 

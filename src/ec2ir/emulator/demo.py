@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from ec2ir.aws.session import Aws, AwsSettings, discover
 from ec2ir.core.errors import UsageError
+from ec2ir.core.text import printable, table
 from ec2ir.emulator.server import DEMO_REGION, Emulator
-from ec2ir.render.terminal import printable, table
 
 DEMO_CASE = "DEMO-001"
 DEMO_OFFICE = "203.0.113.0/24"

@@ -116,7 +116,7 @@ def emulated_memory_image(instance_id: str) -> bytes:
     return header + bytes(range(256)) * 16
 
 
-def _require_moto() -> None:
+def require_moto() -> None:
     try:
         import moto  # noqa: F401
     except ImportError as exc:
@@ -549,7 +549,7 @@ FIXES = (
 
 def apply_fidelity_fixes(only: tuple[str, ...] = FIXES) -> None:
     """Correct moto in this process (idempotent). ``only`` picks fixes, for the fidelity tests."""
-    _require_moto()
+    require_moto()
     with _lock:
         if _applied:
             return
@@ -601,7 +601,7 @@ class Emulator:
         return f"http://{host}:{port}"
 
     def start(self) -> Emulator:
-        _require_moto()
+        require_moto()
         from moto.server import ThreadedMotoServer
 
         apply_fidelity_fixes()
