@@ -52,7 +52,8 @@ from benchmarks.figures import (
 from benchmarks.shim import EC2_BUCKETS, MODIFY_ENI, MUTATING, CallRecord, RemoteShim
 from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.containment.steps import Options
-from ec2ir.engine.facade import DEFAULT_CONCURRENCY, Engine
+from ec2ir.engine.facade import Engine
+from ec2ir.engine.runtime import DEFAULT_CONCURRENCY
 from ec2ir.store.state import StateStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from benchmarks.shim import (
     instance_named,
 )
 
-from ec2ir.engine.facade import DEFAULT_CONCURRENCY
+from ec2ir.engine.runtime import DEFAULT_CONCURRENCY
 
 # The benchmark's own machinery, not ec2ir's behaviour: `pytest -m "not benchmark"` leaves it out.
 pytestmark = pytest.mark.benchmark

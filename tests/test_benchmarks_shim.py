@@ -385,8 +385,14 @@ def test_indexed_tag_lookups_give_moto_s_own_answers(monkeypatch: pytest.MonkeyP
                     {"ResourceType": "snapshot", "Tags": [{"Key": "ec2ir:case", "Value": case}]}
                 ],
             )
-        filters = [{"Name": "tag:ec2ir:case", "Values": ["CASE-2"]}]
-        before = ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]
+        def case_2_snapshots() -> list[Any]:
+            return list(
+                ec2.describe_snapshots(
+                    OwnerIds=["self"], Filters=[{"Name": "tag:ec2ir:case", "Values": ["CASE-2"]}]
+                )["Snapshots"]
+            )
+
+        before = case_2_snapshots()
         account = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
         backend = ec2_backends[account][REGION]
         resources = [
@@ -401,7 +407,7 @@ def test_indexed_tag_lookups_give_moto_s_own_answers(monkeypatch: pytest.MonkeyP
         assert TaggedEC2Resource.get_tags is not scanning
         assert [resource.get_tags() for resource in resources] == scanned
         assert any(scanned) and not all(scanned)  # tagged and untagged resources both compared
-        assert ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"] == before
+        assert case_2_snapshots() == before
         assert len(before) == 1
 
 

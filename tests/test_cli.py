@@ -188,7 +188,9 @@ def test_plain_progress_lines_when_not_a_terminal(run: Cli, fleet: Fleet) -> Non
     assert "\r" not in result.err
 
 
-def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator, fleet: Fleet) -> None:
+def test_two_cli_processes_isolating_the_same_instances_agree(
+    served_emulator: Emulator, fleet: Fleet
+) -> None:
     vpc = fleet.vpc(1)
     instances = [
         fleet.instance(vpc, [fleet.group(vpc, f"web{i}")], extra_enis=[[fleet.group(vpc, f"m{i}")]])
@@ -206,7 +208,7 @@ def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator
         "--output",
         "json",
     ]
-    env = os.environ | {"AWS_ENDPOINT_URL": emulator.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+    env = os.environ | {"AWS_ENDPOINT_URL": served_emulator.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
 
     racers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [racer.communicate(timeout=120)[0] for racer in racers]
@@ -232,6 +234,7 @@ def test_two_cli_processes_isolating_the_same_instances_agree(emulator: Emulator
     assert fleet.eni_groups(instances) == before
 
 
+@pytest.mark.e2e
 def test_the_demo_isolates_and_restores_exactly() -> None:
     demo = subprocess.run(
         [sys.executable, "-m", "ec2ir.cli.app", "demo"], capture_output=True, text=True, timeout=300
@@ -243,6 +246,7 @@ def test_the_demo_isolates_and_restores_exactly() -> None:
     assert demo.stdout.count("ec2ir-isolation") >= 4
 
 
+@pytest.mark.e2e
 def test_the_emulator_command_serves_any_boto3_client() -> None:
     import socket
 
@@ -332,6 +336,7 @@ def test_the_help_warns_about_revoke_sessions_and_rejoin(capsys: pytest.CaptureF
     assert "--rejoin" in release_help and "already replaced it" in release_help
 
 
+@pytest.mark.slow
 def test_ten_thousand_ids_are_validated_and_discovered_in_batches(run: Cli, fleet: Fleet) -> None:
     vpc = fleet.vpc(1)
     real = fleet.instance(vpc, [fleet.group(vpc, "web")])
@@ -507,6 +512,7 @@ def test_no_evidence_and_unknown_cases_and_bad_buckets(run: Cli, fleet: Fleet) -
     assert negative.value.code == 2
 
 
+@pytest.mark.evidence
 def test_wait_shows_snapshot_progress(run: Cli, fleet: Fleet) -> None:
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])

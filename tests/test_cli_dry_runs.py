@@ -171,6 +171,7 @@ def test_collect_dry_run_refuses_what_collect_refuses(run: Cli, fleet: Fleet, ch
 # -- isolate --dry-run: the evidence and each ENI's path ------------------------------------------
 
 
+@pytest.mark.evidence
 def test_isolate_dry_run_names_the_evidence_calls_and_each_enis_path(
     run: Cli, fleet: Fleet, changes: list[str]
 ) -> None:
@@ -312,6 +313,7 @@ def test_forensics_detach_dry_run_lists_what_it_would_detach_and_delete(
     assert world(fleet) == before  # still attached, nothing journaled
 
 
+@pytest.mark.evidence
 def test_the_objects_the_plan_names_are_the_objects_the_run_writes(run: Cli, fleet: Fleet) -> None:
     # The plan lists the metadata objects from a list of its own (evidence.METADATA_FILES); the
     # run writes them from evidence.metadata_items: the two must not drift apart.

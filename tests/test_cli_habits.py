@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from ec2ir.cli import app as cli
+from ec2ir.cli.parser import build_parser
 from ec2ir.emulator.server import Emulator
 from tests.conftest import Fleet
 
 
+@pytest.mark.e2e
 def test_a_closed_pipe_exits_quietly() -> None:
     read, write = os.pipe()
     os.close(read)  # the reader is gone before ec2ir writes a byte: `ec2ir permissions | head -0`
@@ -102,13 +104,13 @@ def test_every_subcommand_has_a_description_and_an_example(capsys: pytest.Captur
     def subcommands(parser: Any) -> dict[str, Any]:
         return dict(parser._subparsers._group_actions[0].choices)
 
-    commands = subcommands(cli.build_parser())
+    commands = subcommands(build_parser())
     parsers: dict[tuple[str, ...], Any] = {(name,): command for name, command in commands.items()}
     parsers |= {("forensics", name): command for name, command in subcommands(commands["forensics"]).items()}
     for argv, command in parsers.items():
         assert command.description, argv
         with pytest.raises(SystemExit):
-            cli.build_parser().parse_args([*argv, "--help"])
+            build_parser().parse_args([*argv, "--help"])
         said = " ".join(capsys.readouterr().out.split())
         assert " ".join(command.description.split()) in said, argv
         assert f"example: ec2ir {argv[0]}" in said, argv

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from ec2ir.aws.session import Aws
-from ec2ir.cli import app as cli
+from ec2ir.cli import interrupts as cli
+from ec2ir.cli.app import main
 from ec2ir.core.models import HoldStatus
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
@@ -404,7 +405,7 @@ def test_a_ctrl_c_that_also_closed_standard_error_still_finishes_and_exits_130(
     hook = AtFirstSwap(tee_dies_with_the_ctrl_c)
     with monkeypatch.context() as patch:
         hook.install(patch)
-        code = cli.main(
+        code = main(
             ["isolate", *instances, "--case", CASE, "--concurrency", "1",
              "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"]
         )  # fmt: skip

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Cli, Fleet, Run, one_line_error
 from tests.test_cli_output import web_member
 
@@ -179,6 +181,7 @@ def check_steps(document: dict[str, Any], planned: bool = False) -> None:
 # -- the commands, as a responder runs them ------------------------------------------------------
 
 
+@pytest.mark.evidence
 def test_every_command_prints_one_documented_object(run: Cli, fleet: Fleet) -> None:
     instance, _ = web_member(fleet)  # in an Auto Scaling group and a target group, with a profile
     [vpc] = fleet.subnets

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ec2ir.containment.steps import TAG_ISOLATED_AT, Options
 from ec2ir.core.models import InstanceResult
-from ec2ir.engine.facade import Engine, RunReport
+from ec2ir.engine.facade import Engine
+from ec2ir.engine.results import RunReport
 from ec2ir.render.terminal import render_run, run_warnings
-from ec2ir.report.case import build_report
+from ec2ir.report.build import build_report
 from tests.conftest import Cli, Fleet
 from tests.faults import Fault, inject
 
@@ -188,6 +191,7 @@ def test_invalid_target_is_a_failure_while_the_instance_is_still_registered(
     assert instance in [t["Target"]["Id"] for t in health["TargetHealthDescriptions"]]
 
 
+@pytest.mark.evidence
 def test_a_rerun_journals_evidence_again_but_the_report_counts_it_once(
     run: Cli, fleet: Fleet, engine: Engine
 ) -> None:

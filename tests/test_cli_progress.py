@@ -15,9 +15,10 @@ import pytest
 from ec2ir.aws.session import Aws
 from ec2ir.cli import app as cli
 from ec2ir.core.models import InstanceResult
+from ec2ir.core.text import table
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
-from ec2ir.render.terminal import ProgressPrinter, table
+from ec2ir.render.terminal import ProgressPrinter
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 
@@ -142,6 +143,7 @@ def test_the_cli_shows_each_instance_contained_before_any_evidence_step_ends(
     assert min(i for i, _ in done) > first_evidence
 
 
+@pytest.mark.evidence
 def test_the_engine_reports_every_cut_before_any_evidence_and_each_end_after(
     aws: Aws, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -286,7 +288,7 @@ def test_a_table_fits_the_width_by_wrapping_its_free_text_never_cutting_an_id() 
     assert max(len(line) for line in fitted.splitlines()) <= 100
     assert max(len(line) for line in unlimited.splitlines()) > 100
     assert len(unlimited.splitlines()) == 4  # no limit: one line per row, as piped output keeps
-    from ec2ir.render.terminal import table_lines  # new with the fitting: the other tests run without it
+    from ec2ir.core.text import table_lines  # new with the fitting: the other tests run without it
 
     _, _, first, second = table_lines(headers, rows, width=100)
     assert len(first) > 1 and len(second) == 1  # the long DETAIL wrapped under its column

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ec2ir.cli import app as cli
+from ec2ir.cli.parser import build_parser
 from ec2ir.core.errors import EXIT_USAGE
 from ec2ir.core.models import HoldStatus
 from ec2ir.store.state import StateStore
@@ -219,9 +220,7 @@ def test_rejoin_takes_its_targets_like_release() -> None:
     from ec2ir.aws import targets
 
     assert "rejoin" in targets.COMMANDS
-    args = cli.build_parser().parse_args(
-        ["rejoin", "--case", "IR-1", "--filters", "Name=tag:env,Values=prod"]
-    )
+    args = build_parser().parse_args(["rejoin", "--case", "IR-1", "--filters", "Name=tag:env,Values=prod"])
     assert args.filters == ["Name=tag:env,Values=prod"] and args.max_instances == 25
 
 

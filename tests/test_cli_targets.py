@@ -11,6 +11,7 @@ import pytest
 
 from ec2ir.aws import targets
 from ec2ir.cli import app as cli
+from ec2ir.cli.parser import build_parser
 from ec2ir.core.errors import UsageError
 from tests.conftest import Cli, Fleet
 
@@ -206,7 +207,7 @@ def test_the_resolver_unites_named_and_selected_and_keeps_the_limit() -> None:
     ],
 )
 def test_the_case_as_case_id_or_case_option(argv: list[str], case: str, ids: list[str] | None) -> None:
-    parser = cli.build_parser()
+    parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     targets.settle(args, extras)
     assert args.case == case

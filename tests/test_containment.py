@@ -364,11 +364,12 @@ READ_ARTIFACTS = {("elbv2", "FakeHealthStatus")}
 
 
 @pytest.fixture
-def emulator_state(emulator: Emulator) -> Iterator[Any]:
+def emulator_state(served_emulator: Emulator) -> Iterator[Any]:
     """The whole emulator's state: every model of every service, as moto's own dump gives it."""
 
     def snapshot() -> Any:
-        with urllib.request.urlopen(f"{emulator.endpoint_url}/moto-api/data.json", timeout=30) as response:
+        url = f"{served_emulator.endpoint_url}/moto-api/data.json"
+        with urllib.request.urlopen(url, timeout=30) as response:
             dump = json.load(response)
         return {
             service: {
@@ -415,6 +416,7 @@ def test_dry_run_names_a_denied_action(engine: Engine, fleet: Fleet) -> None:
     assert [check.action for check in plan.denied] == ["ec2:ModifyNetworkInterfaceAttribute"]
 
 
+@pytest.mark.evidence  # every client of a run, the evidence and S3 ones too
 def test_the_printed_policy_covers_every_call_of_a_full_isolate_and_release(
     engine: Engine, fleet: Fleet, rich: RichFleet
 ) -> None:

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # runs the demo in a process of its own
+
 OLD_FIXED_NAME = "ec2ir-demo-report.html"
 
 

@@ -10,8 +10,10 @@ from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.containment.steps import Options
 from ec2ir.core.errors import StateTableError
 from ec2ir.core.models import HoldStatus, VpcGroups
-from ec2ir.engine.facade import Engine, RunReport
-from ec2ir.store.state import StateStore, instance_key
+from ec2ir.engine.facade import Engine
+from ec2ir.engine.results import RunReport
+from ec2ir.store.items import instance_key
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet, race
 from tests.faults import Fault, inject
 
@@ -437,6 +439,7 @@ def ensure_groups_in(vpc_id: str, aws: Aws) -> VpcGroups:
     return ensure_vpc_groups(aws, StateStore(aws), vpc_id, "CASE-1", OFFICE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drifted", [False, True], ids=["new-vpc", "drifted-groups"])
 def test_racing_runs_agree_on_one_pair_of_safe_groups_per_vpc(
     engine: Engine, fleet: Fleet, drifted: bool

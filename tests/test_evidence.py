@@ -16,10 +16,13 @@ from ec2ir.core.errors import AwsError, UsageError
 from ec2ir.core.models import EvidenceRef, HoldStatus, JournalEntry
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
-from ec2ir.evidence.collect import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME, split_location
+from ec2ir.evidence.s3 import split_location
+from ec2ir.evidence.snapshots import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 from tests.faults import Crash, Fault, FaultPoint, inject
+
+pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
 CASE = "IR-EV"
 OFFICE = "198.51.100.0/24"

@@ -11,10 +11,13 @@ import pytest
 
 from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.engine.facade import Engine
-from ec2ir.evidence.collect import BUCKET_RECORD, BUCKET_RECORD_SORT, EvidenceBucket, default_bucket
+from ec2ir.evidence.bucket import EvidenceBucket, default_bucket
+from ec2ir.evidence.bucket_setup import BUCKET_RECORD, BUCKET_RECORD_SORT
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
 from tests.faults import Crash
+
+pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
 ACCOUNT = "123456789012"  # moto's
 BUCKET = default_bucket(ACCOUNT, "us-east-1")

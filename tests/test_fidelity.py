@@ -113,7 +113,7 @@ def test_the_iam_policy_simulator_answers(fleet: Fleet, corrected: bool) -> None
             results = iam.simulate_principal_policy(
                 PolicySourceArn="arn:aws:iam::123456789012:user/moto", ActionNames=["ec2:DescribeInstances"]
             )["EvaluationResults"]
-            verdicts = [result["EvalDecision"] for result in results]
+            verdicts: list[str] = [result["EvalDecision"] for result in results]
         except Exception as error:
             verdicts = [type(error).__name__]
 

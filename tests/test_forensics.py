@@ -18,7 +18,6 @@ from ec2ir.aws.session import Aws, discover
 from ec2ir.core.errors import UsageError
 from ec2ir.core.models import JournalEntry
 from ec2ir.engine.facade import Engine
-from ec2ir.evidence.collect import take_snapshots
 from ec2ir.evidence.forensics import (
     DEVICES,
     FORENSICS_PERMISSIONS,
@@ -29,10 +28,14 @@ from ec2ir.evidence.forensics import (
     render_attach,
     render_detach,
 )
-from ec2ir.store.state import StateStore, now
+from ec2ir.evidence.snapshots import take_snapshots
+from ec2ir.store.items import now
+from ec2ir.store.state import StateStore
 from tests.conftest import AMI, Fleet
 from tests.faults import Fault, inject
 from tests.test_containment import CallRecorder
+
+pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
 CASE = "IR-2026-0042"
 ACTOR = "arn:aws:iam::123456789012:user/responder"

@@ -27,9 +27,10 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from ec2ir.aws.session import Aws
 from ec2ir.core import validate
 from ec2ir.core.models import EvidenceRef, HoldStatus, InstanceResult
-from ec2ir.engine.facade import Engine, RunReport
-from ec2ir.evidence.collect import default_bucket
-from ec2ir.handlers import custom_resource, guardduty
+from ec2ir.engine.facade import Engine
+from ec2ir.engine.results import RunReport
+from ec2ir.evidence.bucket import default_bucket
+from ec2ir.handlers import cloudformation, custom_resource, guardduty
 from ec2ir.handlers import finding_addresses as finding_addresses_module
 from ec2ir.handlers.finding_addresses import finding_addresses, remote_addresses
 from ec2ir.store.state import StateStore
@@ -176,7 +177,7 @@ class StackStatus:
             return None
         stack = {
             "StackId": self.stack_id,
-            "StackName": custom_resource.stack_name_of(self.stack_id),
+            "StackName": cloudformation.stack_name_of(self.stack_id),
             "CreationTime": datetime(2026, 3, 14, 9, 0, tzinfo=UTC),
             "StackStatus": self.status,
             "DisableRollback": False,
@@ -251,6 +252,7 @@ def wait_for_workers(timeout: float = 20.0) -> None:
 # -- Custom::Containment --------------------------------------------------------------------------------
 
 
+@pytest.mark.evidence
 def test_create_isolates_every_eni_and_answers_with_the_groups(
     aws: Aws, fleet: Fleet, catcher: ResponseCatcher, incident: dict[str, Any]
 ) -> None:
@@ -858,24 +860,22 @@ def test_the_lambda_entry_point_answers_only_its_own_stack_at_cloudformations_bu
 def test_answers_go_only_to_cloudformations_response_bucket_of_the_stacks_partition_and_region(
     stack_id: str, url: str, allowed: bool
 ) -> None:
-    urls = custom_resource.ResponseUrls.for_stack(stack_id)
+    urls = cloudformation.ResponseUrls.for_stack(stack_id)
     assert (urls is not None and urls.allows(url)) is allowed
     event = cfn_event("Delete", url, []) | {"StackId": stack_id}
-    assert (custom_resource.refusal(event, stack_id, urls) is None) is allowed
+    assert (cloudformation.refusal(event, stack_id, urls) is None) is allowed
 
 
 def test_the_answer_always_fits_cloudformations_limit() -> None:
-    request = custom_resource.Request.from_event(
+    request = cloudformation.Request.from_event(
         cfn_event("Create", "https://example.invalid/response", ["i-0123456789abcdef0"])
     )
-    huge = custom_resource.Answer(
-        "FAILED", "x" * 20_000, {"IsolationGroupIds": "sg-0123456789abcdef0," * 500}
-    )
-    body = custom_resource.response_body(request, huge, "log-stream")
-    assert len(body) <= custom_resource.RESPONSE_LIMIT
+    huge = cloudformation.Answer("FAILED", "x" * 20_000, {"IsolationGroupIds": "sg-0123456789abcdef0," * 500})
+    body = cloudformation.response_body(request, huge, "log-stream")
+    assert len(body) <= cloudformation.RESPONSE_LIMIT
     decoded = json.loads(body)
     assert decoded["Status"] == "FAILED" and decoded["Reason"].endswith("[truncated]")
-    assert decoded["Reason"].startswith("x" * custom_resource.REASON_FLOOR)
+    assert decoded["Reason"].startswith("x" * cloudformation.REASON_FLOOR)
     assert "log-stream" in decoded["Reason"]
 
 
@@ -885,7 +885,7 @@ def fleet_of(count: int) -> list[str]:
 
 def test_the_answer_for_200_instances_keeps_the_head_of_its_reason_and_every_key() -> None:
     ids = fleet_of(200)
-    request = custom_resource.Request.from_event(cfn_event("Create", REAL_RESPONSE_URL, ids))
+    request = cloudformation.Request.from_event(cfn_event("Create", REAL_RESPONSE_URL, ids))
     # As a FAILED answer for many instances looked before: a long reason and long Data.
     failures = "; ".join(f"{i}: isolate: InvalidInstanceID.NotFound: {i} does not exist" for i in ids)
     data = {
@@ -894,10 +894,10 @@ def test_the_answer_for_200_instances_keeps_the_head_of_its_reason_and_every_key
         "ContainedCount": "0",
         "SnapshotIds": ",".join(f"snap-{n:017x}" for n in range(400)),
     }
-    answer = custom_resource.Answer(
+    answer = cloudformation.Answer(
         "FAILED", f"200 of 200 instance(s) failed under case {CASE}: {failures}", data
     )
-    decoded = json.loads(custom_resource.response_body(request, answer, "log-stream"))
+    decoded = json.loads(cloudformation.response_body(request, answer, "log-stream"))
     assert decoded["Reason"].startswith(answer.reason[:1000])  # not " [truncated]" alone
     assert decoded["Data"]["CaseId"] == CASE and decoded["Data"]["SnapshotIds"] == ""
 
@@ -922,13 +922,13 @@ def test_the_answer_for_200_instances_keeps_the_head_of_its_reason_and_every_key
     ]
     key = f"{CASE}/cloudformation/{STACK_NAME}/{request.request_id}/snapshot-ids.json"
     outcome = custom_resource._outcome(CASE, RunReport("isolate", CASE, actor, results), snapshot_key=key)
-    body = custom_resource.response_body(request, outcome, "2026/03/14/[$LATEST]0123456789abcdef")
+    body = cloudformation.response_body(request, outcome, "2026/03/14/[$LATEST]0123456789abcdef")
     decoded = json.loads(body)
 
-    assert len(body) <= custom_resource.RESPONSE_LIMIT
+    assert len(body) <= cloudformation.RESPONSE_LIMIT
     assert decoded["Status"] == "SUCCESS"
     assert decoded["Reason"].startswith(f"40 of 200 instance(s) failed under case {CASE}: {ids[0]}: isolate:")
-    assert len(decoded["Reason"]) >= custom_resource.REASON_FLOOR
+    assert len(decoded["Reason"]) >= cloudformation.REASON_FLOOR
     assert decoded["Reason"].endswith("[truncated]") and "[$LATEST]0123456789abcdef" in decoded["Reason"]
     assert set(decoded["Data"]) == set(outcome.data)  # every key GetAtt may read is still there
     assert decoded["Data"]["SnapshotIdsKey"] == key
@@ -1189,7 +1189,7 @@ def test_a_finding_sent_again_after_a_release_contains_again_only_on_new_activit
         assert "new activity after the release" in notification["Message"]
         assert f"released at {released.released_at}" in notification["Message"]
         # A later release is weighed against this containment's count.
-        seen = guardduty.Sightings(engine_factory(aws)()).get(case, target)
+        seen = engine_factory(aws)().store.finding_sighting(case, target)
         assert seen is not None and seen.count == count
     else:
         assert outcome["outcome"] == "ignored", outcome
@@ -1198,7 +1198,7 @@ def test_a_finding_sent_again_after_a_release_contains_again_only_on_new_activit
         untouched = fleet.eni_groups([target])
         assert untouched == {eni: incident["before"][eni] for eni in untouched}
         assert read() == []
-        seen = guardduty.Sightings(engine_factory(aws)()).get(case, target)
+        seen = engine_factory(aws)().store.finding_sighting(case, target)
         assert seen is not None and seen.count == 4  # the finding's service.count at containment
 
 

@@ -19,13 +19,8 @@ from ec2ir.aws.session import Aws
 from ec2ir.containment.steps import Options
 from ec2ir.core.models import EvidenceRef, HoldStatus
 from ec2ir.engine.facade import Engine
-from ec2ir.evidence.collect import (
-    BUCKET_CREATION,
-    EVIDENCE_PERMISSIONS,
-    S3_ACTIONS,
-    EvidenceBucket,
-    split_location,
-)
+from ec2ir.evidence.bucket import EvidenceBucket
+from ec2ir.evidence.collect import BUCKET_CREATION, EVIDENCE_PERMISSIONS
 from ec2ir.evidence.memory import (
     AVML_RELEASES,
     AVML_VERSION,
@@ -36,8 +31,11 @@ from ec2ir.evidence.memory import (
     parse_report,
     script,
 )
+from ec2ir.evidence.s3 import S3_ACTIONS, split_location
 from tests.conftest import Fleet
 from tests.faults import Answer, answer
+
+pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
 CASE = "IR-MEM"
 ACCOUNT = "123456789012"  # moto's
@@ -358,6 +356,7 @@ fi
     os.name != "posix" or os.geteuid() != 0 or shutil.which("sh") is None,
     reason="runs the script as root under sh, with curl and AVML faked",
 )
+@pytest.mark.e2e
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
 def test_the_script_itself_acquires_hashes_uploads_and_cleans_up(tmp_path: Path, pinned: bool) -> None:
     tools = tmp_path / "bin"

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ec2ir.aws.session import Aws
-from ec2ir.evidence.collect import EvidenceBucket
+from ec2ir.evidence.bucket import EvidenceBucket
 from ec2ir.evidence.memory import (
     HEX_TO_BASE64,
     UPLOAD_CHECKSUM,
@@ -74,7 +74,10 @@ def header_arguments(arguments: list[str]) -> dict[str, str]:
     os.name != "posix" or os.geteuid() != 0 or shutil.which("sh") is None or REAL_CURL is None,
     reason="runs the script as root under sh, uploading with the real curl",
 )
-def test_the_image_reaches_a_bucket_with_object_lock_default_retention(aws: Aws, tmp_path: Path) -> None:
+def test_the_image_reaches_a_bucket_with_object_lock_default_retention(
+    served_aws: Aws, tmp_path: Path
+) -> None:
+    aws = served_aws  # the real curl needs a real socket
     assert REAL_CURL is not None
     locked_bucket(aws)
     url = upload_url(presigning_client(aws, BUCKET), BUCKET, KEY, 300)
@@ -135,6 +138,7 @@ def test_the_upload_line_sends_the_checksum_and_the_url_signs_every_x_amz_header
         assert "x-amz-expected-bucket-owner" in signed and f'"x-amz-expected-bucket-owner: {owner}"' in upload
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", bytes(16), b"\xff" * 16, bytes(range(32))])
 def test_the_instance_side_base64_of_a_hex_digest_is_base64(data: bytes) -> None:
     done = subprocess.run(

@@ -220,6 +220,7 @@ def test_every_imds_cut_waiting_goes_before_any_protection(aws: Any, fleet: Flee
     assert max(imds) < min(protections)
 
 
+@pytest.mark.evidence
 def test_an_imds_cut_that_fails_is_a_containment_failure_not_missing_evidence(
     engine: Engine, fleet: Fleet
 ) -> None:

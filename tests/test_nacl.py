@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from ec2ir.aws import ranges as aws_ranges
 from ec2ir.aws.session import Aws, AwsSettings
-from ec2ir.containment import nacl
+from ec2ir.containment import nacl, nacl_entries, nacl_report, nacl_screening
 from ec2ir.containment.steps import Options
 from ec2ir.core.errors import UsageError
 from ec2ir.emulator.server import DEMO_REGION, Emulator
@@ -81,7 +81,8 @@ ALLOW_ALL = {(False, 100, "allow", "-1", "0.0.0.0/0"), (True, 100, "allow", "-1"
 
 
 def records(aws: Aws, acl: str) -> dict[tuple[bool, int], dict[str, Any]]:
-    return {(r.egress, r.rule_number): r.__dict__ for r in nacl.RecordStore(StateStore(aws)).of_acl(acl)}
+    found = nacl_entries.RecordStore(StateStore(aws)).of_acl(acl)
+    return {(r.egress, r.rule_number): r.__dict__ for r in found}
 
 
 def actions(aws: Aws, case: str) -> list[tuple[str, str]]:
@@ -366,7 +367,7 @@ def test_guardduty_leaves_unsafe_addresses_out_with_a_note_and_blocks_the_rest(
         n.startswith("network ACL") and "left out 198.51.100.9/32" in n and "EC2IR_AWS_IP_RANGES" in n
         for n in later.notes
     )
-    assert not any(r.cidr == "198.51.100.9/32" for r in nacl.RecordStore(engine.store).of_acl(acl))
+    assert not any(r.cidr == "198.51.100.9/32" for r in nacl_entries.RecordStore(engine.store).of_acl(acl))
     with pytest.raises(UsageError, match="EC2IR_AWS_IP_RANGES"):  # the CLI's way: refused, exit 2
         engine.isolate([other], "GD-2", options=Options(evidence=False, block_ips=("198.51.100.9",)))
 
@@ -468,13 +469,13 @@ def test_a_bare_address_means_that_one_host(raw: str, cidr: str) -> None:
 def test_the_lowest_free_numbers_ahead_of_the_first_entry_that_is_not_ec2irs() -> None:
     taken = {1: "ours", 2: "ours"}  # ec2ir's own entries never count as the first entry
 
-    assert nacl.free_numbers([100], claimed=[], count=2) == [1, 2]
-    assert nacl.free_numbers([], claimed=[], count=1) == [1]  # only the default entry: 1..32766
-    assert nacl.free_numbers([1, 2, 100], claimed=list(taken), count=2) == [3, 4]
-    assert nacl.free_numbers([3], claimed=[1], count=1) == [2]
-    assert nacl.free_numbers([3], claimed=[1], count=2) is None  # not enough room: nothing at all
-    assert nacl.free_numbers([1], claimed=[], count=1) is None
-    assert nacl.free_numbers([5, 2], claimed=[1], count=1) is None  # 2 is someone's: the first entry
+    assert nacl_entries.free_numbers([100], claimed=[], count=2) == [1, 2]
+    assert nacl_entries.free_numbers([], claimed=[], count=1) == [1]  # only the default entry: 1..32766
+    assert nacl_entries.free_numbers([1, 2, 100], claimed=list(taken), count=2) == [3, 4]
+    assert nacl_entries.free_numbers([3], claimed=[1], count=1) == [2]
+    assert nacl_entries.free_numbers([3], claimed=[1], count=2) is None  # not enough room: nothing at all
+    assert nacl_entries.free_numbers([1], claimed=[], count=1) is None
+    assert nacl_entries.free_numbers([5, 2], claimed=[1], count=1) is None  # 2 is someone's: the first entry
 
 
 def test_guardduty_never_waits_for_the_safety_reads_before_the_cut(
@@ -490,9 +491,9 @@ def test_guardduty_never_waits_for_the_safety_reads_before_the_cut(
     acl = acl_of(fleet, fleet.subnets[vpc])
     cut = threading.Event()
     waited_for_the_cut: list[bool] = []
-    gather = nacl.gather_safety
+    gather = nacl_screening.gather_safety
 
-    def slow_safety(*args: Any, **kwargs: Any) -> nacl.Safety:
+    def slow_safety(*args: Any, **kwargs: Any) -> nacl_screening.Safety:
         waited_for_the_cut.append(cut.wait(timeout=20))  # False: the cut waited for these reads
         return gather(*args, **kwargs)
 
@@ -566,7 +567,7 @@ def test_a_same_case_run_that_finds_its_number_taken_by_the_entry_it_wanted_keep
         for c in report.changes
         if not c.egress and c.rule_number == 1
     }
-    assert nacl.ChangeResult.ALREADY_THERE in inbound_results
+    assert nacl_report.ChangeResult.ALREADY_THERE in inbound_results
 
 
 def test_a_failure_on_the_second_direction_takes_the_first_out_and_goes_on_with_the_next_address(
@@ -581,7 +582,7 @@ def test_a_failure_on_the_second_direction_takes_the_first_out_and_goes_on_with_
     def quota(params: dict[str, Any], **_: Any) -> None:
         calls.append(params)
         if len(calls) in (2, 6):  # the outbound entry of the first and of the third address
-            error = {"Error": {"Code": nacl.LIMIT_EXCEEDED, "Message": "quota"}}
+            error = {"Error": {"Code": nacl_entries.LIMIT_EXCEEDED, "Message": "quota"}}
             raise ClientError(error, "CreateNetworkAclEntry")  # type: ignore[arg-type]
 
     engine.aws.ec2().meta.events.register("before-parameter-build.ec2.CreateNetworkAclEntry", quota)

@@ -9,7 +9,7 @@ import pytest
 
 from ec2ir.aws.session import Aws
 from ec2ir.engine.facade import Engine
-from ec2ir.evidence.collect import tls_only_policy
+from ec2ir.evidence.bucket_setup import tls_only_policy
 from ec2ir.permissions.policy import principal_arn
 from tests.conftest import Fleet
 
@@ -23,6 +23,7 @@ def test_arns_follow_the_callers_partition(partition: str) -> None:
     assert deny["Resource"] == [f"arn:{partition}:s3:::evidence", f"arn:{partition}:s3:::evidence/*"]
 
 
+@pytest.mark.evidence
 def test_every_s3_call_of_isolate_and_verify_names_the_expected_bucket_owner(
     engine: Engine, fleet: Fleet, aws: Aws
 ) -> None:

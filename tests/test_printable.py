@@ -11,10 +11,13 @@ import pytest
 
 from ec2ir.aws.session import Aws
 from ec2ir.core.models import EvidenceRef, Hold, HoldStatus, InstanceResult, JournalEntry
-from ec2ir.engine.facade import RunReport
-from ec2ir.render.terminal import ProgressPrinter, printable, progress_bar, render_run, render_status, table
-from ec2ir.report.case import build_report, render
-from ec2ir.store.state import StateStore, now
+from ec2ir.core.text import printable, table
+from ec2ir.engine.results import RunReport
+from ec2ir.render.terminal import ProgressPrinter, progress_bar, render_run, render_status
+from ec2ir.report.build import build_report
+from ec2ir.report.formats import render
+from ec2ir.store.items import now
+from ec2ir.store.state import StateStore
 
 CASE = "IR-TTY"
 INSTANCE = "i-0123456789abcdef0"

@@ -9,8 +9,10 @@ import pytest
 
 from ec2ir.containment.steps import Options
 from ec2ir.engine.facade import Engine
-from ec2ir.evidence.collect import journal_head_key
+from ec2ir.evidence.verify import journal_head_key
 from tests.conftest import Fleet
+
+pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
 CASE = "IR-PROV"
 
@@ -176,7 +178,8 @@ def test_verify_says_what_it_cannot_prove_without_an_evidence_bucket(engine: Eng
 def test_the_report_flags_an_entry_whose_content_no_longer_matches_its_key(
     engine: Engine, fleet: Fleet
 ) -> None:
-    from ec2ir.report.case import build_report, render
+    from ec2ir.report.build import build_report
+    from ec2ir.report.formats import render
 
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])

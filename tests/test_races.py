@@ -8,7 +8,8 @@ from typing import Any
 from ec2ir.aws.session import Aws, AwsSettings, discover
 from ec2ir.containment.steps import Options, revoke_policy_name
 from ec2ir.core.models import HoldStatus, InstanceResult
-from ec2ir.engine.facade import Engine, RunReport
+from ec2ir.engine.facade import Engine
+from ec2ir.engine.results import RunReport
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet, race
 

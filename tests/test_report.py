@@ -18,9 +18,15 @@ import pytest
 from ec2ir.core.errors import UsageError
 from ec2ir.core.models import EvidenceRef, JournalEntry
 from ec2ir.engine.facade import Engine
-from ec2ir.report.case import CaseReport, build_report, mark_positions, outcome, render
-from ec2ir.store.state import StateStore, now
+from ec2ir.report.build import build_report
+from ec2ir.report.formats import render
+from ec2ir.report.model import CaseReport, outcome
+from ec2ir.report.timeline import mark_positions
+from ec2ir.store.items import now
+from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
+
+pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
 CASE = "IR-1"
 OFFICE = "198.51.100.0/24"
@@ -391,6 +397,7 @@ def chromium(page: Path, profile: Path, *mode: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (scripts/test installs Debian's chromium)")
 def test_html_renders_in_a_headless_browser(case: Case, tmp_path: Path) -> None:
     with_evidence(case)

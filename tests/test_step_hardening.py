@@ -25,7 +25,7 @@ from ec2ir.containment.steps import (
 from ec2ir.core import validate
 from ec2ir.core.errors import UsageError
 from ec2ir.engine.facade import Engine
-from ec2ir.store.state import now
+from ec2ir.store.items import now
 from tests.conftest import AMI, Fleet
 from tests.faults import Fault, inject
 

@@ -44,9 +44,10 @@ from ec2ir.containment.steps import STEPS
 from ec2ir.core import validate
 from ec2ir.core.models import HoldStatus
 from ec2ir.engine.facade import Engine
-from ec2ir.handlers import custom_resource, guardduty
+from ec2ir.handlers import cloudformation, custom_resource, guardduty
 from ec2ir.permissions.policy import function_actions, isolate_actions, release_only_actions
-from ec2ir.store.state import KEY_SCHEMA, StateStore
+from ec2ir.store.state import StateStore
+from ec2ir.store.table import KEY_SCHEMA
 from tests.conftest import AMI, Fleet
 from tests.test_handlers import FIXTURES, LambdaRuntimeContext, ResponseCatcher, StackStatus
 
@@ -759,7 +760,7 @@ def test_the_outputs_carry_what_failed_and_where_the_snapshot_list_is() -> None:
     assert outputs["ContainmentFailedInstanceIds"] == {"Fn::GetAtt": ["Containment", "FailedInstanceIds"]}
     assert outputs["SnapshotIdsKey"] == {"Fn::GetAtt": ["Containment", "SnapshotIdsKey"]}
     # Every attribute an output reads is a key of every answer the handler gives.
-    request = custom_resource.Request.from_event(
+    request = cloudformation.Request.from_event(
         {
             "RequestType": "Create",
             "RequestId": "r",
@@ -770,7 +771,7 @@ def test_the_outputs_carry_what_failed_and_where_the_snapshot_list_is() -> None:
         }
     )
     answer = custom_resource._outcome("IR-1", None)
-    data = json.loads(custom_resource.response_body(request, answer))["Data"]
+    data = json.loads(cloudformation.response_body(request, answer))["Data"]
     read = {
         v["Fn::GetAtt"][1]
         for v in outputs.values()

@@ -16,7 +16,7 @@ import re
 import sys
 from typing import TextIO
 
-from ec2ir.render.terminal import printable
+from ec2ir.core.text import printable
 
 REDACTED = "<redacted>"
 LOGGERS = ("botocore", "ec2ir")

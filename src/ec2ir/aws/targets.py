@@ -16,7 +16,7 @@ from typing import Any, Protocol, TextIO
 
 from ec2ir.core import validate
 from ec2ir.core.errors import UsageError
-from ec2ir.render.terminal import printable
+from ec2ir.core.text import printable
 
 # The commands that take instances (and so ``-``, ARNs, --filters and --max-instances).
 COMMANDS = ("isolate", "release", "collect", "rejoin")
