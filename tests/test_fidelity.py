@@ -6,12 +6,15 @@ behaviour is seen exactly when the fix is on. On plain moto the EC2 assertion fa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from botocore.exceptions import ClientError
 
-from ec2ir.emulator.server import fidelity
+from ec2ir.emulator.fixes.__main__ import main as fixes_main
+from ec2ir.emulator.fixes.apply import fidelity
+from ec2ir.emulator.fixes.catalogue import CATALOGUE, FIXES, readme_table
 from tests.conftest import Fleet
 
 corrected = pytest.mark.parametrize("corrected", [False, True], ids=["plain-moto", "corrected"])
@@ -446,3 +449,31 @@ def test_network_acl_rule_numbers_run_from_1_to_32766(fleet: Fleet, corrected: b
         "InvalidParameterValue"
     ] * 3 and {n for n, egress, action, _ in entries if action == "deny" and not egress} == {1, 32766, 32767}
     assert as_ec2 is corrected, (answers, sorted(entries))
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_table_of_fixes_is_rendered_from_their_declarations() -> None:
+    """The README's table is exactly the one the declared fixes render, row for row, so the two
+    cannot drift (regenerate it with ``python -m ec2ir.emulator.fixes --readme-table``)."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    rendered = readme_table().splitlines()
+    start = lines.index(rendered[0])
+    end = next(i for i in range(start, len(lines) + 1) if i == len(lines) or not lines[i].startswith("|"))
+    assert lines[start:end] == rendered
+    assert len(rendered) == 2 + len(FIXES)
+
+
+def test_the_fixes_module_prints_the_readme_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert fixes_main(["--readme-table"]) == 0
+    assert capsys.readouterr().out == readme_table()
+
+
+def test_every_fix_is_named_once_and_patches_attributes_no_other_fix_patches() -> None:
+    """Distinct (owner, attribute) pairs make the order of application immaterial and each
+    revert exact: no fix's original is another fix's replacement."""
+    assert len(set(FIXES)) == len(FIXES) == len(CATALOGUE)
+    patched = [(id(patch.owner), patch.attribute) for fix in CATALOGUE for patch in fix.patches()]
+    assert len(set(patched)) == len(patched)
+    assert all(fix.patches() and fix.moto and fix.aws and fix.why for fix in CATALOGUE)

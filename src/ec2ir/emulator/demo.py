@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ DEMO_CASE = "DEMO-001"
 DEMO_OFFICE = "203.0.113.0/24"
 # An AMI id that moto ships in its catalogue, so run_instances accepts it.
 DEMO_AMI = "ami-12c6146b"
+Groups = dict[tuple[str, str], tuple[str, ...]]  # (instance, ENI) -> the ENI's groups
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def seed_fleet(ec2: Any) -> Fleet:
     return Fleet({web: "web-1", app: "app-1", db: "db-1"})
 
 
-def eni_groups(aws: Aws, instance_ids: list[str]) -> dict[tuple[str, str], tuple[str, ...]]:
+def eni_groups(aws: Aws, instance_ids: list[str]) -> Groups:
     """(instance, ENI) -> the ENI's groups, as EC2 reports them now."""
     facts = discover(aws, instance_ids)
     return {
@@ -111,64 +112,101 @@ def fresh_report_path() -> str:
     return os.path.join(tempfile.mkdtemp(prefix="ec2ir-demo-"), "report.html")
 
 
+@dataclass
+class Observed:
+    """What the demo saw of the fleet: each ENI's groups before, during and after the incident,
+    and the name of every group it met."""
+
+    names: dict[str, str]
+    before: Groups
+    during: Groups = field(default_factory=dict)
+    after: Groups = field(default_factory=dict)
+
+
 def run_demo(command: Callable[[Sequence[str]], int]) -> int:
     """Seed the emulator and run each step through ``command`` (the CLI's ``main``, passed in so
     that the demo, which the CLI starts, does not import the CLI back)."""
-    # The demo talks only to its own loopback emulator, never to an AWS account.
-    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):
-        os.environ.pop(variable, None)
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="ec2ir-demo", AWS_SECRET_ACCESS_KEY="ec2ir-demo", AWS_DEFAULT_REGION=DEMO_REGION
-    )
+    _use_demo_credentials_only()
     with Emulator() as emulator:
         url = emulator.endpoint_url
         aws = Aws(AwsSettings(region=DEMO_REGION, endpoint_url=url))
         ec2 = aws.ec2()
         print(f"ec2ir demo: embedded EC2/DynamoDB/STS emulator at {url} (no AWS account is used)\n")
         fleet = seed_fleet(ec2)
-        ids = fleet.instance_ids
-        names = {g["GroupId"]: g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]}
-        before = eni_groups(aws, ids)
+        observed = Observed(names=group_names(ec2), before=eni_groups(aws, fleet.instance_ids))
         print("Seeded a compromised fleet: 3 instances in 2 VPCs, app-1 with two ENIs.\n")
+        codes = _run_steps(command, aws, fleet.instance_ids, observed, url)
+        observed.after = eni_groups(aws, fleet.instance_ids)
+    return _verdict(fleet, observed, codes)
 
-        common = ["--endpoint-url", url, "--region", DEMO_REGION]
-        report_path = fresh_report_path()
-        steps = [
-            ["isolate", *ids, "--case", DEMO_CASE, "--office-cidr", DEMO_OFFICE, *common],
-            ["status", *common],
-            ["release", *ids, "--case", DEMO_CASE, *common],
-            # evidence: snapshots and hashed metadata were taken after the cut, and outlive release
-            ["verify", DEMO_CASE, *common],
-            ["report", DEMO_CASE, "--format", "html", "-o", report_path, *common],
-        ]
-        codes: list[int] = []
-        during: dict[tuple[str, str], tuple[str, ...]] = {}
-        for argv in steps:
-            print(f"$ ec2ir {' '.join(argv[: argv.index('--endpoint-url')])}")
-            codes.append(command(argv))
-            print()
-            if argv[0] == "isolate":
-                during = eni_groups(aws, ids)
-                names.update(
-                    {g["GroupId"]: g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]}
-                )
-        after = eni_groups(aws, ids)
+
+def _use_demo_credentials_only() -> None:
+    # The demo talks only to its own loopback emulator, never to an AWS account.
+    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(variable, None)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="ec2ir-demo", AWS_SECRET_ACCESS_KEY="ec2ir-demo", AWS_DEFAULT_REGION=DEMO_REGION
+    )
+
+
+def group_names(ec2: Any) -> dict[str, str]:
+    return {g["GroupId"]: g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+
+
+def _demo_steps(ids: list[str], url: str) -> list[list[str]]:
+    common = ["--endpoint-url", url, "--region", DEMO_REGION]
+    report_path = fresh_report_path()
+    return [
+        ["isolate", *ids, "--case", DEMO_CASE, "--office-cidr", DEMO_OFFICE, *common],
+        ["status", *common],
+        ["release", *ids, "--case", DEMO_CASE, *common],
+        # evidence: snapshots and hashed metadata were taken after the cut, and outlive release
+        ["verify", DEMO_CASE, *common],
+        ["report", DEMO_CASE, "--format", "html", "-o", report_path, *common],
+    ]
+
+
+def _run_steps(
+    command: Callable[[Sequence[str]], int], aws: Aws, ids: list[str], observed: Observed, url: str
+) -> list[int]:
+    """Each step's exit code, in order; the groups as isolated are observed right after isolate."""
+    codes: list[int] = []
+    for argv in _demo_steps(ids, url):
+        print(f"$ ec2ir {' '.join(argv[: argv.index('--endpoint-url')])}")
+        codes.append(command(argv))
+        print()
+        if argv[0] == "isolate":
+            observed.during = eni_groups(aws, ids)
+            observed.names.update(group_names(aws.ec2()))
+    return codes
+
+
+def _verdict(fleet: Fleet, observed: Observed, codes: list[int]) -> int:
+    """Each ENI's groups before, during and after, and 0 only if the fleet was isolated during the
+    incident, restored exactly after it, and every step succeeded."""
+    names = observed.names
 
     def shown(groups: tuple[str, ...]) -> str:
         return ", ".join(names.get(g, g) for g in groups)
 
     rows = [
-        [fleet.names[instance], eni, shown(groups), shown(during.get(key, ())), shown(after.get(key, ()))]
-        for key, groups in before.items()
+        [
+            fleet.names[instance],
+            eni,
+            shown(groups),
+            shown(observed.during.get(key, ())),
+            shown(observed.after.get(key, ())),
+        ]
+        for key, groups in observed.before.items()
         for instance, eni in [key]
     ]
     print("Each ENI's security groups:")
     print(table(["INSTANCE", "ENI", "BEFORE", "DURING", "AFTER"], rows))
     # ec2ir names each isolation group it creates ec2ir-isolation-<random>, so no one can take the name first.
     isolated = all(
-        len(g) == 1 and names.get(g[0], "").startswith("ec2ir-isolation-") for g in during.values()
+        len(g) == 1 and names.get(g[0], "").startswith("ec2ir-isolation-") for g in observed.during.values()
     )
-    exact = after == before
+    exact = observed.after == observed.before
     print(f"\nisolated during the incident: {'yes' if isolated else 'NO'}")
     print(f"restored exactly afterwards:  {'yes' if exact else 'NO'}")
     return 0 if isolated and exact and not any(codes) else 1

@@ -19,7 +19,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from ec2ir.emulator.server import apply_fidelity_fixes, require_moto
+from ec2ir.emulator.fixes.apply import apply_fidelity_fixes, require_moto
 
 IN_PROCESS_ENDPOINT = "http://127.0.0.1:1"
 _install_lock = threading.Lock()
