@@ -9,12 +9,13 @@ Evidence (snapshots, metadata) is off in tests unless a test is marked ``evidenc
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def served_emulator(emulator: InProcessEmulator) -> Iterator[Emulator]:
 
 
 @pytest.fixture(autouse=True)
-def _evidence_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _evidence_only_when_asked(request: pytest.FixtureRequest) -> Iterator[None]:
     """A run in a test collects no evidence unless the test is marked ``evidence``.
 
     Evidence is a third of an isolation's AWS calls, and most tests are about containment. The
@@ -104,12 +105,20 @@ def _evidence_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytes
     that do not name evidence, contains only; the ``run`` fixture passes ``--no-evidence`` to
     ``isolate`` for the same reason. ``collect`` always collects (it sets evidence itself)."""
     if request.node.get_closest_marker("evidence") is not None:
+        yield
         return
-    names = Options.__dataclass_fields__
+    usual = Options()
+    parameters = [p for p in inspect.signature(Options.__init__).parameters.values() if p.name != "self"]
+    with_defaults = [p.name for p in parameters if p.default is not inspect.Parameter.empty]
     defaults = list(Options.__init__.__defaults__ or ())
-    positional = [name for name in names if names[name].init]
-    defaults[positional.index("evidence") - (len(positional) - len(defaults))] = False
-    monkeypatch.setattr(Options.__init__, "__defaults__", tuple(defaults))
+    assert len(defaults) == len(with_defaults), "Options' defaults are not all positional any more"
+    defaults[with_defaults.index("evidence")] = False
+    # A patch of its own: a test's monkeypatch.undo() must not turn evidence back on half-way.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Options.__init__, "__defaults__", tuple(defaults))
+        # Exactly one default changed: a new field can never shift another's default unseen.
+        assert Options() == replace(usual, evidence=False)
+        yield
 
 
 def race(runners: int, prepare: Callable[[], Any], run: Callable[[Any], Any]) -> list[Any]:

@@ -20,7 +20,8 @@ from ec2ir.store.items import now
 if TYPE_CHECKING:
     from ec2ir.containment.steps import Context
 
-_progress_log = logging.getLogger("ec2ir.containment.steps")
+# A name users filter `-v` lines on, not a module path: it stays as it always was.
+_progress_log = logging.getLogger("ec2ir.steps")
 
 # An instance in these states has nothing left on it to contain or to put back.
 GONE_STATES = frozenset({"terminated", "shutting-down"})
