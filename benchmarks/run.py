@@ -705,16 +705,37 @@ def call_breakdown(rows: Sequence[Medians]) -> list[str]:
 def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[str]:
     """Issue 6's targets, judged on the medians that this run measured. The comparisons with the
     baseline use the isolation-only scenario: the baseline collects no evidence."""
-    by_contender: dict[str, dict[int, Medians]] = {}
+    by_contender: _ByContender = {}
     for row in rows:
         by_contender.setdefault(row.contender, {})[row.size] = row
-    ours, theirs = by_contender.get(EC2IR, {}), by_contender.get(BASELINE, {})
-    evidence = by_contender.get(EC2IR_EVIDENCE, {})
-    checks: list[str] = []
+    verdicts = _Verdicts()
+    _round_trip_checks(by_contender, verdicts)
+    _lower_bound_checks(by_contender, verdicts)
+    _allow_all_checks(by_contender, verdicts)
+    _credential_checks(by_contender, verdicts)
+    _evidence_delay_checks(by_contender, verdicts)
+    _speedup_checks(by_contender, verdicts)
+    if cli_start_s is not None:
+        verdicts.check(cli_start_s <= 0.5, f"CLI start to first API call within 0.5 s ({cli_start_s:.2f} s)")
+    return verdicts.lines
 
-    def check(met: bool, text: str) -> None:
-        checks.append(f"- {'met' if met else 'MISSED'}: {text}")
 
+# Each contender's medians by fleet size.
+_ByContender = dict[str, dict[int, Medians]]
+
+
+class _Verdicts:
+    """The targets' lines, each met or MISSED, in the order they were judged."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def check(self, met: bool, text: str) -> None:
+        self.lines.append(f"- {'met' if met else 'MISSED'}: {text}")
+
+
+def _round_trip_checks(by_contender: _ByContender, verdicts: _Verdicts) -> None:
+    """N = 1 isolated within a few round trips (issues 6 and 18)."""
     for name in OURS:
         mine = by_contender.get(name, {})
         if 1 in mine and mine[1].round_trips is not None:
@@ -725,21 +746,28 @@ def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[st
             )
             # Issue 6 asks for 5; issue 18 for 4.2 with untracking (four calls in sequence).
             most = 4.2 if name == EC2IR else 5
-            check(
+            verdicts.check(
                 mine[1].round_trips <= most,
                 f"{name}: N = 1 isolated within {most:g} round trips ({mine[1].round_trips:.1f}{chained})",
             )
+
+
+def _lower_bound_checks(by_contender: _ByContender, verdicts: _Verdicts) -> None:
+    """The largest fleet isolated close to the token-bucket lower bound, with no failure (issue 6)."""
     for name in OURS:
         mine = by_contender.get(name, {})
         largest = max(mine, default=None)
         if largest is not None and largest >= 100:
             row = mine[largest]
-            check(
+            verdicts.check(
                 row.vs_lower_bound is not None and row.vs_lower_bound <= 1.25 and row.failed == 0,
                 f"{name}: N = {largest} within 1.25x of the token-bucket lower bound for the calls it "
                 f"made ({ratio(row.vs_lower_bound)}; against the bound for its ENI swaps alone "
                 f"{ratio(row.vs_swap_bound)}) with 0 failed ({row.failed:g})",
             )
+
+
+def _allow_all_checks(by_contender: _ByContender, verdicts: _Verdicts) -> None:
     # Issue 12: the time an ENI spends in the allow-all group is bounded, and none is left there.
     for name in OURS:
         for size, row in sorted(by_contender.get(name, {}).items()):
@@ -749,18 +777,21 @@ def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[st
             met = row.left_in_allow_all == 0 and (
                 not target or (row.allow_all_max is not None and row.allow_all_max <= 2)
             )
-            check(
+            verdicts.check(
                 met,
                 f"{name}: N = {size}, time in the allow-all group p50 {seconds(row.allow_all_p50)} s, "
                 f"p99 {seconds(row.allow_all_p99)} s, max {seconds(row.allow_all_max)} s, "
                 f"{row.left_in_allow_all} ENI(s) left there{target}",
             )
+
+
+def _credential_checks(by_contender: _ByContender, verdicts: _Verdicts) -> None:
     # Issue 18: what an attacker cares about, at N = 200 with the buckets at AWS's rate (k = 1).
     for name in OURS:
         row200 = by_contender.get(name, {}).get(200)
         if row200 is None or row200.speedup != 1:
             continue
-        check(
+        verdicts.check(
             row200.credentials_vs_needed is not None and row200.credentials_vs_needed <= 1.25,
             f"{name}: N = 200, last credential cut (profile disassociated, IMDS off) after "
             f"{seconds(row200.credentials_s)} s (the last profile after {seconds(row200.profiles_s)} s, "
@@ -769,12 +800,17 @@ def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[st
             f"({seconds(row200.credentials_bound_s)} s: {ratio(row200.credentials_vs_needed)}; against "
             f"the bound for every EC2 call made until then {ratio(row200.credentials_vs_bound)})",
         )
-        check(
+        verdicts.check(
             row200.contained_vs_bound is not None and row200.contained_vs_bound <= 1.25,
             f"{name}: N = 200, fully contained (every containment step, evidence aside) after "
             f"{seconds(row200.contained_s)} s, within 1.25x of the bound for every containment call "
             f"({ratio(row200.contained_vs_bound)})",
         )
+
+
+def _evidence_delay_checks(by_contender: _ByContender, verdicts: _Verdicts) -> None:
+    """Collecting evidence does not delay isolation."""
+    ours, evidence = by_contender.get(EC2IR, {}), by_contender.get(EC2IR_EVIDENCE, {})
     for size in sorted(set(ours) & set(evidence)):
         alone, along = ours[size].isolation_s, evidence[size].isolation_s
         if alone is None or along is None:
@@ -782,13 +818,17 @@ def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[st
         # Noise allowance: a tenth, or one round trip at small N.
         allowance = max(0.1 * alone, ours[size].round_trip_s)
         snapshot = evidence[size].snapshot_s
-        check(
+        verdicts.check(
             along <= alone + allowance,
             f"N = {size}: evidence does not delay isolation (isolated after {along:.2f} s with "
             f"evidence, {alone:.2f} s without: {along / alone:.2f}x, "
             f"{(along - alone) / ours[size].round_trip_s:+.1f} round trips; last snapshot after "
             f"{seconds(snapshot)} s)",
         )
+
+
+def _speedup_checks(by_contender: _ByContender, verdicts: _Verdicts) -> None:
+    theirs = by_contender.get(BASELINE, {})
     # How many times faster than the baseline ec2ir isolated the fleet (below 1: slower), and the
     # most that the buckets allow for its swaps (two an ENI with untracking, else one).
     for name, swaps_per_eni in ((EC2IR, 2), (EC2IR_ONE_SWAP, 1)):
@@ -817,27 +857,24 @@ def target_checks(rows: Sequence[Medians], cli_start_s: float | None) -> list[st
                 if mine[100].throttled_run
                 else f", latency regime: {mine[100].round_trip_s * 1000:g} ms a call, no throttling"
             )
-            check(
+            verdicts.check(
                 speedups[100] >= 10,
                 f"{name}: at least 10x faster than the baseline at N = 100{regime} (baseline / ec2ir = "
                 f"{speedups[100]:.2f}{at_most(100) if mine[100].throttled_run else ''})",
             )
         if 1000 in speedups and 100 in speedups:
-            check(
+            verdicts.check(
                 speedups[1000] >= max(10, speedups[100]),
                 f"{name}: better still at N = 1000 (baseline / ec2ir = {speedups[1000]:.2f} against "
                 f"{speedups[100]:.2f} at N = 100{at_most(1000)})",
             )
         for size in sorted(set(mine) & set(theirs)):
             per_instance, base = mine[size].calls_per_instance, theirs[size].calls_per_instance
-            check(
+            verdicts.check(
                 per_instance <= base,
                 f"{name}, N = {size}: same or fewer calls per instance ({per_instance:.2f} against "
                 f"{base:.2f})",
             )
-    if cli_start_s is not None:
-        check(cli_start_s <= 0.5, f"CLI start to first API call within 0.5 s ({cli_start_s:.2f} s)")
-    return checks
 
 
 def best_split_bound(swaps: int, speedup: float, round_trip_s: float) -> float:

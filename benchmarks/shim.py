@@ -260,21 +260,33 @@ def s3_operation(environ: Mapping[str, Any]) -> str:
     if not bucket:
         return "ListBuckets" if method == "GET" else f"{verb} /"
     if key:
-        if "uploadId" in query:
-            return {
-                "PUT": "UploadPart",
-                "POST": "CompleteMultipartUpload",
-                "DELETE": "AbortMultipartUpload",
-                "GET": "ListParts",
-            }.get(method, f"{verb}MultipartUpload")
-        if method == "POST" and "uploads" in query:
-            return "CreateMultipartUpload"
-        for name, operation in S3_OBJECT_SUBRESOURCES.items():
-            if name in query:
-                return verb + operation
-        if method == "PUT" and environ.get("HTTP_X_AMZ_COPY_SOURCE"):
-            return "CopyObject"
-        return f"{verb}Object"
+        return _s3_object_operation(method, verb, query, environ)
+    return _s3_bucket_operation(method, verb, query)
+
+
+def _s3_object_operation(
+    method: str, verb: str, query: Mapping[str, list[str]], environ: Mapping[str, Any]
+) -> str:
+    """The operation of a request to ``/bucket/key``."""
+    if "uploadId" in query:
+        return {
+            "PUT": "UploadPart",
+            "POST": "CompleteMultipartUpload",
+            "DELETE": "AbortMultipartUpload",
+            "GET": "ListParts",
+        }.get(method, f"{verb}MultipartUpload")
+    if method == "POST" and "uploads" in query:
+        return "CreateMultipartUpload"
+    for name, operation in S3_OBJECT_SUBRESOURCES.items():
+        if name in query:
+            return verb + operation
+    if method == "PUT" and environ.get("HTTP_X_AMZ_COPY_SOURCE"):
+        return "CopyObject"
+    return f"{verb}Object"
+
+
+def _s3_bucket_operation(method: str, verb: str, query: Mapping[str, list[str]]) -> str:
+    """The operation of a request to ``/bucket``."""
     for name, operation in S3_BUCKET_SUBRESOURCES.items():
         if name in query:
             return verb + operation
@@ -518,7 +530,7 @@ class ShimServer:
         )
         from werkzeug.serving import make_server
 
-        from ec2ir.emulator.server import apply_fidelity_fixes
+        from ec2ir.emulator.fixes.apply import apply_fidelity_fixes
 
         apply_fidelity_fixes()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request buries the output

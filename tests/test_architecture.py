@@ -66,12 +66,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
             elif imported in stack:
                 low[module] = min(low[module], index[imported])
         if low[module] == index[module]:
-            component = []
-            while True:
-                member = stack.pop()
-                component.append(member)
-                if member == module:
-                    break
+            component = pop_component(stack, module)
             if len(component) > 1:
                 found.append(sorted(component))
 
@@ -79,6 +74,16 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         if module not in index:
             visit(module)
     return found
+
+
+def pop_component(stack: list[str], root: str) -> list[str]:
+    """Pop the modules of the component ``root`` heads off the stack, ``root`` last."""
+    component = []
+    while True:
+        member = stack.pop()
+        component.append(member)
+        if member == root:
+            return component
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
@@ -104,7 +109,9 @@ def test_a_library_is_imported_only_where_it_belongs(library: str, allowed: set[
         for module, path in MODULES.items()
         if any(name == library or name.startswith(f"{library}.") for name in runtime_imports(path))
     }
-    strays = {m for m in importers if not any(m == a or (a.endswith(".") and m.startswith(a)) for a in allowed)}
+    strays = {
+        m for m in importers if not any(m == a or (a.endswith(".") and m.startswith(a)) for a in allowed)
+    }
     assert strays == set()
 
 

@@ -385,6 +385,7 @@ def test_indexed_tag_lookups_give_moto_s_own_answers(monkeypatch: pytest.MonkeyP
                     {"ResourceType": "snapshot", "Tags": [{"Key": "ec2ir:case", "Value": case}]}
                 ],
             )
+
         def case_2_snapshots() -> list[Any]:
             return list(
                 ec2.describe_snapshots(

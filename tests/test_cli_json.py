@@ -101,47 +101,61 @@ def json_type(value: Any) -> str:
 
 def problems(section: Section, document: Any) -> list[str]:
     """Everything in ``document`` that its section of docs/json.md does not describe."""
-    found: list[str] = []
-    fields = section.fields
+    walk = _DocumentWalk(section.fields)
+    walk.visit(document, "")
+    return walk.found
 
-    def walk(value: Any, path: str) -> None:
+
+class _DocumentWalk:
+    """One walk through a JSON document, collecting each way it differs from its section's fields."""
+
+    def __init__(self, fields: dict[str, Field]) -> None:
+        self.fields = fields
+        self.found: list[str] = []
+
+    def visit(self, value: Any, path: str) -> None:
         kind = json_type(value)
-        if path:
-            field = fields.get(path)
-            if field is None:
-                found.append(f"{path}: not documented")
-                return
-            if kind not in field.types and not (kind == "integer" and "number" in field.types):
-                found.append(f"{path}: {kind}, documented as {' or '.join(sorted(field.types))}")
-                return
-            if field.values and value not in field.values:
-                found.append(f"{path}: {value!r} is not one of {sorted(field.values)}")
-            if field.open:
-                return
-        elif kind != "object":
-            found.append(f"the document is {kind}, not an object")
+        if not self._described(value, path, kind):
             return
         if kind == "array":
             for item in value:
-                walk(item, f"{path}[]")
+                self.visit(item, f"{path}[]")
         elif kind == "object":
-            prefix = f"{path}." if path else ""
-            if f"{prefix}*" in fields:  # a map: any key, each value as documented
-                for item in value.values():
-                    walk(item, f"{prefix}*")
-                return
-            for key, item in value.items():
-                walk(item, prefix + key)
-            documented = {
-                name.removeprefix(prefix)
-                for name, field in fields.items()
-                if name.startswith(prefix) and not field.optional
-            }
-            missing = {name for name in documented if re.fullmatch(r"[a-z0-9_]+", name)} - set(value)
-            found.extend(f"{prefix}{name}: missing" for name in sorted(missing))
+            self._visit_object(value, path)
 
-    walk(document, "")
-    return found
+    def _described(self, value: Any, path: str, kind: str) -> bool:
+        """Whether the value is as documented and its contents are worth a look (not an open field)."""
+        if not path:
+            if kind != "object":
+                self.found.append(f"the document is {kind}, not an object")
+                return False
+            return True
+        field = self.fields.get(path)
+        if field is None:
+            self.found.append(f"{path}: not documented")
+            return False
+        if kind not in field.types and not (kind == "integer" and "number" in field.types):
+            self.found.append(f"{path}: {kind}, documented as {' or '.join(sorted(field.types))}")
+            return False
+        if field.values and value not in field.values:
+            self.found.append(f"{path}: {value!r} is not one of {sorted(field.values)}")
+        return not field.open
+
+    def _visit_object(self, value: dict[str, Any], path: str) -> None:
+        prefix = f"{path}." if path else ""
+        if f"{prefix}*" in self.fields:  # a map: any key, each value as documented
+            for item in value.values():
+                self.visit(item, f"{prefix}*")
+            return
+        for key, item in value.items():
+            self.visit(item, prefix + key)
+        documented = {
+            name.removeprefix(prefix)
+            for name, field in self.fields.items()
+            if name.startswith(prefix) and not field.optional
+        }
+        missing = {name for name in documented if re.fullmatch(r"[a-z0-9_]+", name)} - set(value)
+        self.found.extend(f"{prefix}{name}: missing" for name in sorted(missing))
 
 
 def check(result: Run, schema: str, codes: tuple[int, ...] = (0,)) -> dict[str, Any]:

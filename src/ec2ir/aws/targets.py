@@ -179,58 +179,85 @@ def _scan(text: str) -> list[list[tuple[str, bool]]]:
     """The items of a shorthand argument: each a list of comma-separated segments, each segment
     its text (quotes removed, backslash escapes applied) and whether it may start a key (its
     beginning was not quoted or escaped)."""
-    items: list[list[tuple[str, bool]]] = []
-    segments: list[tuple[str, bool]] = []
-    current: list[str] = []
-    literal_at: int | None = None  # where the segment's first quoted or escaped character is
-    quote = ""
-    in_item = False
-    index = 0
+    return _ShorthandScanner(text).scan()
 
-    def end_segment() -> None:
-        nonlocal current, literal_at
-        keyable = literal_at is None or "=" in "".join(current[:literal_at])
-        segments.append(("".join(current), keyable))
-        current, literal_at = [], None
 
-    while index < len(text):
-        char = text[index]
-        if quote:
-            if char == quote:
-                quote = ""
-            elif char == "\\" and index + 1 < len(text) and text[index + 1] in (quote, "\\"):
-                index += 1
-                current.append(text[index])
+class _ShorthandScanner:
+    """One pass over a shorthand argument, character by character; `_scan` is its only user."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.items: list[list[tuple[str, bool]]] = []
+        self.segments: list[tuple[str, bool]] = []
+        self.current: list[str] = []
+        self.literal_at: int | None = None  # where the segment's first quoted or escaped character is
+        self.quote = ""
+        self.in_item = False
+        self.index = 0
+
+    def scan(self) -> list[list[tuple[str, bool]]]:
+        while self.index < len(self.text):
+            char = self.text[self.index]
+            if self.quote:
+                self._quoted(char)
             else:
-                current.append(char)
-        elif char in "\"'":
-            quote, in_item = char, True
-            literal_at = len(current) if literal_at is None else literal_at
-        elif char == "\\":
-            if index + 1 == len(text):
-                raise UsageError(f"filter {printable(repr(text))} ends in a lone backslash", ITEM_HINT)
-            literal_at = len(current) if literal_at is None else literal_at
-            index += 1
-            current.append(text[index])
-            in_item = True
-        elif char == ",":
-            end_segment()
-            in_item = True
-        elif char.isspace():
-            if in_item:
-                end_segment()
-                items.append(segments)
-                segments, in_item = [], False
+                self._unquoted(char)
+            self.index += 1
+        if self.quote:
+            raise UsageError(
+                f"filter {printable(repr(self.text))} has an unterminated {self.quote} quote", ITEM_HINT
+            )
+        if self.in_item:
+            self._end_item()
+        return self.items
+
+    def _quoted(self, char: str) -> None:
+        text, index = self.text, self.index
+        if char == self.quote:
+            self.quote = ""
+        elif char == "\\" and index + 1 < len(text) and text[index + 1] in (self.quote, "\\"):
+            self.index += 1
+            self.current.append(text[self.index])
         else:
-            current.append(char)
-            in_item = True
-        index += 1
-    if quote:
-        raise UsageError(f"filter {printable(repr(text))} has an unterminated {quote} quote", ITEM_HINT)
-    if in_item:
-        end_segment()
-        items.append(segments)
-    return items
+            self.current.append(char)
+
+    def _unquoted(self, char: str) -> None:
+        if char in "\"'":
+            self.quote, self.in_item = char, True
+            self._mark_literal()
+        elif char == "\\":
+            self._escape()
+        elif char == ",":
+            self._end_segment()
+            self.in_item = True
+        elif char.isspace():
+            if self.in_item:
+                self._end_item()
+        else:
+            self.current.append(char)
+            self.in_item = True
+
+    def _escape(self) -> None:
+        if self.index + 1 == len(self.text):
+            raise UsageError(f"filter {printable(repr(self.text))} ends in a lone backslash", ITEM_HINT)
+        self._mark_literal()
+        self.index += 1
+        self.current.append(self.text[self.index])
+        self.in_item = True
+
+    def _mark_literal(self) -> None:
+        if self.literal_at is None:
+            self.literal_at = len(self.current)
+
+    def _end_segment(self) -> None:
+        keyable = self.literal_at is None or "=" in "".join(self.current[: self.literal_at])
+        self.segments.append(("".join(self.current), keyable))
+        self.current, self.literal_at = [], None
+
+    def _end_item(self) -> None:
+        self._end_segment()
+        self.items.append(self.segments)
+        self.segments, self.in_item = [], False
 
 
 def _shorthand_item(segments: list[tuple[str, bool]], argument: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ on every release); each substitution or omission is a journal entry of the relea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as with_fields
 from typing import Any
@@ -177,39 +177,71 @@ def _on_off(value: object) -> str:
 
 def describe_undo(name: str, record: Record, rejoin: bool) -> str:
     """What one step's undo would do with its record, in words."""
-    if name == "protect":
-        kept = sorted(device for device, delete in record["delete_on_termination"].items() if delete)
-        return (
-            f"termination protection {_on_off(record['disable_api_termination'])}, shutdown behaviour "
-            f"{record['shutdown_behavior']}"
-            + (f", DeleteOnTermination back on for {', '.join(kept)}" if kept else "")
-        )
-    if name == "autoscaling":
-        if rejoin:
-            return f"attach to {record['group']} again (its desired capacity grows by one)"
-        return f"leave out of {record['group']} (--rejoin, or `ec2ir rejoin` later, attaches it)"
-    if name == NETWORK.name:
-        return eni_lines(record["originals"])
-    if name == "load-balancers":
-        names = [g["arn"] for g in record["target_groups"]] + list(record["classic"])
-        if rejoin:
-            return "register again with " + ", ".join(names)
-        return "leave out of " + ", ".join(names) + " (--rejoin, or `ec2ir rejoin` later, registers it)"
-    if name == "credentials":
-        return f"associate {record['profile_arn']} again, unless a profile is associated by then"
-    if name == "metadata":
-        return "metadata options back to " + ", ".join(f"{k}={v}" for k, v in record["options"].items())
-    if name == "revoke-sessions":
-        roles = [role["role"] for role in record["roles"] if not role["pre_existing"]]
-        return f"remove the deny policy {record['policy']} from {', '.join(roles) or 'no role'}"
-    if name == "tags":
-        previous: dict[str, Any] = record["previous"]
-        back = [f"{k}={v}" for k, v in previous.items() if v is not None]
-        gone = [k for k, v in previous.items() if v is None]
-        return "ec2ir:state=released" + "".join(
-            f"; {label} {', '.join(keys)}" for label, keys in (("put back", back), ("remove", gone)) if keys
-        )
-    return "put back " + json.dumps(record, sort_keys=True, default=str)
+    describe = _UNDO_DESCRIPTIONS.get(name)
+    if describe is None:
+        return "put back " + json.dumps(record, sort_keys=True, default=str)
+    return describe(record, rejoin)
+
+
+def _undo_protect(record: Record, rejoin: bool) -> str:
+    kept = sorted(device for device, delete in record["delete_on_termination"].items() if delete)
+    return (
+        f"termination protection {_on_off(record['disable_api_termination'])}, shutdown behaviour "
+        f"{record['shutdown_behavior']}"
+        + (f", DeleteOnTermination back on for {', '.join(kept)}" if kept else "")
+    )
+
+
+def _undo_autoscaling(record: Record, rejoin: bool) -> str:
+    if rejoin:
+        return f"attach to {record['group']} again (its desired capacity grows by one)"
+    return f"leave out of {record['group']} (--rejoin, or `ec2ir rejoin` later, attaches it)"
+
+
+def _undo_network(record: Record, rejoin: bool) -> str:
+    return eni_lines(record["originals"])
+
+
+def _undo_load_balancers(record: Record, rejoin: bool) -> str:
+    names = [g["arn"] for g in record["target_groups"]] + list(record["classic"])
+    if rejoin:
+        return "register again with " + ", ".join(names)
+    return "leave out of " + ", ".join(names) + " (--rejoin, or `ec2ir rejoin` later, registers it)"
+
+
+def _undo_credentials(record: Record, rejoin: bool) -> str:
+    return f"associate {record['profile_arn']} again, unless a profile is associated by then"
+
+
+def _undo_metadata(record: Record, rejoin: bool) -> str:
+    return "metadata options back to " + ", ".join(f"{k}={v}" for k, v in record["options"].items())
+
+
+def _undo_revoke_sessions(record: Record, rejoin: bool) -> str:
+    roles = [role["role"] for role in record["roles"] if not role["pre_existing"]]
+    return f"remove the deny policy {record['policy']} from {', '.join(roles) or 'no role'}"
+
+
+def _undo_tags(record: Record, rejoin: bool) -> str:
+    previous: dict[str, Any] = record["previous"]
+    back = [f"{k}={v}" for k, v in previous.items() if v is not None]
+    gone = [k for k, v in previous.items() if v is None]
+    return "ec2ir:state=released" + "".join(
+        f"; {label} {', '.join(keys)}" for label, keys in (("put back", back), ("remove", gone)) if keys
+    )
+
+
+# Each takes the step's record and whether the instance rejoins its groups (most ignore the latter).
+_UNDO_DESCRIPTIONS: dict[str, Callable[[Record, bool], str]] = {
+    "protect": _undo_protect,
+    "autoscaling": _undo_autoscaling,
+    NETWORK.name: _undo_network,
+    "load-balancers": _undo_load_balancers,
+    "credentials": _undo_credentials,
+    "metadata": _undo_metadata,
+    "revoke-sessions": _undo_revoke_sessions,
+    "tags": _undo_tags,
+}
 
 
 def planned(

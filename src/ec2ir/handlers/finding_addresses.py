@@ -226,6 +226,11 @@ def finding_addresses(finding: Any) -> FindingAddresses:
                     found.append(RemoteAddress(address.compressed, where, _organization(details)))
                 else:
                     over += 1
+    return FindingAddresses(tuple(found), tuple(_left_out(notes, over)))
+
+
+def _left_out(notes: list[str], over: int) -> list[str]:
+    """The notes to show, at most MAX_NOTES of them, and a count of what is beyond each limit."""
     left_out = [f"left out {note}" for note in notes[:MAX_NOTES]]
     if len(notes) > MAX_NOTES:
         left_out.append(f"and {len(notes) - MAX_NOTES} more values left out")
@@ -233,4 +238,4 @@ def finding_addresses(finding: Any) -> FindingAddresses:
         left_out.append(
             f"{over} more remote address(es) left out: at most {MAX_ADDRESSES} are blocked a finding"
         )
-    return FindingAddresses(tuple(found), tuple(left_out))
+    return left_out
