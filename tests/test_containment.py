@@ -433,6 +433,7 @@ def test_the_printed_policy_covers_every_call_of_a_full_isolate_and_release(
     assert {"ec2:ModifyNetworkInterfaceAttribute", "ec2:CreateSnapshots", "s3:PutObject"} <= called
 
 
+@pytest.mark.evidence  # the evidence clients are watched too: none may change anything first
 def test_the_hold_records_every_step_before_the_first_change(
     engine: Engine, fleet: Fleet, rich: RichFleet
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -129,7 +129,15 @@ def test_metadata_objects_exist_with_the_hashes_the_journal_holds(engine: Engine
     assert "IpPermissionsEgress" in network["security_groups"][0]  # each group's full rules
 
 
-def object_of(ref: EvidenceRef) -> dict[str, str]:
+class ObjectVersion(TypedDict):
+    """The arguments that name one object version, for both GetObject and DeleteObject."""
+
+    Bucket: str
+    Key: str
+    VersionId: str
+
+
+def object_of(ref: EvidenceRef) -> ObjectVersion:
     bucket, key = split_location(ref.location)
     return {"Bucket": bucket, "Key": key, "VersionId": ref.version_id}
 

@@ -7,7 +7,7 @@ Evidence is off throughout: none of this is about evidence."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
@@ -26,6 +26,9 @@ from ec2ir.store.state import StateStore
 from tests.conftest import Cli, Fleet, one_line_error
 from tests.faults import Crash
 from tests.test_containment import CallRecorder
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import CreateNetworkAclEntryRequestTypeDef
 
 ATTACKER = "203.0.113.7"  # TEST-NET-3: nobody's, so always blockable
 ATTACKER_V6 = "2001:db8:dead::/48"
@@ -529,7 +532,7 @@ def test_a_same_case_run_that_finds_its_number_taken_by_the_entry_it_wanted_keep
     aws2 = Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url))
     second = Engine(aws2, StateStore(aws2), concurrency=4)
     lands = Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url))  # run 1's create
-    inbound = {
+    inbound: CreateNetworkAclEntryRequestTypeDef = {
         "NetworkAclId": acl, "RuleNumber": 1, "Egress": False, "Protocol": "-1",
         "RuleAction": "deny", "CidrBlock": f"{ATTACKER}/32",
     }  # fmt: skip

@@ -10,10 +10,10 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ec2ir.core.errors import (
     AwsError,
@@ -24,6 +24,17 @@ from ec2ir.core.errors import (
     UsageError,
 )
 from ec2ir.core.models import Eni, InstanceFacts, Volume
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_elb import ElasticLoadBalancingClient
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_sts import STSClient
 
 T = TypeVar("T")
 
@@ -120,6 +131,28 @@ class Aws:
     def _session(self) -> Any:
         return self._shared.session
 
+    # The services with installed stubs get their typed client, so that mypy checks what we send;
+    # the others stay Any.
+    @overload
+    def client(self, service: Literal["autoscaling"]) -> AutoScalingClient: ...
+    @overload
+    def client(self, service: Literal["dynamodb"]) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: Literal["ec2"]) -> EC2Client: ...
+    @overload
+    def client(self, service: Literal["elb"]) -> ElasticLoadBalancingClient: ...
+    @overload
+    def client(self, service: Literal["elbv2"]) -> ElasticLoadBalancingv2Client: ...
+    @overload
+    def client(self, service: Literal["iam"]) -> IAMClient: ...
+    @overload
+    def client(self, service: Literal["s3"]) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["ssm"]) -> SSMClient: ...
+    @overload
+    def client(self, service: Literal["sts"]) -> STSClient: ...
+    @overload
+    def client(self, service: str) -> Any: ...
     def client(self, service: str) -> Any:
         # Worker threads ask for clients at once; boto3 sessions are not thread-safe, and one
         # client per service keeps one adaptive rate limiter per service.
@@ -208,10 +241,10 @@ class Aws:
         settings = self.settings if retries else replace(self.settings, max_attempts=1, retry_mode="standard")
         return Aws(settings, _shared=self._shared)
 
-    def ec2(self) -> Any:
+    def ec2(self) -> EC2Client:
         return self.client("ec2")
 
-    def dynamodb(self) -> Any:
+    def dynamodb(self) -> DynamoDBClient:
         return self.client("dynamodb")
 
     def region(self) -> str:
@@ -334,7 +367,7 @@ def chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
-def facts_from_description(instance: dict[str, Any]) -> InstanceFacts:
+def facts_from_description(instance: Mapping[str, Any]) -> InstanceFacts:
     enis = tuple(
         sorted(
             (

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ec2ir.aws.session import Aws, translated
 from ec2ir.core.errors import AwsError, Ec2irError, UnsafeIsolationGroup
 from ec2ir.core.models import ACTIVE_STATUSES, GroupRecord, VpcGroups
 from ec2ir.store.state import StateStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, IpPermissionTypeDef, UserIdGroupPairTypeDef
 
 ROLE_TAG = "ec2ir:role"
 FORENSIC = "forensic"
@@ -48,13 +51,15 @@ class Rule:
     # The account that owns a peer group in another account; not part of a rule's identity.
     peer_owner: str = field(default="", compare=False)
 
-    def permission(self) -> dict[str, Any]:
-        perm: dict[str, Any] = {"IpProtocol": self.protocol}
+    def permission(self) -> IpPermissionTypeDef:
+        perm: IpPermissionTypeDef = {"IpProtocol": self.protocol}
         if self.protocol != "-1":
             perm["FromPort"] = self.from_port
             perm["ToPort"] = self.to_port
         if self.peer.startswith("sg-"):
-            pair = {"GroupId": self.peer} | ({"UserId": self.peer_owner} if self.peer_owner else {})
+            pair: UserIdGroupPairTypeDef = {"GroupId": self.peer}
+            if self.peer_owner:
+                pair["UserId"] = self.peer_owner
             perm["UserIdGroupPairs"] = [pair]
         elif ":" in self.peer:
             perm["Ipv6Ranges"] = [{"CidrIpv6": self.peer}]
@@ -67,7 +72,7 @@ def ssh_from(peer: str, peer_owner: str = "") -> Rule:
     return Rule(egress=False, protocol="tcp", from_port=22, to_port=22, peer=peer, peer_owner=peer_owner)
 
 
-def rule_from_api(item: dict[str, Any]) -> Rule:
+def rule_from_api(item: Mapping[str, Any]) -> Rule:
     protocol = str(item.get("IpProtocol", "-1"))
     whole_range = protocol == "-1"
     peer = (
@@ -138,7 +143,7 @@ PEER_KEYS = {
 }
 
 
-def listed_rules(group: dict[str, Any]) -> dict[str, Rule] | None:
+def listed_rules(group: Mapping[str, Any]) -> dict[str, Rule] | None:
     """A group's rules from its DescribeSecurityGroups item, or None if any permission has a
     shape this does not know (then the caller reads the rules themselves)."""
     rules: dict[str, Rule] = {}
@@ -264,7 +269,7 @@ class SeenGroup:
     rules: dict[str, Rule] | None  # as listed, or None when their shape needs a read of its own
 
 
-def _seen(groups: Iterable[dict[str, Any]]) -> dict[str, SeenGroup]:
+def _seen(groups: Iterable[Mapping[str, Any]]) -> dict[str, SeenGroup]:
     seen: dict[str, SeenGroup] = {}
     for group in sorted(groups, key=lambda g: str(g["GroupId"])):
         tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
@@ -278,7 +283,7 @@ def _seen(groups: Iterable[dict[str, Any]]) -> dict[str, SeenGroup]:
     return seen
 
 
-def _describe(aws: Aws, filters: list[dict[str, Any]]) -> dict[str, SeenGroup]:
+def _describe(aws: Aws, filters: list[FilterTypeDef]) -> dict[str, SeenGroup]:
     paginator = aws.ec2().get_paginator("describe_security_groups")
     with translated("ec2", "DescribeSecurityGroups"):
         pages = paginator.paginate(Filters=filters)

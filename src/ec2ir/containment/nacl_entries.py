@@ -6,7 +6,7 @@ ACLs read from EC2, and the rule numbers free ahead of every entry that is not e
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -245,7 +245,7 @@ class Acl:
         return {n for e, n in self.entries if e == egress and n < DEFAULT_RULE}
 
 
-def _acl(described: dict[str, Any]) -> Acl:
+def _acl(described: Mapping[str, Any]) -> Acl:
     return Acl(
         acl_id=str(described["NetworkAclId"]),
         vpc_id=str(described.get("VpcId", "")),

@@ -5,7 +5,7 @@ services and AWS's published ranges), so that a block never cuts the responders 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,7 +177,7 @@ def forensic_side(
     return offices, workstations
 
 
-def eni_addresses(eni: dict[str, Any]) -> list[str]:
+def eni_addresses(eni: Mapping[str, Any]) -> list[str]:
     addresses = [eni.get("PrivateIpAddress"), eni.get("Association", {}).get("PublicIp")]
     for private in eni.get("PrivateIpAddresses", []):
         addresses += [private.get("PrivateIpAddress"), private.get("Association", {}).get("PublicIp")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ec2ir.aws.session import Aws, translated
 from ec2ir.containment.steplog import GONE_STATES, StepLog
@@ -35,6 +36,9 @@ from ec2ir.core.errors import (
     StillHeld,
 )
 from ec2ir.core.models import Hold, HoldStatus, InstanceFacts
+
+if TYPE_CHECKING:
+    from mypy_boto3_elbv2.type_defs import TargetDescriptionTypeDef
 
 # DescribeTargetHealth's states of a target that is not (or no longer) registered
 NOT_REGISTERED = frozenset({"draining"})
@@ -80,7 +84,7 @@ def _asg_out(aws: Aws, instance_id: str, record: Record) -> list[str]:
 def _balancers_out(aws: Aws, instance_id: str, record: Record) -> list[str]:
     out: list[str] = []
     for group in record["target_groups"]:
-        target: dict[str, object] = {"Id": instance_id}
+        target: TargetDescriptionTypeDef = {"Id": instance_id}
         if group["port"]:
             target["Port"] = group["port"]
         with translated("elasticloadbalancing", "DescribeTargetHealth"):

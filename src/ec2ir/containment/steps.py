@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore import xform_name
 
@@ -28,6 +28,12 @@ from ec2ir.containment.lanes import SwapLanes, set_eni_groups
 from ec2ir.core.errors import AwsError, Ec2irError, SeveralFailed
 from ec2ir.core.models import InstanceFacts, VpcGroups
 from ec2ir.store.items import now
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling.type_defs import AutoScalingInstanceDetailsTypeDef
+    from mypy_boto3_ec2.literals import InstanceAttributeNameType
+    from mypy_boto3_ec2.type_defs import TagTypeDef
+    from mypy_boto3_elbv2.type_defs import TargetDescriptionTypeDef, TargetGroupTypeDef
 
 Record = dict[str, Any]
 TAG_CASE, TAG_STATE, TAG_ISOLATED_AT = "ec2ir:case", "ec2ir:state", "ec2ir:isolated-at"
@@ -175,10 +181,12 @@ class ProtectEvidence(Step):
         }
 
     @staticmethod
-    def _attribute(aws: Aws, instance_id: str, attribute: str) -> Any:
+    def _attribute(aws: Aws, instance_id: str, attribute: InstanceAttributeNameType) -> Any:
         key = attribute[0].upper() + attribute[1:]
         with translated("ec2", "DescribeInstanceAttribute"):
-            described = aws.ec2().describe_instance_attribute(InstanceId=instance_id, Attribute=attribute)
+            described: Mapping[str, Any] = aws.ec2().describe_instance_attribute(
+                InstanceId=instance_id, Attribute=attribute
+            )
         return described[key]["Value"]
 
     @staticmethod
@@ -391,9 +399,9 @@ class DetachFromAutoScaling(Step):
         return {item["InstanceId"]: item["AutoScalingGroupName"] for item in memberships}
 
     @staticmethod
-    def _memberships(aws: Aws, instance_ids: list[str]) -> list[dict[str, Any]]:
+    def _memberships(aws: Aws, instance_ids: list[str]) -> list[AutoScalingInstanceDetailsTypeDef]:
         """DescribeAutoScalingInstances' item (group, LifecycleState) of each instance in a group."""
-        found: list[dict[str, Any]] = []
+        found: list[AutoScalingInstanceDetailsTypeDef] = []
         client = aws.client("autoscaling")
         with translated("autoscaling", "DescribeAutoScalingInstances"):
             for batch in chunks(instance_ids, 50):
@@ -612,7 +620,7 @@ class DeregisterLoadBalancers(Step):
         return found
 
     @staticmethod
-    def _instance_target_groups(aws: Aws) -> list[dict[str, Any]]:
+    def _instance_target_groups(aws: Aws) -> list[TargetGroupTypeDef]:
         with translated("elasticloadbalancing", "DescribeTargetGroups"):
             return [
                 group
@@ -622,7 +630,7 @@ class DeregisterLoadBalancers(Step):
             ]
 
     @staticmethod
-    def _targets_of(aws: Aws, group: dict[str, Any]) -> list[tuple[str, int]]:
+    def _targets_of(aws: Aws, group: TargetGroupTypeDef) -> list[tuple[str, int]]:
         with translated("elasticloadbalancing", "DescribeTargetHealth"):
             health = aws.client("elbv2").describe_target_health(TargetGroupArn=group["TargetGroupArn"])
         return [
@@ -699,7 +707,7 @@ class DeregisterLoadBalancers(Step):
         found = target.lookups.get(self.name) or {}
         if group["arn"] in {g["arn"] for g in found.get("target_groups", [])}:
             return False  # this run saw it registered: InvalidTarget is something else
-        described: Record = {"Id": target.instance_id}
+        described: TargetDescriptionTypeDef = {"Id": target.instance_id}
         if group["port"]:
             described["Port"] = group["port"]
         try:
@@ -961,7 +969,7 @@ class TagInstance(Step):
             "isolated_at": ctx.started_at,
         }
 
-    def _tags(self, ctx: Context, isolated_at: str = "") -> list[dict[str, str]]:
+    def _tags(self, ctx: Context, isolated_at: str = "") -> list[TagTypeDef]:
         return [
             {"Key": TAG_CASE, "Value": ctx.case_id},
             {"Key": TAG_STATE, "Value": "isolated"},
@@ -990,8 +998,8 @@ class TagInstance(Step):
 
     def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
         previous: dict[str, str | None] = record["previous"]
-        put_back = [{"Key": k, "Value": v} for k, v in previous.items() if v is not None]
-        remove = [{"Key": k} for k, v in previous.items() if v is None]
+        put_back: list[TagTypeDef] = [{"Key": k, "Value": v} for k, v in previous.items() if v is not None]
+        remove: list[TagTypeDef] = [{"Key": k} for k, v in previous.items() if v is None]
         ec2 = ctx.aws.ec2()
         with translated("ec2", "CreateTags"):
             ec2.create_tags(

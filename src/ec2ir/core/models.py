@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -82,7 +83,7 @@ class InstanceFacts:
     tags: dict[str, str] = field(default_factory=dict)
     profile_arn: str = ""
     # DescribeInstances' own item, read before any change: the first piece of evidence
-    description: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    description: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def vpc_ids(self) -> frozenset[str]:

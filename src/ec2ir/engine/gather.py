@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ec2ir.containment.steplog import MEMORY, METADATA, SNAPSHOTS, StepLog
 from ec2ir.containment.steps import Context, Options, Target
@@ -18,6 +18,9 @@ from ec2ir.evidence.metadata import Item, metadata_items
 from ec2ir.evidence.s3 import account_of, as_json, compact_time
 from ec2ir.evidence.snapshots import take_snapshots
 from ec2ir.store.items import now
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import VolumeTypeDef
 
 
 def validate_evidence_options(options: Options) -> None:
@@ -47,7 +50,7 @@ class Collection:
 
     bucket: EvidenceBucket
     pool: ThreadPoolExecutor
-    volumes: Future[dict[str, list[dict[str, Any]]]] | None = None
+    volumes: Future[dict[str, list[VolumeTypeDef]]] | None = None
 
     def volumes_of(self, instance_id: str) -> Item:
         """The instance's volumes as read in the first round trip, or why they are unknown."""
@@ -64,7 +67,7 @@ def open_collection(
     actor: str,
     options: Options,
     pool: ThreadPoolExecutor,
-    volumes: Future[dict[str, list[dict[str, Any]]]] | None,
+    volumes: Future[dict[str, list[VolumeTypeDef]]] | None,
 ) -> Collection:
     account = account_of(actor)
     name = evidence_bucket_name(rt, options, account)

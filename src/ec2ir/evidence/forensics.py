@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ec2ir.aws.session import Aws, chunks, discover, patiently, request_ids, translated
 from ec2ir.core import validate
@@ -31,6 +31,15 @@ from ec2ir.core.text import printable, table
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_INSTANCE
 from ec2ir.store.items import now
 from ec2ir.store.state import StateStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import (
+        FilterTypeDef,
+        SnapshotTypeDef,
+        VolumeAttachmentTypeDef,
+        VolumeTypeDef,
+        WaiterConfigTypeDef,
+    )
 
 FORENSICS_PERMISSIONS: tuple[str, ...] = (
     "ec2:DescribeSnapshots",
@@ -62,7 +71,7 @@ USABLE_STATES = ("running", "stopped")
 GONE = ("deleting", "deleted")
 # Volumes made from snapshots are usually ready in seconds; a mounted one never detaches, so the
 # wait is bounded and the hint says to unmount.
-WAITER = {"Delay": 2, "MaxAttempts": 90}
+WAITER: WaiterConfigTypeDef = {"Delay": 2, "MaxAttempts": 90}
 UNMOUNT = (
     "a mounted volume never detaches: unmount it on the workstation (sudo umount ...) and run detach again"
 )
@@ -278,7 +287,7 @@ def _make_copies(
     workstation: str,
     zone: str,
     placed: list[tuple[Copy, str]],
-    by_snapshot: dict[str, dict[str, Any]],
+    by_snapshot: dict[str, SnapshotTypeDef],
 ) -> None:
     """Create, wait for and attach each copy at its device; each phase for every copy before the
     next phase, so the volumes are made side by side."""
@@ -346,7 +355,7 @@ def _copy_of(snapshot: CaseSnapshot, workstation: str) -> Copy:
     )
 
 
-def _create(aws: Aws, case: str, snapshot: dict[str, Any], copy: Copy, zone: str) -> None:
+def _create(aws: Aws, case: str, snapshot: SnapshotTypeDef, copy: Copy, zone: str) -> None:
     tags = {
         "Name": f"ec2ir {case}: copy of {copy.snapshot_id}",
         TAG_CASE: case,
@@ -445,31 +454,38 @@ def detach(aws: Aws, store: StateStore, case_id: str, actor: str, dry_run: bool 
         copies.append(copy)
         if dry_run:
             _plan_detach(copy, attachments)
-            continue
-        for attachment in attachments:
-            if attachment.get("State") not in ("detaching", "detached"):
-                _step(copy, partial(_detach, aws, copy, attachment))
-    if dry_run:
-        if not copies:
-            report.notes.append(f"case {case} has no forensic copies to detach")
-        report.copies = copies
-        return report
-    for copy in copies:
-        if copy.ok:
-            _step(copy, partial(_wait, aws, "volume_available", copy.volume_id, "detach", UNMOUNT))
-        if copy.ok:
-            _step(copy, partial(_delete, aws, copy))
-        if copy.ok:
-            where = f"detached from {copy.workstation_id} ({copy.device}) and " if copy.workstation_id else ""
-            copy.result = f"done: {where}deleted; the snapshot {copy.snapshot_id} is kept"
+        else:
+            _start_detach(aws, copy, attachments)
+    if not dry_run:
+        for copy in copies:
+            _finish_detach(aws, copy)
     if not copies:
         report.notes.append(f"case {case} has no forensic copies to detach")
     report.copies = copies
-    _journal(store, [_entry(case, actor, copy, "forensics:detach") for copy in copies], report)
+    if not dry_run:
+        _journal(store, [_entry(case, actor, copy, "forensics:detach") for copy in copies], report)
     return report
 
 
-def _journaled_copies(aws: Aws, store: StateStore, case: str, report: DetachReport) -> list[dict[str, Any]]:
+def _start_detach(aws: Aws, copy: Copy, attachments: list[VolumeAttachmentTypeDef]) -> None:
+    """Ask EC2 to detach the copy from wherever it is still attached; `_finish_detach` waits."""
+    for attachment in attachments:
+        if attachment.get("State") not in ("detaching", "detached"):
+            _step(copy, partial(_detach, aws, copy, attachment))
+
+
+def _finish_detach(aws: Aws, copy: Copy) -> None:
+    """Wait for the detached copy to be available, then delete it; each call only while all went well."""
+    if copy.ok:
+        _step(copy, partial(_wait, aws, "volume_available", copy.volume_id, "detach", UNMOUNT))
+    if copy.ok:
+        _step(copy, partial(_delete, aws, copy))
+    if copy.ok:
+        where = f"detached from {copy.workstation_id} ({copy.device}) and " if copy.workstation_id else ""
+        copy.result = f"done: {where}deleted; the snapshot {copy.snapshot_id} is kept"
+
+
+def _journaled_copies(aws: Aws, store: StateStore, case: str, report: DetachReport) -> list[VolumeTypeDef]:
     """The case's copies (not gone) that EC2 says were made from a snapshot the journal names;
     every other volume tagged as one is named in a note and left alone."""
     journaled = journaled_snapshots(store, case)
@@ -490,7 +506,7 @@ def _journaled_copies(aws: Aws, store: StateStore, case: str, report: DetachRepo
     return volumes
 
 
-def _copy_from_volume(volume: dict[str, Any]) -> Copy:
+def _copy_from_volume(volume: VolumeTypeDef) -> Copy:
     tags = _tags(volume)
     attachments = volume.get("Attachments", [])
     return Copy(
@@ -503,7 +519,7 @@ def _copy_from_volume(volume: dict[str, Any]) -> Copy:
     )
 
 
-def _plan_detach(copy: Copy, attachments: list[dict[str, Any]]) -> None:
+def _plan_detach(copy: Copy, attachments: list[VolumeAttachmentTypeDef]) -> None:
     """A dry run's copy: the calls detach would make for it, and its result in words."""
     detaching = [a for a in attachments if a.get("State") not in ("detaching", "detached")]
     copy.calls = (
@@ -514,7 +530,7 @@ def _plan_detach(copy: Copy, attachments: list[dict[str, Any]]) -> None:
     copy.result = f"would: {where}delete; the snapshot {copy.snapshot_id} is kept"
 
 
-def _detach(aws: Aws, copy: Copy, attachment: dict[str, Any]) -> None:
+def _detach(aws: Aws, copy: Copy, attachment: VolumeAttachmentTypeDef) -> None:
     # The instance and device are named as well: EC2 accepts them, and moto fails without them.
     def call() -> None:
         with translated("ec2", "DetachVolume"):
@@ -544,7 +560,7 @@ def _delete(aws: Aws, copy: Copy) -> None:
 class CaseSnapshot:
     """One of the case's snapshots: EC2's description of it, and its source as the journal has it."""
 
-    described: dict[str, Any]
+    described: SnapshotTypeDef
     instance_id: str
     volume_id: str
     device: str
@@ -640,7 +656,7 @@ def case_snapshots(aws: Aws, store: StateStore, case_id: str) -> CaseSnapshots:
     return CaseSnapshots(snapshots, instances, notes)
 
 
-def _describe_snapshots(aws: Aws, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _describe_snapshots(aws: Aws, filters: list[FilterTypeDef]) -> list[SnapshotTypeDef]:
     """Always filtered, as an account can own thousands of snapshots."""
     with translated("ec2", "DescribeSnapshots"):
         return [
@@ -652,10 +668,10 @@ def _describe_snapshots(aws: Aws, filters: list[dict[str, Any]]) -> list[dict[st
         ]
 
 
-def forensic_copies(aws: Aws, case_id: str) -> list[dict[str, Any]]:
+def forensic_copies(aws: Aws, case_id: str) -> list[VolumeTypeDef]:
     """The volumes tagged as the case's forensic copies. The tags are checked again here, so a
     volume without them is never detached or deleted, even if a filter were ignored."""
-    filters = [
+    filters: list[FilterTypeDef] = [
         {"Name": f"tag:{TAG_CASE}", "Values": [case_id]},
         {"Name": f"tag:{TAG_ROLE}", "Values": [ROLE_COPY]},
     ]
@@ -670,7 +686,7 @@ def forensic_copies(aws: Aws, case_id: str) -> list[dict[str, Any]]:
         ]
 
 
-def _tags(resource: dict[str, Any]) -> dict[str, str]:
+def _tags(resource: Mapping[str, Any]) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", [])}
 
 
@@ -684,7 +700,9 @@ def _step(copy: Copy, action: Callable[[], None]) -> None:
     copy.request_ids.extend(ids)
 
 
-def _wait(aws: Aws, waiter: str, volume_id: str, what: str, hint: str = "") -> None:
+def _wait(
+    aws: Aws, waiter: Literal["volume_available", "volume_in_use"], volume_id: str, what: str, hint: str = ""
+) -> None:
     try:
         with translated("ec2", "DescribeVolumes"):
             aws.ec2().get_waiter(waiter).wait(VolumeIds=[volume_id], WaiterConfig=WAITER)

@@ -43,13 +43,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ec2ir.aws.session import Aws, chunks, request_ids, translated
 from ec2ir.core.errors import AwsError, Ec2irError, Throttled
 from ec2ir.core.models import EvidenceRef
 from ec2ir.evidence.bucket import EvidenceBucket
 from ec2ir.evidence.s3 import compact_time, s3_translated
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm.type_defs import GetCommandInvocationResultTypeDef, InstanceInformationTypeDef
 
 # Every IAM action acquire() uses. The presigned URL is signed by ec2ir's caller, so the upload
 # from the instance is authorised as the caller's s3:PutObject.
@@ -329,7 +332,7 @@ class _Run:
 
     def managed(self, instance_ids: list[str]) -> dict[str, str | None]:
         """None for each instance SSM can run a Linux command on, else why not."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, InstanceInformationTypeDef] = {}
         ssm = self.aws.client("ssm")
         for batch in chunks(instance_ids, DESCRIBE_BATCH):
             token: str | None = None
@@ -342,8 +345,8 @@ class _Run:
                     arguments["NextToken"] = token
                 with translated("ssm", "DescribeInstanceInformation"):
                     page = ssm.describe_instance_information(**arguments)
-                for info in page.get("InstanceInformationList", []):
-                    found[info["InstanceId"]] = info
+                for item in page.get("InstanceInformationList", []):
+                    found[item["InstanceId"]] = item
                 token = page.get("NextToken")
                 if not token:
                     break
@@ -396,7 +399,7 @@ class _Run:
             return f"not collected: {self.timed_out()}; {self.cancel(command_id, instance_id)}", None
         return self.conclude(command_id, key, invocation)
 
-    def poll(self, command_id: str, instance_id: str) -> dict[str, Any] | None:
+    def poll(self, command_id: str, instance_id: str) -> GetCommandInvocationResultTypeDef | None:
         """The finished invocation, or None when the deadline came first (the last look is taken
         at the deadline itself)."""
         ssm = self.aws.client("ssm")
@@ -409,9 +412,7 @@ class _Run:
             delay = min(delay * 2, LAST_POLL)
             try:
                 with translated("ssm", "GetCommandInvocation"):
-                    invocation: dict[str, Any] = ssm.get_command_invocation(
-                        CommandId=command_id, InstanceId=instance_id
-                    )
+                    invocation = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
             except Throttled:
                 continue
             except AwsError as error:
@@ -430,7 +431,7 @@ class _Run:
         return f"command {command_id} cancelled"
 
     def conclude(
-        self, command_id: str, key: str, invocation: dict[str, Any]
+        self, command_id: str, key: str, invocation: GetCommandInvocationResultTypeDef
     ) -> tuple[str, EvidenceRef | None]:
         status = invocation.get("Status", "")
         report = parse_report(str(invocation.get("StandardOutputContent") or ""))

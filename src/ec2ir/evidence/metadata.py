@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ec2ir.aws.session import Aws, translated
 from ec2ir.core.errors import AwsError, Ec2irError
@@ -15,6 +15,9 @@ from ec2ir.core.models import InstanceFacts
 from ec2ir.evidence.s3 import (
     as_json,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import SecurityGroupTypeDef
 
 SCREENSHOT_UNSUPPORTED = frozenset(
     {"UnsupportedOperation", "InvalidParameterValue", "UnsupportedInstanceType"}
@@ -73,7 +76,7 @@ def metadata_items(aws: Aws, facts: InstanceFacts, lookups: dict[str, Any], volu
 
 def _network(aws: Aws, facts: InstanceFacts) -> Item:
     group_ids = sorted({group for eni in facts.enis for group in eni.group_ids})
-    groups: list[dict[str, Any]] = []
+    groups: list[SecurityGroupTypeDef] = []
     if group_ids:
         with translated("ec2", "DescribeSecurityGroups"):
             for page in aws.ec2().get_paginator("describe_security_groups").paginate(GroupIds=group_ids):

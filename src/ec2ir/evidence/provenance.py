@@ -20,11 +20,11 @@ import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ec2ir.aws.session import Aws, chunks, translated
 from ec2ir.core.errors import AwsError, Ec2irError
-from ec2ir.core.models import EvidenceRef, GroupRecord, Hold
+from ec2ir.core.models import EvidenceRef, GroupRecord, Hold, JournalEntry
 from ec2ir.evidence.s3 import (
     account_of,
     compact_time,
@@ -35,6 +35,9 @@ from ec2ir.evidence.s3 import (
 )
 from ec2ir.evidence.verify import Finding, journal_head_key
 from ec2ir.store.entries import RecordEntry, StoredEntry
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectVersionTypeDef
 
 RECORD_ACTION = "isolate:record-originals"
 CHAIN_SINCE = "written before the journal was chained"
@@ -173,7 +176,7 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
 def _heads(aws: Aws, bucket: str, key: str) -> list[tuple[Any, dict[str, Any]]]:
     """Every version of the journal head in the bucket: its version id and its content."""
     s3 = aws.client("s3")
-    versions: list[dict[str, Any]] = []
+    versions: list[ObjectVersionTypeDef] = []
     with s3_translated("ListObjectVersions"):
         pages = s3.get_paginator("list_object_versions").paginate(
             Bucket=bucket, Prefix=key, **expected_owner(aws)
@@ -182,14 +185,10 @@ def _heads(aws: Aws, bucket: str, key: str) -> list[tuple[Any, dict[str, Any]]]:
             versions += [v for v in page.get("Versions", []) if v["Key"] == key]
     heads = []
     for version in versions:
-        arguments = {
-            "Bucket": bucket,
-            "Key": key,
-            "VersionId": version["VersionId"],
-            **expected_owner(aws),
-        }
+        owner = expected_owner(aws)
         with s3_translated("GetObject"):
-            heads.append((version["VersionId"], json.loads(s3.get_object(**arguments)["Body"].read())))
+            stored = s3.get_object(Bucket=bucket, Key=key, VersionId=version["VersionId"], **owner)
+            heads.append((version["VersionId"], json.loads(stored["Body"].read())))
     return heads
 
 
@@ -264,24 +263,12 @@ class Provenance:
         )
         episodes = {(hold.instance_id, hold.recorded_at) for hold in holds}
         proofs = {episode: Proof() for episode in episodes}
-        fetches: list[tuple[tuple[str, str], str, EvidenceRef]] = []
+        fetches: list[_Fetch] = []
         for stored in entries:
-            entry = stored.entry
             if not stored.intact:
                 continue  # a rewritten entry proves nothing
-            if isinstance(entry, RecordEntry) and entry.action == RECORD_ACTION:
-                episode = (entry.target, str(entry.record.get("recorded_at", "")))
-                if episode in proofs:
-                    _from_record(proofs[episode], entry.record, f"journal entry of {entry.at}")
-            for ref in entry.evidence:
-                item = ref.kind.removeprefix("metadata:")
-                for instance_id, recorded_at in episodes:
-                    if entry.target == instance_id and item in ("network", "iam", "memberships"):
-                        episode_prefix = (
-                            f"/{instance_id}/{compact_time(recorded_at)}/" if recorded_at else "//"
-                        )
-                        if episode_prefix in ref.location:
-                            fetches.append(((instance_id, recorded_at), item, ref))
+            _prove_from_journal(proofs, stored.entry)
+            fetches += _evidence_to_fetch(stored.entry, episodes)
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(fetches) or 1))) as pool:
             bodies = list(pool.map(lambda f: _read(aws, f[2]), fetches))
         for (episode, item, ref), (body, error) in zip(fetches, bodies, strict=True):
@@ -300,31 +287,16 @@ class Provenance:
         unproven: list[str] = []
         for eni, groups in sorted(hold.originals.items()):
             vpc = hold.eni_vpcs.get(eni, "")
-            for group in groups:
-                if group in self.own_groups:
-                    differences.append(f"{eni}: {group} is one of ec2ir's own groups, never an original")
-                elif self.group_vpcs.get(group, vpc) != vpc:
-                    differences.append(
-                        f"{eni}: {group} is in {self.group_vpcs[group]}, not in the ENI's {vpc}"
-                    )
+            differences += self._misplaced_groups(eni, groups, vpc)
             claims = proof.enis.get(eni, [])
             if not claims:
                 unproven.append(f"{eni}'s groups")
-            for source, proven_groups, proven_vpc in claims:
-                if tuple(sorted(groups)) != proven_groups:
-                    differences.append(
-                        f"{eni}: the hold restores {sorted(groups)}, the {source} has {list(proven_groups)}"
-                    )
-                if proven_vpc and vpc != proven_vpc:
-                    differences.append(f"{eni}: the hold says VPC {vpc}, the {source} has {proven_vpc}")
+            differences += _eni_differences(eni, groups, vpc, claims)
         for name, record in sorted(hold.steps.items()):
-            claims_ = proof.steps.get(name, [])
-            if not claims_:
+            step_claims = proof.steps.get(name, [])
+            if not step_claims:
                 unproven.append(f"the {name} record")
-            for source, proven in claims_:
-                if not _same(name, record, proven):
-                    restores, has = _show(name, record), _show(name, proven)
-                    differences.append(f"{name}: the hold restores {restores}, the {source} has {has}")
+            differences += _step_differences(name, record, step_claims)
         warnings: list[str] = []
         if unproven:
             if proof.complete:
@@ -335,6 +307,66 @@ class Provenance:
                     + ", ".join(unproven)
                 )
         return differences, warnings + proof.notes
+
+    def _misplaced_groups(self, eni: str, groups: Iterable[str], vpc: str) -> list[str]:
+        """The hold's groups of one ENI that are ec2ir's own, or live in another VPC than the ENI."""
+        differences: list[str] = []
+        for group in groups:
+            if group in self.own_groups:
+                differences.append(f"{eni}: {group} is one of ec2ir's own groups, never an original")
+            elif self.group_vpcs.get(group, vpc) != vpc:
+                differences.append(f"{eni}: {group} is in {self.group_vpcs[group]}, not in the ENI's {vpc}")
+        return differences
+
+
+def _eni_differences(
+    eni: str, groups: Iterable[str], vpc: str, claims: list[tuple[str, tuple[str, ...], str]]
+) -> list[str]:
+    """Where the hold's groups and VPC of one ENI differ from what each source proves."""
+    differences: list[str] = []
+    for source, proven_groups, proven_vpc in claims:
+        if tuple(sorted(groups)) != proven_groups:
+            differences.append(
+                f"{eni}: the hold restores {sorted(groups)}, the {source} has {list(proven_groups)}"
+            )
+        if proven_vpc and vpc != proven_vpc:
+            differences.append(f"{eni}: the hold says VPC {vpc}, the {source} has {proven_vpc}")
+    return differences
+
+
+def _step_differences(name: str, record: Any, claims: list[tuple[str, Any]]) -> list[str]:
+    """Where the hold's record of one step differs from what each source proves."""
+    differences: list[str] = []
+    for source, proven in claims:
+        if not _same(name, record, proven):
+            restores, has = _show(name, record), _show(name, proven)
+            differences.append(f"{name}: the hold restores {restores}, the {source} has {has}")
+    return differences
+
+
+# An episode (instance, recorded_at), the evidence item (network, iam, memberships) and its object.
+_Fetch = tuple[tuple[str, str], str, EvidenceRef]
+
+
+def _prove_from_journal(proofs: dict[tuple[str, str], Proof], entry: JournalEntry) -> None:
+    """Add what an episode's record-originals journal entry proves, if the entry is one."""
+    if isinstance(entry, RecordEntry) and entry.action == RECORD_ACTION:
+        episode = (entry.target, str(entry.record.get("recorded_at", "")))
+        if episode in proofs:
+            _from_record(proofs[episode], entry.record, f"journal entry of {entry.at}")
+
+
+def _evidence_to_fetch(entry: JournalEntry, episodes: Iterable[tuple[str, str]]) -> list[_Fetch]:
+    """The evidence objects the entry names that hold an episode's network, IAM or memberships."""
+    fetches: list[_Fetch] = []
+    for ref in entry.evidence:
+        item = ref.kind.removeprefix("metadata:")
+        for instance_id, recorded_at in episodes:
+            if entry.target == instance_id and item in ("network", "iam", "memberships"):
+                episode_prefix = f"/{instance_id}/{compact_time(recorded_at)}/" if recorded_at else "//"
+                if episode_prefix in ref.location:
+                    fetches.append(((instance_id, recorded_at), item, ref))
+    return fetches
 
 
 def _read(aws: Aws, ref: EvidenceRef) -> tuple[bytes, str]:

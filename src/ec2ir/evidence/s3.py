@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from ec2ir.aws.session import Aws, translated
 from ec2ir.core.errors import Ec2irError
@@ -53,7 +53,13 @@ def split_location(location: str) -> tuple[str, str]:
     return bucket, key
 
 
-def expected_owner(aws: Aws) -> dict[str, str]:
+class ExpectedOwner(TypedDict, total=False):
+    """The argument every S3 call of ec2ir adds, when the caller's account is known."""
+
+    ExpectedBucketOwner: str
+
+
+def expected_owner(aws: Aws) -> ExpectedOwner:
     """Every S3 call names the account the evidence belongs to (the caller's), so that a bucket of
     the same name someone else owns is never read from or written to."""
     account = aws.account()

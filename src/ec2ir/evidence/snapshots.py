@@ -4,20 +4,23 @@ episode so that a rerun after a crash finds them instead of taking them again.""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ec2ir.aws.session import Aws, chunks, patiently, translated
 from ec2ir.core.models import EvidenceRef, InstanceFacts
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, SnapshotInfoTypeDef, SnapshotTypeDef, VolumeTypeDef
 
 TAG_CASE, TAG_INSTANCE, TAG_EPISODE = "ec2ir:case", "ec2ir:instance", "ec2ir:episode"
 TAG_VOLUME, TAG_DEVICE, TAG_TAKEN_AT = "ec2ir:volume", "ec2ir:device", "ec2ir:taken-at"
 
 
-def volumes_of(aws: Aws, instance_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+def volumes_of(aws: Aws, instance_ids: list[str]) -> dict[str, list[VolumeTypeDef]]:
     """Every volume attached to the named instances, by instance: one batched read."""
-    found: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, list[VolumeTypeDef]] = {}
     paginator = aws.ec2().get_paginator("describe_volumes")
     with translated("ec2", "DescribeVolumes"):
         for batch in chunks(instance_ids, 200):
@@ -29,9 +32,9 @@ def volumes_of(aws: Aws, instance_ids: list[str]) -> dict[str, list[dict[str, An
     return found
 
 
-def existing_snapshots(aws: Aws, case_id: str, instance_id: str, episode: str) -> list[dict[str, Any]]:
+def existing_snapshots(aws: Aws, case_id: str, instance_id: str, episode: str) -> list[SnapshotTypeDef]:
     """Snapshots this episode already took of the instance (a rerun after a crash finds them)."""
-    filters = [
+    filters: list[FilterTypeDef] = [
         {"Name": f"tag:{TAG_CASE}", "Values": [case_id]},
         {"Name": f"tag:{TAG_INSTANCE}", "Values": [instance_id]},
         {"Name": f"tag:{TAG_EPISODE}", "Values": [episode]},
@@ -54,7 +57,9 @@ def take_snapshots(
 
     Each snapshot joins ``refs`` as soon as it exists, so that a failure while tagging it never
     hides it from the journal."""
-    found = existing_snapshots(aws, case_id, facts.instance_id, episode)
+    found: Sequence[SnapshotTypeDef | SnapshotInfoTypeDef] = existing_snapshots(
+        aws, case_id, facts.instance_id, episode
+    )
     if not found:
         taken_at = datetime.now(UTC).isoformat(timespec="seconds")
         tags = {
@@ -64,7 +69,7 @@ def take_snapshots(
             TAG_TAKEN_AT: taken_at,
         }
 
-        def create() -> list[dict[str, Any]]:
+        def create() -> list[SnapshotInfoTypeDef]:
             with translated("ec2", "CreateSnapshots"):
                 return list(
                     aws.ec2().create_snapshots(
