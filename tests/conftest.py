@@ -326,8 +326,8 @@ def fleet(aws: Aws) -> Fleet:
 
 @pytest.fixture
 def catcher() -> Iterator[Any]:
-    """A loopback server that receives CloudFormation's answers (see tests/test_handlers.py)."""
-    from tests.test_handlers import ResponseCatcher
+    """A loopback server that receives CloudFormation's answers (see tests/integration/test_handlers.py)."""
+    from tests.support.stack import ResponseCatcher
 
     running = ResponseCatcher()
     running.thread.start()

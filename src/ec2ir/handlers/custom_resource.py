@@ -94,7 +94,7 @@ log = logging.getLogger("ec2ir.handlers.custom_resource")
 
 # The stack that created the function (the template sets it to AWS::StackId).
 STACK_ENV = "EC2IR_STACK_ID"
-# What this handler calls itself, beyond the engine (tests/test_template.py checks the grant).
+# What this handler calls itself, beyond the engine (tests/integration/test_template.py checks the grant).
 HANDLER_ACTIONS = ("cloudformation:DescribeStacks",)
 # The only stack states in which the listed instances are released (see the module docstring).
 RELEASE_ON = {DELETE: "DELETE_IN_PROGRESS", UPDATE: "UPDATE_IN_PROGRESS"}

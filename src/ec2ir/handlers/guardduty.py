@@ -72,7 +72,7 @@ FORENSIC_GROUP_ENV = "EC2IR_FORENSIC_GROUP_ID"
 FORENSIC_GROUP_OWNER_ENV = "EC2IR_FORENSIC_GROUP_OWNER_ID"
 BLOCK_SEVERITY_ENV = "EC2IR_BLOCK_REMOTE_IP_SEVERITY"
 # The stack's BlockRemoteIpSeverity, AutoContainSeverity's own rule: empty (off), or a GuardDuty
-# severity from 1 to 10 with at most one decimal (tests/test_template.py keeps them equal).
+# severity from 1 to 10 with at most one decimal (tests/integration/test_template.py keeps them equal).
 BLOCK_SEVERITY_PATTERN = r"^((10(\.0)?)|([1-9](\.[0-9])?))?$"
 CASE_PREFIX = "gd-"
 CONTAINED, ALREADY_HELD, IGNORED, FAILED = "contained", "already-held", "ignored", "failed"

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, Fleet, Run, one_line_error
-from tests.test_cli_output import web_member
+from tests.support.fleets import web_member
 
-DOC = Path(__file__).parent.parent / "docs" / "json.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "json.md"
 CASE = "IR-2026-042"
 OFFICE = "198.51.100.0/24"
 ATTACKER, OTHER_ATTACKER = "203.0.113.7/32", "203.0.113.99/32"

@@ -49,9 +49,9 @@ from ec2ir.permissions.policy import function_actions, isolate_actions, release_
 from ec2ir.store.state import StateStore
 from ec2ir.store.table import KEY_SCHEMA
 from tests.conftest import AMI, Fleet
-from tests.test_handlers import FIXTURES, LambdaRuntimeContext, ResponseCatcher, StackStatus
+from tests.support.stack import FIXTURES, LambdaRuntimeContext, ResponseCatcher, StackStatus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 PACKAGE = ROOT / "src" / "ec2ir"
 AMI_PARAMETER = "/ec2ir/tests/forensic-ami"

@@ -24,8 +24,8 @@ from ec2ir.permissions.policy import isolate_actions, release_only_actions, requ
 from ec2ir.render.terminal import render_plan
 from ec2ir.store.state import StateStore
 from tests.conftest import Cli, Fleet, one_line_error
-from tests.faults import Crash
-from tests.test_containment import CallRecorder
+from tests.support.faults import Crash
+from tests.support.recorders import CallRecorder
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import CreateNetworkAclEntryRequestTypeDef

@@ -6,18 +6,18 @@ import json
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from ec2ir.aws.session import Aws
 from ec2ir.containment.steps import Options, revoke_policy_name
 from ec2ir.core.models import HoldStatus
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.permissions.policy import required_actions
 from tests.conftest import Fleet
-from tests.faults import Fault, inject
+from tests.support.faults import Fault, inject
+from tests.support.recorders import CallRecorder
 
 CASE = "IR-9"
 
@@ -147,52 +147,6 @@ def observe(fleet: Fleet, rich: RichFleet) -> dict[str, Any]:
 @pytest.fixture
 def rich(fleet: Fleet) -> RichFleet:
     return build_rich_fleet(fleet)
-
-
-class CallRecorder:
-    """Every AWS call ec2ir makes through one Aws, as (IAM action, parameters), in order."""
-
-    PREFIX: ClassVar[dict[str, str]] = {"elbv2": "elasticloadbalancing", "elb": "elasticloadbalancing"}
-    # S3 operations whose IAM action has another name (the Service Authorization Reference)
-    S3_ACTIONS: ClassVar[dict[str, str]] = {
-        "HeadBucket": "s3:ListBucket",
-        "ListObjects": "s3:ListBucket",
-        "ListObjectsV2": "s3:ListBucket",
-        "ListObjectVersions": "s3:ListBucketVersions",
-        "HeadObject": "s3:GetObject",
-        "GetBucketEncryption": "s3:GetEncryptionConfiguration",
-        "PutBucketEncryption": "s3:PutEncryptionConfiguration",
-        "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
-        "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
-        "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
-        "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
-    }
-
-    def __init__(self, *clients_of: Aws) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        for aws in clients_of:
-            self._watch(aws)
-
-    def _watch(self, aws: Aws) -> None:
-        for service in ("ec2", "dynamodb", "sts", "autoscaling", "elbv2", "elb", "iam", "s3", "ssm", "kms"):
-            client = aws.client(service)
-            prefix = self.PREFIX.get(service, service)
-            client.meta.events.register(
-                "before-parameter-build",
-                lambda model, params, prefix=prefix, **_: self._record(prefix, model, params),
-            )
-
-    def _record(self, prefix: str, model: Any, params: dict[str, Any]) -> None:
-        action = f"{prefix}:{model.name}"
-        if prefix == "s3":
-            action = self.S3_ACTIONS.get(model.name, action)
-            if action in ("s3:GetObject", "s3:HeadObject") and params.get("VersionId"):
-                action = "s3:GetObjectVersion"
-        self.calls.append((action, dict(params)))
-
-    def actions(self) -> set[str]:
-        # IAM authorises each put of a DynamoDB transaction as dynamodb:PutItem.
-        return {"dynamodb:PutItem" if a == "dynamodb:TransactWriteItems" else a for a, _ in self.calls}
 
 
 def test_isolate_applies_every_step_and_release_undoes_it_exactly(

@@ -29,7 +29,7 @@ from ec2ir.evidence.memory import (
     script,
     upload_url,
 )
-from tests.test_memory import ACCOUNT, CASE, FAKE_AVML
+from tests.support.memory import ACCOUNT, CASE, FAKE_AVML
 
 BUCKET = "ec2ir-evidence-locked-memory"
 KEY = f"{CASE}/i-0123456789abcdef0/20261128T062000000Z/memory.lime"

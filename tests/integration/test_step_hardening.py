@@ -27,7 +27,7 @@ from ec2ir.core.errors import UsageError
 from ec2ir.engine.facade import Engine
 from ec2ir.store.items import now
 from tests.conftest import AMI, Fleet
-from tests.faults import Fault, inject
+from tests.support.faults import Fault, inject
 
 CASE = "IR-HARDEN"
 CONTAIN_ONLY = Options(evidence=False)

@@ -15,7 +15,7 @@ from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.permissions.policy import required_actions
 from tests.conftest import Fleet
-from tests.test_containment import CallRecorder
+from tests.support.recorders import CallRecorder
 
 CASE = "IR-18"
 OFFICE = "198.51.100.0/24"

@@ -15,7 +15,7 @@ from ec2ir.engine.results import RunReport
 from ec2ir.store.items import instance_key
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet, race
-from tests.faults import Fault, inject
+from tests.support.faults import Fault, inject
 
 OFFICE = "198.51.100.0/24"
 

@@ -20,7 +20,7 @@ from ec2ir.evidence.s3 import split_location
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
-from tests.faults import Crash, Fault, FaultPoint, inject
+from tests.support.faults import Crash, Fault, FaultPoint, inject
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
@@ -398,7 +398,7 @@ def test_a_bucket_made_by_hand_is_not_taken_for_a_half_made_one(engine: Engine, 
     """A bucket of ec2ir's default name without ec2ir's record is someone else's: used, checked,
     never hardened (ec2ir once took any such bucket for one an interrupted run had left, and
     replaced its policy and tags). An interrupted run's own bucket is finished: see
-    tests/test_evidence_bucket_ownership.py."""
+    tests/integration/test_evidence_bucket_ownership.py."""
     s3 = engine.aws.client("s3")
     bucket = "ec2ir-evidence-123456789012-us-east-1"
     s3.create_bucket(Bucket=bucket)

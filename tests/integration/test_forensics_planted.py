@@ -15,7 +15,7 @@ from ec2ir.core.models import EvidenceRef, JournalEntry
 from ec2ir.evidence.forensics import attach, detach, mount_commands, render_attach
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_DEVICE, TAG_INSTANCE
 from ec2ir.store.items import now
-from tests.test_forensics import ACTOR, CASE, Scene, scene, zone_of
+from tests.support.forensic_scene import ACTOR, CASE, Scene, scene, zone_of
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 

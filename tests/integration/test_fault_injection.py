@@ -24,12 +24,12 @@ from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
-from tests.faults import Crash, FaultPoint
+from tests.support.faults import Crash, FaultPoint
 
 CASE = "IR-FAULT"
 SERVICES = ("sts", "dynamodb", "ec2", "autoscaling", "elbv2", "elb", "iam")
 ERRORS = ("RequestLimitExceeded", "InternalError", "AccessDenied")
-# Evidence comes after the cut and never touches what release puts back; tests/test_evidence.py
+# Evidence comes after the cut and never touches what release puts back; tests/integration/test_evidence.py
 # crashes it on its own, so here every fault point lands on containment.
 CONTAIN_ONLY = Options(evidence=False)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 ADAPTERS = ("ec2ir.cli.app", "ec2ir.handlers", "ec2ir.emulator.demo")
 
 

@@ -33,12 +33,11 @@ from ec2ir.evidence.memory import (
 )
 from ec2ir.evidence.s3 import S3_ACTIONS, split_location
 from tests.conftest import Fleet
-from tests.faults import Answer, answer
+from tests.support.faults import Answer, answer
+from tests.support.memory import ACCOUNT, CASE, FAKE_AVML
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 
-CASE = "IR-MEM"
-ACCOUNT = "123456789012"  # moto's
 BUCKET = "ec2ir-evidence-memory-test"
 FAST = 0.05  # first poll, so that tests do not wait a second for the emulator's instant answer
 LINUX_AMI = "ami-760aaa0f"  # Amazon Linux in moto's catalogue (the fleet's usual AMI is Windows)
@@ -324,14 +323,6 @@ def test_the_report_line_is_parsed_and_an_error_keeps_its_words() -> None:
     }
     assert parse_report("nothing here") == {}
 
-
-FAKE_AVML = """#!/bin/sh
-case "$1" in
-  --version) echo "avml 0.20.0" ;;
-  acquire) shift; while [ $# -gt 1 ]; do shift; done; printf 'not really memory\\n' > "$1" ;;
-  *) exit 2 ;;
-esac
-"""
 
 FAKE_CURL = """#!/bin/sh
 OUT=; UP=; HEADERS=

@@ -18,7 +18,7 @@ from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
 from tests.conftest import Fleet
-from tests.faults import error_response
+from tests.support.faults import error_response
 
 CASE = "IR-12"
 OFFICE = "203.0.113.0/24"
@@ -588,7 +588,7 @@ def test_progress_takes_back_a_contained_line_the_check_after_the_cut_disproves(
     # after the swap, and the check after the cut is refused: the live line said "contained" while
     # the cut looked whole, and must not be the last word.
     from ec2ir.core.models import CONTAINED, InstanceResult
-    from tests.faults import Fault, inject_into
+    from tests.support.faults import Fault, inject_into
 
     engine = timed_engine(aws, FakeTime())
     victim, web, _ = prepared(engine, fleet)

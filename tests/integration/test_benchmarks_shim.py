@@ -472,6 +472,6 @@ def test_cached_dispatch_lookups_give_moto_s_own_answers() -> None:
         " responses.method_names_from_class(EC2Response)\n"
         "assert 'no_such_action' not in responses.method_names_from_class(EC2Response)\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

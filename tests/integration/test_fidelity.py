@@ -451,7 +451,7 @@ def test_network_acl_rule_numbers_run_from_1_to_32766(fleet: Fleet, corrected: b
     assert as_ec2 is corrected, (answers, sorted(entries))
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_table_of_fixes_is_rendered_from_their_declarations() -> None:

@@ -1,0 +1,1 @@
+"""End-to-end tests: subprocesses, the emulator served over HTTP, a real browser."""

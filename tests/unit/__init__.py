@@ -1,0 +1,1 @@
+"""Unit tests: no emulator, no AWS; pure functions and the package's shape."""
