@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.containment.steps import Options
 from ec2ir.core.errors import Ec2irError
@@ -160,6 +162,7 @@ def try_run(run: Callable[[], object]) -> None:
         run()
 
 
+@pytest.mark.slow  # one whole run per call of the command, twice
 def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> None:
     harness = Harness(emulator)
     calls = harness.count_calls(
@@ -185,6 +188,7 @@ def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> Non
     assert tally.left_in_allow_all == 0
 
 
+@pytest.mark.slow  # one whole run per call of the command, twice
 def test_a_fault_at_any_call_of_release_loses_nothing(emulator: Emulator) -> None:
     harness = Harness(emulator)
 
