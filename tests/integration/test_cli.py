@@ -14,8 +14,9 @@ from ec2ir.aws.session import Aws
 from ec2ir.cli import app as cli
 from ec2ir.emulator.server import Emulator
 from ec2ir.store.state import StateStore
-from tests.conftest import Cli, Fleet, one_line_error
+from tests.conftest import Cli, one_line_error
 from tests.support.faults import Fault, error_response, inject_into
+from tests.support.fleets import Fleet
 
 OFFICE = "198.51.100.0/24"
 

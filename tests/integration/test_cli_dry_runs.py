@@ -15,7 +15,8 @@ import pytest
 from ec2ir.cli import app as cli
 from ec2ir.core.errors import EXIT_USAGE
 from ec2ir.store.state import StateStore
-from tests.conftest import Cli, Fleet, one_line_error
+from tests.conftest import Cli, one_line_error
+from tests.support.fleets import Fleet
 
 CASE = "IR-DRY"
 READS = ("Describe", "Get", "List", "Head", "Query", "Scan", "Simulate", "BatchGet", "Lookup")

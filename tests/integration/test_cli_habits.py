@@ -14,7 +14,7 @@ import pytest
 from ec2ir.cli import app as cli
 from ec2ir.cli.parser import build_parser
 from ec2ir.emulator.server import Emulator
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 
 @pytest.mark.e2e

@@ -23,7 +23,8 @@ from ec2ir.cli.app import main
 from ec2ir.core.models import HoldStatus
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
-from tests.conftest import Cli, Fleet
+from tests.conftest import Cli
+from tests.support.fleets import Fleet
 
 CASE = "IR-INT"
 SWAPS = ("ModifyNetworkInterfaceAttribute", "ModifyInstanceAttribute")

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, Fleet, Run, one_line_error
-from tests.support.fleets import web_member
+from tests.conftest import Cli, Run, one_line_error
+from tests.support.fleets import Fleet, web_member
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "json.md"
 CASE = "IR-2026-042"

@@ -11,9 +11,9 @@ from ec2ir.engine.facade import Engine
 from ec2ir.engine.results import RunReport
 from ec2ir.render.terminal import render_run, run_warnings
 from ec2ir.report.build import build_report
-from tests.conftest import Cli, Fleet
+from tests.conftest import Cli
 from tests.support.faults import Fault, inject
-from tests.support.fleets import web_member
+from tests.support.fleets import Fleet, web_member
 
 CASE = "IR-16"
 

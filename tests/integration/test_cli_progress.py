@@ -20,7 +20,7 @@ from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.render.terminal import ProgressPrinter
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 CASE = "IR-16"
 # Calls that end an evidence step: the snapshots, and each object written to the evidence bucket.

@@ -10,7 +10,8 @@ from ec2ir.cli.parser import build_parser
 from ec2ir.core.errors import EXIT_USAGE
 from ec2ir.core.models import HoldStatus
 from ec2ir.store.state import StateStore
-from tests.conftest import Cli, Fleet, Run, one_line_error
+from tests.conftest import Cli, Run, one_line_error
+from tests.support.fleets import Fleet
 
 CASE = "IR-16"
 

@@ -13,7 +13,8 @@ from ec2ir.aws import targets
 from ec2ir.cli import app as cli
 from ec2ir.cli.parser import build_parser
 from ec2ir.core.errors import UsageError
-from tests.conftest import Cli, Fleet
+from tests.conftest import Cli
+from tests.support.fleets import Fleet
 
 ACCOUNT = "123456789012"  # the emulator's
 GOOD = "i-0123456789abcdef0"

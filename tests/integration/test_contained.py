@@ -17,8 +17,8 @@ from ec2ir.core.models import HoldStatus, VpcGroups
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet
 from tests.support.faults import error_response
+from tests.support.fleets import Fleet
 
 CASE = "IR-12"
 OFFICE = "203.0.113.0/24"

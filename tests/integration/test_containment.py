@@ -15,8 +15,8 @@ from ec2ir.core.models import HoldStatus
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.permissions.policy import required_actions
-from tests.conftest import Fleet
 from tests.support.faults import Fault, inject
+from tests.support.fleets import Fleet
 from tests.support.recorders import CallRecorder
 
 CASE = "IR-9"

@@ -12,7 +12,7 @@ import pytest
 from ec2ir.aws import debuglog
 from ec2ir.cli import app as cli
 from ec2ir.emulator.server import Emulator
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 TOKEN = "FwoGZXIvYXdzEXAMPLETOKENVALUE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

@@ -14,8 +14,9 @@ from ec2ir.engine.facade import Engine
 from ec2ir.engine.results import RunReport
 from ec2ir.store.items import instance_key
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet, race
+from tests.conftest import race
 from tests.support.faults import Fault, inject
+from tests.support.fleets import Fleet
 
 OFFICE = "198.51.100.0/24"
 

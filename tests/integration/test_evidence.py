@@ -19,8 +19,8 @@ from ec2ir.engine.facade import Engine
 from ec2ir.evidence.s3 import split_location
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet
 from tests.support.faults import Crash, Fault, FaultPoint, inject
+from tests.support.fleets import Fleet
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 

@@ -14,8 +14,8 @@ from ec2ir.engine.facade import Engine
 from ec2ir.evidence.bucket import EvidenceBucket, default_bucket
 from ec2ir.evidence.bucket_setup import BUCKET_RECORD, BUCKET_RECORD_SORT
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet
 from tests.support.faults import Crash
+from tests.support.fleets import Fleet
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 

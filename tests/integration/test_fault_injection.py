@@ -25,8 +25,8 @@ from ec2ir.core.models import HoldStatus
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet
 from tests.support.faults import Crash, FaultPoint
+from tests.support.fleets import Fleet
 
 CASE = "IR-FAULT"
 SERVICES = ("sts", "dynamodb", "ec2", "autoscaling", "elbv2", "elb", "iam")

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from ec2ir.emulator.fixes.__main__ import main as fixes_main
 from ec2ir.emulator.fixes.apply import fidelity
 from ec2ir.emulator.fixes.catalogue import CATALOGUE, FIXES, readme_table
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 corrected = pytest.mark.parametrize("corrected", [False, True], ids=["plain-moto", "corrected"])
 

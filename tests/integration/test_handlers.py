@@ -30,7 +30,7 @@ from ec2ir.handlers import cloudformation, custom_resource, guardduty
 from ec2ir.handlers import finding_addresses as finding_addresses_module
 from ec2ir.handlers.finding_addresses import finding_addresses, remote_addresses
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 from tests.support.stack import (
     FIXTURES,
     FUNCTION_ARN,

@@ -12,7 +12,7 @@ import pytest
 from ec2ir.aws.session import Aws
 from ec2ir.containment.lanes import ENI_LANE, INSTANCE_LANE, SwapLanes
 from ec2ir.engine.facade import Engine
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 
 class HeldEniLane:

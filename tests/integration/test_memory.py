@@ -32,8 +32,8 @@ from ec2ir.evidence.memory import (
     script,
 )
 from ec2ir.evidence.s3 import S3_ACTIONS, split_location
-from tests.conftest import Fleet
 from tests.support.faults import Answer, answer
+from tests.support.fleets import Fleet
 from tests.support.memory import ACCOUNT, CASE, FAKE_AVML
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it

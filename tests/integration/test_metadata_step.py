@@ -14,7 +14,7 @@ from ec2ir.containment.steps import AFTER, BESIDE, STEPS, URGENT, Options
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.permissions.policy import required_actions
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 from tests.support.recorders import CallRecorder
 
 CASE = "IR-18"

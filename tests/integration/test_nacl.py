@@ -23,8 +23,9 @@ from ec2ir.engine.facade import Engine
 from ec2ir.permissions.policy import isolate_actions, release_only_actions, required_actions
 from ec2ir.render.terminal import render_plan
 from ec2ir.store.state import StateStore
-from tests.conftest import Cli, Fleet, one_line_error
+from tests.conftest import Cli, one_line_error
 from tests.support.faults import Crash
+from tests.support.fleets import Fleet
 from tests.support.recorders import CallRecorder
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from ec2ir.aws.session import Aws
 from ec2ir.engine.facade import Engine
 from ec2ir.evidence.bucket_setup import tls_only_policy
 from ec2ir.permissions.policy import principal_arn
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 
 @pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])

@@ -10,7 +10,7 @@ import pytest
 from ec2ir.containment.steps import Options
 from ec2ir.engine.facade import Engine
 from ec2ir.evidence.verify import journal_head_key
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 

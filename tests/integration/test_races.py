@@ -11,7 +11,8 @@ from ec2ir.core.models import HoldStatus, InstanceResult
 from ec2ir.engine.facade import Engine
 from ec2ir.engine.results import RunReport
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet, race
+from tests.conftest import race
+from tests.support.fleets import Fleet
 
 
 def second_responder(engine: Engine) -> Engine:

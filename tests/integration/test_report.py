@@ -24,7 +24,7 @@ from ec2ir.report.model import CaseReport, outcome
 from ec2ir.report.timeline import mark_positions
 from ec2ir.store.items import now
 from ec2ir.store.state import StateStore
-from tests.conftest import Fleet
+from tests.support.fleets import Fleet
 
 pytestmark = pytest.mark.evidence  # about evidence: its runs collect it
 

@@ -26,8 +26,8 @@ from ec2ir.core import validate
 from ec2ir.core.errors import UsageError
 from ec2ir.engine.facade import Engine
 from ec2ir.store.items import now
-from tests.conftest import AMI, Fleet
 from tests.support.faults import Fault, inject
+from tests.support.fleets import AMI, Fleet
 
 CASE = "IR-HARDEN"
 CONTAIN_ONLY = Options(evidence=False)

@@ -48,7 +48,7 @@ from ec2ir.handlers import cloudformation, custom_resource, guardduty
 from ec2ir.permissions.policy import function_actions, isolate_actions, release_only_actions
 from ec2ir.store.state import StateStore
 from ec2ir.store.table import KEY_SCHEMA
-from tests.conftest import AMI, Fleet
+from tests.support.fleets import AMI, Fleet
 from tests.support.stack import FIXTURES, LambdaRuntimeContext, ResponseCatcher, StackStatus
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from ec2ir.aws.session import Aws, discover
 from ec2ir.core.models import JournalEntry
 from ec2ir.evidence.snapshots import take_snapshots
 from ec2ir.store.items import now
 from ec2ir.store.state import StateStore
-from tests.conftest import AMI, Fleet
+from tests.support.fleets import AMI, Fleet
 
 CASE = "IR-2026-0042"
 ACTOR = "arn:aws:iam::123456789012:user/responder"
@@ -63,8 +61,7 @@ def zone_of(aws: Aws, instance_id: str) -> str:
     return str(discover(aws, [instance_id])[instance_id].description["Placement"]["AvailabilityZone"])
 
 
-@pytest.fixture
-def scene(aws: Aws, fleet: Fleet) -> Scene:
+def journaled_scene(aws: Aws, fleet: Fleet) -> Scene:
     """The scene with the case's snapshots taken directly and journaled, as ``isolate`` takes and
     journals them after the cut."""
     built = build_scene(aws, fleet)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-ADAPTERS = ("ec2ir.cli.app", "ec2ir.handlers", "ec2ir.emulator.demo")
+ADAPTERS = ("ec2ir.cli", "ec2ir.handlers", "ec2ir.emulator.demo")
 
 
 def module_name(path: Path) -> str:
