@@ -6,6 +6,7 @@ starts fast and ``--help`` never pays for it.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -234,6 +235,24 @@ class Aws:
         botocore_session.set_config_variable("region", base.region_name)
         return boto3.session.Session(botocore_session=botocore_session)
 
+    def presigning_s3_client(self, bucket: str) -> Any:
+        """An S3 client that presigns with SigV4 on the Region's own endpoint. botocore's default
+        would sign with SigV2, which newer Regions refuse, and name the global endpoint, which
+        redirects for a new bucket, and curl does not follow a redirect with a PUT body."""
+        from botocore.config import Config
+
+        self.client("s3")  # makes the session: the credential chain, any assumed role included
+        endpoint = self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        style: Literal["path", "virtual"] = "path" if endpoint or "." in bucket else "virtual"  # dots: TLS
+        region = self.region()
+        with self._lock:  # boto3 sessions are not thread-safe; client() holds this lock too
+            return self._session.client(
+                "s3",
+                region_name=region,
+                endpoint_url=endpoint,
+                config=Config(signature_version="s3v4", s3={"addressing_style": style}),
+            )
+
     def sibling(self, retries: bool = True) -> Aws:
         """The same session, account, Region and settings through clients of its own (each with
         its own adaptive rate limiter); without ``retries``, botocore sends each call once and
@@ -360,6 +379,42 @@ def patiently(call: Callable[[], T], attempts: int = PATIENT_ATTEMPTS, base_dela
                 raise
             time.sleep(random.uniform(0, min(20.0, base_delay * 2**attempt)))
     raise AssertionError("unreachable")
+
+
+def method_name(operation: str) -> str:
+    """The client method of an API operation: ``ModifyInstanceAttribute`` -> ``modify_instance_attribute``."""
+    from botocore import xform_name
+
+    return str(xform_name(operation))
+
+
+@functools.cache
+def dns_suffix(partition: str) -> str | None:
+    """The DNS suffix of an AWS partition (amazonaws.com, amazonaws.com.cn, ...), from botocore's
+    own partition data; None for a partition botocore does not know."""
+    from botocore.loaders import create_loader
+
+    for known in create_loader().load_data("partitions").get("partitions", []):
+        if known.get("id") == partition:
+            suffix = known.get("outputs", {}).get("dnsSuffix")
+            return str(suffix) if suffix else None
+    return None
+
+
+def to_dynamodb(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain mapping as DynamoDB's typed attribute values (``{"S": ...}``, ``{"N": ...}``)."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    return {key: serializer.serialize(item) for key, item in value.items()}
+
+
+def from_dynamodb(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB's typed attribute values back as plain Python values."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {key: deserializer.deserialize(value) for key, value in item.items()}
 
 
 def chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -21,9 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from botocore import xform_name
-
-from ec2ir.aws.session import Aws, chunks, translated
+from ec2ir.aws.session import Aws, chunks, method_name, translated
 from ec2ir.containment.lanes import SwapLanes, set_eni_groups
 from ec2ir.core.errors import AwsError, Ec2irError, SeveralFailed
 from ec2ir.core.models import InstanceFacts, VpcGroups
@@ -680,7 +678,7 @@ class DeregisterLoadBalancers(Step):
         for group in record["target_groups"]:
             try:
                 with translated("elasticloadbalancing", elbv2_operation):
-                    getattr(aws.client("elbv2"), xform_name(elbv2_operation))(
+                    getattr(aws.client("elbv2"), method_name(elbv2_operation))(
                         TargetGroupArn=group["arn"], Targets=[{"Id": instance_id, "Port": group["port"]}]
                     )
             except AwsError as error:
@@ -689,7 +687,7 @@ class DeregisterLoadBalancers(Step):
                 already.append(group["arn"])
         for name in record["classic"]:
             with translated("elasticloadbalancing", elb_operation):
-                getattr(aws.client("elb"), xform_name(elb_operation))(
+                getattr(aws.client("elb"), method_name(elb_operation))(
                     LoadBalancerName=name, Instances=[{"InstanceId": instance_id}]
                 )
         return already

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ec2ir.aws.session import Aws, chunks, request_ids, translated
 from ec2ir.core.errors import AwsError, Ec2irError, Throttled
@@ -501,22 +501,8 @@ def upload_url(presigner: Any, bucket: str, key: str, expires_in: int, owner: st
 
 
 def presigning_client(aws: Aws, bucket: str) -> Any:
-    """An S3 client that presigns with SigV4 on the Region's own endpoint. botocore's default
-    would sign with SigV2, which newer Regions refuse, and name the global endpoint, which
-    redirects for a new bucket, and curl does not follow a redirect with a PUT body."""
-    from botocore.config import Config
-
-    aws.client("s3")  # makes the session: the credential chain, any assumed role included
-    endpoint = aws.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-    style: Literal["path", "virtual"] = "path" if endpoint or "." in bucket else "virtual"  # dots: TLS
-    region = aws.region()
-    with aws._lock:  # boto3 sessions are not thread-safe; Aws.client holds this lock too
-        return aws._session.client(
-            "s3",
-            region_name=region,
-            endpoint_url=endpoint,
-            config=Config(signature_version="s3v4", s3={"addressing_style": style}),
-        )
+    """The S3 client that presigns the image's upload URL (``Aws.presigning_s3_client``)."""
+    return aws.presigning_s3_client(bucket)
 
 
 def acquire(

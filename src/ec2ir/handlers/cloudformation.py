@@ -12,7 +12,6 @@ Nothing here knows what the resource does: the caller hands in the work, and get
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -25,7 +24,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ec2ir.aws.session import Aws, translated
+from ec2ir.aws.session import Aws, dns_suffix, translated
 from ec2ir.core.errors import Ec2irError
 
 T = TypeVar("T")
@@ -123,19 +122,6 @@ class Answer:
 
 
 # -- whom the function obeys --------------------------------------------------------------------------
-
-
-@functools.cache
-def dns_suffix(partition: str) -> str | None:
-    """The DNS suffix of an AWS partition (amazonaws.com, amazonaws.com.cn, ...), from botocore's
-    own partition data; None for a partition botocore does not know."""
-    from botocore.loaders import create_loader
-
-    for known in create_loader().load_data("partitions").get("partitions", []):
-        if known.get("id") == partition:
-            suffix = known.get("outputs", {}).get("dnsSuffix")
-            return str(suffix) if suffix else None
-    return None
 
 
 @dataclass(frozen=True)

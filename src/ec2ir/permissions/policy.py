@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ec2ir.aws.session import Aws, chunks, translated
+from ec2ir.aws.session import Aws, chunks, method_name, translated
 from ec2ir.containment.nacl import PERMISSIONS as NACL_PERMISSIONS
 from ec2ir.containment.nacl import PURPOSE as NACL_PURPOSE
 from ec2ir.containment.nacl import UNDO_PERMISSIONS as NACL_UNDO_PERMISSIONS
@@ -191,11 +191,9 @@ def simulate(aws: Aws, caller_arn: str, actions: Iterable[str]) -> dict[str, Che
 def probe_ec2(aws: Aws, operation: str, arguments: dict[str, Any]) -> Check:
     """Run one EC2 call with DryRun=True: EC2 checks the permission and changes nothing."""
     action = f"ec2:{operation}"
-    from botocore import xform_name
-
     try:
         with translated("ec2", operation):
-            getattr(aws.ec2(), xform_name(operation))(DryRun=True, **arguments)
+            getattr(aws.ec2(), method_name(operation))(DryRun=True, **arguments)
     except Ec2irError as error:
         if error.code == "DryRunOperation":
             return Check(action, ALLOWED, "DryRun")

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ec2ir.aws.session import from_dynamodb, to_dynamodb
+
 # The sort key of an instance's current hold (an archived one is ``hold#<recorded_at>``).
 CURRENT = "hold"
 CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -29,17 +31,11 @@ def case_key(case_id: str) -> dict[str, Any]:
 
 
 def serialize(value: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-    return {key: serializer.serialize(item) for key, item in value.items()}
+    return to_dynamodb(value)
 
 
 def deserialize(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    return {key: deserializer.deserialize(value) for key, value in item.items()}
+    return from_dynamodb(item)
 
 
 def plain(value: Any) -> Any:
