@@ -30,6 +30,7 @@ from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
 from tests.support.fleets import AMI, Fleet
 from tests.support.forensic_scene import Scene, journaled_scene
+from tests.support.waiting import TimeWithoutWaiting, no_wait
 
 # AWS's published ranges (ec2ir.aws.ranges) come from a small fixture in AWS's format, never from the
 # network: every test that reaches the ranges reads this file.
@@ -86,6 +87,19 @@ def emulator() -> Iterator[InProcessEmulator]:
     _emulator_environment()
     with InProcessEmulator() as running:
         yield running
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _botocore_retries_without_waiting() -> Iterator[None]:
+    """botocore's own retries (a throttled or failed call, emulated or injected) pause for real
+    seconds between attempts: ``botocore.endpoint`` calls ``time.sleep`` through its module global
+    ``time``, its only use of that module. A test of retrying asserts the retry, not the wait, so
+    the pause returns at once."""
+    import botocore.endpoint
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.endpoint, "time", TimeWithoutWaiting())
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +163,7 @@ def race(runners: int, prepare: Callable[[], Any], run: Callable[[Any], Any]) ->
 @pytest.fixture
 def aws(emulator: InProcessEmulator) -> Aws:
     emulator.reset()
-    return Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url))
+    return Aws(AwsSettings(region=DEMO_REGION, endpoint_url=emulator.endpoint_url), sleep=no_wait)
 
 
 @pytest.fixture

@@ -123,6 +123,9 @@ class Aws:
     settings: AwsSettings = field(default_factory=AwsSettings)
     _clients: dict[str, Any] = field(default_factory=dict)
     _shared: _SharedSession = field(default_factory=_SharedSession)
+    # Every pause of ec2ir's own between calls (backoff, re-reads, polls) goes through this one
+    # function, so that a test can run them all without waiting.
+    sleep: Callable[[float], None] = time.sleep
 
     @property
     def _lock(self) -> threading.Lock:
@@ -258,7 +261,7 @@ class Aws:
         its own adaptive rate limiter); without ``retries``, botocore sends each call once and
         leaves retrying (and its pacing) to the caller."""
         settings = self.settings if retries else replace(self.settings, max_attempts=1, retry_mode="standard")
-        return Aws(settings, _shared=self._shared)
+        return Aws(settings, _shared=self._shared, sleep=self.sleep)
 
     def ec2(self) -> EC2Client:
         return self.client("ec2")
@@ -369,15 +372,21 @@ def translated(service: str, operation: str) -> Iterator[None]:
         raise AwsError(type(exc).__name__, str(exc), f"{service}:{operation}") from exc
 
 
-def patiently(call: Callable[[], T], attempts: int = PATIENT_ATTEMPTS, base_delay: float = 0.5) -> T:
-    """Run ``call``, waiting out throttling with capped, jittered exponential backoff."""
+def patiently(
+    call: Callable[[], T],
+    attempts: int = PATIENT_ATTEMPTS,
+    base_delay: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call``, waiting out throttling with capped, jittered exponential backoff; a caller
+    that holds an ``Aws`` passes its ``sleep``."""
     for attempt in range(attempts):
         try:
             return call()
         except Throttled:
             if attempt == attempts - 1:
                 raise
-            time.sleep(random.uniform(0, min(20.0, base_delay * 2**attempt)))
+            sleep(random.uniform(0, min(20.0, base_delay * 2**attempt)))
     raise AssertionError("unreachable")
 
 

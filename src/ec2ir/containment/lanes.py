@@ -59,7 +59,7 @@ def set_eni_groups(aws: Aws, eni_id: str, group_ids: Sequence[str], patient: boo
         with translated("ec2", "ModifyNetworkInterfaceAttribute"):
             aws.ec2().modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=list(group_ids))
 
-    patiently(modify) if patient else modify()
+    patiently(modify, sleep=aws.sleep) if patient else modify()
 
 
 def set_instance_groups(aws: Aws, instance_id: str, group_ids: Sequence[str], patient: bool = True) -> None:
@@ -69,7 +69,7 @@ def set_instance_groups(aws: Aws, instance_id: str, group_ids: Sequence[str], pa
         with translated("ec2", "ModifyInstanceAttribute"):
             aws.ec2().modify_instance_attribute(InstanceId=instance_id, Groups=list(group_ids))
 
-    patiently(modify) if patient else modify()
+    patiently(modify, sleep=aws.sleep) if patient else modify()
 
 
 class SwapLanes:

@@ -137,7 +137,7 @@ class EvidenceBucket:
                     )
                 )
 
-        answer = patiently(upload)
+        answer = patiently(upload, sleep=self.aws.sleep)
         return EvidenceRef(
             kind=kind,
             location=f"s3://{self.name}/{key}",

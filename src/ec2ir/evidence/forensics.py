@@ -385,7 +385,7 @@ def _create(aws: Aws, case: str, snapshot: SnapshotTypeDef, copy: Copy, zone: st
         with translated("ec2", "CreateVolume"):
             return str(aws.ec2().create_volume(**arguments)["VolumeId"])
 
-    copy.volume_id = patiently(create)
+    copy.volume_id = patiently(create, sleep=aws.sleep)
 
 
 def _attach(aws: Aws, copy: Copy, device: str) -> None:
@@ -393,7 +393,7 @@ def _attach(aws: Aws, copy: Copy, device: str) -> None:
         with translated("ec2", "AttachVolume"):
             aws.ec2().attach_volume(VolumeId=copy.volume_id, InstanceId=copy.workstation_id, Device=device)
 
-    patiently(call)
+    patiently(call, sleep=aws.sleep)
     copy.device = device
 
 
@@ -538,7 +538,7 @@ def _detach(aws: Aws, copy: Copy, attachment: VolumeAttachmentTypeDef) -> None:
                 VolumeId=copy.volume_id, InstanceId=attachment["InstanceId"], Device=attachment["Device"]
             )
 
-    patiently(call)
+    patiently(call, sleep=aws.sleep)
 
 
 def _delete(aws: Aws, copy: Copy) -> None:
@@ -547,7 +547,7 @@ def _delete(aws: Aws, copy: Copy) -> None:
             aws.ec2().delete_volume(VolumeId=copy.volume_id)
 
     try:
-        patiently(call)
+        patiently(call, sleep=aws.sleep)
     except AwsError as error:
         if error.code != "InvalidVolume.NotFound":  # a racing detach deleted it first
             raise

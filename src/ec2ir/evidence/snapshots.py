@@ -3,7 +3,6 @@ episode so that a rerun after a crash finds them instead of taking them again.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -85,7 +84,7 @@ def take_snapshots(
                     )["Snapshots"]
                 )
 
-        found = patiently(create)
+        found = patiently(create, sleep=aws.sleep)
         for snapshot in found:
             snapshot.setdefault("Tags", [{"Key": k, "Value": v} for k, v in tags.items()])
     devices = {volume.volume_id: volume.device_name for volume in facts.volumes}
@@ -119,7 +118,7 @@ def _tag(aws: Aws, resource: str, tags: dict[str, str]) -> None:
                 Resources=[resource], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
             )
 
-    patiently(create)
+    patiently(create, sleep=aws.sleep)
 
 
 def wait_for_snapshots(
@@ -141,4 +140,4 @@ def wait_for_snapshots(
             progress(done, len(snapshot_ids))
         if done == len(snapshot_ids):
             return states
-        time.sleep(delay)
+        aws.sleep(delay)

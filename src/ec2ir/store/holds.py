@@ -11,7 +11,6 @@ another run has replaced meanwhile.
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 from ec2ir.aws.session import PATIENT_ATTEMPTS, translated
@@ -115,7 +114,7 @@ class Holds:
                 keys = answer.get("UnprocessedKeys", {}).get(self.table.name, {}).get("Keys", [])
                 if not keys:
                     break
-                time.sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))
+                self.table.aws.sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))
         return holds
 
     def record_originals(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +191,7 @@ class CaseJournal:
 
     def _write_batch(self, items: list[dict[str, Any]]) -> None:
         requests = [{"PutRequest": {"Item": item}} for item in items]
+        sleep = self.table.aws.sleep
         for attempt in range(PATIENT_ATTEMPTS):
 
             def write(pending: list[dict[str, Any]] = requests) -> dict[str, Any]:
@@ -202,10 +202,10 @@ class CaseJournal:
                 return answer
 
             # Throughput exceeded for some items: DynamoDB hands them back unwritten.
-            requests = patiently(write).get("UnprocessedItems", {}).get(self.table.name, [])
+            requests = patiently(write, sleep=sleep).get("UnprocessedItems", {}).get(self.table.name, [])
             if not requests:
                 return
-            time.sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))
+            sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))
         raise Throttled(
             "ProvisionedThroughputExceededException",
             f"{len(requests)} journal entr(ies) still unwritten after {PATIENT_ATTEMPTS} tries",
