@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -207,6 +208,57 @@ def test_create_isolates_every_eni_and_answers_with_the_groups(
         assert {eni: tuple(sorted(g)) for eni, g in hold.originals.items()} == {
             eni: groups for eni, groups in incident["before"].items() if eni in hold.originals
         }
+
+
+def test_the_engine_keeps_a_runs_snapshot_list_where_its_evidence_went(aws: Aws) -> None:
+    # The stack's handler asks the engine for this (the answer's 4 KB cannot hold the list).
+    actor = "arn:aws:sts::123456789012:assumed-role/ec2ir-engine/incident-ir-7"
+    snapped, bare = "i-0000000000000000a", "i-0000000000000000b"
+    metadata = EvidenceRef("metadata", f"s3://ec2ir-case-evidence/{CASE}/{snapped}/metadata.json")
+    snapshots = (EvidenceRef("snapshot", "snap-0000000000000000a"), metadata)
+    report = RunReport(
+        "isolate",
+        CASE,
+        actor,
+        [
+            InstanceResult(snapped, "isolate", ok=True, detail="isolated", evidence=snapshots),
+            InstanceResult(bare, "isolate", ok=True, detail="isolated"),
+        ],
+    )
+    about = {"stack_id": STACK_ID, "request_id": "r-1"}
+    engine = Engine(aws, StateStore(aws, TABLE), concurrency=4)
+
+    stored = engine.store_snapshot_list(report, f"cloudformation/{STACK_NAME}/r-1", about)
+
+    # No bucket named for the engine: the one the run's evidence went to.
+    key = f"{CASE}/cloudformation/{STACK_NAME}/r-1/snapshot-ids.json"
+    assert (stored.key, stored.problem) == (key, "")
+    listed = json.loads(aws.client("s3").get_object(Bucket="ec2ir-case-evidence", Key=key)["Body"].read())
+    assert listed == {**about, "case_id": CASE, "snapshot_ids": {snapped: ["snap-0000000000000000a"]}}
+
+    # A run that took no snapshot stores nothing, and that is no problem.
+    no_snapshots = RunReport("isolate", CASE, actor, [report.results[1]])
+    assert engine.store_snapshot_list(no_snapshots, "anywhere", about) == ("", "")
+    # Snapshots but no bucket known anywhere: not stored, and the answer says why.
+    no_bucket = RunReport("isolate", CASE, actor, [replace(report.results[0], evidence=snapshots[:1])])
+    assert engine.store_snapshot_list(no_bucket, "anywhere", about) == (
+        "",
+        "the list of snapshot ids was not stored: no evidence bucket is known",
+    )
+
+
+def test_the_engine_names_the_instances_that_are_gone(
+    aws: Aws, fleet: Fleet, incident: dict[str, Any]
+) -> None:
+    # What the stack's Delete says of a released instance depends on it.
+    terminated, alive = incident["ids"][1:3]
+    never = "i-0fffffffffffffff0"
+    fleet.ec2.modify_instance_attribute(InstanceId=terminated, DisableApiTermination={"Value": False})
+    fleet.ec2.terminate_instances(InstanceIds=[terminated])
+
+    gone = Engine(aws, StateStore(aws, TABLE), concurrency=4).gone([never, alive, terminated])
+
+    assert gone == [never, terminated]
 
 
 def test_create_retried_with_the_same_request_id_answers_alike_and_calls_no_ec2(

@@ -124,3 +124,67 @@ def test_the_engine_side_never_imports_an_adapter() -> None:
         if name.startswith(ADAPTERS)
     }
     assert upward == set()
+
+
+# What a Lambda handler may import: its own package, the core, the engine's facade and reports, and
+# from below the engine only the factory's clients and table, its own AWS plumbing (the
+# CloudFormation protocol, SNS) and the value types the engine's methods take or give back. The
+# work itself (the store, evidence, containment, discovery) is the engine's: a name added here is a
+# decision to review, not a formality.
+HANDLERS_MAY_IMPORT_MODULES = ("ec2ir.handlers", "ec2ir.core", "ec2ir.engine.facade", "ec2ir.engine.results")
+HANDLERS_MAY_IMPORT_NAMES = {
+    "ec2ir.aws.session": {"Aws", "AwsSettings", "translated", "dns_suffix", "PERMISSION_CODES"},
+    "ec2ir.engine.runtime": {"DEFAULT_CONCURRENCY"},
+    "ec2ir.store.state": {"StateStore"},  # the factory builds the engine on it
+    "ec2ir.containment.steps": {"Options"},  # what Engine.isolate takes
+    "ec2ir.containment.nacl_report": {"NaclReport"},  # what RunReport.blocks is
+    "ec2ir.containment.check": {"lines"},  # the words of Engine.check's report
+    "ec2ir.store.ledger": {"AnsweredRequest"},  # the stack's record of answered requests
+    "ec2ir.store.sightings": {"Seen"},  # a finding's recorded count
+}
+
+
+def handler_imports_below_the_engine(path: Path) -> set[str]:
+    """The ``module.name`` (or ``module``, for a plain import) of each import of ``path`` that
+    reaches past what a handler may use."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            named = [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            named = [(alias.name, "") for alias in node.names]
+        else:
+            continue
+        for module, name in named:
+            if not module.startswith("ec2ir") or module.startswith(HANDLERS_MAY_IMPORT_MODULES):
+                continue
+            if name not in HANDLERS_MAY_IMPORT_NAMES.get(module, ()):
+                found.add(f"{module}.{name}" if name else module)
+    return found
+
+
+def test_the_handlers_reach_ec2ir_only_through_the_engine() -> None:
+    strays = {
+        (module, name)
+        for module, path in MODULES.items()
+        if module.startswith("ec2ir.handlers")
+        for name in handler_imports_below_the_engine(path)
+    }
+    assert strays == set()
+
+
+def test_the_handler_import_check_sees_a_handler_doing_the_engines_work(tmp_path: Path) -> None:
+    handler = tmp_path / "handler.py"
+    handler.write_text(
+        "from ec2ir.aws.session import Aws, discover\n"
+        "import ec2ir.evidence.bucket\n"
+        "from ec2ir.engine.release import gone_instances\n"
+        "from ec2ir.engine.facade import Engine\n"
+        "from ec2ir.core.errors import Ec2irError\n",
+        encoding="utf-8",
+    )
+    assert handler_imports_below_the_engine(handler) == {
+        "ec2ir.aws.session.discover",
+        "ec2ir.evidence.bucket",
+        "ec2ir.engine.release.gone_instances",
+    }

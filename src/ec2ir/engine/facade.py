@@ -4,13 +4,24 @@ is a method here, with the signature every adapter calls, and is done by its own
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ec2ir.containment import nacl
 from ec2ir.containment.check import CheckReport
 from ec2ir.containment.steps import Options
 from ec2ir.core.models import Hold
-from ec2ir.engine import collect, edge, isolate, names, plan, rejoin, release, status, verify
+from ec2ir.engine import (
+    collect,
+    edge,
+    isolate,
+    names,
+    plan,
+    rejoin,
+    release,
+    snapshot_list,
+    status,
+    verify,
+)
 from ec2ir.engine.results import PlanReport, Progress, RunReport
 from ec2ir.engine.runtime import Runtime
 from ec2ir.evidence.verify import Finding
@@ -57,6 +68,11 @@ class Engine(Runtime):
             self, instance_ids, case_id, rejoin, progress, replace_groups, skip_missing_groups
         )
 
+    def gone(self, instance_ids: list[str]) -> list[str]:
+        """Which of these instances no longer exist (unknown, or terminated); raises when it
+        cannot tell. What a release says of them (the stack's Delete) depends on it."""
+        return release.gone_instances(self, instance_ids)
+
     def plan_release(
         self,
         instance_ids: Iterable[str],
@@ -87,6 +103,13 @@ class Engine(Runtime):
     ) -> PlanReport:
         """``collect --dry-run``: nothing is changed."""
         return collect.plan_collect(self, instance_ids, case_id, options)
+
+    def store_snapshot_list(
+        self, report: RunReport, place: str, about: Mapping[str, str]
+    ) -> snapshot_list.SnapshotList:
+        """The run's full list of snapshot ids as one object in the evidence bucket, for an
+        adapter whose answer cannot hold it (the stack's 4 KB)."""
+        return snapshot_list.store_snapshot_list(self, report, place, about)
 
     def verify(self, case_id: str) -> list[Finding]:
         return verify.verify(self, case_id)

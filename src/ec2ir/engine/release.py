@@ -62,14 +62,20 @@ def before_release(
     """What every release (and its dry run) reads before any change: which instances are
     gone, what the journal proves of their holds, and the stand-ins for deleted groups."""
     try:
-        facts = discover(rt.aws, ids)
-        gone = {i for i in ids if i not in facts or facts[i].state in GONE_STATES}
+        gone = set(gone_instances(rt, ids))
     except Ec2irError as error:  # not knowing what is terminated must not block a release
         gone = set()
         report.notes.append(f"could not check which instances still exist: {error}")
     provenance = gathered_provenance(rt, report.case_id, ids)
     own = provenance.own_groups if provenance else frozenset()
     return gone, provenance, fixes.check_live(rt.aws, own)
+
+
+def gone_instances(rt: Runtime, ids: list[str]) -> list[str]:
+    """Which of ``ids`` no longer exist (unknown to the account and Region, or terminated), in
+    their order; raises when it cannot tell."""
+    facts = discover(rt.aws, ids)
+    return [i for i in ids if i not in facts or facts[i].state in GONE_STATES]
 
 
 def plan_release(

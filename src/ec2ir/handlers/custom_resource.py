@@ -52,16 +52,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ec2ir.aws.session import PERMISSION_CODES, discover
-from ec2ir.containment.steplog import GONE_STATES
+from ec2ir.aws.session import PERMISSION_CODES
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
 from ec2ir.core.errors import Ec2irError, PermissionDenied, UsageError
 from ec2ir.core.models import InstanceResult
 from ec2ir.engine.facade import Engine
 from ec2ir.engine.results import RunReport
-from ec2ir.evidence.bucket import EvidenceBucket
-from ec2ir.evidence.s3 import account_of, as_json, split_location
 from ec2ir.handlers import (
     TOPIC_ENV,
     EngineFactory,
@@ -259,7 +256,7 @@ def _answer(engine: Engine, request: Request, deadline: float) -> Answer:
 def _create(engine: Engine, request: Request, wanted: Containment, deadline: float) -> Answer:
     assert wanted.case_id is not None  # strict parsing raised otherwise
     report = _isolate(engine, wanted, deadline) if wanted.instance_ids else None
-    key, problem = _store_snapshot_list(engine, request, wanted.case_id, report)
+    key, problem = _store_snapshot_list(engine, request, report)
     return _outcome(wanted.case_id, report, notes=[problem] if problem else [], snapshot_key=key)
 
 
@@ -287,7 +284,7 @@ def _update(engine: Engine, request: Request, deadline: float) -> Answer:
         # here): there is nothing to release under it.
         removed = []
     report = _isolate(engine, wanted, deadline) if wanted.instance_ids else None
-    key, problem = _store_snapshot_list(engine, request, case, report)
+    key, problem = _store_snapshot_list(engine, request, report)
     released: list[str] = []
     release_failures: list[InstanceResult] = []
     notes: list[str] = [problem] if problem else []
@@ -387,8 +384,7 @@ def _release(
     report = engine.release(instance_ids, case, rejoin=rejoin)
     log_event("release", report.as_dict())
     try:
-        facts = discover(engine.aws, instance_ids)
-        gone = [i for i in instance_ids if i not in facts or facts[i].state in GONE_STATES]
+        gone = engine.gone(instance_ids)
     except Ec2irError:  # only the wording of the answer depends on it: the release is done
         gone = []
     released = [r.instance_id for r in report.results if r.ok and r.instance_id not in gone]
@@ -473,41 +469,21 @@ def _failure_reason(case: str, failures: Sequence[InstanceResult], total: int) -
     return f"{len(failures)} of {total} instance(s) failed under case {case}: {details}"
 
 
-def _store_snapshot_list(
-    engine: Engine, request: Request, case: str, report: RunReport | None
-) -> tuple[str, str]:
-    """Put the full list of snapshot ids in the evidence bucket, as one object, since the answer's
-    4 KB cannot hold it for a large fleet; (its key, or "" and why not)."""
-    snapshots = {r.instance_id: r.snapshot_ids for r in report.results if r.snapshot_ids} if report else {}
-    if not report or not snapshots:
+def _store_snapshot_list(engine: Engine, request: Request, report: RunReport | None) -> tuple[str, str]:
+    """The full list of snapshot ids, which the answer's 4 KB cannot hold for a large fleet, kept
+    in the evidence bucket under the request that took them; (its key, or "" and why not)."""
+    if report is None:
         return "", ""
-    stored_in = [
-        split_location(ref.location)[0]
-        for r in report.results
-        for ref in r.evidence
-        if ref.location.startswith("s3://")
-    ]
-    bucket = engine.evidence_bucket or (stored_in[0] if stored_in else "")
-    if not bucket:
-        return "", "the list of snapshot ids was not stored: no evidence bucket is known"
-    key = f"{case}/cloudformation/{request.stack_name}/{request.request_id}/snapshot-ids.json"
-    body = as_json(
+    stored = engine.store_snapshot_list(
+        report,
+        f"cloudformation/{request.stack_name}/{request.request_id}",
         {
-            "case_id": case,
             "stack_id": request.stack_id,
             "request_id": request.request_id,
             "request_type": request.request_type,
-            "snapshot_ids": snapshots,
-        }
+        },
     )
-    try:
-        EvidenceBucket(engine.evidence_aws, bucket, account_of(report.actor)).put(
-            key, body, "snapshot-ids", "application/json", {"ec2ir:case": case}
-        )
-    except Ec2irError as error:
-        log.warning("could not store the snapshot list in s3://%s/%s: %s", bucket, key, error)
-        return "", f"the list of snapshot ids could not be stored in s3://{bucket}: {error}"
-    return key, ""
+    return stored.key, stored.problem
 
 
 # -- the entry points -------------------------------------------------------------------------------
