@@ -28,6 +28,7 @@ from ec2ir.emulator.inprocess import InProcessEmulator
 from ec2ir.emulator.server import DEMO_REGION, Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
+from tests.support.clients import reuse_client_classes
 from tests.support.fleets import AMI, Fleet
 from tests.support.forensic_scene import Scene, journaled_scene
 from tests.support.waiting import TimeWithoutWaiting, no_wait
@@ -72,6 +73,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "served_emulator" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+    # The slow tests first (the order is otherwise kept): started last, the longest would leave
+    # one worker running alone at the end while the others idle.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _emulator_environment() -> None:
@@ -80,6 +84,13 @@ def _emulator_environment() -> None:
     )
     for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         os.environ.pop(variable, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_client_class_per_service() -> Iterator[None]:
+    undo = reuse_client_classes()  # see tests/support/clients.py
+    yield
+    undo()
 
 
 @pytest.fixture(scope="session")

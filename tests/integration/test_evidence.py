@@ -14,7 +14,7 @@ from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.containment.steps import Options
 from ec2ir.core.errors import AwsError, UsageError
 from ec2ir.core.models import EvidenceRef, HoldStatus, JournalEntry
-from ec2ir.emulator.server import Emulator
+from ec2ir.emulator.inprocess import InProcessEmulator
 from ec2ir.engine.facade import Engine
 from ec2ir.evidence.s3 import split_location
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME
@@ -324,18 +324,21 @@ def test_a_bad_bucket_name_is_refused_before_any_change(engine: Engine, fleet: F
     assert set(fleet.eni_groups([instance]).values()) == {(web,)}
 
 
-def test_a_crash_at_any_evidence_call_is_finished_by_a_rerun_without_duplicates(
-    emulator: Emulator, fleet: Fleet
-) -> None:
-    services = ("sts", "dynamodb", "ec2", "autoscaling", "elbv2", "elb", "iam", "s3")
+# The sweep is split into shards, so that parallel workers share it.
+CRASH_SHARDS = 3
 
-    def build() -> tuple[Fleet, str]:
-        emulator.reset()
-        fresh = Fleet(Aws(AwsSettings(region="us-east-1", endpoint_url=emulator.endpoint_url)))
-        vpc = fresh.vpc(1)
-        instance = fresh.instance(vpc, [fresh.group(vpc, "web")])
-        with_data_volume(fresh, instance)
-        return fresh, instance
+
+@pytest.mark.slow  # one whole isolation per evidence call
+@pytest.mark.parametrize("shard", range(CRASH_SHARDS), ids=[f"shard-{n}" for n in range(CRASH_SHARDS)])
+def test_a_crash_at_any_evidence_call_is_finished_by_a_rerun_without_duplicates(
+    emulator: InProcessEmulator, fleet: Fleet, shard: int
+) -> None:
+    """The scene is built once and saved; each crash starts from a restored copy of it."""
+    services = ("sts", "dynamodb", "ec2", "autoscaling", "elbv2", "elb", "iam", "s3")
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    with_data_volume(fleet, instance)
+    scene = emulator.save()
 
     def engine_of(point: FaultPoint | None = None) -> Engine:
         aws = Aws(AwsSettings(region="us-east-1", endpoint_url=emulator.endpoint_url))
@@ -343,15 +346,14 @@ def test_a_crash_at_any_evidence_call_is_finished_by_a_rerun_without_duplicates(
             point.install(aws, services)
         return Engine(aws, StateStore(aws), concurrency=1, evidence_aws=aws)  # one count of every call
 
-    _, instance = build()
     counting = FaultPoint()
     engine_of(counting).isolate([instance], CASE)
     first_evidence = counting.calls.index("DescribeSnapshots")
     crash_points = range(first_evidence + 1, len(counting.calls) + 1)
     assert len(crash_points) >= 15
 
-    for k in crash_points:
-        crashed_fleet, instance = build()
+    for k in crash_points[shard::CRASH_SHARDS]:
+        emulator.restore(scene)
         with contextlib.suppress(Crash):
             engine_of(FaultPoint(at=k, crash_after=True)).isolate([instance], CASE)
 
@@ -359,7 +361,7 @@ def test_a_crash_at_any_evidence_call_is_finished_by_a_rerun_without_duplicates(
         rerun = engine.isolate([instance], CASE)
 
         assert rerun.results[0].ok, (k, counting.calls[k - 1], rerun.results[0].steps)
-        assert len(case_snapshots(crashed_fleet)) == 2, k  # one per volume, never a second set
+        assert len(case_snapshots(fleet)) == 2, k  # one per volume, never a second set
         findings = engine.verify(CASE)
         assert all(f.ok for f in findings), (k, [(f.status, f.ref.location) for f in findings if not f.ok])
         items = {item for target, item in metadata_refs(engine) if target == instance}

@@ -1,6 +1,7 @@
 """Nothing lost: a fault at every AWS call of isolate and of release, then a fresh run.
 
-The harness first counts the calls a clean run makes, then replays the run once per call k:
+The harness builds the scene once and saves the emulator's state; each run starts from a restored
+copy of it. It first counts the calls a clean run makes, then replays the run once per call k:
 (a) call k answers with an AWS error (throttling, a 500, AccessDenied, in turn), or
 (b) call k succeeds and the process dies right after it (raised from botocore's transport).
 A fresh run must then complete, and release must put back every ENI's groups and every other
@@ -22,7 +23,7 @@ from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.containment.steps import Options
 from ec2ir.core.errors import Ec2irError
 from ec2ir.core.models import HoldStatus
-from ec2ir.emulator.server import Emulator
+from ec2ir.emulator.inprocess import InProcessEmulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
 from tests.support.faults import Crash, FaultPoint
@@ -117,8 +118,17 @@ def fully_isolated(engine: Engine, fleet: Fleet, instance: str) -> bool:
 
 
 class Harness:
-    def __init__(self, emulator: Emulator) -> None:
+    """One scene, built once and saved; each fault point starts from a restored copy of it."""
+
+    def __init__(self, emulator: InProcessEmulator, isolated_first: bool = False) -> None:
         self.emulator = emulator
+        emulator.reset()
+        self.fleet = Fleet(self.aws())
+        self.instances = build(self.fleet)
+        self.before = settings(self.fleet, self.instances)  # what release must put back
+        if isolated_first:  # release's sweep starts from isolated instances
+            self.engine(self.aws()).isolate(self.instances, CASE, options=CONTAIN_ONLY)
+        self.scene = emulator.save()
 
     def aws(self) -> Aws:
         return Aws(AwsSettings(region="us-east-1", endpoint_url=self.emulator.endpoint_url))
@@ -126,11 +136,8 @@ class Harness:
     def engine(self, aws: Aws) -> Engine:
         return Engine(aws, StateStore(aws), concurrency=1)  # one worker: call k is the same call each time
 
-    def fresh_fleet(self) -> tuple[Fleet, list[str], dict[str, Any]]:
-        self.emulator.reset()
-        fleet = Fleet(self.aws())
-        instances = build(fleet)
-        return fleet, instances, settings(fleet, instances)
+    def fresh_scene(self) -> None:
+        self.emulator.restore(self.scene)
 
     def faulty(self, point: FaultPoint) -> Engine:
         aws = self.aws()
@@ -141,19 +148,19 @@ class Harness:
             point.install(lane, ("ec2",))
         return engine
 
-    def count_calls(
-        self, run: Callable[[Engine, list[str]], object], before_run: Callable[[Engine, list[str]], object]
-    ) -> int:
-        _, instances, _ = self.fresh_fleet()
-        before_run(self.engine(self.aws()), instances)
+    def count_calls(self, run: Callable[[Engine, list[str]], object]) -> int:
+        self.fresh_scene()
         point = FaultPoint()
-        run(self.faulty(point), instances)
+        run(self.faulty(point), self.instances)
         return len(point.calls)
 
-    def points(self, calls: int) -> list[FaultPoint]:
-        return [FaultPoint(at=k, error_code=ERRORS[k % len(ERRORS)]) for k in range(1, calls + 1)] + [
+    def points(self, calls: int, shard: int) -> list[FaultPoint]:
+        """This shard's share of the fault points: an AWS error at each call, then a crash right
+        after each call."""
+        every = [FaultPoint(at=k, error_code=ERRORS[k % len(ERRORS)]) for k in range(1, calls + 1)] + [
             FaultPoint(at=k, crash_after=True) for k in range(1, calls + 1)
         ]
+        return every[shard::SHARDS]
 
 
 def try_run(run: Callable[[], object]) -> None:
@@ -162,15 +169,21 @@ def try_run(run: Callable[[], object]) -> None:
         run()
 
 
+# The sweeps are split into shards, so that parallel workers share them.
+SHARDS = 4
+shards = pytest.mark.parametrize("shard", range(SHARDS), ids=[f"shard-{n}" for n in range(SHARDS)])
+
+
 @pytest.mark.slow  # one whole run per call of the command, twice
-def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> None:
+@shards
+def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: InProcessEmulator, shard: int) -> None:
     harness = Harness(emulator)
-    calls = harness.count_calls(
-        lambda e, ids: e.isolate(ids, CASE, options=CONTAIN_ONLY), lambda e, ids: None
-    )
+    fleet, instances = harness.fleet, harness.instances
+    calls = harness.count_calls(lambda e, ids: e.isolate(ids, CASE, options=CONTAIN_ONLY))
     tally = Tally()
-    for point in harness.points(calls):
-        fleet, instances, before = harness.fresh_fleet()
+    points = harness.points(calls, shard)
+    for point in points:
+        harness.fresh_scene()
         try_run(functools.partial(harness.faulty(point).isolate, instances, CASE, options=CONTAIN_ONLY))
         engine = harness.engine(harness.aws())
         if not point.crashed:  # a run that ends, however it ends, leaves no ENI in allow-all
@@ -179,36 +192,36 @@ def test_a_fault_at_any_call_of_isolate_loses_nothing(emulator: Emulator) -> Non
         engine.isolate(instances, CASE, options=CONTAIN_ONLY)
         tally.half_isolated += sum(not fully_isolated(engine, fleet, i) for i in instances)
         engine.release(instances, CASE)
-        tally.originals_lost += settings(fleet, instances) != before
+        tally.originals_lost += settings(fleet, instances) != harness.before
         tally.fault_points += 1
 
-    print(tally.report(f"isolate ({calls} calls)"))
+    print(tally.report(f"isolate ({calls} calls, shard {shard})"))
     assert calls >= 30
-    assert (tally.fault_points, tally.originals_lost, tally.half_isolated) == (2 * calls, 0, 0)
+    assert (tally.fault_points, tally.originals_lost, tally.half_isolated) == (len(points), 0, 0)
+    assert len(points) >= 2 * calls // SHARDS
     assert tally.left_in_allow_all == 0
 
 
 @pytest.mark.slow  # one whole run per call of the command, twice
-def test_a_fault_at_any_call_of_release_loses_nothing(emulator: Emulator) -> None:
-    harness = Harness(emulator)
-
-    def isolate(engine: Engine, instances: list[str]) -> None:
-        engine.isolate(instances, CASE, options=CONTAIN_ONLY)
-
-    calls = harness.count_calls(lambda e, ids: e.release(ids, CASE), isolate)
+@shards
+def test_a_fault_at_any_call_of_release_loses_nothing(emulator: InProcessEmulator, shard: int) -> None:
+    harness = Harness(emulator, isolated_first=True)
+    fleet, instances = harness.fleet, harness.instances
+    calls = harness.count_calls(lambda e, ids: e.release(ids, CASE))
     tally = Tally()
-    for point in harness.points(calls):
-        fleet, instances, before = harness.fresh_fleet()
-        isolate(harness.engine(harness.aws()), instances)
+    points = harness.points(calls, shard)
+    for point in points:
+        harness.fresh_scene()
         try_run(functools.partial(harness.faulty(point).release, instances, CASE))
 
         engine = harness.engine(harness.aws())
         second = engine.release(instances, CASE)
         finished = all(r.ok or r.error_code == "NotIsolated" for r in second.results)
         tally.half_isolated += not finished
-        tally.originals_lost += settings(fleet, instances) != before
+        tally.originals_lost += settings(fleet, instances) != harness.before
         tally.fault_points += 1
 
-    print(tally.report(f"release ({calls} calls)"))
+    print(tally.report(f"release ({calls} calls, shard {shard})"))
     assert calls >= 10
-    assert (tally.fault_points, tally.originals_lost, tally.half_isolated) == (2 * calls, 0, 0)
+    assert (tally.fault_points, tally.originals_lost, tally.half_isolated) == (len(points), 0, 0)
+    assert len(points) >= 2 * calls // SHARDS

@@ -15,7 +15,9 @@ client built without the hook fails at once rather than reaching something else.
 
 from __future__ import annotations
 
+import copy
 import threading
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,6 +66,31 @@ class InProcessEmulator:
         if status != 200:
             raise RuntimeError(f"the emulator's reset failed ({status}): {body[:200]!r}")
 
+    def save(self) -> SavedState:
+        """Every resource as it is now, to come back to with ``restore``: for a test that repeats
+        one scene many times, rebuilding it through the API each time costs far more."""
+        with _backend_lock():
+            in_use = list(_registries_in_use())
+            # The services' registries stay themselves; only what they hold is copied.
+            return SavedState(copy.deepcopy(tuple((bd, dict(bd)) for bd in in_use), _keeping(in_use)))
+
+    def restore(self, saved: SavedState) -> None:
+        """Every resource exactly as ``save`` found it (a copy, so one saved state serves many
+        restores); a service first used since then is emptied, as a reset would."""
+        with _backend_lock():
+            in_use = list(_registries_in_use())
+            registries = [bd for bd, _ in saved.services]
+            fresh = copy.deepcopy(saved.services, _keeping([*in_use, *registries]))
+            for registry in in_use:
+                if registry not in registries:
+                    for account in registry.values():
+                        account.reset()
+                    dict.clear(registry)
+            for registry, accounts in fresh:
+                dict.clear(registry)
+                dict.update(registry, accounts)
+            _registries_in_use()[:] = registries
+
     def dispatch(
         self, method: str, url: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -96,6 +123,34 @@ class InProcessEmulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """Each service registry in use (moto's ``BackendDict``) with a private copy of its accounts."""
+
+    services: tuple[tuple[Any, dict[str, Any]], ...]
+
+
+def _backend_lock() -> Any:
+    from moto.core.base_backend import backend_lock
+
+    return backend_lock
+
+
+def _registries_in_use() -> list[Any]:
+    """moto's own list of the service registries in use (what its reset empties)."""
+    from moto.core.base_backend import BackendDict
+
+    registry_class: Any = BackendDict
+    registries: list[Any] = registry_class._instances
+    return registries
+
+
+def _keeping(registries: list[Any]) -> dict[int, Any]:
+    """A deepcopy memo that leaves these objects as they are: moto's modules reach every service
+    through its registry, so a copy must point at the registry itself, never at a copy of it."""
+    return {id(registry): registry for registry in registries}
 
 
 def _preserve_header_spelling(environ: dict[str, Any], headers: dict[str, str]) -> None:

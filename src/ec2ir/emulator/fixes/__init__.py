@@ -7,4 +7,5 @@ make moto behave as AWS does, built only when applied, since moto is imported la
 holds them in order (and renders the README's table of them: ``python -m ec2ir.emulator.fixes
 --readme-table``); ``apply`` applies and reverts them. The fixes themselves live by service:
 ``groups`` and ``instances`` (EC2), ``nacl``, ``ssm`` and ``services`` (IAM, S3, the server).
+``speed`` holds the speed-ups, which change no answer and so have no row in the table.
 """

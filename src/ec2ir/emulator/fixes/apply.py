@@ -10,6 +10,7 @@ from typing import Any
 
 from ec2ir.core.errors import UsageError
 from ec2ir.emulator.fixes.catalogue import CATALOGUE, FIXES
+from ec2ir.emulator.fixes.speed import SPEEDUPS
 
 _lock = threading.Lock()
 _applied: list[tuple[object, str, Any]] = []  # (owner, attribute, what it held), in order applied
@@ -27,13 +28,15 @@ def require_moto() -> None:
 
 
 def apply_fidelity_fixes(only: tuple[str, ...] = FIXES) -> None:
-    """Correct moto in this process (idempotent). ``only`` picks fixes, for the fidelity tests."""
+    """Correct moto in this process (idempotent). ``only`` picks fixes, for the fidelity tests; the
+    speed-ups, which change no answer, always come with them."""
     require_moto()
     with _lock:
         if _applied:
             return
         # Every patch is built before any is applied, so each captures moto's own original.
-        patches = [patch for fix in CATALOGUE if fix.name in only for patch in fix.patches()]
+        chosen = [fix for fix in CATALOGUE if fix.name in only]
+        patches = [patch for fix in (*chosen, *SPEEDUPS) for patch in fix.patches()]
         for owner, attribute, replacement in patches:
             _applied.append((owner, attribute, vars(owner).get(attribute, _ABSENT)))
             setattr(owner, attribute, replacement)
