@@ -313,7 +313,7 @@ def test_every_schema_is_documented_with_an_example_that_fits_its_table() -> Non
 
 
 def test_the_step_statuses_are_the_documented_closed_set() -> None:
-    from ec2ir.core.models import StepStatus
+    from ec2ir.core.outcomes import StepStatus
 
     run_section = sections()["ec2ir.run/1"]
 

@@ -113,7 +113,7 @@ def test_attach_twice_makes_no_second_copies(scene: Scene) -> None:
 
     assert again.ok
     assert [(c.volume_id, c.device) for c in again.copies] == [(c.volume_id, c.device) for c in first.copies]
-    assert all(copy.result.startswith("skipped: already attached") for copy in again.copies)
+    assert all(copy.result_text.startswith("skipped: already attached") for copy in again.copies)
     assert all(copy.mount_commands for copy in again.copies)  # still told how to mount them
     assert scene.volume_count() == volumes
     assert len(scene.copies()) == 2
@@ -129,7 +129,7 @@ def test_attach_after_a_failed_attach_reuses_the_copy(scene: Scene) -> None:
     assert fault.injected == 1
     assert not failed.ok
     [broken] = [copy for copy in failed.copies if not copy.ok]
-    assert broken.result.startswith("FAILED: ec2:AttachVolume: InvalidParameterValue")
+    assert broken.result_text.startswith("FAILED: ec2:AttachVolume: InvalidParameterValue")
     assert not broken.mount_commands
     assert [c.ok for c in failed.copies].count(True) == 1
     made = {v["VolumeId"] for v in scene.copies()}
@@ -141,7 +141,7 @@ def test_attach_after_a_failed_attach_reuses_the_copy(scene: Scene) -> None:
     assert {v["VolumeId"] for v in scene.copies()} == made
     fixed = next(copy for copy in rerun.copies if copy.snapshot_id == broken.snapshot_id)
     assert fixed.volume_id == broken.volume_id
-    assert fixed.result.startswith("done:")
+    assert fixed.result_text.startswith("done:")
     devices = [scene.attached_to_workstation()[copy.volume_id] for copy in rerun.copies]
     assert len(set(devices)) == 2
 
@@ -175,7 +175,7 @@ def test_detach_goes_on_past_a_failed_delete_and_a_rerun_finishes(scene: Scene) 
 
     assert rerun.ok
     assert [copy.volume_id for copy in rerun.copies] == [left["VolumeId"]]
-    assert rerun.copies[0].result.startswith("done: deleted")
+    assert rerun.copies[0].result_text.startswith("done: deleted")
     assert scene.copies() == []
     assert snapshot_states(scene.aws, scene.snapshots) == dict.fromkeys(scene.snapshots, "completed")
 
@@ -275,7 +275,7 @@ def test_the_journal_names_every_copy_attached_and_detached(scene: Scene) -> Non
         assert sorted(by_action[action]) == sorted(copy.volume_id for copy in report.copies)
         for copy in report.copies:
             entry = by_action[action][copy.volume_id]
-            assert entry.result == copy.result
+            assert entry.result == copy.result_text
             assert entry.result.startswith("done:")
             assert entry.actor == ACTOR
             assert entry.request_ids  # the AWS calls behind it

@@ -103,7 +103,7 @@ def test_the_ssm_command_is_sent_with_the_expected_document_and_parameters(aws: 
 
     outcomes = acquire(aws, bucket_for(aws), CASE, [instance], timeout=45, first_poll=FAST)
 
-    assert outcomes[instance].result.startswith("done: "), outcomes[instance].result
+    assert outcomes[instance].result.text.startswith("done: "), outcomes[instance].result.text
     sent = recorder.named("ssm:SendCommand")
     assert len(sent) == 1
     params = sent[0]
@@ -141,7 +141,7 @@ def test_a_managed_instance_yields_a_memory_ref_whose_hash_matches_the_object_in
     outcome = acquire(aws, bucket_for(aws), CASE, [instance], timeout=30, first_poll=FAST)[instance]
 
     ref = outcome.ref
-    assert ref is not None and outcome.result.startswith(f"done: sha256 {ref.sha256}"), outcome
+    assert ref is not None and outcome.result.text.startswith(f"done: sha256 {ref.sha256}"), outcome
     assert ref.kind == "memory"
     bucket, key = split_location(ref.location)
     assert bucket == BUCKET and key.startswith(f"{CASE}/{instance}/") and key.endswith("/memory.lime")
@@ -165,11 +165,11 @@ def test_an_unmanaged_instance_is_not_collected_and_the_others_still_are(aws: Aw
     )
 
     assert list(outcomes) == [unmanaged, reachable, stopped]
-    assert outcomes[unmanaged].result == f"not collected: {NOT_MANAGED}"
+    assert outcomes[unmanaged].result.text == f"not collected: {NOT_MANAGED}"
     assert outcomes[unmanaged].ref is None
-    assert outcomes[stopped].result.startswith("not collected: not managed by SSM")
-    assert "ConnectionLost" in outcomes[stopped].result
-    assert outcomes[reachable].result.startswith("done: ")
+    assert outcomes[stopped].result.text.startswith("not collected: not managed by SSM")
+    assert "ConnectionLost" in outcomes[stopped].result.text
+    assert outcomes[reachable].result.text.startswith("done: ")
     ssm = aws.client("ssm")
     assert ssm.list_commands(InstanceId=unmanaged)["Commands"] == []
 
@@ -182,7 +182,7 @@ def test_an_aws_error_is_recorded_as_not_collected_never_raised(aws: Aws, fleet:
 
     outcomes = acquire(aws, bucket_for(aws), CASE, [first, second], timeout=30, first_poll=FAST)
 
-    results = sorted(outcome.result for outcome in outcomes.values())
+    results = sorted(outcome.result.text for outcome in outcomes.values())
     assert results[0].startswith("done: ")
     assert results[1] == (
         "not collected: missing IAM permission ssm:SendCommand (AccessDeniedException); "
@@ -199,8 +199,8 @@ def test_when_ssm_cannot_be_asked_every_instance_is_not_collected(aws: Aws, flee
     outcomes = acquire(aws, bucket_for(aws), CASE, ids, timeout=30, first_poll=FAST)
 
     assert set(outcomes) == set(ids)
-    assert all("ssm:DescribeInstanceInformation" in o.result for o in outcomes.values())
-    assert all(o.result.startswith("not collected: ") for o in outcomes.values())
+    assert all("ssm:DescribeInstanceInformation" in o.result.text for o in outcomes.values())
+    assert all(o.result.text.startswith("not collected: ") for o in outcomes.values())
 
 
 class SteppedClock:
@@ -232,14 +232,14 @@ def test_the_timeout_path_cancels_the_command_and_returns_in_time(aws: Aws, flee
         aws, bucket_for(aws), CASE, [instance], timeout=1, first_poll=0.2, clock=clock, sleep=clock.sleep
     )[instance]
 
-    assert outcome.result.startswith("not collected: timed out after 1 s; isolation went ahead"), outcome
+    assert outcome.result.text.startswith("not collected: timed out after 1 s; isolation went ahead"), outcome
     assert outcome.ref is None
     assert clock() - started == pytest.approx(1.0)  # it polled up to the deadline, and no further
     assert polled.answered >= 3  # 0.2 s, then 0.4 s, then the last look at the deadline itself
     assert len(recorder.named("ssm:SendCommand")) == 1
     cancels = recorder.named("ssm:CancelCommand")
     assert len(cancels) == 1 and cancels[0]["InstanceIds"] == [instance]
-    assert "cancelled" in outcome.result
+    assert "cancelled" in outcome.result.text
 
 
 def test_a_call_that_hangs_past_the_deadline_does_not_hold_containment(aws: Aws, fleet: Fleet) -> None:
@@ -259,7 +259,7 @@ def test_a_call_that_hangs_past_the_deadline_does_not_hold_containment(aws: Aws,
         answered.set()
 
     assert still_hanging
-    assert outcome.result.startswith("not collected: timed out after 1 s; isolation went ahead")
+    assert outcome.result.text.startswith("not collected: timed out after 1 s; isolation went ahead")
 
 
 def test_the_memory_timeout_path_still_isolates_the_instance(engine: Engine, fleet: Fleet) -> None:

@@ -18,6 +18,7 @@ from ec2ir.containment.nacl_entries import (
 from ec2ir.containment.nacl_report import Change, ChangeResult, NaclReport, Problem
 from ec2ir.core.errors import AwsError, Ec2irError
 from ec2ir.core.models import JournalEntry
+from ec2ir.core.outcomes import Outcome
 from ec2ir.store.items import now
 from ec2ir.store.state import StateStore
 
@@ -94,12 +95,14 @@ class EdgeLedger:
             self._journal_line(
                 record,
                 action,
-                f"done: {result} {record.describe()} ({change.vpc_id}){subnets}"
-                + (f"; {detail}" if detail else ""),
+                Outcome.done(
+                    f"{result} {record.describe()} ({change.vpc_id}){subnets}"
+                    + (f"; {detail}" if detail else "")
+                ),
             )
         return change
 
-    def _journal_line(self, record: EntryRecord, action: str, result: str) -> None:
+    def _journal_line(self, record: EntryRecord, action: str, result: Outcome) -> None:
         self.journal(
             [
                 JournalEntry(
@@ -108,7 +111,7 @@ class EdgeLedger:
                     self.report.actor,
                     record.acl_id,
                     f"{self.report.action}:{action}",
-                    result,
+                    result.text,
                 )
             ]
         )

@@ -25,6 +25,7 @@ from ec2ir.containment.nacl_entries import (
 from ec2ir.containment.nacl_ledger import EdgeLedger
 from ec2ir.containment.nacl_report import Change, ChangeResult, Problem
 from ec2ir.core.errors import AwsError
+from ec2ir.core.outcomes import Outcome
 
 
 class Removing(EdgeLedger):
@@ -134,7 +135,7 @@ class Removing(EdgeLedger):
         if not self.dry_run:
             self._move(record, REMOVED, why)
             if result is ChangeResult.LEFT:
-                self._journal_line(record, "nacl-remove", f"skipped: {record.describe()}: {why}")
+                self._journal_line(record, "nacl-remove", Outcome.skipped(f"{record.describe()}: {why}"))
         self.report.changes.append(
             Change(acl_id, vpc, record.egress, record.rule_number, record.cidr, result, why)
         )

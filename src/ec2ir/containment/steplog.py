@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ec2ir.aws.session import request_ids
 from ec2ir.core.errors import Ec2irError, Interrupted, Unexpected
 from ec2ir.core.models import EvidenceRef, InstanceResult, JournalEntry
+from ec2ir.core.outcomes import Outcome
 from ec2ir.store.items import now
 
 if TYPE_CHECKING:
@@ -37,13 +38,13 @@ class StepLog:
     """What each step did to one instance, when, and with which AWS requests; the first failure
     sets the result's error code. ``journal_entries`` turns it into the case journal's lines."""
 
-    outcomes: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     errors: dict[str, Ec2irError] = field(default_factory=dict)
     finished_at: dict[str, str] = field(default_factory=dict)
     requests: dict[str, list[str]] = field(default_factory=dict)
     evidence: dict[str, list[EvidenceRef]] = field(default_factory=dict)
     # lines for the journal alone, such as each metadata item: (action, at, result, evidence)
-    extra: list[tuple[str, str, str, list[EvidenceRef]]] = field(default_factory=list)
+    extra: list[tuple[str, str, Outcome, list[EvidenceRef]]] = field(default_factory=list)
 
     def run(self, name: str, action: Callable[[], str], subject: str = "") -> bool:
         """Run one step (of ``subject``, an instance), its outcome recorded; with ``-v`` each step
@@ -52,7 +53,7 @@ class StepLog:
         started = time.monotonic()
         with request_ids() as ids:
             try:
-                self._set(name, "done: " + action())
+                self._set(name, Outcome.done(action()))
                 ok = True
             except Ec2irError as error:
                 self.fail(name, error)
@@ -67,21 +68,25 @@ class StepLog:
         return ok
 
     def fail(self, name: str, error: Ec2irError) -> None:
-        self._set(name, f"FAILED: {error}")
+        self._set(name, Outcome.failed(error))
         self.errors[name] = error
 
     def skip(self, name: str, why: str) -> None:
-        self._set(name, f"skipped: {why}")
+        self._set(name, Outcome.skipped(why))
 
     def not_started(self, name: str) -> None:
         """A step the run did not start, as it was interrupted (Ctrl-C): an error of its own kind,
         so that the result says what was done and what was not (``result``)."""
-        self._set(name, "not started: the run was interrupted")
+        self._set(name, Outcome.not_started("the run was interrupted"))
         self.errors[name] = Interrupted("not started: the run was interrupted (Ctrl-C)")
 
-    def _set(self, name: str, outcome: str) -> None:
+    def _set(self, name: str, outcome: Outcome) -> None:
         self.outcomes[name] = outcome
         self.finished_at[name] = now()
+
+    def step_texts(self) -> dict[str, str]:
+        """Each step's outcome as the result carries it: text (``Outcome.text``)."""
+        return {name: outcome.text for name, outcome in self.outcomes.items()}
 
     def journal_entries(self, ctx: Context, target: str, verb: str) -> list[JournalEntry]:
         lines = [
@@ -91,14 +96,14 @@ class StepLog:
                 actor=ctx.actor,
                 target=target,
                 action=f"{verb}:{name}",
-                result=outcome,
+                result=outcome.text,
                 request_ids=tuple(self.requests.get(name, ())),
                 evidence=tuple(self.evidence.get(name, ())),
             )
             for name, outcome in self.outcomes.items()
         ]
         lines += [
-            JournalEntry(at, ctx.case_id, ctx.actor, target, action, result, evidence=tuple(refs))
+            JournalEntry(at, ctx.case_id, ctx.actor, target, action, result.text, evidence=tuple(refs))
             for action, at, result, refs in self.extra
         ]
         return lines
@@ -119,10 +124,13 @@ class StepLog:
             name: error for name, error in self.errors.items() if evidence_counts or name not in EVIDENCE_WORK
         }
         if not errors:
-            return InstanceResult(instance_id, action, ok=True, detail=summary, steps=self.outcomes, **extra)
+            return InstanceResult(
+                instance_id, action, ok=True, detail=summary, steps=self.step_texts(), **extra
+            )
         stopped = [name for name, error in errors.items() if isinstance(error, Interrupted)]
         if stopped:  # what was done, what failed and what never started: each step named once
-            done = [name for name, outcome in self.outcomes.items() if outcome.startswith("done")]
+            # (a summary for the result's detail, not an outcome: its parts only read like one)
+            done = [name for name, outcome in self.outcomes.items() if outcome.is_done]
             failed_steps = [f"{name} ({error})" for name, error in errors.items() if name not in stopped]
             parts = [
                 f"done: {', '.join(done)}" if done else "no step done",
@@ -136,7 +144,7 @@ class StepLog:
                 detail=f"interrupted (Ctrl-C): {'; '.join(filter(None, parts))}; "
                 f"run `ec2ir {action}` again to finish",
                 error_code=Interrupted.code,
-                steps=self.outcomes,
+                steps=self.step_texts(),
                 **extra,
             )
         name, error = next(iter(errors.items()))
@@ -147,6 +155,6 @@ class StepLog:
             ok=False,
             detail=f"step(s) {failed} failed; {name}: {error}",
             error_code=error.code,
-            steps=self.outcomes,
+            steps=self.step_texts(),
             **extra,
         )

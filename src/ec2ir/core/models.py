@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ec2ir.core.outcomes import Outcome
+
 
 class HoldStatus(StrEnum):
     """Where an instance is in its isolation lifecycle, as the state table records it."""
@@ -23,39 +25,6 @@ ACTIVE_STATUSES = (HoldStatus.ISOLATING, HoldStatus.ISOLATED, HoldStatus.RELEASI
 # isolate has two: CONTAINED as soon as the instance's cut has ended (every ENI in the isolation
 # group, or the cut failed), long before its evidence; then DONE once all its work has ended.
 CONTAINED, DONE = "contained", "done"
-
-
-class StepStatus(StrEnum):
-    """What became of one step, from the prefix of its outcome (``parse_outcome``): the closed set
-    ``--output json`` gives as ``step_outcomes[].status`` (docs/json.md)."""
-
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # not attempted; the detail says why
-    NOT_COLLECTED = "not_collected"  # evidence asked for and not collected
-    NOT_STARTED = "not_started"  # the run was interrupted (Ctrl-C) before the step began
-    PLANNED = "planned"  # a dry run's: what the step would do
-    OTHER = "other"  # text with none of the engine's prefixes (a journal's "not done (...)")
-
-
-_OUTCOME_PREFIXES = (
-    ("done:", StepStatus.DONE),
-    ("FAILED", StepStatus.FAILED),
-    ("skipped:", StepStatus.SKIPPED),
-    ("not collected:", StepStatus.NOT_COLLECTED),
-    ("not started:", StepStatus.NOT_STARTED),
-    ("nothing:", StepStatus.SKIPPED),  # a release plan's step that a terminated instance skips
-)
-
-
-def parse_outcome(outcome: str, planned: bool = False) -> tuple[StepStatus, str]:
-    """A step's (or a journal entry's) outcome as its status and its detail, the text after the
-    prefix the engine writes ("done: ", "FAILED: ", "skipped: ", "not collected: "). In a plan
-    (``planned``), text without a prefix is what the step would do."""
-    for prefix, status in _OUTCOME_PREFIXES:
-        if outcome.startswith(prefix):
-            return status, outcome.removeprefix(prefix).lstrip(": ")
-    return (StepStatus.PLANNED if planned else StepStatus.OTHER), outcome
 
 
 @dataclass(frozen=True)
@@ -158,7 +127,8 @@ class InstanceResult:
     detail: str = ""
     error_code: str = ""
     enis: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    steps: dict[str, str] = field(default_factory=dict)  # step name -> what happened
+    # step name -> its Outcome's text (ec2ir.core.outcomes), as --output json gives it
+    steps: dict[str, str] = field(default_factory=dict)
     evidence: tuple[EvidenceRef, ...] = ()
     evidence_failed: tuple[str, ...] = ()  # what evidence could not be collected, and why
     # what the run could not do although the instance is as safe as it can be (exit 1 all the same)
@@ -170,9 +140,9 @@ class InstanceResult:
     def step_outcomes(self) -> list[dict[str, str]]:
         """``steps`` as structured outcomes, in order: each step, its status and its detail."""
         outcomes = []
-        for step, outcome in self.steps.items():
-            status, detail = parse_outcome(outcome, planned=self.planned)
-            outcomes.append({"step": step, "status": status.value, "detail": detail})
+        for step, text in self.steps.items():
+            outcome = Outcome.parse(text, planned=self.planned)
+            outcomes.append({"step": step, "status": outcome.status.value, "detail": outcome.detail})
         return outcomes
 
     @property
@@ -249,10 +219,16 @@ class JournalEntry:
     actor: str  # the STS caller ARN
     target: str  # an instance, VPC, bucket or snapshot id
     action: str  # e.g. isolate:network, release:network, evidence:snapshots
-    result: str  # "done: ...", "FAILED: ...", "skipped: ...", "not collected: ..."
+    # an Outcome's text (ec2ir.core.outcomes): "done: ...", "FAILED: ...", "skipped: ...", ...;
+    # text, as the journal's items have always held it
+    result: str
     request_ids: tuple[str, ...] = ()
     evidence: tuple[EvidenceRef, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.result.startswith("FAILED")
+        return self.outcome.ok
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.parse(self.result)

@@ -230,7 +230,7 @@ def isolate_strays(
         subject=containment.target.instance_id,
     )
     if NETWORK.name not in log.errors:
-        log.outcomes[NETWORK.name] += (
+        log.outcomes[NETWORK.name] = log.outcomes[NETWORK.name].extended(
             f"; after the cut, {len(strays)} ENI(s) outside the isolation group "
             f"({', '.join(e.eni_id for e in strays)}) were recorded and isolated"
         )

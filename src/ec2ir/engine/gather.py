@@ -12,6 +12,7 @@ from ec2ir.containment.steplog import MEMORY, METADATA, SNAPSHOTS, StepLog
 from ec2ir.containment.steps import Context, Options, Target
 from ec2ir.core.errors import Ec2irError, EvidenceNotCollected, Unexpected, UsageError
 from ec2ir.core.models import EvidenceRef, InstanceFacts
+from ec2ir.core.outcomes import Outcome
 from ec2ir.engine.runtime import Runtime
 from ec2ir.evidence.bucket import EvidenceBucket, bucket_name, default_bucket, validate_object_lock_days
 from ec2ir.evidence.metadata import Item, metadata_items
@@ -99,7 +100,7 @@ def acquire_memory(
         log = StepLog()
         log._set(MEMORY, outcome.result)
         if outcome.ref is None:  # asked for and not collected: the run is incomplete (exit 1)
-            log.errors[MEMORY] = EvidenceNotCollected(f"memory {outcome.result}")
+            log.errors[MEMORY] = EvidenceNotCollected(f"memory {outcome.result.text}")
         log.requests[MEMORY] = list(outcome.request_ids)
         if outcome.ref is not None:
             log.evidence[MEMORY] = [outcome.ref]
@@ -162,14 +163,16 @@ def capture_metadata(
         earlier = collection.bucket.stored(key, f"metadata:{item.name}") if rerun else None
         if earlier is not None:  # stored by the interrupted run; journaled again to be sure
             kept += 1
-            log.extra.append((action, now(), f"done: sha256 {earlier.sha256} (stored earlier)", [earlier]))
+            log.extra.append(
+                (action, now(), Outcome.done(f"sha256 {earlier.sha256} (stored earlier)"), [earlier])
+            )
             continue
         if item.why_not:
-            log.extra.append((action, now(), f"not collected: {item.why_not}", []))
+            log.extra.append((action, now(), Outcome.not_collected(item.why_not), []))
             continue
         ref = collection.bucket.put(key, item.body, f"metadata:{item.name}", item.content_type, tags)
         stored.append(ref)
-        log.extra.append((action, now(), f"done: sha256 {ref.sha256}", [ref]))
+        log.extra.append((action, now(), Outcome.done(f"sha256 {ref.sha256}"), [ref]))
     missing = [item.name for item in items if item.why_not]
     already = f", {kept} already there from the run that began the hold" if kept else ""
     return f"{len(stored)} item(s) in s3://{collection.bucket.name}/{prefix}/{already}" + (

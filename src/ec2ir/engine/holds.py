@@ -114,7 +114,9 @@ def yield_to_release(rt: Runtime, ctx: Context, hold: Hold, logs: list[StepLog])
     failures: list[tuple[str, Ec2irError]] = []
     for step in reversed(STEPS):
         record = records.get(step.name)
-        if record is not None and any(log.outcomes.get(step.name, "").startswith("done") for log in logs):
+        if record is not None and any(
+            step.name in log.outcomes and log.outcomes[step.name].is_done for log in logs
+        ):
             try:
                 step.undo(ctx, hold.instance_id, record)
             except Ec2irError as error:

@@ -10,6 +10,7 @@ from ec2ir.containment.steplog import StepLog
 from ec2ir.containment.steps import Context
 from ec2ir.core.errors import Ec2irError
 from ec2ir.core.models import Hold, InstanceResult, JournalEntry
+from ec2ir.core.outcomes import Outcome
 from ec2ir.engine.results import RunReport
 from ec2ir.engine.runtime import Runtime
 from ec2ir.evidence.bucket import EvidenceBucket
@@ -98,7 +99,12 @@ def refusals(report: RunReport) -> list[JournalEntry]:
         if len(results) <= REFUSALS_NAMED:
             entries += [
                 JournalEntry(
-                    now(), report.case_id, report.actor, r.instance_id, r.action, f"FAILED: {r.detail}"
+                    now(),
+                    report.case_id,
+                    report.actor,
+                    r.instance_id,
+                    r.action,
+                    Outcome.failed(r.detail).text,
                 )
                 for r in results
             ]
@@ -112,7 +118,7 @@ def refusals(report: RunReport) -> list[JournalEntry]:
                 report.actor,
                 f"{len(results)} instances",
                 report.action,
-                f"FAILED: {code} for {len(results)} instance(s): {named} and {more} more",
+                Outcome.failed(f"{code} for {len(results)} instance(s): {named} and {more} more").text,
             )
         )
     return entries
@@ -125,7 +131,9 @@ def group_entries(ctx: Context, report: RunReport) -> list[JournalEntry]:
         changes = [f"created the {role} group" for role in groups.created] + list(groups.repaired)
         if changes:
             entries.append(
-                JournalEntry(now(), ctx.case_id, ctx.actor, vpc_id, "groups", "done: " + "; ".join(changes))
+                JournalEntry(
+                    now(), ctx.case_id, ctx.actor, vpc_id, "groups", Outcome.done("; ".join(changes)).text
+                )
             )
     return entries
 
@@ -140,8 +148,8 @@ def record_entry(ctx: Context, hold: Hold, actor: str, at: str, complete: bool =
         actor,
         hold.instance_id,
         "isolate:record-originals",
-        f"done: {what}: "
-        + ", ".join(f"{eni} {list(groups)}" for eni, groups in hold.originals.items())
-        + steps,
+        Outcome.done(
+            f"{what}: " + ", ".join(f"{eni} {list(groups)}" for eni, groups in hold.originals.items()) + steps
+        ).text,
         record=hold_record(hold, complete=complete),
     )

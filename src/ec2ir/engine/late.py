@@ -107,7 +107,7 @@ def check_not_released(rt: Runtime, ctx: Context, containment: Containment, log:
     the release wins and those changes are undone. A release that starts after this read
     undoes them itself, from the records the hold holds by then."""
     logs = containment.late_task_done(log)
-    if any(outcome.startswith("done") for done in logs for outcome in done.outcomes.values()):
+    if any(outcome.is_done for done in logs for outcome in done.outcomes.values()):
         yield_to_release(rt, ctx, containment.hold, logs)
 
 

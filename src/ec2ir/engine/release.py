@@ -13,6 +13,7 @@ from ec2ir.containment.steplog import GONE_STATES, StepLog
 from ec2ir.containment.steps import NETWORK, STEPS, Context, Options, Record
 from ec2ir.core.errors import Ec2irError, StaleRecord
 from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceResult
+from ec2ir.core.outcomes import Outcome
 from ec2ir.engine.edge import after_release
 from ec2ir.engine.holds import check_originals, records_of, releasable, released_meanwhile
 from ec2ir.engine.journal import journal, journal_aside, refusals
@@ -187,9 +188,17 @@ def released_result(
         if NETWORK.name not in log.errors and not terminated
     }
     if restored and restoring.changes:  # the network step's entry says what it put back
-        log.outcomes[NETWORK.name] += f" ({restoring.summary})"
-    outcome = "done: " if restored else "not done (the network step failed): "
-    log.extra += [(action, now(), outcome + what, []) for action, what in restoring.changes]
+        log.outcomes[NETWORK.name] = log.outcomes[NETWORK.name].extended(f" ({restoring.summary})")
+    # a change the network step never made has no status of its own: OTHER, its text as it always was
+    log.extra += [
+        (
+            action,
+            now(),
+            Outcome.done(what) if restored else Outcome.other(f"not done (the network step failed): {what}"),
+            [],
+        )
+        for action, what in restoring.changes
+    ]
     if not log.errors:
         mark_released(rt, ctx, hold)
     summary = (

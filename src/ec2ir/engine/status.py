@@ -12,6 +12,7 @@ from ec2ir.containment.groups import ForensicSource, GroupSetup, describe_groups
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
 from ec2ir.core.models import GroupRecord, Hold, HoldStatus, JournalEntry
+from ec2ir.core.outcomes import Outcome
 from ec2ir.engine.isolate import isolate
 from ec2ir.engine.journal import REFUSALS_NAMED, journal, journal_aside
 from ec2ir.engine.runtime import Runtime
@@ -65,9 +66,11 @@ def breach_entries(
             actor,
             breach_case,
             "status:check",
-            f"FAILED: {len(found)} breach(es): "
-            + "; ".join(f"{b.kind.value} {b.subject}: {b.detail}" for b in found[:REFUSALS_NAMED])
-            + (f"; repaired: {', '.join(report.repaired.get(breach_case, []))}" if repair else ""),
+            Outcome.failed(
+                f"{len(found)} breach(es): "
+                + "; ".join(f"{b.kind.value} {b.subject}: {b.detail}" for b in found[:REFUSALS_NAMED])
+                + (f"; repaired: {', '.join(report.repaired.get(breach_case, []))}" if repair else "")
+            ).text,
         )
         for breach_case, found in by_case.items()
         if breach_case

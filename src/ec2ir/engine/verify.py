@@ -7,6 +7,7 @@ from ec2ir.aws.session import request_ids
 from ec2ir.core import validate
 from ec2ir.core.errors import UsageError
 from ec2ir.core.models import JournalEntry
+from ec2ir.core.outcomes import Outcome
 from ec2ir.engine.journal import REFUSALS_NAMED, journal
 from ec2ir.engine.runtime import Runtime
 from ec2ir.evidence.provenance import check_chain, check_heads, journal_buckets
@@ -36,10 +37,12 @@ def verify(rt: Runtime, case_id: str) -> list[Finding]:
     named = "; ".join(f"{f.status} {f.ref.location}" for f in bad[:REFUSALS_NAMED])
     more = f" and {len(bad) - REFUSALS_NAMED} more" if len(bad) > REFUSALS_NAMED else ""
     result = (
-        f"FAILED: {len(bad)} of {len(findings)} piece(s) of evidence or journal do not match: " + named + more
+        Outcome.failed(
+            f"{len(bad)} of {len(findings)} piece(s) of evidence or journal do not match: {named}{more}"
+        )
         if bad
-        else f"done: {len(findings)} piece(s) of evidence intact"
+        else Outcome.done(f"{len(findings)} piece(s) of evidence intact")
     )
     # one entry however large the case: its request ids are capped to stay far below 400 KB
-    journal(rt, [JournalEntry(now(), case, actor, case, "verify", result, tuple(ids[:100]))])
+    journal(rt, [JournalEntry(now(), case, actor, case, "verify", result.text, tuple(ids[:100]))])
     return findings

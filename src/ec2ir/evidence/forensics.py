@@ -27,6 +27,7 @@ from ec2ir.aws.session import Aws, chunks, discover, patiently, request_ids, tra
 from ec2ir.core import validate
 from ec2ir.core.errors import AwsError, Ec2irError, StateTableError, UsageError
 from ec2ir.core.models import ACTIVE_STATUSES, EvidenceRef, InstanceFacts, JournalEntry
+from ec2ir.core.outcomes import Outcome, StepStatus
 from ec2ir.core.text import printable, table
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_INSTANCE
 from ec2ir.store.items import now
@@ -87,18 +88,23 @@ class Copy:
     volume_id: str = ""
     workstation_id: str = ""
     device: str = ""  # where it is attached on the workstation
-    result: str = ""  # done: / skipped: / FAILED:
+    result: Outcome | None = None  # done / skipped / FAILED, or a dry run's PLANNED; None until decided
     mount_commands: tuple[str, ...] = ()
     request_ids: list[str] = field(default_factory=list)
     calls: tuple[str, ...] = ()  # a dry run's: each call it would make, with what it names
 
     @property
     def ok(self) -> bool:
-        return not self.result.startswith("FAILED")
+        return self.result is None or self.result.ok
 
     @property
     def acted(self) -> bool:
-        return not self.result.startswith("skipped")
+        return self.result is None or not self.result.is_skipped
+
+    @property
+    def result_text(self) -> str:
+        """The result as the journal and --output json give it (``Outcome.text``); empty until decided."""
+        return "" if self.result is None else self.result.text
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,7 +114,7 @@ class Copy:
             "volume_id": self.volume_id,
             "workstation_id": self.workstation_id,
             "device": self.device,
-            "result": self.result,
+            "result": self.result_text,
             "mount_commands": list(self.mount_commands),
             "calls": list(self.calls),
         }
@@ -193,7 +199,7 @@ def attach(
                 )
             )
     copies = _copies_for(aws, case, workstation, ready)
-    to_attach = [copy for copy in copies if not copy.result]
+    to_attach = [copy for copy in copies if copy.result is None]
     free = free_devices(facts.description.get("BlockDeviceMappings", []))
     if len(to_attach) > len(free):
         raise UsageError(
@@ -272,10 +278,10 @@ def _copies_for(aws: Aws, case: str, workstation: str, ready: list[CaseSnapshot]
             for attachment in volume.get("Attachments", []):
                 if attachment.get("InstanceId") == workstation:
                     copy.device = attachment.get("Device", "")
-                    copy.result = f"skipped: already attached at {copy.device}"
+                    copy.result = Outcome.skipped(f"already attached at {copy.device}")
                 else:
-                    copy.result = (
-                        f"FAILED: the copy {copy.volume_id} is attached to {attachment.get('InstanceId')}; "
+                    copy.result = Outcome.failed(
+                        f"the copy {copy.volume_id} is attached to {attachment.get('InstanceId')}; "
                         "run `ec2ir forensics detach` first"
                     )
     return copies
@@ -304,8 +310,8 @@ def _make_copies(
         if copy.ok:
             _step(copy, partial(_wait, aws, "volume_in_use", copy.volume_id, "attach"))
         if copy.ok:
-            copy.result = (
-                f"done: copy of {copy.snapshot_id} ({copy.source_instance} {copy.source_device}) "
+            copy.result = Outcome.done(
+                f"copy of {copy.snapshot_id} ({copy.source_instance} {copy.source_device}) "
                 f"attached to {workstation} at {copy.device}"
             )
 
@@ -317,7 +323,7 @@ def _plan_attach(copy: Copy, zone: str, device: str) -> None:
     copy.calls = (*create, f"ec2:AttachVolume {volume} {copy.workstation_id} {device}")
     copy.device = device
     made = f"a volume from {copy.snapshot_id} in {zone}" if create else f"the copy {copy.volume_id}"
-    copy.result = f"would: attach {made} to {copy.workstation_id} at {device}"
+    copy.result = Outcome.planned(f"would: attach {made} to {copy.workstation_id} at {device}")
 
 
 def _workstation_id(raw: str) -> str:
@@ -482,7 +488,7 @@ def _finish_detach(aws: Aws, copy: Copy) -> None:
         _step(copy, partial(_delete, aws, copy))
     if copy.ok:
         where = f"detached from {copy.workstation_id} ({copy.device}) and " if copy.workstation_id else ""
-        copy.result = f"done: {where}deleted; the snapshot {copy.snapshot_id} is kept"
+        copy.result = Outcome.done(f"{where}deleted; the snapshot {copy.snapshot_id} is kept")
 
 
 def _journaled_copies(aws: Aws, store: StateStore, case: str, report: DetachReport) -> list[VolumeTypeDef]:
@@ -527,7 +533,7 @@ def _plan_detach(copy: Copy, attachments: list[VolumeAttachmentTypeDef]) -> None
         f"ec2:DeleteVolume {copy.volume_id}",
     )
     where = f"detach from {copy.workstation_id} ({copy.device}) and " if detaching else ""
-    copy.result = f"would: {where}delete; the snapshot {copy.snapshot_id} is kept"
+    copy.result = Outcome.planned(f"would: {where}delete; the snapshot {copy.snapshot_id} is kept")
 
 
 def _detach(aws: Aws, copy: Copy, attachment: VolumeAttachmentTypeDef) -> None:
@@ -696,7 +702,7 @@ def _step(copy: Copy, action: Callable[[], None]) -> None:
         try:
             action()
         except Ec2irError as error:
-            copy.result = f"FAILED: {error}"
+            copy.result = Outcome.failed(error)
     copy.request_ids.extend(ids)
 
 
@@ -729,7 +735,7 @@ def _entry(case: str, actor: str, copy: Copy, action: str) -> JournalEntry:
         actor=actor,
         target=copy.volume_id or copy.workstation_id,
         action=action,
-        result=copy.result,
+        result=copy.result_text,
         request_ids=tuple(copy.request_ids),
         evidence=(evidence,),
     )
@@ -845,10 +851,11 @@ def _dry_run(report: AttachReport | DetachReport, parts: list[str], summary: str
 
 def _brief(copy: Copy, done: str, skipped: str) -> str:
     """The table's word for a copy; the journal keeps the full sentence, and a failure says why."""
-    if copy.result.startswith("would:"):
+    status = None if copy.result is None else copy.result.status
+    if status is StepStatus.PLANNED:
         return "would " + ", ".join(call.split()[0].removeprefix("ec2:") for call in copy.calls)
-    if copy.result.startswith("done:"):
+    if status is StepStatus.DONE:
         return done
-    if copy.result.startswith("skipped:"):
+    if status is StepStatus.SKIPPED:
         return skipped
-    return copy.result
+    return copy.result_text

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from ec2ir.aws.session import Aws, chunks, request_ids, translated
 from ec2ir.core.errors import AwsError, Ec2irError, Throttled
 from ec2ir.core.models import EvidenceRef
+from ec2ir.core.outcomes import Outcome
 from ec2ir.evidence.bucket import EvidenceBucket
 from ec2ir.evidence.s3 import compact_time, s3_translated
 
@@ -127,7 +128,7 @@ class MemoryOutcome:
     """What happened to one instance's memory: ``done: ...`` with its evidence, or
     ``not collected: <why>``; and the AWS request ids of the calls made for it."""
 
-    result: str
+    result: Outcome
     ref: EvidenceRef | None = None
     request_ids: tuple[str, ...] = ()
 
@@ -270,7 +271,7 @@ class _Run:
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
-    def finish(self, instance_id: str, result: str, ref: EvidenceRef | None = None) -> None:
+    def finish(self, instance_id: str, result: Outcome, ref: EvidenceRef | None = None) -> None:
         with self._done:
             if instance_id in self.outcomes:  # the deadline came first: that answer stands
                 return
@@ -289,7 +290,7 @@ class _Run:
                 if instance_id not in self.outcomes:
                     ids = tuple(self.shared_requests + self.requests.get(instance_id, []))
                     self.outcomes[instance_id] = MemoryOutcome(
-                        f"not collected: {self.timed_out()} (an AWS call had not answered)", None, ids
+                        Outcome.not_collected(f"{self.timed_out()} (an AWS call had not answered)"), None, ids
                     )
             return {instance_id: self.outcomes[instance_id] for instance_id in instance_ids}
 
@@ -309,11 +310,11 @@ class _Run:
                 reasons = self.managed(instance_ids)
             except Exception as error:  # evidence must never stop containment
                 for instance_id in instance_ids:
-                    self.finish(instance_id, f"not collected: {describe(error)}")
+                    self.finish(instance_id, Outcome.not_collected(describe(error)))
                 return
             for instance_id, why in reasons.items():
                 if why is not None:
-                    self.finish(instance_id, f"not collected: {why}")
+                    self.finish(instance_id, Outcome.not_collected(why))
             managed = [i for i in instance_ids if reasons.get(i) is None]
             if not managed:
                 return
@@ -322,7 +323,7 @@ class _Run:
                 self.presigner = presigning_client(self.aws, self.bucket.name)
             except Exception as error:
                 for instance_id in managed:
-                    self.finish(instance_id, f"not collected: the evidence bucket: {describe(error)}")
+                    self.finish(instance_id, Outcome.not_collected(f"the evidence bucket: {describe(error)}"))
                 return
         self.shared_requests = list(shared)
         for instance_id in managed:
@@ -373,10 +374,10 @@ class _Run:
             try:
                 result, ref = self.acquire_one(instance_id)
             except Exception as error:  # evidence must never stop containment
-                result, ref = f"not collected: {describe(error)}", None
+                result, ref = Outcome.not_collected(describe(error)), None
         self.finish(instance_id, result, ref)
 
-    def acquire_one(self, instance_id: str) -> tuple[str, EvidenceRef | None]:
+    def acquire_one(self, instance_id: str) -> tuple[Outcome, EvidenceRef | None]:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         key = f"{self.case_id}/{instance_id}/{compact_time(stamp)}/{IMAGE_NAME}"
         owner = self.bucket.account if self.bucket.account.isdigit() else ""
@@ -396,7 +397,7 @@ class _Run:
         command_id = str(command["CommandId"])
         invocation = self.poll(command_id, instance_id)
         if invocation is None:
-            return f"not collected: {self.timed_out()}; {self.cancel(command_id, instance_id)}", None
+            return Outcome.not_collected(f"{self.timed_out()}; {self.cancel(command_id, instance_id)}"), None
         return self.conclude(command_id, key, invocation)
 
     def poll(self, command_id: str, instance_id: str) -> GetCommandInvocationResultTypeDef | None:
@@ -432,28 +433,32 @@ class _Run:
 
     def conclude(
         self, command_id: str, key: str, invocation: GetCommandInvocationResultTypeDef
-    ) -> tuple[str, EvidenceRef | None]:
+    ) -> tuple[Outcome, EvidenceRef | None]:
         status = invocation.get("Status", "")
         report = parse_report(str(invocation.get("StandardOutputContent") or ""))
         if "error" in report:
-            return f"not collected: on the instance: {report['error']}", None
+            return Outcome.not_collected(f"on the instance: {report['error']}"), None
         if status != "Success":
             detail = str(invocation.get("StandardErrorContent") or "").strip().splitlines()
             why = f": {detail[-1]}" if detail else ""
             return (
-                f"not collected: the command {command_id} ended {status} "
-                f"(exit {invocation.get('ResponseCode', '?')}){why}",
+                Outcome.not_collected(
+                    f"the command {command_id} ended {status} "
+                    f"(exit {invocation.get('ResponseCode', '?')}){why}"
+                ),
                 None,
             )
         digest, size = report.get("sha256", ""), report.get("size", "")
         if not _SHA256.match(digest) or not size.isdigit():
-            return f"not collected: the command {command_id} reported no image (no {MARKER} line)", None
+            return Outcome.not_collected(
+                f"the command {command_id} reported no image (no {MARKER} line)"
+            ), None
         location = f"s3://{self.bucket.name}/{key}"
         version = report.get("version", "")
         stored, version = self.stored_size(key, version)
         if stored != int(size):
             return (
-                f"not collected: {location} holds {stored} bytes, but the instance reported {size}",
+                Outcome.not_collected(f"{location} holds {stored} bytes, but the instance reported {size}"),
                 None,
             )
         ref = EvidenceRef(
@@ -469,7 +474,7 @@ class _Run:
                 "format": "AVML snappy-compressed LiME (avml convert gives plain LiME)",
             },
         )
-        return f"done: sha256 {digest} ({size} bytes, hashed on the instance) at {location}", ref
+        return Outcome.done(f"sha256 {digest} ({size} bytes, hashed on the instance) at {location}"), ref
 
     def stored_size(self, key: str, version: str) -> tuple[int, str]:
         """The uploaded object's size and version id, by HeadObject."""
@@ -523,7 +528,7 @@ def acquire(
     if not ids:
         return {}
     if timeout <= 0:
-        return {i: MemoryOutcome(f"not collected: --memory-timeout is {timeout:g} s") for i in ids}
+        return {i: MemoryOutcome(Outcome.not_collected(f"--memory-timeout is {timeout:g} s")) for i in ids}
     run = _Run(aws, bucket, case_id, timeout, clock() + timeout, first_poll, clock=clock, sleep=sleep)
     # Daemon threads: a call that hangs past the deadline must not hold the process open.
     threading.Thread(target=run.coordinate, args=(ids,), name="ec2ir-memory", daemon=True).start()

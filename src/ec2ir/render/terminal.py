@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, TextIO
 
-from ec2ir.core.models import CONTAINED, DONE, Hold, InstanceResult, StepStatus, parse_outcome
+from ec2ir.core.models import CONTAINED, DONE, Hold, InstanceResult
+from ec2ir.core.outcomes import Outcome, StepStatus
 from ec2ir.core.text import eni_lines, groups_named, named, printable, short, table, table_lines
 
 if TYPE_CHECKING:  # at run time only models: forensics and report import this module
@@ -28,31 +29,33 @@ if TYPE_CHECKING:  # at run time only models: forensics and report import this m
 PROGRESS_THRESHOLD = 5
 
 # A step skipped for one of these reasons had nothing to do: saying so would only be noise.
-QUIET_SKIPS = frozenset({"skipped: nothing to do for this instance", "skipped: nothing was recorded"})
+QUIET_SKIPS = frozenset(
+    {Outcome.skipped("nothing to do for this instance"), Outcome.skipped("nothing was recorded")}
+)
 STEP_INDENT = "    "
 
 
 def step_lines(result: InstanceResult) -> list[str]:
     """One line per step under the instance's row: what it did, what failed, what was not done."""
     return [
-        printable(f"{STEP_INDENT}{step}: {_shown(outcome)}")
-        for step, outcome in result.steps.items()
-        if outcome not in QUIET_SKIPS
+        printable(f"{STEP_INDENT}{step}: {_shown(Outcome.parse(text), text)}")
+        for step, text in result.steps.items()
+        if Outcome.parse(text) not in QUIET_SKIPS
     ]
 
 
-def _shown(outcome: str) -> str:
-    """A step's outcome under its instance: what was done needs no prefix, the rest keep theirs."""
-    status, detail = parse_outcome(outcome)
-    return detail if status is StepStatus.DONE else outcome
+def _shown(outcome: Outcome, text: str) -> str:
+    """A step's outcome under its instance: what was done needs no prefix, the rest keep theirs
+    (``text``, the outcome as the result carries it)."""
+    return outcome.detail if outcome.is_done else text
 
 
-def not_done(outcome: str) -> bool:
-    """Whether a step's outcome is something asked for and not done."""
-    status, _ = parse_outcome(outcome)
-    if status in (StepStatus.FAILED, StepStatus.NOT_COLLECTED, StepStatus.NOT_STARTED):
+def not_done(text: str) -> bool:
+    """Whether a step's outcome (as the result carries it) is something asked for and not done."""
+    outcome = Outcome.parse(text)
+    if outcome.status in (StepStatus.FAILED, StepStatus.NOT_COLLECTED, StepStatus.NOT_STARTED):
         return True
-    return status is StepStatus.SKIPPED and outcome not in QUIET_SKIPS
+    return outcome.is_skipped and outcome not in QUIET_SKIPS
 
 
 def run_warnings(report: RunReport) -> list[str]:
@@ -89,7 +92,7 @@ def interrupt_lines(report: RunReport, skipped: Sequence[str] = ()) -> list[str]
     done = [r.instance_id for r in report.results if r.ok or (isolate and r.enis)]
     left = [r.instance_id for r in report.results if r.instance_id not in done]
     lines = [f"{done_as}: {', '.join(done) or 'none'}", f"{not_done_as}: {', '.join(left) or 'none'}"]
-    lines += [f"not started: {what}" for what in skipped]
+    lines += [Outcome.not_started(what).text for what in skipped]
     if isolate:  # a contained instance's later steps too: isolate again finishes every one
         lines.append("run `ec2ir isolate` again with the same arguments to finish")
     elif left:  # a release, rejoin or collection done is not done again

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ec2ir.core.models import JournalEntry, StepStatus, parse_outcome
+from ec2ir.core.models import JournalEntry
+from ec2ir.core.outcomes import Outcome, StepStatus
 from ec2ir.render.terminal import Schema
 
 SCHEMA = Schema.REPORT.value
@@ -27,8 +28,8 @@ _KINDS = {
 
 
 def outcome(result: str) -> str:
-    """The kind of a journal result, from the prefix the engine writes (ec2ir.core.models.parse_outcome)."""
-    return _KINDS.get(parse_outcome(result)[0], OTHER)
+    """The kind of a journal result, from the prefix the engine writes (``Outcome.parse``)."""
+    return _KINDS.get(Outcome.parse(result).status, OTHER)
 
 
 @dataclass(frozen=True)
