@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
 from typing import Any, TypedDict
 
 import pytest
@@ -18,6 +19,7 @@ from ec2ir.emulator.inprocess import InProcessEmulator
 from ec2ir.engine.facade import Engine
 from ec2ir.evidence.s3 import split_location
 from ec2ir.evidence.snapshots import TAG_CASE, TAG_DEVICE, TAG_EPISODE, TAG_INSTANCE, TAG_VOLUME
+from ec2ir.store.items import now
 from ec2ir.store.state import StateStore
 from tests.support.faults import Crash, Fault, FaultPoint, inject
 from tests.support.fleets import Fleet
@@ -257,6 +259,55 @@ def test_the_journal_writes_many_entries_in_batches_and_one_refused_entry_costs_
     with pytest.raises(AwsError):
         engine.store.append([entry(30), too_big, entry(32)])
     assert [e.target for e in engine.store.journal(CASE)][-2:] == ["i-30", "i-32"]
+
+
+def test_a_crash_between_two_threads_journal_writes_leaves_no_hole_in_the_run_s_chain(
+    engine: Engine,
+) -> None:
+    """Threads of one run write one case's journal in the order of its chain. If a later entry
+    could be stored while an earlier one was still in flight, a crash would leave a hole that
+    ``verify`` reports as a deletion (seen in the crash sweep: "entries of its chain are gone")."""
+    engine.store.ensure_table()
+    dead = threading.Event()
+    first_held, later_sent = threading.Event(), threading.Event()
+
+    def hold_the_first_write(**_: Any) -> None:
+        if not first_held.is_set():  # the first thread's write, in flight
+            first_held.set()
+            # The other thread may try meanwhile; if its entry could be stored before this one,
+            # it would be within this bound (its outcome never depends on it: with the fix it
+            # simply passes).
+            later_sent.wait(timeout=1.0)
+            dead.set()  # the process dies with this write unsent
+            raise Crash("died with the first write in flight")
+        if dead.is_set():
+            raise Crash("the process is dead")
+        later_sent.set()
+
+    events = engine.aws.dynamodb().meta.events
+    events.register("before-send.dynamodb.BatchWriteItem", hold_the_first_write)
+
+    def write(target: str) -> None:
+        with contextlib.suppress(Crash):
+            engine.store.append(
+                [JournalEntry(now(), CASE, "arn:aws:iam::1:user/a", target, "isolate:x", "done")]
+            )
+
+    first = threading.Thread(target=write, args=("i-first",))
+    first.start()
+    first_held.wait()
+    later = threading.Thread(target=write, args=("i-later",))
+    later.start()
+    first.join()
+    later.join()
+
+    seqs = sorted(r.link.seq for r in engine.store.journal_records(CASE) if r.link is not None)
+    assert seqs == list(range(len(seqs)))  # only a tail may be lost
+
+    events.unregister("before-send.dynamodb.BatchWriteItem", hold_the_first_write)
+    rerun = StateStore(engine.aws)  # the next process
+    rerun.append([JournalEntry(now(), CASE, "arn:aws:iam::1:user/a", "i-first", "isolate:x", "done")])
+    assert not [f for f in engine.verify(CASE) if f.status == "MISSING"]
 
 
 def test_collect_takes_evidence_without_isolating(engine: Engine, fleet: Fleet) -> None:

@@ -81,6 +81,7 @@ class CaseJournal:
         # This writer's open run of each case (see ``append``); ``close_runs`` ends them.
         self._chains: dict[str, RunChain] = {}
         self._chains_lock = threading.Lock()
+        self._turns: dict[str, threading.Lock] = {}  # each case's writing turn (see ``append``)
 
     def append(self, entries: list[JournalEntry]) -> None:
         """Add entries to their cases' journals, 25 to a call, each chained into this writer's run.
@@ -90,7 +91,24 @@ class CaseJournal:
         chain head when the run began. Concurrent runs each make their own chain, so nothing is
         ever read and rewritten. An entry handed again in the same run keeps its link, and its key
         holds a digest of all of it, so a retry rewrites it unchanged and adds no second copy. A
-        transaction would cost twice the write capacity and gain nothing."""
+        transaction would cost twice the write capacity and gain nothing.
+
+        Threads of one run take turns on each case: its entries are linked and written under the
+        case's lock, so they reach the table in the order of their places in the chain. A crash
+        can then lose only a run's last entries, never leave a hole before a written entry, which
+        ``verify`` could not tell from a deletion."""
+        by_case: dict[str, list[JournalEntry]] = {}
+        for entry in entries:
+            by_case.setdefault(entry.case_id, []).append(entry)
+        for case_id, of_case in by_case.items():
+            with self._turn(case_id):
+                self._append_in_order(of_case)
+
+    def _turn(self, case_id: str) -> threading.Lock:
+        with self._chains_lock:
+            return self._turns.setdefault(case_id, threading.Lock())
+
+    def _append_in_order(self, entries: list[JournalEntry]) -> None:
         linked: list[Linked] = []
         for entry in entries:
             chain, link = self._link(entry)
