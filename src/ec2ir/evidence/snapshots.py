@@ -60,55 +60,69 @@ def take_snapshots(
         aws, case_id, facts.instance_id, episode
     )
     if not found:
-        taken_at = datetime.now(UTC).isoformat(timespec="seconds")
-        tags = {
-            TAG_CASE: case_id,
-            TAG_INSTANCE: facts.instance_id,
-            TAG_EPISODE: episode,
-            TAG_TAKEN_AT: taken_at,
-        }
-
-        def create() -> list[SnapshotInfoTypeDef]:
-            with translated("ec2", "CreateSnapshots"):
-                return list(
-                    aws.ec2().create_snapshots(
-                        InstanceSpecification={"InstanceId": facts.instance_id, "ExcludeBootVolume": False},
-                        Description=f"ec2ir case {case_id}: {facts.instance_id}",
-                        TagSpecifications=[
-                            {
-                                "ResourceType": "snapshot",
-                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
-                            }
-                        ],
-                        CopyTagsFromSource="volume",
-                    )["Snapshots"]
-                )
-
-        found = patiently(create, sleep=aws.sleep)
-        for snapshot in found:
-            snapshot.setdefault("Tags", [{"Key": k, "Value": v} for k, v in tags.items()])
+        found = _create_snapshots(aws, case_id, facts.instance_id, episode)
     devices = {volume.volume_id: volume.device_name for volume in facts.volumes}
     for snapshot in sorted(found, key=lambda s: devices.get(s.get("VolumeId", ""), "")):
-        tags = {tag["Key"]: tag["Value"] for tag in snapshot.get("Tags", [])}
-        volume_id = snapshot.get("VolumeId", "")
-        device = devices.get(volume_id, "")
-        refs.append(
-            EvidenceRef(
-                kind="snapshot",
-                location=snapshot["SnapshotId"],
-                details={
-                    "volume_id": volume_id,
-                    "device": device,
-                    "taken_at": tags.get(TAG_TAKEN_AT, ""),
-                    "instance_id": facts.instance_id,
-                },
-            )
-        )
+        refs.append(_snapshot_ref(snapshot, facts.instance_id, devices))
     for snapshot in found:
         volume_id = snapshot.get("VolumeId", "")
-        if {tag["Key"]: tag["Value"] for tag in snapshot.get("Tags", [])}.get(TAG_VOLUME) != volume_id:
+        if _tags_of(snapshot).get(TAG_VOLUME) != volume_id:
             _tag(aws, snapshot["SnapshotId"], {TAG_VOLUME: volume_id, TAG_DEVICE: devices.get(volume_id, "")})
     return refs
+
+
+def _create_snapshots(aws: Aws, case_id: str, instance_id: str, episode: str) -> list[SnapshotInfoTypeDef]:
+    """The CreateSnapshots call, each snapshot tagged on creation with the case, instance, episode
+    and time (and the tags it copies from its volume)."""
+    tags = {
+        TAG_CASE: case_id,
+        TAG_INSTANCE: instance_id,
+        TAG_EPISODE: episode,
+        TAG_TAKEN_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+    def create() -> list[SnapshotInfoTypeDef]:
+        with translated("ec2", "CreateSnapshots"):
+            return list(
+                aws.ec2().create_snapshots(
+                    InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": False},
+                    Description=f"ec2ir case {case_id}: {instance_id}",
+                    TagSpecifications=[
+                        {
+                            "ResourceType": "snapshot",
+                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                        }
+                    ],
+                    CopyTagsFromSource="volume",
+                )["Snapshots"]
+            )
+
+    created = patiently(create, sleep=aws.sleep)
+    # Should the answer leave out the tags just set, the journal still reads the taken-at time from them.
+    for snapshot in created:
+        snapshot.setdefault("Tags", [{"Key": k, "Value": v} for k, v in tags.items()])
+    return created
+
+
+def _snapshot_ref(
+    snapshot: SnapshotTypeDef | SnapshotInfoTypeDef, instance_id: str, devices: dict[str, str]
+) -> EvidenceRef:
+    """The journal's reference to one snapshot: its volume, that volume's device and when it was taken."""
+    volume_id = snapshot.get("VolumeId", "")
+    return EvidenceRef(
+        kind="snapshot",
+        location=snapshot["SnapshotId"],
+        details={
+            "volume_id": volume_id,
+            "device": devices.get(volume_id, ""),
+            "taken_at": _tags_of(snapshot).get(TAG_TAKEN_AT, ""),
+            "instance_id": instance_id,
+        },
+    )
+
+
+def _tags_of(snapshot: SnapshotTypeDef | SnapshotInfoTypeDef) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in snapshot.get("Tags", [])}
 
 
 def _tag(aws: Aws, resource: str, tags: dict[str, str]) -> None:
