@@ -120,54 +120,51 @@ class Copy:
         }
 
 
-@dataclass
-class AttachReport:
+@dataclass(kw_only=True)
+class ForensicsReport:
+    """What attach or detach did with the case's forensic copies (a dry run: would do)."""
+
     case_id: str
+    actor: str
+    copies: list[Copy] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(copy.ok for copy in self.copies)
+
+    def _workstation(self) -> dict[str, Any]:
+        """The workstation as --output json names it, right after the case; detach names none, as
+        its copies may be on several."""
+        return {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            **self._workstation(),
+            "actor": self.actor,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "copies": [copy.as_dict() for copy in self.copies],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(kw_only=True)
+class AttachReport(ForensicsReport):
+    """attach's report: every copy is on the one workstation, in its Availability Zone."""
+
     workstation_id: str
     availability_zone: str
-    actor: str
-    copies: list[Copy] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    dry_run: bool = False
 
-    @property
-    def ok(self) -> bool:
-        return all(copy.ok for copy in self.copies)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "case_id": self.case_id,
-            "workstation_id": self.workstation_id,
-            "availability_zone": self.availability_zone,
-            "actor": self.actor,
-            "dry_run": self.dry_run,
-            "ok": self.ok,
-            "copies": [copy.as_dict() for copy in self.copies],
-            "notes": list(self.notes),
-        }
+    def _workstation(self) -> dict[str, Any]:
+        return {"workstation_id": self.workstation_id, "availability_zone": self.availability_zone}
 
 
-@dataclass
-class DetachReport:
-    case_id: str
-    actor: str
-    copies: list[Copy] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return all(copy.ok for copy in self.copies)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "case_id": self.case_id,
-            "actor": self.actor,
-            "dry_run": self.dry_run,
-            "ok": self.ok,
-            "copies": [copy.as_dict() for copy in self.copies],
-            "notes": list(self.notes),
-        }
+@dataclass(kw_only=True)
+class DetachReport(ForensicsReport):
+    """detach's report: each copy names the workstation it was on."""
 
 
 # -- attach ---------------------------------------------------------------------------------------
@@ -188,7 +185,14 @@ def attach(
     snapshots = found.snapshots
 
     zone = str(facts.description.get("Placement", {}).get("AvailabilityZone", ""))
-    report = AttachReport(case, workstation, zone, actor, notes=list(found.notes), dry_run=dry_run)
+    report = AttachReport(
+        case_id=case,
+        workstation_id=workstation,
+        availability_zone=zone,
+        actor=actor,
+        notes=list(found.notes),
+        dry_run=dry_run,
+    )
     ready = [snapshot for snapshot in snapshots if snapshot.described.get("State") == "completed"]
     for snapshot in snapshots:
         if snapshot.described.get("State") != "completed":
@@ -452,7 +456,7 @@ def detach(aws: Aws, store: StateStore, case_id: str, actor: str, dry_run: bool 
     a copy of the case is left alone and named in a note. ``dry_run``: the same choice, then each
     copy's calls listed instead of made; nothing is detached, deleted or journaled."""
     case = validate.case_id(case_id)
-    report = DetachReport(case, actor, dry_run=dry_run)
+    report = DetachReport(case_id=case, actor=actor, dry_run=dry_run)
     copies = []
     for volume in _journaled_copies(aws, store, case, report):
         attachments = volume.get("Attachments", [])
@@ -741,7 +745,7 @@ def _entry(case: str, actor: str, copy: Copy, action: str) -> JournalEntry:
     )
 
 
-def _journal(store: StateStore, entries: list[JournalEntry], report: AttachReport | DetachReport) -> None:
+def _journal(store: StateStore, entries: list[JournalEntry], report: ForensicsReport) -> None:
     """A journal that cannot be written is reported, never hidden; the volumes stay as they are."""
     if not entries:
         return
@@ -831,7 +835,7 @@ def render_detach(report: DetachReport) -> str:
     return "\n\n".join(parts)
 
 
-def _dry_run(report: AttachReport | DetachReport, parts: list[str], summary: str) -> str:
+def _dry_run(report: ForensicsReport, parts: list[str], summary: str) -> str:
     """A dry run's table, then each call it would make and its notes, under a heading that says so.
     Each line goes through printable on its own: the calls and notes quote the journal and tags."""
     heading = printable(
