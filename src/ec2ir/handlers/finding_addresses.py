@@ -202,31 +202,41 @@ def finding_addresses(finding: Any) -> FindingAddresses:
     that may be blocked, and a note for everything left out. Never raises."""
     if isinstance(finding, Mapping) and "detail" in finding and "detail-type" in finding:
         finding = finding["detail"]
-    found: list[RemoteAddress] = []
-    seen: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     own = _own_addresses(finding)
+    unique: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, RemoteAddress] = {}
     notes: list[str] = []
-    over = 0
     for where, path, details in _places(finding):
-        if not isinstance(details, Mapping):
-            notes.append(f"{path} {_shown(details)}: not an object")
+        addresses, left_out = _read_place(path, details, own)
+        notes.extend(left_out)
+        for address in addresses:
+            if address not in unique:
+                unique[address] = RemoteAddress(address.compressed, where, _organization(details))
+    found = list(unique.values())
+    over = max(0, len(found) - MAX_ADDRESSES)
+    return FindingAddresses(tuple(found[:MAX_ADDRESSES]), tuple(_left_out(notes, over)))
+
+
+def _read_place(
+    path: str, details: Any, own: set[str]
+) -> tuple[list[ipaddress.IPv4Address | ipaddress.IPv6Address], list[str]]:
+    """The addresses one ``remoteIpDetails`` names that may be blocked, and a note for each value
+    left out (the instance's own addresses included)."""
+    if not isinstance(details, Mapping):
+        return [], [f"{path} {_shown(details)}: not an object"]
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    notes: list[str] = []
+    for field, version in (("ipAddressV4", 4), ("ipAddressV6", 6)):
+        value = _get(details, field)
+        if value is None:
             continue
-        for field, version in (("ipAddressV4", 4), ("ipAddressV6", 6)):
-            value = _get(details, field)
-            if value is None:
-                continue
-            address, why = _parse(value, version)
-            if address is None:
-                notes.append(f"{path}.{field} {_shown(value)}: {why}")
-            elif address.compressed in own:
-                notes.append(f"{path}.{field} {_shown(value)}: the instance's own address")
-            elif address not in seen:
-                seen.add(address)
-                if len(found) < MAX_ADDRESSES:
-                    found.append(RemoteAddress(address.compressed, where, _organization(details)))
-                else:
-                    over += 1
-    return FindingAddresses(tuple(found), tuple(_left_out(notes, over)))
+        address, why = _parse(value, version)
+        if address is not None and address.compressed in own:
+            address, why = None, "the instance's own address"
+        if address is None:
+            notes.append(f"{path}.{field} {_shown(value)}: {why}")
+        else:
+            addresses.append(address)
+    return addresses, notes
 
 
 def _left_out(notes: list[str], over: int) -> list[str]:
