@@ -14,7 +14,7 @@ import pytest
 
 from ec2ir.aws.session import Aws
 from ec2ir.cli import app as cli
-from ec2ir.core.models import InstanceResult
+from ec2ir.core.models import InstanceResult, Phase
 from ec2ir.core.text import table
 from ec2ir.emulator.server import Emulator
 from ec2ir.engine.facade import Engine
@@ -175,13 +175,13 @@ def test_on_a_terminal_each_phase_is_a_bar_and_a_failed_cut_does_not_break_the_o
     ok = [InstanceResult(f"i-{n}", "isolate", ok=True) for n in range(2)]
     bad = InstanceResult("i-bad", "isolate", ok=False, error_code="InstanceTerminated")
 
-    printer(ok[0], "contained")
-    printer(bad, "contained")
-    printer(bad, "done")  # a failed cut ends at once: its DONE waits for the containment bar
+    printer(ok[0], Phase.CONTAINED)
+    printer(bad, Phase.CONTAINED)
+    printer(bad, Phase.DONE)  # a failed cut ends at once: its DONE waits for the containment bar
     assert "done" not in stream.getvalue()
-    printer(ok[1], "contained")
-    printer(ok[0], "done")
-    printer(ok[1], "done")
+    printer(ok[1], Phase.CONTAINED)
+    printer(ok[0], Phase.DONE)
+    printer(ok[1], Phase.DONE)
 
     lines = stream.getvalue().split("\n")
     last_drawn = [line.rsplit("\r", 1)[-1].replace("\x1b[K", "") for line in lines if line]
@@ -197,8 +197,8 @@ def test_below_the_threshold_only_containment_is_shown() -> None:
     printer = ProgressPrinter(2, "isolate", stream)
     result = InstanceResult("i-1", "isolate", ok=True, name=HOSTILE_NAME)
 
-    printer(result, "contained")
-    printer(result, "done")
+    printer(result, Phase.CONTAINED)
+    printer(result, Phase.DONE)
 
     assert stream.getvalue() == f"[1/2] contained i-1 ({SHOWN_NAME})\n"
 
@@ -208,13 +208,13 @@ def test_a_containment_taken_back_is_its_own_line_and_counts_once() -> None:
     plain, tty = Stream(Timeline()), TtyStream()
     for stream in (plain, tty):
         printer = ProgressPrinter(2, "isolate", stream)
-        printer(InstanceResult("i-1", "isolate", ok=True, name="web-1"), "contained")
+        printer(InstanceResult("i-1", "isolate", ok=True, name="web-1"), Phase.CONTAINED)
         taken_back = InstanceResult(
             "i-1", "isolate", ok=False, error_code="UnauthorizedOperation", name="web-1"
         )
-        printer(taken_back, "contained")
-        printer(InstanceResult("i-2", "isolate", ok=True), "contained")
-        assert printer.ended["contained"] == 2 and printer.failed["contained"] == 1
+        printer(taken_back, Phase.CONTAINED)
+        printer(InstanceResult("i-2", "isolate", ok=True), Phase.CONTAINED)
+        assert printer.ended[Phase.CONTAINED] == 2 and printer.failed[Phase.CONTAINED] == 1
 
     assert plain.getvalue().splitlines() == [
         "[1/2] contained i-1 (web-1)",

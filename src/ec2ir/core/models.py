@@ -21,10 +21,18 @@ class HoldStatus(StrEnum):
 
 ACTIVE_STATUSES = (HoldStatus.ISOLATING, HoldStatus.ISOLATED, HoldStatus.RELEASING)
 
-# The phases a run reports each instance in as it reaches them (ec2ir.engine.results.Progress). Only
-# isolate has two: CONTAINED as soon as the instance's cut has ended (every ENI in the isolation
-# group, or the cut failed), long before its evidence; then DONE once all its work has ended.
-CONTAINED, DONE = "contained", "done"
+
+class Phase(StrEnum):
+    """The phases a run reports each instance in as it reaches them (ec2ir.engine.results.Progress).
+    Only isolate has two: CONTAINED as soon as the instance's cut has ended (every ENI in the
+    isolation group, or the cut failed), long before its evidence; then DONE once all its work has
+    ended."""
+
+    CONTAINED = "contained"
+    DONE = "done"
+
+
+CONTAINED = Phase.CONTAINED  # the name tests/integration/test_contained.py imports
 
 
 @dataclass(frozen=True)

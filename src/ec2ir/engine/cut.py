@@ -13,7 +13,7 @@ from ec2ir.aws.session import discover
 from ec2ir.containment.steplog import GONE_STATES, StepLog
 from ec2ir.containment.steps import NETWORK, URGENT, Context, Target
 from ec2ir.core.errors import Ec2irError, OriginalsUnknown, ReleaseInProgress
-from ec2ir.core.models import CONTAINED, Eni, HoldStatus, InstanceFacts, InstanceResult
+from ec2ir.core.models import Eni, HoldStatus, InstanceFacts, InstanceResult, Phase
 from ec2ir.core.pools import RankedPool
 from ec2ir.engine.contained import Containment, run_steps
 from ec2ir.engine.gather import Collection
@@ -61,7 +61,7 @@ def contain_all(
         if progress:  # the check after the cut found one open after all: say so, as live
             for containment in said_contained:
                 if NETWORK.name in containment.log.errors:
-                    progress(containment.contained(), CONTAINED)
+                    progress(containment.contained(), Phase.CONTAINED)
         if after_cuts is not None and not rt.interrupt.stops("the network ACL blocks (--block-ip)"):
             # The network ACL blocks (--block-ip), once every instance is cut off and before any
             # late step: a deny entry is a cut too (stateless, it stops the flows a swap leaves
@@ -137,11 +137,11 @@ def wait_for_cuts(
         except Exception as error:  # one instance's failure must never stop the others
             results[instance_id] = failure(instance_id, "isolate", error)
             if progress:
-                progress(results[instance_id], CONTAINED)
+                progress(results[instance_id], Phase.CONTAINED)
                 progress(results[instance_id])
         else:
             if progress:  # live, as each cut ends: the responder sees containment as it happens
-                progress(cut_off[-1].contained(), CONTAINED)
+                progress(cut_off[-1].contained(), Phase.CONTAINED)
     return cut_off
 
 

@@ -39,7 +39,7 @@ from ec2ir.containment.steplog import StepLog
 from ec2ir.containment.steps import Context, Options, Target
 from ec2ir.core import validate
 from ec2ir.core.errors import Ec2irError
-from ec2ir.core.models import CONTAINED, GroupRecord, InstanceFacts, InstanceResult
+from ec2ir.core.models import GroupRecord, InstanceFacts, InstanceResult, Phase
 from ec2ir.engine.cut import contain_all
 from ec2ir.engine.edge import finish_blocks
 from ec2ir.engine.gather import Collection, acquire_memory, open_collection, validate_evidence_options
@@ -183,7 +183,7 @@ def contain(
         memory = acquire_memory(rt, ctx, targets, collection)
     if progress:  # missing or gone: not contained, as there is nothing to contain
         for result in reads.early.values():
-            progress(result, CONTAINED)
+            progress(result, Phase.CONTAINED)
     done = contain_all(
         rt,
         ctx,

@@ -12,7 +12,7 @@ from ec2ir.containment import nacl
 from ec2ir.containment.steps import PlannedCall
 from ec2ir.core.errors import Ec2irError, Interrupted
 from ec2ir.core.interrupt import Interrupt
-from ec2ir.core.models import DONE, InstanceFacts, InstanceResult, VpcGroups
+from ec2ir.core.models import InstanceFacts, InstanceResult, Phase, VpcGroups
 from ec2ir.permissions.policy import DENIED, Check
 
 
@@ -20,7 +20,7 @@ class Progress(Protocol):
     """Called as each instance reaches a phase, from the run's worker threads: it must be
     thread-safe (ec2ir.render.terminal.ProgressPrinter is)."""
 
-    def __call__(self, result: InstanceResult, phase: str = DONE) -> None: ...
+    def __call__(self, result: InstanceResult, phase: Phase = Phase.DONE) -> None: ...
 
 
 def name_tags(facts: Iterable[InstanceFacts]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from ec2ir.evidence.s3 import (
     s3_translated,
     split_location,
 )
-from ec2ir.evidence.verify import Finding, journal_head_key
+from ec2ir.evidence.verify import Finding, Verdict, journal_head_key
 from ec2ir.store.entries import RecordEntry, StoredEntry
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def hold_record(hold: Hold, complete: bool = False) -> dict[str, Any]:
 # -- the journal's integrity --------------------------------------------------------------------
 
 
-def _finding(stored: StoredEntry, status: str, detail: str) -> Finding:
+def _finding(stored: StoredEntry, status: Verdict, detail: str) -> Finding:
     return Finding(EvidenceRef("journal", f"journal:{stored.sort_key}"), status, detail)
 
 
@@ -75,7 +75,7 @@ def check_chain(entries: list[StoredEntry]) -> list[Finding]:
             findings.append(
                 _finding(
                     stored,
-                    "TAMPERED",
+                    Verdict.TAMPERED,
                     f"{stored.entry.target} {stored.entry.action}: its content no longer gives the digest "
                     "its key holds (rewritten in place)",
                 )
@@ -88,7 +88,7 @@ def check_chain(entries: list[StoredEntry]) -> list[Finding]:
         findings.append(
             Finding(
                 EvidenceRef("journal", f"journal:{len(unchained)} entries"),
-                "unchained",
+                Verdict.UNCHAINED,
                 f"{len(unchained)} entr(ies) {CHAIN_SINCE}: each checked against its key's digest only",
             )
         )
@@ -103,7 +103,7 @@ def _check_run(run: str, chained: list[StoredEntry], digests: set[str]) -> list[
         assert stored.link is not None
         if stored.link.seq in by_seq:
             findings.append(
-                _finding(stored, "TAMPERED", f"run {run}: two entries claim place {stored.link.seq}")
+                _finding(stored, Verdict.TAMPERED, f"run {run}: two entries claim place {stored.link.seq}")
             )
         by_seq[stored.link.seq] = stored
     missing = sorted(set(range(max(by_seq) + 1)) - set(by_seq))
@@ -111,7 +111,7 @@ def _check_run(run: str, chained: list[StoredEntry], digests: set[str]) -> list[
         findings.append(
             Finding(
                 EvidenceRef("journal", f"journal-run:{run}"),
-                "MISSING",
+                Verdict.MISSING,
                 f"run {run}: entr(ies) {', '.join(map(str, missing[:20]))} of its chain are gone (deleted)",
             )
         )
@@ -122,7 +122,7 @@ def _check_run(run: str, chained: list[StoredEntry], digests: set[str]) -> list[
             findings.append(
                 _finding(
                     stored,
-                    "TAMPERED",
+                    Verdict.TAMPERED,
                     f"run {run}, entry {seq}: names a predecessor that is not entry {seq - 1} "
                     "(entries rewritten, replaced or reordered)",
                 )
@@ -130,7 +130,9 @@ def _check_run(run: str, chained: list[StoredEntry], digests: set[str]) -> list[
         if seq == 0 and stored.link.prev and stored.link.prev not in digests:
             findings.append(
                 _finding(
-                    stored, "MISSING", f"run {run} begins after an entry that is no longer in the journal"
+                    stored,
+                    Verdict.MISSING,
+                    f"run {run} begins after an entry that is no longer in the journal",
                 )
             )
     return findings
@@ -151,7 +153,7 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
         try:
             heads = _heads(aws, bucket, key)
         except (AwsError, ValueError) as error:
-            findings.append(Finding(EvidenceRef("journal-head", location), "UNREADABLE", str(error)))
+            findings.append(Finding(EvidenceRef("journal-head", location), Verdict.UNREADABLE, str(error)))
             continue
         for version_id, head in heads:
             ref = EvidenceRef("journal-head", location, version_id=str(version_id))
@@ -164,7 +166,7 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
         findings.append(
             Finding(
                 EvidenceRef("journal", f"journal-run:{run}"),
-                "not provable",
+                Verdict.NOT_PROVABLE,
                 f"run {run} ({len(chain)} entr(ies) from {first.at}, {first.action}): no head in an evidence "
                 "bucket (run without evidence), so deleting its last entries, or all of it, cannot be "
                 "detected",
@@ -200,15 +202,15 @@ def _check_head(ref: EvidenceRef, run: str, head: dict[str, Any], chain: dict[in
     if gone:
         return Finding(
             ref,
-            "MISSING",
+            Verdict.MISSING,
             f"run {run} wrote {last_seq + 1} entr(ies) by its head; "
             f"{', '.join(map(str, gone[:20]))} are no longer in the journal (deleted)",
         )
     if last_seq >= 0 and last_seq in chain and chain[last_seq].digest != last:
         return Finding(
-            ref, "TAMPERED", f"run {run}: its last entry is not the one its head names (rewritten)"
+            ref, Verdict.TAMPERED, f"run {run}: its last entry is not the one its head names (rewritten)"
         )
-    return Finding(ref, "intact", f"run {run}: {last_seq + 1} entr(ies) as its head says")
+    return Finding(ref, Verdict.INTACT, f"run {run}: {last_seq + 1} entr(ies) as its head says")
 
 
 def journal_buckets(entries: list[StoredEntry], *more: str) -> set[str]:

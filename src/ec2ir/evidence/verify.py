@@ -4,6 +4,7 @@ checked to exist, and whatever sits under the case's prefix without a journal en
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from ec2ir.aws.session import Aws, translated
@@ -17,24 +18,45 @@ from ec2ir.evidence.s3 import (
 )
 
 
+class Verdict(StrEnum):
+    """What ``verify`` found of one piece of evidence (or of the journal itself). The values are
+    what ``verify`` prints and ``--output json`` gives as ``findings[].status``: never respelled."""
+
+    INTACT = "intact"
+    MODIFIED = "MODIFIED"  # its SHA-256 is not the one the journal recorded
+    MISSING = "MISSING"
+    DELETED = "DELETED"  # a delete marker hides the journaled version, which can be restored
+    UNJOURNALED = "UNJOURNALED"  # under the case's prefix with no journal entry
+    UNREADABLE = "UNREADABLE"
+    TAMPERED = "TAMPERED"  # a journal entry rewritten, replaced or reordered
+    UNCHAINED = "unchained"  # entries written before the chain: checked against their key only
+    NOT_PROVABLE = "not provable"  # a run with no head, whose last entries' deletion cannot be seen
+
+    @property
+    def ok(self) -> bool:
+        return self in OK_VERDICTS
+
+
+# what verify reports without failing: entries written before the chain, and what it cannot prove
+OK_VERDICTS = frozenset({Verdict.INTACT, Verdict.UNCHAINED, Verdict.NOT_PROVABLE})
+
+
 @dataclass(frozen=True)
 class Finding:
     """One piece of evidence as ``verify`` found it; ``ok`` only when it matches the journal."""
 
     ref: EvidenceRef
-    status: str  # intact, MODIFIED, MISSING, UNJOURNALED, UNREADABLE
+    status: Verdict
     detail: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.status in OK_STATUSES
+        return self.status.ok
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "detail": self.detail, **self.ref.as_dict()}
+        return {"status": self.status.value, "detail": self.detail, **self.ref.as_dict()}
 
 
-# what verify reports without failing: entries written before the chain, and what it cannot prove
-OK_STATUSES = frozenset({"intact", "unchained", "not provable"})
 JOURNAL_HEAD = "journal-head.json"  # <case>/journal-head.json: one version per run
 
 
@@ -62,11 +84,11 @@ def _verify_object(aws: Aws, ref: EvidenceRef) -> Finding:
     try:
         actual = object_sha256(aws, ref)
     except AwsError as error:
-        status = "MISSING" if error.code in MISSING_CODES else "UNREADABLE"
+        status = Verdict.MISSING if error.code in MISSING_CODES else Verdict.UNREADABLE
         return Finding(ref, status, str(error))
     if actual != ref.sha256:
-        return Finding(ref, "MODIFIED", f"sha256 is {actual}, the journal recorded {ref.sha256}")
-    return Finding(ref, "intact", f"sha256 {actual}")
+        return Finding(ref, Verdict.MODIFIED, f"sha256 is {actual}, the journal recorded {ref.sha256}")
+    return Finding(ref, Verdict.INTACT, f"sha256 {actual}")
 
 
 def _verify_snapshot(aws: Aws, ref: EvidenceRef) -> Finding:
@@ -74,14 +96,14 @@ def _verify_snapshot(aws: Aws, ref: EvidenceRef) -> Finding:
         with translated("ec2", "DescribeSnapshots"):
             found = aws.ec2().describe_snapshots(SnapshotIds=[ref.location]).get("Snapshots", [])
     except AwsError as error:
-        status = "MISSING" if error.code in MISSING_CODES else "UNREADABLE"
+        status = Verdict.MISSING if error.code in MISSING_CODES else Verdict.UNREADABLE
         return Finding(ref, status, str(error))
     if not found:
-        return Finding(ref, "MISSING", "no such snapshot")
+        return Finding(ref, Verdict.MISSING, "no such snapshot")
     state = found[0].get("State", "")
     if state == "error":
-        return Finding(ref, "UNREADABLE", "the snapshot failed (state error)")
-    return Finding(ref, "intact", f"snapshot {state}")
+        return Finding(ref, Verdict.UNREADABLE, "the snapshot failed (state error)")
+    return Finding(ref, Verdict.INTACT, f"snapshot {state}")
 
 
 def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, str]]) -> list[Finding]:
@@ -101,7 +123,7 @@ def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, 
                     if marker.get("IsLatest") and any(loc == location for loc, _ in journaled):
                         ref = EvidenceRef("deleted", location, version_id=str(marker.get("VersionId") or ""))
                         found.append(
-                            Finding(ref, "DELETED", "deleted; its journaled version can be restored")
+                            Finding(ref, Verdict.DELETED, "deleted; its journaled version can be restored")
                         )
                 for version in page.get("Versions", []):
                     if version["Key"] == journal_head_key(case_id):
@@ -112,8 +134,10 @@ def _unjournaled(aws: Aws, bucket: str, case_id: str, journaled: set[tuple[str, 
                         ref = EvidenceRef(
                             "unknown", location, size=int(version.get("Size", 0)), version_id=version_id
                         )
-                        found.append(Finding(ref, "UNJOURNALED", "in the bucket but not in the case journal"))
+                        found.append(
+                            Finding(ref, Verdict.UNJOURNALED, "in the bucket but not in the case journal")
+                        )
     except AwsError as error:
         ref = EvidenceRef("bucket", f"s3://{bucket}/{case_id}/")
-        found.append(Finding(ref, "UNREADABLE", f"cannot list the case's objects: {error}"))
+        found.append(Finding(ref, Verdict.UNREADABLE, f"cannot list the case's objects: {error}"))
     return found

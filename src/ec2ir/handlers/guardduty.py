@@ -41,6 +41,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from ec2ir.containment.nacl_report import NaclReport
@@ -75,8 +76,16 @@ BLOCK_SEVERITY_ENV = "EC2IR_BLOCK_REMOTE_IP_SEVERITY"
 # severity from 1 to 10 with at most one decimal (tests/integration/test_template.py keeps them equal).
 BLOCK_SEVERITY_PATTERN = r"^((10(\.0)?)|([1-9](\.[0-9])?))?$"
 CASE_PREFIX = "gd-"
-CONTAINED, ALREADY_HELD, IGNORED, FAILED = "contained", "already-held", "ignored", "failed"
 _CASE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+class Handled(StrEnum):
+    """What became of one finding: the ``outcome`` the function returns and logs."""
+
+    CONTAINED = "contained"
+    ALREADY_HELD = "already-held"  # held already, by this case or another
+    IGNORED = "ignored"  # not acted on; the reason says why
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -331,7 +340,7 @@ def block_lines(
 
 
 def _ignored(why: str, finding: Finding | None = None) -> dict[str, Any]:
-    outcome: dict[str, Any] = {"outcome": IGNORED, "reason": why}
+    outcome: dict[str, Any] = {"outcome": Handled.IGNORED, "reason": why}
     if finding is not None:
         outcome |= {"finding": finding.finding_id, "instance": finding.instance_id}
     log_event("ignored", outcome)
@@ -400,7 +409,7 @@ def handle(
         )
         report = engine.isolate([finding.instance_id], case, office_cidr, options=options)
     except Ec2irError as error:
-        outcome |= {"outcome": FAILED, "reason": str(error)}
+        outcome |= {"outcome": Handled.FAILED, "reason": str(error)}
         log_event("failed", outcome)
         return outcome
     log_event("isolate", report.as_dict())
@@ -467,12 +476,12 @@ def _result_outcome(report: RunReport, held_before: bool, again: str) -> dict[st
     result = report.results[0]
     if result.ok:
         return {
-            "outcome": ALREADY_HELD if held_before else CONTAINED,
+            "outcome": Handled.ALREADY_HELD if held_before else Handled.CONTAINED,
             "reason": f"{again}; {result.detail}" if again else result.detail,
         }
     if result.error_code == "HeldByOtherCase":
-        return {"outcome": ALREADY_HELD, "reason": result.detail}
-    return {"outcome": FAILED, "reason": f"{result.error_code}: {result.detail}"}
+        return {"outcome": Handled.ALREADY_HELD, "reason": result.detail}
+    return {"outcome": Handled.FAILED, "reason": f"{result.error_code}: {result.detail}"}
 
 
 def _keep_sighting(engine: Engine, case: str, finding: Finding, again: str) -> None:
@@ -496,22 +505,22 @@ def _notification(
     block: BlockSetting,
     blocking: bool,
     report: RunReport,
-    outcome: str,
+    outcome: Handled,
 ) -> tuple[str, str] | None:
     """The notification's subject and message, or None when there is nothing new to say."""
     about_acls = acl_notes(report.notes, finding)
     # A finding sent again for an instance this case holds changes nothing, unless it names new
     # addresses to block (or their blocks failed): then the engine's notes say so, and so do we.
     blocked_more = (
-        outcome == ALREADY_HELD
+        outcome is Handled.ALREADY_HELD
         and report.results[0].ok
         and blocking
         and report.blocks is not None
         and report.blocks.changed()
     )
-    if outcome == ALREADY_HELD and not blocked_more:
+    if outcome is Handled.ALREADY_HELD and not blocked_more:
         return None
-    verb = "contained" if outcome == CONTAINED else "could NOT fully contain"
+    verb = "contained" if outcome is Handled.CONTAINED else "could NOT fully contain"
     target = f"{finding.instance_id} again" if again else finding.instance_id
     subject = f"ec2ir {verb} {target} (GuardDuty {finding.severity:g})"
     if blocked_more:

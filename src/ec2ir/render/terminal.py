@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, TextIO
 
-from ec2ir.core.models import CONTAINED, DONE, Hold, InstanceResult
+from ec2ir.core.models import Hold, InstanceResult, Phase
 from ec2ir.core.outcomes import Outcome, StepStatus
 from ec2ir.core.text import eni_lines, groups_named, named, printable, short, table, table_lines
 
@@ -319,25 +319,25 @@ class ProgressPrinter:
         self.total = total
         self.action = action
         self.stream = stream or sys.stderr
-        self.ended: dict[str, int] = {}  # phase -> instances that reached it
-        self.failed: dict[str, int] = {}
-        self.shown = {CONTAINED, DONE} if total >= quiet_below else {CONTAINED}
+        self.ended: dict[Phase, int] = {}  # phase -> instances that reached it
+        self.failed: dict[Phase, int] = {}
+        self.shown = {Phase.CONTAINED, Phase.DONE} if total >= quiet_below else {Phase.CONTAINED}
         self.live = self.stream.isatty()
-        self._on_line = ""  # the phase whose bar the terminal's line shows, until it is full
-        self._full: set[str] = set()  # the phases whose bar is full, and done with
+        self._on_line: Phase | None = None  # the phase whose bar the line shows, until it is full
+        self._full: set[Phase] = set()  # the phases whose bar is full, and done with
         self._lock = threading.Lock()
         self._contained: set[str] = set()  # the instances whose containment was already said
 
     @property
     def done(self) -> int:
-        return self.ended.get(DONE, 0)
+        return self.ended.get(Phase.DONE, 0)
 
-    def __call__(self, result: InstanceResult, phase: str = DONE) -> None:
+    def __call__(self, result: InstanceResult, phase: Phase = Phase.DONE) -> None:
         with self._lock:
-            if phase == CONTAINED and result.instance_id in self._contained:
+            if phase == Phase.CONTAINED and result.instance_id in self._contained:
                 self._taken_back(result)
                 return
-            if phase == CONTAINED:
+            if phase == Phase.CONTAINED:
                 self._contained.add(result.instance_id)
             self.ended[phase] = self.ended.get(phase, 0) + 1
             self.failed[phase] = self.failed.get(phase, 0) + (not result.ok)
@@ -352,7 +352,7 @@ class ProgressPrinter:
     def _taken_back(self, result: InstanceResult) -> None:
         """An instance said contained that the check after the cut found open (an ENI attached or
         moved back meanwhile, or the check refused): a line of its own, whatever the stream."""
-        self.failed[CONTAINED] = self.failed.get(CONTAINED, 0) + 1
+        self.failed[Phase.CONTAINED] = self.failed.get(Phase.CONTAINED, 0) + 1
         instance = named(result.instance_id, result.name)
         line = printable(f"NOT contained after all: {instance}: failed {result.error_code}")
         self.stream.write(("\r\x1b[K" if self.live else "") + line + "\n")
@@ -360,17 +360,17 @@ class ProgressPrinter:
             self._bar(self._on_line)
         self.stream.flush()
 
-    def _line(self, result: InstanceResult, phase: str) -> str:
+    def _line(self, result: InstanceResult, phase: Phase) -> str:
         count = f"[{self.ended[phase]}/{self.total}]"
         instance = named(result.instance_id, result.name)
-        if phase == CONTAINED:
+        if phase == Phase.CONTAINED:
             if result.ok:
                 return printable(f"{count} contained {instance}")
             return printable(f"{count} NOT contained {instance}: failed {result.error_code}")
         outcome = "ok" if result.ok else f"failed {result.error_code}"
         return printable(f"{count} {self.action} {instance}: {outcome}")
 
-    def _draw(self, phase: str) -> None:
+    def _draw(self, phase: Phase) -> None:
         """The phase's bar; a phase whose bar is not on the line (a failed cut's DONE, while the
         other cuts go on) is drawn once the bar that is there is full."""
         if (self._on_line and self._on_line != phase) or phase in self._full:
@@ -380,13 +380,13 @@ class ProgressPrinter:
         if self.ended[phase] < self.total:
             return
         self.stream.write("\n")
-        self._on_line = ""
+        self._on_line = None
         self._full.add(phase)
-        for waiting in (CONTAINED, DONE):
+        for waiting in Phase:
             if waiting in self.shown and self.ended.get(waiting, 0):
                 self._draw(waiting)
 
-    def _bar(self, phase: str, width: int = 30) -> None:
+    def _bar(self, phase: Phase, width: int = 30) -> None:
         ended = self.ended[phase]
         filled = width * ended // max(self.total, 1)
         label = f"{printable(self.action)}: {phase}"
