@@ -105,7 +105,9 @@ def test_revoke_sessions_denies_credentials_issued_until_after_the_disassociatio
         groups={},
         lookups={credentials.name: credentials.lookup(aws, [instance])[instance]},
     )
-    credentials.apply(ctx, target, credentials.capture(ctx, target) or {})
+    association = credentials.capture(ctx, target)
+    assert association is not None
+    credentials.apply(ctx, target, association)
     disassociated_by = now()
 
     record = revoke.capture(ctx, target)
