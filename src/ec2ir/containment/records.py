@@ -95,7 +95,7 @@ T = TypeVar("T")
 def malformed(step: str, why: str) -> OriginalsTampered:
     """A step record read back from the state table that is not what ec2ir ever writes: refused
     as release refuses any rewritten hold."""
-    return OriginalsTampered(f"its {step} record is malformed: {why}")
+    return OriginalsTampered(f"its {step} record is malformed: {why}", MALFORMED_HINT)
 
 
 _KINDS = {bool: "true or false", int: "a whole number", str: "a string"}
