@@ -127,7 +127,7 @@ def test_isolate_cuts_off_credentials_from_after_its_disassociation(engine: Engi
     assert report.results[0].ok, report.results[0].steps
     hold = engine.store.get(instance)
     assert hold is not None
-    record = hold.steps[RevokeSessions.name]
+    record = RevokeSessions().parse(hold.steps[RevokeSessions.name])
     (disassociation,) = [
         entry
         for entry in engine.store.journal(CASE)

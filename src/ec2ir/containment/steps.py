@@ -46,6 +46,9 @@ from ec2ir.store.items import now
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingInstanceDetailsTypeDef
     from mypy_boto3_ec2.literals import InstanceAttributeNameType
+    from mypy_boto3_ec2.type_defs import (
+        ModifyInstanceAttributeRequestInstanceModifyAttributeTypeDef as Modification,
+    )
     from mypy_boto3_ec2.type_defs import TagTypeDef
     from mypy_boto3_elbv2.type_defs import TargetDescriptionTypeDef, TargetGroupTypeDef
 
@@ -251,7 +254,7 @@ class ProtectEvidence(Step[ProtectRecord]):
         }
 
     @staticmethod
-    def _attribute(aws: Aws, instance_id: str, attribute: InstanceAttributeNameType) -> Any:
+    def _attribute(aws: Aws, instance_id: str, attribute: InstanceAttributeNameType) -> object:
         key = attribute[0].upper() + attribute[1:]
         with translated("ec2", "DescribeInstanceAttribute"):
             described: Mapping[str, Any] = aws.ec2().describe_instance_attribute(
@@ -272,7 +275,7 @@ class ProtectEvidence(Step[ProtectRecord]):
         }
 
     @staticmethod
-    def _volumes(devices: list[str], delete: bool) -> dict[str, Any] | None:
+    def _volumes(devices: list[str], delete: bool) -> Modification | None:
         if not devices:
             return None
         return {
@@ -293,7 +296,7 @@ class ProtectEvidence(Step[ProtectRecord]):
         self,
         aws: Aws,
         instance_id: str,
-        changes: list[tuple[str, str, Callable[[], dict[str, Any] | None]]],
+        changes: list[tuple[str, str, Callable[[], Modification | None]]],
     ) -> tuple[list[str], int, list[tuple[str, Ec2irError]]]:
         """Make each change on its own: one refused must never keep the others from being made.
 
@@ -333,10 +336,10 @@ class ProtectEvidence(Step[ProtectRecord]):
         # instance's termination protection is not even asked for: EC2 always refuses it.
         spot = self._is_spot(target)
         deleted = [device for device, delete in record["delete_on_termination"].items() if delete]
-        termination = (
+        termination: Modification | None = (
             None if spot or record["disable_api_termination"] else {"DisableApiTermination": {"Value": True}}
         )
-        shutdown = (
+        shutdown: Modification | None = (
             None
             if record["shutdown_behavior"] == "stop"
             else {"InstanceInitiatedShutdownBehavior": {"Value": "stop"}}
@@ -369,21 +372,21 @@ class ProtectEvidence(Step[ProtectRecord]):
         original_shutdown = str(record["shutdown_behavior"])
         deleted = [device for device, delete in record["delete_on_termination"].items() if delete]
 
-        def termination() -> dict[str, Any] | None:
+        def termination() -> Modification | None:
             if record["disable_api_termination"]:
                 return None  # it was on before ec2ir: nothing to put back
             if not self._attribute(aws, instance_id, "disableApiTermination"):
                 return None
             return {"DisableApiTermination": {"Value": False}}
 
-        def shutdown() -> dict[str, Any] | None:
+        def shutdown() -> Modification | None:
             if original_shutdown == "stop" or (
                 self._attribute(aws, instance_id, "instanceInitiatedShutdownBehavior") == original_shutdown
             ):
                 return None
             return {"InstanceInitiatedShutdownBehavior": {"Value": original_shutdown}}
 
-        def volumes() -> dict[str, Any] | None:
+        def volumes() -> Modification | None:
             if not deleted:
                 return None
             now_kept = [
