@@ -9,6 +9,11 @@ Every step declares the IAM actions it needs next to its code, and has four part
 * ``undo`` puts back exactly what the record says; it is idempotent too.
 * ``plan`` lists the calls ``apply`` would make, for ``--dry-run``.
 
+Each step is a ``Step`` of its own record type (ec2ir.containment.records), stored in the hold as it
+is. The engine drives every step as a ``BaseStep``, through the ``*_stored`` forms of these parts:
+they take a record as read back from the state table, which whoever holds the instance's
+credentials may have rewritten, and ``parse`` it (refusing what ec2ir never records) before acting.
+
 The network step's record is the hold's ENI originals, which the engine writes with the hold.
 """
 
