@@ -99,6 +99,43 @@ def test_release_refuses_restoring_an_ec2ir_group_or_a_group_of_another_vpc(
     assert f"{foreign} is in {elsewhere}" in results[1].detail
 
 
+# A step record rewritten in the state table into something ec2ir never records, and what the
+# refusal says: not a map at all, a tag ec2ir never touched (undo would delete it), a type changed.
+MALFORMED = [
+    ("#s", {"#s": "tags"}, {"S": "x"}, "its tags record is malformed: not a map"),
+    ("#s.previous.#n", {"#s": "tags", "#n": "Name"}, {"NULL": True}, "previous may name only ec2ir:case"),
+    ("#s.disable_api_termination", {"#s": "protect"}, {"S": "no"}, "disable_api_termination is a str"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "names", "value", "said"), MALFORMED, ids=["not-a-map", "other-tag", "type"]
+)
+def test_release_and_its_dry_run_refuse_a_malformed_step_record_and_change_nothing(
+    engine: Engine, fleet: Fleet, path: str, names: dict[str, str], value: dict[str, Any], said: str
+) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    engine.isolate([instance], CASE, options=Options(evidence=False))
+    contained = fleet.eni_groups([instance])
+    engine.aws.dynamodb().update_item(
+        TableName=engine.store.table,
+        Key={"pk": {"S": f"instance#{instance}"}, "sk": {"S": "hold"}},
+        UpdateExpression=f"SET steps.{path} = :bad",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues={":bad": value},
+    )
+
+    planned = engine.plan_release([instance], CASE).results[0]
+    released = engine.release([instance], CASE).results[0]
+
+    for result in (planned, released):
+        assert (result.ok, result.error_code) == (False, "OriginalsTampered")
+        assert said in result.detail and "nothing was changed" in result.detail
+    assert fleet.eni_groups([instance]) == contained  # nothing changed
+    assert engine.store.get(instance).status.value == "isolated"  # type: ignore[union-attr]
+
+
 def test_the_first_journal_entry_of_a_hold_carries_its_originals_as_data(
     engine: Engine, fleet: Fleet
 ) -> None:

@@ -105,7 +105,9 @@ def test_revoke_sessions_denies_credentials_issued_until_after_the_disassociatio
         groups={},
         lookups={credentials.name: credentials.lookup(aws, [instance])[instance]},
     )
-    credentials.apply(ctx, target, credentials.capture(ctx, target) or {})
+    association = credentials.capture(ctx, target)
+    assert association is not None
+    credentials.apply(ctx, target, association)
     disassociated_by = now()
 
     record = revoke.capture(ctx, target)
@@ -125,7 +127,7 @@ def test_isolate_cuts_off_credentials_from_after_its_disassociation(engine: Engi
     assert report.results[0].ok, report.results[0].steps
     hold = engine.store.get(instance)
     assert hold is not None
-    record = hold.steps[RevokeSessions.name]
+    record = RevokeSessions().parse(hold.steps[RevokeSessions.name])
     (disassociation,) = [
         entry
         for entry in engine.store.journal(CASE)

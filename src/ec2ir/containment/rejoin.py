@@ -18,14 +18,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ec2ir.aws.session import Aws, translated
+from ec2ir.containment.records import StoredRecord, autoscaling_record, load_balancers_record
 from ec2ir.containment.steplog import GONE_STATES, StepLog
 from ec2ir.containment.steps import (
     STEPS,
+    BaseStep,
     Context,
     DeregisterLoadBalancers,
     DetachFromAutoScaling,
-    Record,
-    Step,
 )
 from ec2ir.core.errors import (
     AwsError,
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 NOT_REGISTERED = frozenset({"draining"})
 NOT_REGISTERED_REASON = "Target.NotRegistered"
 # In the order isolate took it out of service: the group first, then its load balancers.
-REJOIN_STEPS: tuple[Step, ...] = tuple(
+REJOIN_STEPS: tuple[BaseStep, ...] = tuple(
     step for step in STEPS if isinstance(step, DetachFromAutoScaling | DeregisterLoadBalancers)
 )
 
@@ -71,7 +71,8 @@ def released_hold(instance_id: str, hold: Hold | None, case_id: str) -> Hold:
     return hold
 
 
-def _asg_out(aws: Aws, instance_id: str, record: Record) -> list[str]:
+def _asg_out(aws: Aws, instance_id: str, stored: StoredRecord) -> list[str]:
+    record = autoscaling_record(stored)
     found = DetachFromAutoScaling._memberships(aws, [instance_id])
     inside = any(
         item["AutoScalingGroupName"] == record["group"]
@@ -81,7 +82,8 @@ def _asg_out(aws: Aws, instance_id: str, record: Record) -> list[str]:
     return [] if inside else [record["group"]]
 
 
-def _balancers_out(aws: Aws, instance_id: str, record: Record) -> list[str]:
+def _balancers_out(aws: Aws, instance_id: str, stored: StoredRecord) -> list[str]:
+    record = load_balancers_record(stored)
     out: list[str] = []
     for group in record["target_groups"]:
         target: TargetDescriptionTypeDef = {"Id": instance_id}
@@ -110,7 +112,7 @@ def _balancers_out(aws: Aws, instance_id: str, record: Record) -> list[str]:
     return out
 
 
-OUT_OF: dict[str, Callable[[Aws, str, Record], list[str]]] = {
+OUT_OF: dict[str, Callable[[Aws, str, StoredRecord], list[str]]] = {
     DetachFromAutoScaling.name: _asg_out,
     DeregisterLoadBalancers.name: _balancers_out,
 }
@@ -153,12 +155,15 @@ def rejoin_one(
             continue
         still_released()
         log.run(
-            step.name, functools.partial(step.undo, ctx, instance_id, records[step.name]), subject=instance_id
+            step.name,
+            functools.partial(step.undo_stored, ctx, instance_id, records[step.name]),
+            subject=instance_id,
         )
     return "back in service: " + "; ".join(_where(name, record) for name, record in records.items())
 
 
-def _where(name: str, record: Record) -> str:
+def _where(name: str, stored: StoredRecord) -> str:
     if name == DetachFromAutoScaling.name:
-        return f"Auto Scaling group {record['group']}"
+        return f"Auto Scaling group {autoscaling_record(stored)['group']}"
+    record = load_balancers_record(stored)
     return ", ".join([g["arn"] for g in record["target_groups"]] + list(record["classic"]))

@@ -20,11 +20,12 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as with_fields
-from typing import Any
 
 from ec2ir.aws.session import Aws
+from ec2ir.containment import records
 from ec2ir.containment.groups import describe_by_id
-from ec2ir.containment.steps import GROUP_GONE_HINT, NETWORK, STEPS, Record
+from ec2ir.containment.records import StoredRecord
+from ec2ir.containment.steps import GROUP_GONE_HINT, NETWORK, STEPS
 from ec2ir.core import validate
 from ec2ir.core.errors import OriginalGroupMissing, UsageError
 from ec2ir.core.models import Hold, InstanceResult
@@ -175,7 +176,7 @@ def _on_off(value: object) -> str:
     return "on" if value else "off"
 
 
-def describe_undo(name: str, record: Record, rejoin: bool) -> str:
+def describe_undo(name: str, record: StoredRecord, rejoin: bool) -> str:
     """What one step's undo would do with its record, in words."""
     describe = _UNDO_DESCRIPTIONS.get(name)
     if describe is None:
@@ -183,7 +184,8 @@ def describe_undo(name: str, record: Record, rejoin: bool) -> str:
     return describe(record, rejoin)
 
 
-def _undo_protect(record: Record, rejoin: bool) -> str:
+def _undo_protect(stored: StoredRecord, rejoin: bool) -> str:
+    record = records.protect_record(stored)
     kept = sorted(device for device, delete in record["delete_on_termination"].items() if delete)
     return (
         f"termination protection {_on_off(record['disable_api_termination'])}, shutdown behaviour "
@@ -192,38 +194,44 @@ def _undo_protect(record: Record, rejoin: bool) -> str:
     )
 
 
-def _undo_autoscaling(record: Record, rejoin: bool) -> str:
+def _undo_autoscaling(stored: StoredRecord, rejoin: bool) -> str:
+    record = records.autoscaling_record(stored)
     if rejoin:
         return f"attach to {record['group']} again (its desired capacity grows by one)"
     return f"leave out of {record['group']} (--rejoin, or `ec2ir rejoin` later, attaches it)"
 
 
-def _undo_network(record: Record, rejoin: bool) -> str:
-    return eni_lines(record["originals"])
+def _undo_network(stored: StoredRecord, rejoin: bool) -> str:
+    originals = records.network_record(stored)["originals"]
+    return eni_lines({eni: tuple(groups) for eni, groups in originals.items()})
 
 
-def _undo_load_balancers(record: Record, rejoin: bool) -> str:
+def _undo_load_balancers(stored: StoredRecord, rejoin: bool) -> str:
+    record = records.load_balancers_record(stored)
     names = [g["arn"] for g in record["target_groups"]] + list(record["classic"])
     if rejoin:
         return "register again with " + ", ".join(names)
     return "leave out of " + ", ".join(names) + " (--rejoin, or `ec2ir rejoin` later, registers it)"
 
 
-def _undo_credentials(record: Record, rejoin: bool) -> str:
-    return f"associate {record['profile_arn']} again, unless a profile is associated by then"
+def _undo_credentials(stored: StoredRecord, rejoin: bool) -> str:
+    profile_arn = records.profile_record(stored)["profile_arn"]
+    return f"associate {profile_arn} again, unless a profile is associated by then"
 
 
-def _undo_metadata(record: Record, rejoin: bool) -> str:
-    return "metadata options back to " + ", ".join(f"{k}={v}" for k, v in record["options"].items())
+def _undo_metadata(stored: StoredRecord, rejoin: bool) -> str:
+    options = records.metadata_record(stored)["options"]
+    return "metadata options back to " + ", ".join(f"{k}={v}" for k, v in options.items())
 
 
-def _undo_revoke_sessions(record: Record, rejoin: bool) -> str:
+def _undo_revoke_sessions(stored: StoredRecord, rejoin: bool) -> str:
+    record = records.revoke_record(stored)
     roles = [role["role"] for role in record["roles"] if not role["pre_existing"]]
     return f"remove the deny policy {record['policy']} from {', '.join(roles) or 'no role'}"
 
 
-def _undo_tags(record: Record, rejoin: bool) -> str:
-    previous: dict[str, Any] = record["previous"]
+def _undo_tags(stored: StoredRecord, rejoin: bool) -> str:
+    previous = records.tags_record(stored)["previous"]
     back = [f"{k}={v}" for k, v in previous.items() if v is not None]
     gone = [k for k, v in previous.items() if v is None]
     return "ec2ir:state=released" + "".join(
@@ -232,7 +240,7 @@ def _undo_tags(record: Record, rejoin: bool) -> str:
 
 
 # Each takes the step's record and whether the instance rejoins its groups (most ignore the latter).
-_UNDO_DESCRIPTIONS: dict[str, Callable[[Record, bool], str]] = {
+_UNDO_DESCRIPTIONS: dict[str, Callable[[StoredRecord, bool], str]] = {
     "protect": _undo_protect,
     "autoscaling": _undo_autoscaling,
     NETWORK.name: _undo_network,
@@ -254,11 +262,11 @@ def planned(
 ) -> InstanceResult:
     """One instance's release plan, as a result: ``enis`` what each ENI would wear, ``steps`` what
     each step's undo would do, in the order release runs them."""
-    records: dict[str, Record] = dict(hold.steps)
-    records[NETWORK.name] = {"originals": restoring.originals}
+    stored: dict[str, StoredRecord] = dict(hold.steps)
+    stored[NETWORK.name] = {"originals": restoring.originals}
     steps = {}
     for step in reversed(STEPS):
-        record = records.get(step.name)
+        record = stored.get(step.name)
         if record is None:
             continue
         if terminated and step.acts_on_instance:

@@ -9,6 +9,11 @@ Every step declares the IAM actions it needs next to its code, and has four part
 * ``undo`` puts back exactly what the record says; it is idempotent too.
 * ``plan`` lists the calls ``apply`` would make, for ``--dry-run``.
 
+Each step is a ``Step`` of its own record type (ec2ir.containment.records), stored in the hold as it
+is. The engine drives every step as a ``BaseStep``, through the ``*_stored`` forms of these parts:
+they take a record as read back from the state table, which whoever holds the instance's
+credentials may have rewritten, and ``parse`` it (refusing what ec2ir never records) before acting.
+
 The network step's record is the hold's ENI originals, which the engine writes with the hold.
 """
 
@@ -19,22 +24,42 @@ import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ec2ir.aws.session import Aws, chunks, method_name, translated
+from ec2ir.containment import records
 from ec2ir.containment.lanes import SwapLanes, set_eni_groups
-from ec2ir.core.errors import AwsError, Ec2irError, SeveralFailed
+from ec2ir.containment.records import (
+    METADATA_FIELDS,
+    REVOKE_POLICY_PREFIX,
+    AutoScalingRecord,
+    LoadBalancersRecord,
+    MetadataRecord,
+    NetworkRecord,
+    ProfileRecord,
+    ProtectRecord,
+    RevokeRecord,
+    RoleRecord,
+    StoredRecord,
+    TagsRecord,
+    TargetGroupRecord,
+)
+from ec2ir.core.errors import AwsError, Ec2irError, OriginalsTampered, SeveralFailed
 from ec2ir.core.models import InstanceFacts, VpcGroups
 from ec2ir.store.items import now
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingInstanceDetailsTypeDef
     from mypy_boto3_ec2.literals import InstanceAttributeNameType
+    from mypy_boto3_ec2.type_defs import (
+        ModifyInstanceAttributeRequestInstanceModifyAttributeTypeDef as Modification,
+    )
     from mypy_boto3_ec2.type_defs import TagTypeDef
     from mypy_boto3_elbv2.type_defs import TargetDescriptionTypeDef, TargetGroupTypeDef
 
-Record = dict[str, Any]
-TAG_CASE, TAG_STATE, TAG_ISOLATED_AT = "ec2ir:case", "ec2ir:state", "ec2ir:isolated-at"
+TAG_CASE, TAG_STATE, TAG_ISOLATED_AT = records.TAG_CASE, records.TAG_STATE, records.TAG_ISOLATED_AT
+# Each step's record type (ec2ir.containment.records)
+R = TypeVar("R", bound=Mapping[str, object])
 
 
 @dataclass(frozen=True)
@@ -79,7 +104,7 @@ class Target:
     facts: InstanceFacts
     groups: dict[str, VpcGroups]
     lookups: dict[str, Any] = field(default_factory=dict)  # step name -> that step's finding
-    stored: dict[str, Record] = field(default_factory=dict)  # records an earlier run wrote
+    stored: Mapping[str, StoredRecord] = field(default_factory=dict)  # records an earlier run wrote
 
     @property
     def instance_id(self) -> str:
@@ -98,7 +123,11 @@ class PlannedCall:
 URGENT, AFTER, BESIDE = "urgent", "after", "beside"
 
 
-class Step:
+class BaseStep:
+    """A step as the engine drives it, whatever its record: the engine reads records from the
+    hold and writes them to it as stored, and each step checks a record's shape itself before it
+    acts on one (``Step.parsed``)."""
+
     name: ClassVar[str]
     title: ClassVar[str]
     permissions: ClassVar[tuple[str, ...]]
@@ -125,18 +154,66 @@ class Step:
         """Batched discovery for the whole run; instance id -> finding. Most steps need none."""
         return {}
 
-    def capture(self, ctx: Context, target: Target) -> Record | None:
+    def check(self, instance_id: str, stored: StoredRecord) -> None:
+        """Refuse a record read back from the hold that is not what this step ever records."""
+        raise NotImplementedError
+
+    def capture_stored(self, ctx: Context, target: Target) -> dict[str, object] | None:
+        """``capture``'s record as the hold stores it."""
+        raise NotImplementedError
+
+    def apply_stored(self, ctx: Context, target: Target, stored: StoredRecord) -> str:
+        raise NotImplementedError
+
+    def undo_stored(self, ctx: Context, instance_id: str, stored: StoredRecord) -> str:
+        raise NotImplementedError
+
+    def plan_stored(self, ctx: Context, target: Target, stored: StoredRecord) -> list[PlannedCall]:
+        raise NotImplementedError
+
+
+class Step(BaseStep, Generic[R]):
+    """One step with its own record type ``R``: ``capture`` gives one, ``apply``, ``undo`` and
+    ``plan`` take one, and ``parse`` makes one of a record read back from the hold, or refuses it."""
+
+    def parse(self, stored: object) -> R:
+        raise NotImplementedError
+
+    def capture(self, ctx: Context, target: Target) -> R | None:
         """The originals this step would change, or None when it has nothing to do here."""
         raise NotImplementedError
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def apply(self, ctx: Context, target: Target, record: R) -> str:
         raise NotImplementedError
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: R) -> str:
         raise NotImplementedError
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: R) -> list[PlannedCall]:
         raise NotImplementedError
+
+    def parsed(self, instance_id: str, stored: object) -> R:
+        """The record, checked; a malformed one is refused naming the instance, before any change."""
+        try:
+            return self.parse(stored)
+        except OriginalsTampered as error:
+            raise OriginalsTampered(f"{instance_id}: {error.message}", error.hint) from None
+
+    def check(self, instance_id: str, stored: StoredRecord) -> None:
+        self.parsed(instance_id, stored)
+
+    def capture_stored(self, ctx: Context, target: Target) -> dict[str, object] | None:
+        record = self.capture(ctx, target)
+        return None if record is None else dict(record)
+
+    def apply_stored(self, ctx: Context, target: Target, stored: StoredRecord) -> str:
+        return self.apply(ctx, target, self.parsed(target.instance_id, stored))
+
+    def undo_stored(self, ctx: Context, instance_id: str, stored: StoredRecord) -> str:
+        return self.undo(ctx, instance_id, self.parsed(instance_id, stored))
+
+    def plan_stored(self, ctx: Context, target: Target, stored: StoredRecord) -> list[PlannedCall]:
+        return self.plan(ctx, target, self.parsed(target.instance_id, stored))
 
 
 def _tolerate(codes: frozenset[str], call: Callable[[], object]) -> bool:
@@ -153,7 +230,7 @@ def _tolerate(codes: frozenset[str], call: Callable[[], object]) -> bool:
 # -- 1. evidence protection -----------------------------------------------------------------------
 
 
-class ProtectEvidence(Step):
+class ProtectEvidence(Step[ProtectRecord]):
     name = "protect"
     title = "termination protection, stop on shutdown, keep volumes"
     permissions = ("ec2:DescribeInstanceAttribute", "ec2:DescribeInstances", "ec2:ModifyInstanceAttribute")
@@ -170,7 +247,10 @@ class ProtectEvidence(Step):
     SPOT_REFUSAL: ClassVar[str] = "UnsupportedOperation"
     NOT_FOR_SPOT: ClassVar[str] = "termination protection not possible for a Spot instance"
 
-    def capture(self, ctx: Context, target: Target) -> Record:
+    def parse(self, stored: object) -> ProtectRecord:
+        return records.protect_record(stored)
+
+    def capture(self, ctx: Context, target: Target) -> ProtectRecord:
         aws, instance_id = ctx.aws, target.instance_id
         return {
             "disable_api_termination": bool(self._attribute(aws, instance_id, "disableApiTermination")),
@@ -179,7 +259,7 @@ class ProtectEvidence(Step):
         }
 
     @staticmethod
-    def _attribute(aws: Aws, instance_id: str, attribute: InstanceAttributeNameType) -> Any:
+    def _attribute(aws: Aws, instance_id: str, attribute: InstanceAttributeNameType) -> object:
         key = attribute[0].upper() + attribute[1:]
         with translated("ec2", "DescribeInstanceAttribute"):
             described: Mapping[str, Any] = aws.ec2().describe_instance_attribute(
@@ -200,7 +280,7 @@ class ProtectEvidence(Step):
         }
 
     @staticmethod
-    def _volumes(devices: list[str], delete: bool) -> dict[str, Any] | None:
+    def _volumes(devices: list[str], delete: bool) -> Modification | None:
         if not devices:
             return None
         return {
@@ -221,7 +301,7 @@ class ProtectEvidence(Step):
         self,
         aws: Aws,
         instance_id: str,
-        changes: list[tuple[str, str, Callable[[], dict[str, Any] | None]]],
+        changes: list[tuple[str, str, Callable[[], Modification | None]]],
     ) -> tuple[list[str], int, list[tuple[str, Ec2irError]]]:
         """Make each change on its own: one refused must never keep the others from being made.
 
@@ -255,16 +335,16 @@ class ProtectEvidence(Step):
             raise error
         return f"{', '.join(outcomes)} ({calls} change(s))"
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def apply(self, ctx: Context, target: Target, record: ProtectRecord) -> str:
         # Only what differs from the protected state is changed: ModifyInstanceAttribute draws on
         # EC2's shared mutating bucket (50, then 5 a second), the scarcest at scale. A Spot
         # instance's termination protection is not even asked for: EC2 always refuses it.
         spot = self._is_spot(target)
         deleted = [device for device, delete in record["delete_on_termination"].items() if delete]
-        termination = (
+        termination: Modification | None = (
             None if spot or record["disable_api_termination"] else {"DisableApiTermination": {"Value": True}}
         )
-        shutdown = (
+        shutdown: Modification | None = (
             None
             if record["shutdown_behavior"] == "stop"
             else {"InstanceInitiatedShutdownBehavior": {"Value": "stop"}}
@@ -289,7 +369,7 @@ class ProtectEvidence(Step):
         )
         return self._outcome(outcomes, calls, failures, "run isolate again to retry the rest")
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: ProtectRecord) -> str:
         # Each setting is read and put back only where it differs from its original now, so that
         # what apply could not change (a Spot instance's termination protection, which EC2 refuses
         # even to turn off) is never asked for.
@@ -297,21 +377,21 @@ class ProtectEvidence(Step):
         original_shutdown = str(record["shutdown_behavior"])
         deleted = [device for device, delete in record["delete_on_termination"].items() if delete]
 
-        def termination() -> dict[str, Any] | None:
+        def termination() -> Modification | None:
             if record["disable_api_termination"]:
                 return None  # it was on before ec2ir: nothing to put back
             if not self._attribute(aws, instance_id, "disableApiTermination"):
                 return None
             return {"DisableApiTermination": {"Value": False}}
 
-        def shutdown() -> dict[str, Any] | None:
+        def shutdown() -> Modification | None:
             if original_shutdown == "stop" or (
                 self._attribute(aws, instance_id, "instanceInitiatedShutdownBehavior") == original_shutdown
             ):
                 return None
             return {"InstanceInitiatedShutdownBehavior": {"Value": original_shutdown}}
 
-        def volumes() -> dict[str, Any] | None:
+        def volumes() -> Modification | None:
             if not deleted:
                 return None
             now_kept = [
@@ -340,7 +420,7 @@ class ProtectEvidence(Step):
         )
         return "restored: " + self._outcome(outcomes, calls, failures, "run release again to retry the rest")
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: ProtectRecord) -> list[PlannedCall]:
         iid = target.instance_id
         calls = [
             PlannedCall(
@@ -371,7 +451,7 @@ class ProtectEvidence(Step):
 # -- 2. Auto Scaling --------------------------------------------------------------------------------
 
 
-class DetachFromAutoScaling(Step):
+class DetachFromAutoScaling(Step[AutoScalingRecord]):
     name = "autoscaling"
     title = "detach from the Auto Scaling group (capacity is replaced)"
     permissions = (
@@ -408,11 +488,14 @@ class DetachFromAutoScaling(Step):
                     found.extend(page.get("AutoScalingInstances", []))
         return found
 
-    def capture(self, ctx: Context, target: Target) -> Record | None:
+    def parse(self, stored: object) -> AutoScalingRecord:
+        return records.autoscaling_record(stored)
+
+    def capture(self, ctx: Context, target: Target) -> AutoScalingRecord | None:
         group = target.lookups.get(self.name)
         return {"group": group} if group else None
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def apply(self, ctx: Context, target: Target, record: AutoScalingRecord) -> str:
         try:
             with translated("autoscaling", "DetachInstances"):
                 ctx.aws.client("autoscaling").detach_instances(
@@ -442,7 +525,7 @@ class DetachFromAutoScaling(Step):
             raise stuck from error
         return f"detached from {record['group']}"
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: AutoScalingRecord) -> str:
         if not ctx.options.rejoin:
             return f"left out of {record['group']} (its capacity was replaced; use --rejoin to attach)"
         client = ctx.aws.client("autoscaling")
@@ -461,7 +544,7 @@ class DetachFromAutoScaling(Step):
             raise
         return f"attached to {record['group']} again (its desired capacity grew by one)"
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: AutoScalingRecord) -> list[PlannedCall]:
         return [PlannedCall("autoscaling:DetachInstances", (record["group"], target.instance_id))]
 
 
@@ -477,7 +560,7 @@ GROUP_GONE_HINT = (
 )
 
 
-class IsolateNetwork(Step):
+class IsolateNetwork(Step[NetworkRecord]):
     """Every ENI into its VPC's isolation group, through the allow-all group unless told not to.
 
     Its record is the hold's ENI originals, written with the hold itself."""
@@ -489,13 +572,16 @@ class IsolateNetwork(Step):
     undo_permissions = ()  # the same swaps, back to the originals
     phase = URGENT
 
-    def capture(self, ctx: Context, target: Target) -> Record:
+    def parse(self, stored: object) -> NetworkRecord:
+        return records.network_record(stored)
+
+    def capture(self, ctx: Context, target: Target) -> NetworkRecord:
         return {
             "originals": {eni.eni_id: list(eni.group_ids) for eni in target.facts.enis},
             "eni_vpcs": {eni.eni_id: eni.vpc_id for eni in target.facts.enis},
         }
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def apply(self, ctx: Context, target: Target, record: NetworkRecord) -> str:
         moved = 0
         failures: list[tuple[str, Ec2irError]] = []
         single_eni = len(target.facts.enis) == 1
@@ -530,7 +616,7 @@ class IsolateNetwork(Step):
         how = "via the allow-all group" if ctx.options.untrack else "directly (--no-untrack)"
         return f"{len(target.facts.enis)} ENI(s) isolated ({moved} moved now, {how})"
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: NetworkRecord) -> str:
         gone: list[str] = []
         failures: list[tuple[str, Ec2irError]] = []
         for eni_id, originals in record["originals"].items():
@@ -550,7 +636,7 @@ class IsolateNetwork(Step):
             f"; {', '.join(gone)} no longer exist(s)" if gone else ""
         )
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: NetworkRecord) -> list[PlannedCall]:
         calls = []
         for eni in target.facts.enis:
             groups = target.groups[eni.vpc_id]
@@ -572,11 +658,11 @@ class IsolateNetwork(Step):
 # -- 4. load balancers ------------------------------------------------------------------------------
 
 
-def _balancers(record: Record) -> str:
+def _balancers(record: LoadBalancersRecord) -> str:
     return f"{len(record['target_groups'])} target group(s) and {len(record['classic'])} Classic ELB(s)"
 
 
-class DeregisterLoadBalancers(Step):
+class DeregisterLoadBalancers(Step[LoadBalancersRecord]):
     name = "load-balancers"
     title = "deregister from ELBv2 target groups and Classic ELBs"
     permissions = (
@@ -649,24 +735,32 @@ class DeregisterLoadBalancers(Step):
                             )
         return members
 
-    def capture(self, ctx: Context, target: Target) -> Record | None:
-        membership = target.lookups.get(self.name)
-        return dict(membership) if membership else None
+    def parse(self, stored: object) -> LoadBalancersRecord:
+        return records.load_balancers_record(stored)
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def capture(self, ctx: Context, target: Target) -> LoadBalancersRecord | None:
+        membership = target.lookups.get(self.name)
+        return self.parse(membership) if membership else None
+
+    def apply(self, ctx: Context, target: Target, record: LoadBalancersRecord) -> str:
         already = self._membership(ctx.aws, target.instance_id, record, register=False, target=target)
         return f"deregistered from {_balancers(record)}" + (
             f" (already out of {len(already)} target group(s))" if already else ""
         )
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: LoadBalancersRecord) -> str:
         if not ctx.options.rejoin:
             return "left out of its load balancers (use --rejoin to register it again)"
         self._membership(ctx.aws, instance_id, record, register=True)
         return f"registered again with {_balancers(record)}"
 
     def _membership(
-        self, aws: Aws, instance_id: str, record: Record, register: bool, target: Target | None = None
+        self,
+        aws: Aws,
+        instance_id: str,
+        record: LoadBalancersRecord,
+        register: bool,
+        target: Target | None = None,
     ) -> list[str]:
         """Register or deregister; the target groups a deregistration found the instance already
         out of (a rerun: see ``_already_out``)."""
@@ -692,15 +786,16 @@ class DeregisterLoadBalancers(Step):
                 )
         return already
 
-    def _already_out(self, aws: Aws, target: Target, group: Record, error: AwsError) -> bool:
+    def _already_out(self, aws: Aws, target: Target, group: TargetGroupRecord, error: AwsError) -> bool:
         """Whether AWS's InvalidTarget means a rerun's "not registered": the hold records the
         membership (ec2ir saw it and deregistered it), this run's discovery no longer found the
         instance in that group, and a fresh look says it is not registered (or is draining).
         As the Auto Scaling step does with its ValidationError; anything else is a real failure."""
         if error.code != self.NOT_A_TARGET:
             return False
-        recorded = target.stored.get(self.name) or {}
-        if group["arn"] not in {g["arn"] for g in recorded.get("target_groups", [])}:
+        stored = target.stored.get(self.name)
+        recorded = self.parsed(target.instance_id, stored)["target_groups"] if stored else []
+        if group["arn"] not in {g["arn"] for g in recorded}:
             return False
         found = target.lookups.get(self.name) or {}
         if group["arn"] in {g["arn"] for g in found.get("target_groups", [])}:
@@ -721,7 +816,7 @@ class DeregisterLoadBalancers(Step):
             if d["Target"]["Id"] == target.instance_id
         )
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: LoadBalancersRecord) -> list[PlannedCall]:
         return [
             PlannedCall("elasticloadbalancing:DeregisterTargets", (g["arn"], target.instance_id))
             for g in record["target_groups"]
@@ -742,7 +837,7 @@ def revoke_policy_name(case_id: str) -> str:
     IAM names allow ``[\\w+=,.@-]``, not the ``:`` a case id may hold; ``=``, which no case id
     holds, stands in for it, so that two cases never share a name. A hold records the name it
     used, and undo reads it from there."""
-    return f"ec2ir-revoke-sessions-{case_id.replace(':', '=')}"
+    return REVOKE_POLICY_PREFIX + case_id.replace(":", "=")
 
 
 def deny_older_sessions(issued_before: str) -> str:
@@ -762,7 +857,7 @@ def deny_older_sessions(issued_before: str) -> str:
     )
 
 
-class DisassociateProfile(Step):
+class DisassociateProfile(Step[ProfileRecord]):
     name = "credentials"
     title = "disassociate the instance profile"
     permissions = (
@@ -791,11 +886,14 @@ class DisassociateProfile(Step):
                             }
         return found
 
-    def capture(self, ctx: Context, target: Target) -> Record | None:
-        association = target.lookups.get(self.name)
-        return dict(association) if association else None
+    def parse(self, stored: object) -> ProfileRecord:
+        return records.profile_record(stored)
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def capture(self, ctx: Context, target: Target) -> ProfileRecord | None:
+        association = target.lookups.get(self.name)
+        return self.parse(association) if association else None
+
+    def apply(self, ctx: Context, target: Target, record: ProfileRecord) -> str:
         # A profile associated again since the record (by anyone) is the one to cut; release
         # still restores the recorded one.
         live = target.lookups.get(self.name) or record
@@ -807,7 +905,7 @@ class DisassociateProfile(Step):
         done = _tolerate(frozenset({"InvalidAssociationID.NotFound"}), disassociate)
         return f"instance profile {live['profile_arn']} disassociated" + ("" if done else " (already)")
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: ProfileRecord) -> str:
         current = self.lookup(ctx.aws, [instance_id]).get(instance_id)
         if current:
             return f"instance profile {current['profile_arn']} is already associated"
@@ -817,7 +915,7 @@ class DisassociateProfile(Step):
             )
         return f"instance profile {record['profile_arn']} associated again"
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: ProfileRecord) -> list[PlannedCall]:
         return [
             PlannedCall(
                 "ec2:DisassociateIamInstanceProfile", (record["association_id"], record["profile_arn"])
@@ -825,7 +923,7 @@ class DisassociateProfile(Step):
         ]
 
 
-class CutMetadata(Step):
+class CutMetadata(Step[MetadataRecord]):
     """The instance metadata service (IMDS) off: no more credentials, user data or identity
     documents for whoever runs code on the instance, which IMDS serves on a link-local address that
     no security group can close."""
@@ -842,15 +940,12 @@ class CutMetadata(Step):
     beside_rank = 0
     # Every field is recorded, and every field is sent back on release: nothing is left to
     # EC2's defaults.
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "HttpEndpoint",
-        "HttpTokens",
-        "HttpPutResponseHopLimit",
-        "InstanceMetadataTags",
-        "HttpProtocolIpv6",
-    )
+    FIELDS: ClassVar[tuple[str, ...]] = METADATA_FIELDS
 
-    def capture(self, ctx: Context, target: Target) -> Record | None:
+    def parse(self, stored: object) -> MetadataRecord:
+        return records.metadata_record(stored)
+
+    def capture(self, ctx: Context, target: Target) -> MetadataRecord | None:
         if ctx.options.keep_metadata:
             return None
         options = target.facts.description.get("MetadataOptions") or {}
@@ -858,20 +953,20 @@ class CutMetadata(Step):
             return None  # already off: nothing to change, nothing to put back
         return {"options": {key: options[key] for key in self.FIELDS if key in options}}
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def apply(self, ctx: Context, target: Target, record: MetadataRecord) -> str:
         with translated("ec2", "ModifyInstanceMetadataOptions"):
             ctx.aws.ec2().modify_instance_metadata_options(
                 InstanceId=target.instance_id, HttpEndpoint="disabled"
             )
         return "instance metadata service disabled (HttpEndpoint=disabled)"
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: MetadataRecord) -> str:
         options: dict[str, Any] = dict(record["options"])
         with translated("ec2", "ModifyInstanceMetadataOptions"):
             ctx.aws.ec2().modify_instance_metadata_options(InstanceId=instance_id, **options)
         return "metadata options restored: " + ", ".join(f"{k}={v}" for k, v in options.items())
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: MetadataRecord) -> list[PlannedCall]:
         iid = target.instance_id
         return [
             PlannedCall(
@@ -882,7 +977,7 @@ class CutMetadata(Step):
         ]
 
 
-class RevokeSessions(Step):
+class RevokeSessions(Step[RevokeRecord]):
     """Only a deny on ``aws:TokenIssueTime`` invalidates credentials already stolen; it applies
     to every instance and person using the role, so it runs only when asked for."""
 
@@ -893,20 +988,20 @@ class RevokeSessions(Step):
     cheap_capture = False
     acts_on_instance = False
 
-    def capture(self, ctx: Context, target: Target) -> Record | None:
+    def parse(self, stored: object) -> RevokeRecord:
+        return records.revoke_record(stored)
+
+    def capture(self, ctx: Context, target: Target) -> RevokeRecord | None:
         if not ctx.options.revoke_sessions:
             return None
-        association = target.lookups.get(DisassociateProfile.name) or target.stored.get(
-            DisassociateProfile.name
-        )
-        profile_arn = (association or {}).get("profile_arn") or target.facts.profile_arn
+        profile_arn = self._profile_arn(target)
         if not profile_arn:
             return None
         iam = ctx.aws.client("iam")
         with translated("iam", "GetInstanceProfile"):
             profile = iam.get_instance_profile(InstanceProfileName=profile_arn.rsplit("/", 1)[-1])
         policy = revoke_policy_name(ctx.case_id)
-        roles = []
+        roles: list[RoleRecord] = []
         for role in profile["InstanceProfile"]["Roles"]:
 
             def existing(role_name: str = role["RoleName"]) -> None:
@@ -920,7 +1015,18 @@ class RevokeSessions(Step):
         # the credentials step, so now is after the disassociation.
         return {"policy": policy, "issued_before": now(), "roles": roles}
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    @staticmethod
+    def _profile_arn(target: Target) -> str:
+        """The profile whose roles to deny: as this run found it associated, else as the hold
+        recorded it, else as discovery saw it."""
+        found = target.lookups.get(DisassociateProfile.name)
+        if found:
+            return str(found.get("profile_arn") or target.facts.profile_arn)
+        stored = target.stored.get(DisassociateProfile.name)
+        recorded = DisassociateProfile().parsed(target.instance_id, stored)["profile_arn"] if stored else ""
+        return recorded or target.facts.profile_arn
+
+    def apply(self, ctx: Context, target: Target, record: RevokeRecord) -> str:
         for role in record["roles"]:
             with translated("iam", "PutRolePolicy"):
                 ctx.aws.client("iam").put_role_policy(
@@ -931,7 +1037,7 @@ class RevokeSessions(Step):
         names = ", ".join(role["role"] for role in record["roles"])
         return f"sessions of role(s) {names} issued before {record['issued_before']} are denied"
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: RevokeRecord) -> str:
         removed = []
         for role in record["roles"]:
             if role["pre_existing"]:
@@ -945,7 +1051,7 @@ class RevokeSessions(Step):
             removed.append(role["role"])
         return f"deny policy removed from {', '.join(removed) or 'no role'}"
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: RevokeRecord) -> list[PlannedCall]:
         return [
             PlannedCall("iam:PutRolePolicy", (role["role"], record["policy"])) for role in record["roles"]
         ]
@@ -954,13 +1060,16 @@ class RevokeSessions(Step):
 # -- 6. tags ---------------------------------------------------------------------------------------
 
 
-class TagInstance(Step):
+class TagInstance(Step[TagsRecord]):
     name = "tags"
     title = "tag the instance with the case"
     permissions = ("ec2:CreateTags", "ec2:DeleteTags")
     undo_permissions = ("ec2:DeleteTags",)  # tags that were not there before isolation
 
-    def capture(self, ctx: Context, target: Target) -> Record:
+    def parse(self, stored: object) -> TagsRecord:
+        return records.tags_record(stored)
+
+    def capture(self, ctx: Context, target: Target) -> TagsRecord:
         # ``isolated_at`` is the run that began the hold: a rerun tags that time, not its own.
         return {
             "previous": {key: target.facts.tags.get(key) for key in (TAG_CASE, TAG_ISOLATED_AT)},
@@ -974,7 +1083,7 @@ class TagInstance(Step):
             {"Key": TAG_ISOLATED_AT, "Value": isolated_at or ctx.started_at},
         ]
 
-    def apply(self, ctx: Context, target: Target, record: Record) -> str:
+    def apply(self, ctx: Context, target: Target, record: TagsRecord) -> str:
         tags = self._tags(ctx, self._isolated_at(ctx, target, record))
         now_tagged = target.facts.tags
         if all(now_tagged.get(tag["Key"]) == tag["Value"] for tag in tags):
@@ -984,7 +1093,7 @@ class TagInstance(Step):
         return f"tagged {TAG_CASE}={ctx.case_id}"
 
     @staticmethod
-    def _isolated_at(ctx: Context, target: Target, record: Record) -> str:
+    def _isolated_at(ctx: Context, target: Target, record: TagsRecord) -> str:
         """When the hold began: from its record; for a hold recorded before the record said so,
         the instance's own tag if it already carries this case's isolation."""
         if record.get("isolated_at"):
@@ -994,7 +1103,7 @@ class TagInstance(Step):
             return tags.get(TAG_ISOLATED_AT) or ctx.started_at
         return ctx.started_at
 
-    def undo(self, ctx: Context, instance_id: str, record: Record) -> str:
+    def undo(self, ctx: Context, instance_id: str, record: TagsRecord) -> str:
         previous: dict[str, str | None] = record["previous"]
         put_back: list[TagTypeDef] = [{"Key": k, "Value": v} for k, v in previous.items() if v is not None]
         remove: list[TagTypeDef] = [{"Key": k} for k, v in previous.items() if v is None]
@@ -1008,7 +1117,7 @@ class TagInstance(Step):
                 ec2.delete_tags(Resources=[instance_id], Tags=remove)
         return f"{TAG_STATE}=released"
 
-    def plan(self, ctx: Context, target: Target, record: Record) -> list[PlannedCall]:
+    def plan(self, ctx: Context, target: Target, record: TagsRecord) -> list[PlannedCall]:
         iid = target.instance_id
         return [PlannedCall("ec2:CreateTags", (iid,), {"Resources": [iid], "Tags": self._tags(ctx)})]
 
@@ -1016,7 +1125,7 @@ class TagInstance(Step):
 NETWORK = IsolateNetwork()
 # The order isolate runs them in, as the field's best practice has it (docs/design.md,
 # "Containment order"); release undoes them in the reverse order.
-STEPS: tuple[Step, ...] = (
+STEPS: tuple[BaseStep, ...] = (
     ProtectEvidence(),
     DetachFromAutoScaling(),
     NETWORK,

@@ -119,7 +119,7 @@ class Hold:
     released_at: str = ""
     released_by: str = ""
     eni_vpcs: dict[str, str] = field(default_factory=dict)
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step name -> its originals
+    steps: dict[str, dict[str, object]] = field(default_factory=dict)  # step name -> its originals
     # ENIs isolated although their original groups could not be known (they already sat in one
     # of ec2ir's containment groups): release leaves them isolated and says so.
     unknown_originals: tuple[str, ...] = ()

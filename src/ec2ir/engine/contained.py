@@ -9,8 +9,9 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from ec2ir.containment.records import StoredRecord
 from ec2ir.containment.steplog import MEMORY, METADATA, SNAPSHOTS, StepLog
-from ec2ir.containment.steps import BESIDE, NETWORK, STEPS, URGENT, Context, Record, Step, Target
+from ec2ir.containment.steps import BESIDE, NETWORK, STEPS, URGENT, BaseStep, Context, Target
 from ec2ir.core.errors import Ec2irError, StaleRecord
 from ec2ir.core.models import Hold, HoldStatus, InstanceResult
 from ec2ir.engine.holds import network_record, same_episode
@@ -112,7 +113,7 @@ def run_steps(
     containment: Containment,
     phase: str,
     log: StepLog | None = None,
-    only: Step | None = None,
+    only: BaseStep | None = None,
 ) -> StepLog:
     """Run one phase's steps (or ``only`` that one) in order, each recorded before it applies; a
     failure is logged and the next step still runs."""
@@ -133,18 +134,18 @@ def run_steps(
         if record is None:
             log.skip(step.name, "nothing to do for this instance")
             continue
-        log.run(step.name, functools.partial(step.apply, ctx, target, record), target.instance_id)
+        log.run(step.name, functools.partial(step.apply_stored, ctx, target, record), target.instance_id)
     return log
 
 
-def record_for(rt: Runtime, ctx: Context, containment: Containment, step: Step) -> Record | None:
+def record_for(rt: Runtime, ctx: Context, containment: Containment, step: BaseStep) -> StoredRecord | None:
     """The step's originals: from the hold, or captured now and written before any change."""
     if step is NETWORK:
         return network_record(containment.hold.originals)
     stored = containment.target.stored.get(step.name)
     if stored is not None or step.cheap_capture:
         return stored
-    record = step.capture(ctx, containment.target)
+    record = step.capture_stored(ctx, containment.target)
     if record is None:
         return None
     if not rt.store.add_step_record(containment.hold, step.name, record):

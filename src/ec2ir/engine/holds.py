@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ec2ir.containment.records import NetworkRecord, StoredRecord
 from ec2ir.containment.steplog import StepLog
-from ec2ir.containment.steps import NETWORK, STEPS, Context, Record, Target
+from ec2ir.containment.steps import NETWORK, STEPS, Context, Target
 from ec2ir.core.errors import (
     Ec2irError,
     HeldByOtherCase,
@@ -32,12 +33,12 @@ def same_episode(store: StateStore, hold: Hold) -> Hold | None:
     return current
 
 
-def network_record(originals: Mapping[str, tuple[str, ...]]) -> Record:
+def network_record(originals: Mapping[str, tuple[str, ...]]) -> NetworkRecord:
     """The network step's record: it keeps none of its own, as the hold's originals are it."""
     return {"originals": originals}
 
 
-def records_of(hold: Hold, originals: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Record]:
+def records_of(hold: Hold, originals: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, StoredRecord]:
     """Every step's record in the hold, the network step's from ``originals`` (default: the
     hold's own)."""
     return {**hold.steps, NETWORK.name: network_record(hold.originals if originals is None else originals)}
@@ -64,14 +65,14 @@ def releasable(hold: Hold | None, instance_id: str, case: str) -> Hold:
     return hold
 
 
-def capture(ctx: Context, target: Target, log: StepLog, skip: set[str]) -> dict[str, Record]:
+def capture(ctx: Context, target: Target, log: StepLog, skip: set[str]) -> dict[str, dict[str, object]]:
     """Each step's originals; a step that cannot read them fails here and changes nothing."""
-    records: dict[str, Record] = {}
+    records: dict[str, dict[str, object]] = {}
     for step in STEPS:
         if step is NETWORK or step.name in skip or not step.cheap_capture:
             continue
         try:
-            record = step.capture(ctx, target)
+            record = step.capture_stored(ctx, target)
         except Ec2irError as error:
             log.fail(step.name, error)
             continue
@@ -118,7 +119,7 @@ def yield_to_release(rt: Runtime, ctx: Context, hold: Hold, logs: list[StepLog])
             step.name in log.outcomes and log.outcomes[step.name].is_done for log in logs
         ):
             try:
-                step.undo(ctx, hold.instance_id, record)
+                step.undo_stored(ctx, hold.instance_id, record)
             except Ec2irError as error:
                 failures.append((step.name, error))
     raise ReleaseInProgress(
@@ -142,6 +143,7 @@ def check_originals(hold: Hold, provenance: Provenance | None) -> tuple[str, ...
             f"{hold.instance_id}: its hold could not be checked against the case journal",
             "nothing was changed; run release again",
         )
+    check_records(hold)
     differences, warnings = provenance.check(hold)
     if differences:
         raise OriginalsTampered(
@@ -151,3 +153,13 @@ def check_originals(hold: Hold, provenance: Provenance | None) -> tuple[str, ...
             "case journal (`ec2ir report`) and the evidence, and find out who wrote it",
         )
     return tuple(warnings)
+
+
+def check_records(hold: Hold) -> None:
+    """Refuse a hold with a step record that is not what the step ever records, before any change
+    (and before the journal's check, which compares records it expects well formed). The network
+    step's record is the hold's originals, not one of these."""
+    for step in STEPS:
+        stored = hold.steps.get(step.name)
+        if stored is not None and step is not NETWORK:
+            step.check(hold.instance_id, stored)

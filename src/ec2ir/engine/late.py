@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 
 from ec2ir.containment.steplog import StepLog
-from ec2ir.containment.steps import AFTER, BESIDE, NETWORK, Context, Step
+from ec2ir.containment.steps import AFTER, BESIDE, NETWORK, BaseStep, Context
 from ec2ir.core.errors import Ec2irError, StaleRecord
 from ec2ir.core.models import HoldStatus
 from ec2ir.core.pools import RankedPool
@@ -68,7 +68,7 @@ def after_cut(rt: Runtime, ctx: Context, containment: Containment, beside: Ranke
     return log
 
 
-def beside_then_records(rt: Runtime, ctx: Context, containment: Containment, step: Step) -> StepLog:
+def beside_then_records(rt: Runtime, ctx: Context, containment: Containment, step: BaseStep) -> StepLog:
     log: StepLog | None = None
     try:
         log = run_beside(rt, ctx, containment, step)
@@ -94,7 +94,7 @@ def records_done(rt: Runtime, ctx: Context, containment: Containment, log: StepL
     journal(rt, [record_entry(ctx, hold, ctx.actor, now(), complete=True)], log=log or StepLog())
 
 
-def run_beside(rt: Runtime, ctx: Context, containment: Containment, step: Step) -> StepLog:
+def run_beside(rt: Runtime, ctx: Context, containment: Containment, step: BaseStep) -> StepLog:
     """One after-step with a throttled bucket of its own, then its journal lines."""
     log = run_steps(rt, ctx, containment, BESIDE, only=step)
     journal(rt, log.journal_entries(ctx, containment.target.instance_id, "isolate"), log=log)

@@ -13,9 +13,9 @@ from typing import Any
 from ec2ir.containment import nacl
 from ec2ir.containment.groups import ALLOW_ALL, GROUP_NAMES, ISOLATION, describe_by_id
 from ec2ir.containment.steplog import MEMORY, METADATA, SNAPSHOTS
-from ec2ir.containment.steps import NETWORK, STEPS, Context, Options, PlannedCall, Step, Target
+from ec2ir.containment.steps import STEPS, BaseStep, Context, Options, PlannedCall, Target
 from ec2ir.core import validate
-from ec2ir.core.errors import Ec2irError
+from ec2ir.core.errors import Ec2irError, OriginalsTampered
 from ec2ir.core.models import GroupRecord, InstanceFacts, VpcGroups
 from ec2ir.engine.gather import evidence_bucket_name, key_prefix, validate_evidence_options
 from ec2ir.engine.holds import records_of
@@ -292,16 +292,22 @@ def probe_every_call(rt: Runtime, probes: list[Probe]) -> dict[str, Check]:
     }
 
 
-def plan_step(ctx: Context, step: Step, target: Target, lookup_errors: dict[str, Ec2irError]) -> PlannedStep:
+def plan_step(
+    ctx: Context, step: BaseStep, target: Target, lookup_errors: dict[str, Ec2irError]
+) -> PlannedStep:
     if step.name in lookup_errors:
         return PlannedStep(step.name, step.title, note=f"cannot plan: {lookup_errors[step.name]}")
     record = target.stored.get(step.name)
     note = "originals already recorded by an earlier run" if record else ""
     if record is None:
         try:
-            record = NETWORK.capture(ctx, target) if step is NETWORK else step.capture(ctx, target)
+            record = step.capture_stored(ctx, target)
         except Ec2irError as error:
             return PlannedStep(step.name, step.title, note=f"cannot read the originals: {error}")
     if record is None:
         return PlannedStep(step.name, step.title, note="nothing to do for this instance")
-    return PlannedStep(step.name, step.title, tuple(step.plan(ctx, target, record)), note)
+    try:
+        calls = step.plan_stored(ctx, target, record)
+    except OriginalsTampered as error:  # an earlier run's record, rewritten in the state table
+        return PlannedStep(step.name, step.title, note=f"cannot plan: {error}")
+    return PlannedStep(step.name, step.title, tuple(calls), note)

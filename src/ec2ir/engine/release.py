@@ -9,8 +9,9 @@ from collections.abc import Iterable
 
 from ec2ir.aws.session import discover
 from ec2ir.containment import restore
+from ec2ir.containment.records import StoredRecord
 from ec2ir.containment.steplog import GONE_STATES, StepLog
-from ec2ir.containment.steps import NETWORK, STEPS, Context, Options, Record
+from ec2ir.containment.steps import NETWORK, STEPS, Context, Options
 from ec2ir.core.errors import Ec2irError, StaleRecord
 from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceResult
 from ec2ir.core.outcomes import Outcome
@@ -216,7 +217,7 @@ def released_result(
     return log.result(instance_id, "release", summary, enis=restored, warnings=warnings)
 
 
-def undo_steps(ctx: Context, instance_id: str, records: dict[str, Record], terminated: bool) -> StepLog:
+def undo_steps(ctx: Context, instance_id: str, records: dict[str, StoredRecord], terminated: bool) -> StepLog:
     """Each recorded step undone, in the reverse of the order isolate applied them."""
     log = StepLog()
     for step in reversed(STEPS):
@@ -227,7 +228,7 @@ def undo_steps(ctx: Context, instance_id: str, records: dict[str, Record], termi
         if terminated and step.acts_on_instance:
             log.skip(step.name, "the instance is terminated: nothing to put back")
             continue
-        log.run(step.name, functools.partial(step.undo, ctx, instance_id, record), instance_id)
+        log.run(step.name, functools.partial(step.undo_stored, ctx, instance_id, record), instance_id)
     return log
 
 

@@ -17,7 +17,7 @@ write the evidence bucket can add object versions. So:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -233,7 +233,7 @@ class Proof:
     enis: dict[str, list[tuple[str, tuple[str, ...], str]]] = field(
         default_factory=dict
     )  # source, groups, vpc
-    steps: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)  # source, record
+    steps: dict[str, list[tuple[str, object]]] = field(default_factory=dict)  # source, record
     complete: bool = False  # the isolate that recorded the hold journaled all of it
     notes: list[str] = field(default_factory=list)
 
@@ -336,7 +336,7 @@ def _eni_differences(
     return differences
 
 
-def _step_differences(name: str, record: Any, claims: list[tuple[str, Any]]) -> list[str]:
+def _step_differences(name: str, record: object, claims: list[tuple[str, object]]) -> list[str]:
     """Where the hold's record of one step differs from what each source proves."""
     differences: list[str] = []
     for source, proven in claims:
@@ -418,16 +418,21 @@ def _from_evidence(proof: Proof, item: str, body: bytes, location: str, own: fro
             proof.steps.setdefault("load-balancers", []).append((source, balancers))
 
 
-def _same(name: str, record: Any, proven: Any) -> bool:
+def _same(name: str, record: object, proven: object) -> bool:
     if name == "credentials":  # the association id changes with every association; the profile counts
-        return bool(record.get("profile_arn") == proven.get("profile_arn"))
+        return bool(_profile_arn(record) == _profile_arn(proven))
     return json.dumps(record, sort_keys=True, default=str) == json.dumps(proven, sort_keys=True, default=str)
 
 
-def _show(name: str, record: Any) -> str:
+def _show(name: str, record: object) -> str:
     if name == "credentials":
-        return f"profile {record.get('profile_arn')}"
+        return f"profile {_profile_arn(record)}"
     return json.dumps(record, sort_keys=True, default=str)
+
+
+def _profile_arn(association: object) -> object:
+    """A credentials record's profile; None for what is no record at all (the evidence's JSON, say)."""
+    return association.get("profile_arn") if isinstance(association, Mapping) else None
 
 
 def _group_vpcs(aws: Aws, group_ids: list[str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from ec2ir.aws.session import Aws, chunks, method_name, translated
 from ec2ir.containment.nacl import PERMISSIONS as NACL_PERMISSIONS
 from ec2ir.containment.nacl import PURPOSE as NACL_PURPOSE
 from ec2ir.containment.nacl import UNDO_PERMISSIONS as NACL_UNDO_PERMISSIONS
-from ec2ir.containment.steps import STEPS
+from ec2ir.containment.steps import STEPS, BaseStep
 from ec2ir.core.errors import Ec2irError
 from ec2ir.evidence.collect import BUCKET_CREATION, EVIDENCE_PERMISSIONS
 from ec2ir.evidence.forensics import FORENSICS_PERMISSIONS
@@ -117,7 +117,7 @@ def release_only_actions() -> list[str]:
     return sorted(set(function_actions()) - set(isolate_actions()))
 
 
-def _step_purpose(step: Any) -> str:
+def _step_purpose(step: BaseStep) -> str:
     return f"step {step.name}: {step.title}"
 
 

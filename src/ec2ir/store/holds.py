@@ -11,6 +11,7 @@ another run has replaced meanwhile.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from ec2ir.aws.session import PATIENT_ATTEMPTS, translated
@@ -122,7 +123,7 @@ class Holds:
         facts: InstanceFacts,
         case_id: str,
         actor: str,
-        steps: dict[str, dict[str, Any]] | None = None,
+        steps: Mapping[str, Mapping[str, object]] | None = None,
         unknown: frozenset[str] = frozenset(),
     ) -> tuple[Hold, bool]:
         """Write the instance's originals before anything changes, or return the hold that wins.
@@ -139,7 +140,7 @@ class Holds:
             eni_vpcs={eni.eni_id: eni.vpc_id for eni in facts.enis},
             recorded_at=now(),
             recorded_by=actor,
-            steps=dict(steps or {}),
+            steps={name: dict(record) for name, record in (steps or {}).items()},
             unknown_originals=tuple(sorted(unknown)),
         )
         item = hold_item(hold)
@@ -218,7 +219,7 @@ class Holds:
             values={":none": [], ":eni": [eni_id], ":vpc": vpc_id},
         )
 
-    def add_step_record(self, hold: Hold, step: str, record: dict[str, Any]) -> bool:
+    def add_step_record(self, hold: Hold, step: str, record: Mapping[str, object]) -> bool:
         """Record a step's originals if this hold has none yet; False if one was already there."""
         return self._set_if_absent(
             hold,

@@ -13,6 +13,7 @@ item vocabulary (``ec2ir.store.items``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ec2ir.aws.session import Aws
@@ -71,7 +72,7 @@ class StateStore:
         facts: InstanceFacts,
         case_id: str,
         actor: str,
-        steps: dict[str, dict[str, Any]] | None = None,
+        steps: Mapping[str, Mapping[str, object]] | None = None,
         unknown: frozenset[str] = frozenset(),
     ) -> tuple[Hold, bool]:
         """Write the instance's originals before anything changes, or return the hold that wins;
@@ -86,7 +87,7 @@ class StateStore:
         """Record an ENI whose original groups cannot be known; False if it was recorded already."""
         return self._holds.add_unknown_eni(hold, eni_id, vpc_id)
 
-    def add_step_record(self, hold: Hold, step: str, record: dict[str, Any]) -> bool:
+    def add_step_record(self, hold: Hold, step: str, record: Mapping[str, object]) -> bool:
         """Record a step's originals if this hold has none yet; False if one was already there."""
         return self._holds.add_step_record(hold, step, record)
 
