@@ -587,7 +587,7 @@ def test_progress_takes_back_a_contained_line_the_check_after_the_cut_disproves(
     # The attacker, holding the instance's credentials, puts the ENI back in its open group right
     # after the swap, and the check after the cut is refused: the live line said "contained" while
     # the cut looked whole, and must not be the last word.
-    from ec2ir.core.models import CONTAINED, InstanceResult
+    from ec2ir.core.models import InstanceResult, Phase
     from tests.support.faults import Fault, inject_into
 
     engine = timed_engine(aws, FakeTime())
@@ -608,5 +608,5 @@ def test_progress_takes_back_a_contained_line_the_check_after_the_cut_disproves(
     result = engine.isolate([victim], "IR-P", options=QUIET, progress=progress).results[0]
 
     assert fleet.eni_groups([victim]) == {eni: (web,)} and not result.ok
-    contained = [ok for instance, phase, ok in said if phase == CONTAINED]
+    contained = [ok for instance, phase, ok in said if phase == Phase.CONTAINED]
     assert contained == [True, False]  # said when the cut ended, then taken back

@@ -32,9 +32,6 @@ class Phase(StrEnum):
     DONE = "done"
 
 
-CONTAINED = Phase.CONTAINED  # the name tests/integration/test_contained.py imports
-
-
 @dataclass(frozen=True)
 class Eni:
     eni_id: str
