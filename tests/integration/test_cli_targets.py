@@ -262,18 +262,16 @@ def test_ids_from_standard_input_and_arns_are_isolated_and_released(run: Cli, fl
     assert fleet.eni_groups([piped, other, by_arn]) == before
 
 
-def test_arns_of_another_region_or_account_and_an_empty_stdin_are_refused(run: Cli, fleet: Fleet) -> None:
+def test_arns_of_another_account_without_a_role_and_an_empty_stdin_are_refused(
+    run: Cli, fleet: Fleet
+) -> None:
     vpc = fleet.vpc(1)
     instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
     before = fleet.eni_groups([instance])
 
     for argv, stdin, message in [
-        (
-            [arn(instance, region="eu-west-1")],
-            None,
-            f"{arn(instance, region='eu-west-1')} is in Region eu-west-1",
-        ),
         ([arn(instance, account="210987654321")], None, "is in account 210987654321, but the credentials"),
+        ([arn(instance, partition="aws-cn")], None, "is in partition aws-cn"),
         (["-"], "", "standard input holds no instance ids"),
         (["-"], f"{instance} i-bad\x1b[2J", "malformed instance id: 'i-bad\\x1b[2J'"),
     ]:
@@ -283,6 +281,21 @@ def test_arns_of_another_region_or_account_and_an_empty_stdin_are_refused(run: C
         assert message in line and "\x1b" not in line
 
     untouched(fleet, before, [instance])
+
+
+def test_an_arn_of_another_region_is_looked_for_there_and_not_here(run: Cli, fleet: Fleet) -> None:
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    before = fleet.eni_groups([instance])
+    elsewhere = arn(instance, region="eu-west-1")
+
+    result = run("isolate", elsewhere, "--case", "IR-1", "--no-evidence", "--output", "json")
+
+    assert result.code == 1
+    [failed] = result.json()["results"]
+    assert (failed["error_code"], failed["region"]) == ("InvalidInstanceID.NotFound", "eu-west-1")
+    assert fleet.ec2ir_groups() == []  # a run did run (its table exists), but changed nothing here
+    assert fleet.eni_groups([instance]) == before
 
 
 def test_filters_select_by_tag_in_the_dry_run_and_the_run(run: Cli, fleet: Fleet) -> None:

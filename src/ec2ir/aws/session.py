@@ -263,6 +263,15 @@ class Aws:
         settings = self.settings if retries else replace(self.settings, max_attempts=1, retry_mode="standard")
         return Aws(settings, _shared=self._shared, sleep=self.sleep)
 
+    def elsewhere(self, region: str, role_arn: str | None = None, external_id: str | None = None) -> Aws:
+        """Clients for another Region, and through ``role_arn`` another account, with this one's
+        settings: a session (and so credentials, retry state and rate limiters) of its own, so
+        that one place's throttling never slows another's calls."""
+        settings = replace(self.settings, region=region)
+        if role_arn:
+            settings = replace(settings, role_arn=role_arn, external_id=external_id)
+        return Aws(settings, sleep=self.sleep)
+
     def ec2(self) -> EC2Client:
         return self.client("ec2")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -146,6 +146,32 @@ def check_arns(arns: Sequence[InstanceArn], partition: str, region: str, account
                 f"{shown} is in account {arn.account}, but the credentials act in {printable(account)}",
                 "act in that account (--role-arn, or its profile)",
             )
+
+
+def check_reachable(arns: Sequence[InstanceArn], partition: str, account: str, role_name: str) -> None:
+    """An ARN may name any Region; another account only with a role to act in it (--role-name),
+    and never another partition, which no credentials span."""
+    for arn in arns:
+        shown = printable(arn.arn)
+        if arn.partition != partition:
+            raise UsageError(
+                f"{shown} is in partition {arn.partition}, but the credentials act in {printable(partition)}",
+                "use credentials of that partition",
+            )
+        if arn.account != account and not role_name:
+            raise UsageError(
+                f"{shown} is in account {arn.account}, but the credentials act in {printable(account)}",
+                "pass --role-name NAME to act in each other account through its role NAME "
+                "(or act in that account: --role-arn, or its profile)",
+            )
+
+
+def _reference(word: str, region: str, account: str) -> str:
+    """How the engine is given a named instance: its id when it is in the run's own place."""
+    if not word.startswith("arn:"):
+        return word
+    arn = parse_arn(word)
+    return arn.instance_id if (arn.region, arn.account) == (region, account) else arn.arn
 
 
 def format_filter(item: dict[str, Any]) -> str:
@@ -370,14 +396,29 @@ def select(aws: _Account, filters: list[dict[str, Any]]) -> list[str]:
     return sorted(selected)
 
 
+def enabled_regions(aws: _Account) -> list[str]:
+    """``--regions all``: the Regions enabled in the account (DescribeRegions leaves out those
+    not opted in)."""
+    from ec2ir.aws.session import translated
+
+    with translated("ec2", "DescribeRegions"):
+        answer = aws.ec2().describe_regions(AllRegions=False)
+    return sorted(str(region["RegionName"]) for region in answer.get("Regions", []))
+
+
 def resolve(
     aws: _Account,
     named: Sequence[str],
     filter_arguments: Sequence[str],
     max_instances: int,
     stdin: TextIO | None,
+    role_name: str = "",
+    selector: Callable[[list[dict[str, Any]]], list[str]] | None = None,
 ) -> Targets:
-    """Every check that needs no AWS first, then the ARNs' account, then the filters' selection."""
+    """Every check that needs no AWS first, then the ARNs' account, then the filters' selection.
+    An instance of the run's own account and Region is given to the engine by its id, one
+    elsewhere by its ARN (ec2ir.engine.outbreak). ``selector`` applies the filters instead of
+    DescribeInstances in the run's own Region (--regions: in each Region)."""
     filters = parse_filters(filter_arguments)
     words = expand(named, stdin)
     piped = set(words) - set(named)  # what standard input added: a query that can go wrong too
@@ -394,10 +435,11 @@ def resolve(
             "name instance ids or ARNs, '-' to read them from standard input, or select them with --filters",
         )
     if arns:
-        check_arns(arns, aws.partition(), aws.region(), aws.account())
+        check_reachable(arns, aws.partition(), aws.account(), role_name)
+        ids = [_reference(word, aws.region(), aws.account()) for word in words]
     if not filters:
         return Targets(ids)
-    selected = select(aws, filters)
+    selected = selector(filters) if selector else select(aws, filters)
     shown = " ".join(format_filter(item) for item in filters)
     if not selected:
         raise UsageError(

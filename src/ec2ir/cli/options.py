@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 
 # The same variables the stack's functions read, so that a responder's shell can point at the stack's
@@ -33,6 +34,13 @@ def common_options() -> argparse.ArgumentParser:
         "member account); its credentials renew themselves during long runs",
     )
     aws.add_argument("--external-id", help="the external id the role's trust policy requires")
+    aws.add_argument(
+        "--role-name",
+        metavar="NAME",
+        default="",
+        help="for instances of other accounts (named by ARN, or held by the case): assume "
+        "arn:<partition>:iam::<account>:role/NAME in each, with --external-id if given",
+    )
     aws.add_argument(
         "--retry-mode",
         choices=["adaptive", "standard"],
@@ -131,7 +139,10 @@ def evidence_options() -> argparse.ArgumentParser:
     return parent
 
 
-TARGETS_HELP = "an instance id or ARN; - reads them from standard input (whitespace separated)"
+TARGETS_HELP = (
+    "an instance id or ARN (an ARN may name any account and Region: see --role-name); - reads them "
+    "from standard input (whitespace separated)"
+)
 
 
 def target_options() -> argparse.ArgumentParser:
@@ -155,7 +166,34 @@ def target_options() -> argparse.ArgumentParser:
         metavar="N",
         help="refuse, changing nothing, when --filters or stdin select over N instances (default: 25)",
     )
+    chosen.add_argument(
+        "--regions",
+        type=region_list,
+        default=(),
+        metavar="R1,R2|all",
+        help="look for bare instance ids, and apply --filters, in each of these Regions of the "
+        "account (all: every Region enabled in it) rather than in --region alone; each Region "
+        "runs side by side, with clients of its own",
+    )
     return parent
+
+
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+
+
+def region_list(text: str) -> tuple[str, ...]:
+    """An argparse type: Region names separated by commas, or ``all``."""
+    regions = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if regions == ("all",):
+        return regions
+    for region in regions:
+        if not REGION.match(region):
+            raise argparse.ArgumentTypeError(
+                f"{region[:40]!r} is not a Region name (e.g. eu-west-1), nor all"
+            )
+    if not regions:
+        raise argparse.ArgumentTypeError("name at least one Region, or all")
+    return regions
 
 
 def case_arguments(command: argparse.ArgumentParser) -> None:

@@ -166,7 +166,9 @@ def _run(run: Invocation, start: Start, wait: bool = False) -> int:
         return EXIT_INTERRUPTED
     incomplete = [r for r in report.results if r.ok and r.evidence_failed]
     warned = [r for r in report.results if r.warnings]
-    return EXIT_PARTIAL if report.failed or incomplete or warned else EXIT_OK
+    # a Region --regions named that could not be searched may hold instances the run missed
+    unsearched = engine.unreachable
+    return EXIT_PARTIAL if report.failed or incomplete or warned or unsearched else EXIT_OK
 
 
 def _say_what_was_not_done(report: RunReport) -> None:

@@ -28,6 +28,8 @@ class BreachKind(StrEnum):
     NO_GROUPS = "no-groups"  # no recorded isolation group for the ENI's VPC
     NACL_ENTRY_MISSING = "nacl-entry-missing"  # a deny entry of the case's is gone (ec2ir.containment.nacl)
     NACL_ENTRY_CHANGED = "nacl-entry-changed"  # someone changed it: no longer ec2ir's deny
+    # a place (account, Region) holding instances of the case could not be read: unknown is not safe
+    NOT_CHECKED = "not-checked"
 
 
 @dataclass(frozen=True)

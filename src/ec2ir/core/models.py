@@ -32,6 +32,18 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+@dataclass(frozen=True, order=True)
+class Place:
+    """Where an instance lives: an account and a Region. EC2's token buckets, ec2ir's groups and an
+    instance's clients are all per place; the state table is in the place a run starts from."""
+
+    account: str
+    region: str
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.region}"
+
+
 @dataclass(frozen=True)
 class Eni:
     eni_id: str
@@ -120,6 +132,9 @@ class Hold:
     # ENIs isolated although their original groups could not be known (they already sat in one
     # of ec2ir's containment groups): release leaves them isolated and says so.
     unknown_originals: tuple[str, ...] = ()
+    # Where the instance lives, when that is not where the state table is (ec2ir.engine.outbreak);
+    # None for the table's own account and Region, as every hold before outbreaks were.
+    place: Place | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,8 @@ class InstanceResult:
     # the instance's Name tag, for display only: anyone able to tag the instance sets it
     name: str = field(default="", compare=False)
     planned: bool = False  # a dry run's result: ``steps`` say what each step would do
+    # Where the instance lives, when a run spans several places (ec2ir.engine.outbreak)
+    place: Place | None = None
 
     def step_outcomes(self) -> list[dict[str, str]]:
         """``steps`` as structured outcomes, in order: each step, its status and its detail."""
@@ -176,7 +193,7 @@ class InstanceResult:
             "evidence_failed": list(self.evidence_failed),
             "warnings": list(self.warnings),
             "name": self.name,
-        }
+        } | ({"account": self.place.account, "region": self.place.region} if self.place else {})
 
 
 @dataclass(frozen=True)

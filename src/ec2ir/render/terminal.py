@@ -107,9 +107,12 @@ def render_run(report: RunReport) -> str:
     names = report.group_names
     # the NAME column (each instance's Name tag) only when some instance has one
     titled = any(r.name for r in report.results)
+    # the PLACE column (account/Region) only for a run that reached beyond its own place
+    placed = any(r.place for r in report.results)
     rows = [
         [
             r.instance_id,
+            *([str(r.place or "(this)")] if placed else []),
             *([short(r.name)] if titled else []),
             verb if r.ok else "INTERRUPTED" if r.interrupted else f"FAILED {r.error_code}",
             eni_lines(r.enis, names) if r.ok or r.interrupted else "",
@@ -117,7 +120,14 @@ def render_run(report: RunReport) -> str:
         ]
         for r in report.results
     ]
-    headers = ["INSTANCE", *(["NAME"] if titled else []), "RESULT", "ENI: GROUPS NOW", "DETAIL"]
+    headers = [
+        "INSTANCE",
+        *(["PLACE"] if placed else []),
+        *(["NAME"] if titled else []),
+        "RESULT",
+        "ENI: GROUPS NOW",
+        "DETAIL",
+    ]
     head, rule, *body = table_lines(headers, rows)
     lines = [*head, *rule]
     for row, result in zip(body, report.results, strict=True):
@@ -220,6 +230,7 @@ def render_status(holds: Sequence[Hold], names: Names | None = None) -> str:
         return "nothing is isolated"
     names = names or Names()
     titled = any(hold.instance_id in names.instances for hold in holds)
+    placed = any(hold.place for hold in holds)  # a case across accounts or Regions
     rows: list[list[str]] = []
     for hold in holds:
         enis = list(hold.originals.items()) or [("-", ())]
@@ -228,6 +239,7 @@ def render_status(holds: Sequence[Hold], names: Names | None = None) -> str:
             rows.append(
                 [
                     hold.instance_id if first else "",
+                    *([str(hold.place or "(this)") if first else ""] if placed else []),
                     *([short(names.instances.get(hold.instance_id, "")) if first else ""] if titled else []),
                     hold.case_id if first else "",
                     hold.status.value if first else "",
@@ -237,7 +249,12 @@ def render_status(holds: Sequence[Hold], names: Names | None = None) -> str:
                     groups_named(groups, names.groups),
                 ]
             )
-    headers = ["INSTANCE", *(["NAME"] if titled else []), "CASE", "STATUS", "SINCE", "BY", "ENI"]
+    headers = [
+        "INSTANCE",
+        *(["PLACE"] if placed else []),
+        *(["NAME"] if titled else []),
+        *["CASE", "STATUS", "SINCE", "BY", "ENI"],
+    ]
     headers.append("ORIGINAL GROUPS")
     return table(headers, rows)
 
@@ -273,7 +290,7 @@ def hold_as_dict(hold: Hold, names: Names | None = None) -> dict[str, object]:
         "released_by": hold.released_by,
         "originals": {eni: list(groups) for eni, groups in hold.originals.items()},
         "eni_vpcs": hold.eni_vpcs,
-    }
+    } | ({"account": hold.place.account, "region": hold.place.region} if hold.place else {})
 
 
 def to_json(value: object) -> str:

@@ -36,7 +36,7 @@ def build_report(store: StateStore, case_id: str) -> CaseReport:
         )
     stored = store.journal_records(case)
     journal = [entry.entry for entry in stored]
-    holds = {hold.instance_id: hold for hold in store.holds(case)}
+    holds = {hold.instance_id: hold for hold in store.holds_everywhere(case)}  # every place's
     if not journal and not holds:
         raise UsageError(
             f"case {case!r} has no journal entries and no holds in state table {store.table!r}",

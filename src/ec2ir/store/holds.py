@@ -1,5 +1,6 @@
 """The holds: one item per instance (``pk = instance#<id>``, ``sk = hold``) with the case, the
-status and every ENI's original groups.
+status and every ENI's original groups. An instance of another account or Region than the table's
+is keyed ``instance#<account>:<region>:<id>`` and its item names its place.
 
 The originals are written once, with a condition, and never overwritten while the hold is active.
 When a released instance is isolated again, the released hold is first archived under
@@ -15,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ec2ir.aws.session import PATIENT_ATTEMPTS, translated
-from ec2ir.core.errors import AwsError, StaleRecord
-from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts
+from ec2ir.core.errors import AwsError, OriginalsTampered, StaleRecord
+from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, Place
+from ec2ir.core.text import printable
 from ec2ir.store.items import CONDITION_FAILED, CURRENT, deserialize, instance_key, now, plain, serialize
 from ec2ir.store.table import Table
 
@@ -25,6 +27,16 @@ BATCH_GET = 100  # BatchGetItem's most
 
 def hold_from_item(item: dict[str, Any]) -> Hold:
     data = deserialize(item)
+    hold = _hold_from(data)
+    if "pk" in data and data["pk"] != instance_key(hold.instance_id, place=hold.place)["pk"]["S"]:
+        # the place decides which account's instance a release changes: it must be the key's
+        raise OriginalsTampered(
+            f"the hold item {printable(str(data['pk']))} names another instance or place than its key"
+        )
+    return hold
+
+
+def _hold_from(data: dict[str, Any]) -> Hold:
     return Hold(
         instance_id=data["instance_id"],
         case_id=data["case_id"],
@@ -38,6 +50,7 @@ def hold_from_item(item: dict[str, Any]) -> Hold:
         released_by=data.get("released_by", ""),
         steps={name: plain(record) for name, record in data.get("steps", {}).items()},
         unknown_originals=tuple(data.get("unknown_originals", [])),
+        place=Place(str(data["account"]), str(data["region"])) if "region" in data else None,
     )
 
 
@@ -57,7 +70,9 @@ def hold_item(hold: Hold) -> dict[str, Any]:
     for optional in ("isolated_at", "released_at", "released_by"):
         if getattr(hold, optional):
             data[optional] = getattr(hold, optional)
-    return serialize(data) | instance_key(hold.instance_id)
+    if hold.place:
+        data |= {"account": hold.place.account, "region": hold.place.region}
+    return serialize(data) | instance_key(hold.instance_id, place=hold.place)
 
 
 def same_episode(hold: Hold) -> tuple[str, dict[str, Any]]:
@@ -67,20 +82,29 @@ def same_episode(hold: Hold) -> tuple[str, dict[str, Any]]:
 
 
 class Holds:
-    """Reading the holds, and their lifecycle: originals recorded, added to, moved between statuses."""
+    """Reading the holds of one place (the table's own when ``place`` is None), and their
+    lifecycle: originals recorded, added to, moved between statuses."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, place: Place | None = None) -> None:
         self.table = table
+        self.place = place
+
+    def _key(self, instance_id: str, sk: str = CURRENT) -> dict[str, Any]:
+        return instance_key(instance_id, sk, self.place)
 
     def get(self, instance_id: str) -> Hold | None:
         with translated("dynamodb", "GetItem"):
             item = self.table.ddb.get_item(
-                TableName=self.table.name, Key=instance_key(instance_id), ConsistentRead=True
+                TableName=self.table.name, Key=self._key(instance_id), ConsistentRead=True
             ).get("Item")
         return hold_from_item(item) if item else None
 
     def all(self, case_id: str | None = None) -> list[Hold]:
-        """Every current hold (active or released), optionally for one case."""
+        """Every current hold (active or released) of this place, optionally for one case."""
+        return [hold for hold in self.everywhere(case_id) if hold.place == self.place]
+
+    def everywhere(self, case_id: str | None = None) -> list[Hold]:
+        """Every current hold (active or released) of every place, optionally for one case."""
         expression = "sk = :current" + (" AND case_id = :case" if case_id else "")
         values: dict[str, Any] = {":current": {"S": CURRENT}}
         if case_id:
@@ -94,7 +118,7 @@ class Holds:
                 ConsistentRead=True,
             ):
                 holds.extend(hold_from_item(item) for item in page.get("Items", []))
-        return sorted(holds, key=lambda hold: (hold.case_id, hold.instance_id))
+        return sorted(holds, key=lambda hold: (hold.case_id, hold.place or Place("", ""), hold.instance_id))
 
     def get_many(self, instance_ids: list[str]) -> dict[str, Hold]:
         """The current holds of many instances, 100 to a BatchGetItem; an instance never held is
@@ -102,7 +126,7 @@ class Holds:
         holds: dict[str, Hold] = {}
         unique = list(dict.fromkeys(instance_ids))
         for start in range(0, len(unique), BATCH_GET):
-            keys = [instance_key(i) for i in unique[start : start + BATCH_GET]]
+            keys = [self._key(i) for i in unique[start : start + BATCH_GET]]
             for attempt in range(PATIENT_ATTEMPTS):
                 with translated("dynamodb", "BatchGetItem"):
                     answer = self.table.ddb.batch_get_item(
@@ -136,6 +160,7 @@ class Holds:
             instance_id=facts.instance_id,
             case_id=case_id,
             status=HoldStatus.ISOLATING,
+            place=self.place,
             originals={eni.eni_id: eni.group_ids for eni in facts.enis if eni.eni_id not in unknown},
             eni_vpcs={eni.eni_id: eni.vpc_id for eni in facts.enis},
             recorded_at=now(),
@@ -164,7 +189,7 @@ class Holds:
         return hold, True
 
     def _archive_and_replace(self, released: Hold, item: dict[str, Any]) -> None:
-        archive = hold_item(released) | instance_key(released.instance_id, f"hold#{released.recorded_at}")
+        archive = hold_item(released) | self._key(released.instance_id, f"hold#{released.recorded_at}")
         try:
             # IAM authorises each put of a transaction as dynamodb:PutItem.
             with translated("dynamodb", "PutItem"):
@@ -240,7 +265,7 @@ class Holds:
             with translated("dynamodb", "UpdateItem"):
                 self.table.ddb.update_item(
                     TableName=self.table.name,
-                    Key=instance_key(hold.instance_id),
+                    Key=self._key(hold.instance_id),
                     UpdateExpression=f"SET {assignments}",
                     ConditionExpression=(
                         f"{episode} AND #s IN (:isolating, :isolated) AND attribute_not_exists({absent})"
@@ -286,7 +311,7 @@ class Holds:
             with translated("dynamodb", "UpdateItem"):
                 answer = self.table.ddb.update_item(
                     TableName=self.table.name,
-                    Key=instance_key(hold.instance_id),
+                    Key=self._key(hold.instance_id),
                     UpdateExpression="SET " + ", ".join(sets),
                     ConditionExpression=f"{episode} AND #s IN ({', '.join(allowed)})",
                     ExpressionAttributeNames=names,

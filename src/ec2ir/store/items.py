@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from ec2ir.aws.session import from_dynamodb, to_dynamodb
+from ec2ir.core.models import Place
 
 # The sort key of an instance's current hold (an archived one is ``hold#<recorded_at>``).
 CURRENT = "hold"
@@ -22,8 +23,12 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def instance_key(instance_id: str, sk: str = CURRENT) -> dict[str, Any]:
-    return {"pk": {"S": f"instance#{instance_id}"}, "sk": {"S": sk}}
+def instance_key(instance_id: str, sk: str = CURRENT, place: Place | None = None) -> dict[str, Any]:
+    """An instance's hold. An instance of the table's own account and Region is keyed by its id
+    alone, as every hold was before runs spanned places; one elsewhere by its account and Region
+    too, so that a case's holds across accounts can never share a key."""
+    where = f"{place.account}:{place.region}:" if place else ""
+    return {"pk": {"S": f"instance#{where}{instance_id}"}, "sk": {"S": sk}}
 
 
 def case_key(case_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ec2ir.aws.session import Aws
-from ec2ir.core.models import GroupRecord, Hold, HoldStatus, InstanceFacts, JournalEntry
+from ec2ir.core.models import GroupRecord, Hold, HoldStatus, InstanceFacts, JournalEntry, Place
 from ec2ir.store.entries import StoredEntry
 from ec2ir.store.groups import GroupRecords
 from ec2ir.store.holds import Holds
@@ -28,17 +28,24 @@ from ec2ir.store.table import DEFAULT_TABLE, Table
 
 
 class StateStore:
-    """The state table, reached through the caller's DynamoDB client."""
+    """The state table, reached through the caller's DynamoDB client. Its holds are those of one
+    place: the table's own account and Region (``place`` None), or, for a run that spans places
+    (ec2ir.engine.outbreak), the place given; the rest of the table is shared."""
 
-    def __init__(self, aws: Aws, table: str = DEFAULT_TABLE) -> None:
+    def __init__(self, aws: Aws, table: str = DEFAULT_TABLE, place: Place | None = None) -> None:
         self.aws = aws
         self.table = table
+        self.place = place
         self._table = Table(aws, table)
-        self._holds = Holds(self._table)
+        self._holds = Holds(self._table, place)
         self._journal = CaseJournal(self._table)
         self._groups = GroupRecords(self._table)
         self._ledger = RequestLedger(self._table)
         self._sightings = Sightings(self._table)
+
+    def at(self, place: Place | None) -> StateStore:
+        """The same table, for the holds of instances in ``place`` (None: the table's own)."""
+        return StateStore(self.aws, self.table, place)
 
     # -- the table ---------------------------------------------------------------------------------
 
@@ -60,8 +67,12 @@ class StateStore:
         return self._holds.get(instance_id)
 
     def holds(self, case_id: str | None = None) -> list[Hold]:
-        """Every current hold (active or released), optionally for one case."""
+        """Every current hold (active or released) of this store's place, optionally for one case."""
         return self._holds.all(case_id)
+
+    def holds_everywhere(self, case_id: str | None = None) -> list[Hold]:
+        """Every current hold of every place, optionally for one case: what status and the report show."""
+        return self._holds.everywhere(case_id)
 
     def get_many(self, instance_ids: list[str]) -> dict[str, Hold]:
         """The current holds of many instances; an instance never held is absent."""

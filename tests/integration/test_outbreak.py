@@ -1,0 +1,133 @@
+"""One case across four places (two Regions of the run's account, two of a member account through
+an assumed role): isolate, status, check, report and exact release, each place by its own clients."""
+
+from __future__ import annotations
+
+import pytest
+
+from ec2ir.aws.session import Aws
+from ec2ir.core.models import HoldStatus, Place
+from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.store.items import instance_key
+from ec2ir.store.state import StateStore
+from tests.support.outbreak import MEMBER, OutbreakScene, outbreak_scene
+
+CASE = "IR-OUTBREAK"
+
+
+@pytest.fixture
+def scene(aws: Aws) -> OutbreakScene:
+    return outbreak_scene(aws)
+
+
+def test_one_isolate_contains_every_place_each_in_its_own_isolation_group(scene: OutbreakScene) -> None:
+    report = scene.outbreak.isolate(scene.references(), CASE)
+
+    assert [r.instance_id for r in report.results] == [i.instance_id for i in scene.infected]
+    assert all(r.ok for r in report.results), [r.detail for r in report.results]
+    for infected in scene.infected:
+        [isolation] = scene.groups_now(infected)
+        fleet = scene.fleet(infected.place)
+        assert isolation in fleet.ec2ir_groups(), f"{infected.place} is not in its own isolation group"
+        assert isolation != infected.group_id
+    home = scene.places.home_place()
+    assert {r.place for r in report.results} == {None} | {i.place for i in scene.infected if i.place != home}
+
+
+def test_every_place_s_hold_is_in_the_run_s_table_keyed_by_its_place(scene: OutbreakScene, aws: Aws) -> None:
+    scene.outbreak.isolate(scene.references(), CASE)
+
+    holds = scene.outbreak.store.holds_everywhere(CASE)
+    assert {h.instance_id for h in holds} == {i.instance_id for i in scene.infected}
+    home = scene.places.home_place()
+    for infected in scene.infected:
+        place = None if infected.place == home else infected.place
+        item = aws.dynamodb().get_item(
+            TableName=scene.outbreak.store.table, Key=instance_key(infected.instance_id, place=place)
+        )["Item"]
+        assert item["case_id"]["S"] == CASE
+    # the home place's holds keep the key every hold had before runs spanned places
+    first = scene.infected[0]
+    legacy_key = {"pk": {"S": f"instance#{first.instance_id}"}, "sk": {"S": "hold"}}
+    assert aws.dynamodb().get_item(TableName=scene.outbreak.store.table, Key=legacy_key).get("Item")
+
+
+def test_status_and_check_see_the_whole_case_and_a_breach_in_a_member_account(scene: OutbreakScene) -> None:
+    scene.outbreak.isolate(scene.references(), CASE)
+    held = scene.outbreak.status(CASE)
+    expected = {(i.instance_id, HoldStatus.ISOLATED) for i in scene.infected}
+    assert {(h.instance_id, h.status) for h in held} == expected
+    assert scene.outbreak.check(CASE).ok
+
+    member = next(i for i in scene.infected if i.place.account == MEMBER)
+    fleet = scene.fleet(member.place)
+    [eni] = fleet.eni_groups([member.instance_id])
+    fleet.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[member.group_id])
+
+    checked = scene.outbreak.check(CASE)
+    assert not checked.ok
+    assert [b.subject for b in checked.breaches] == [member.instance_id]
+
+
+def test_release_by_bare_id_finds_each_place_in_its_hold_and_restores_exactly(scene: OutbreakScene) -> None:
+    scene.outbreak.isolate(scene.references(), CASE)
+
+    released = scene.outbreak.release([i.instance_id for i in scene.infected], CASE)
+
+    assert all(r.ok for r in released.results), [r.detail for r in released.results]
+    for infected in scene.infected:
+        assert scene.groups_now(infected) == {infected.group_id}
+    assert {h.status for h in scene.outbreak.store.holds_everywhere(CASE)} == {HoldStatus.RELEASED}
+
+
+def test_an_account_ec2ir_cannot_reach_fails_its_instances_by_name_and_the_others_are_contained(
+    scene: OutbreakScene, aws: Aws
+) -> None:
+    # no --role-name: the member account cannot be reached
+    outbreak = Outbreak(aws, StateStore(aws), concurrency=4, places=Places(aws))
+
+    report = outbreak.isolate(scene.references(), CASE)
+
+    by_id = {r.instance_id: r for r in report.results}
+    for infected in scene.infected:
+        result = by_id[infected.instance_id]
+        if infected.place.account == MEMBER:
+            assert not result.ok
+            assert MEMBER in result.detail and "--role-name" in result.detail
+        else:
+            assert result.ok, result.detail
+            assert scene.groups_now(infected) != {infected.group_id}
+
+
+def test_a_hold_item_whose_place_is_not_its_key_s_is_refused(scene: OutbreakScene, aws: Aws) -> None:
+    from ec2ir.core.errors import OriginalsTampered
+
+    scene.outbreak.isolate(scene.references(), CASE)
+    first = scene.infected[0]  # the home place's: keyed by its id alone
+    aws.dynamodb().update_item(
+        TableName=scene.outbreak.store.table,
+        Key=instance_key(first.instance_id),
+        UpdateExpression="SET account = :a, #r = :r",
+        ExpressionAttributeNames={"#r": "region"},
+        ExpressionAttributeValues={":a": {"S": MEMBER}, ":r": {"S": "us-east-1"}},
+    )
+
+    with pytest.raises(OriginalsTampered):
+        scene.outbreak.store.holds_everywhere(CASE)
+
+
+def test_an_arn_in_another_partition_is_refused_before_anything_changes(scene: OutbreakScene) -> None:
+    from ec2ir.core.errors import UsageError
+
+    first = scene.infected[0]
+    with pytest.raises(UsageError, match="partition"):
+        scene.outbreak.isolate([f"arn:aws-cn:ec2:cn-north-1:{MEMBER}:instance/{first.instance_id}"], CASE)
+    assert scene.groups_now(first) == {first.group_id}
+
+
+def test_places_are_distinct_sessions(scene: OutbreakScene) -> None:
+    home = scene.places.home_place()
+    other = scene.places.aws_at(Place(home.account, "eu-west-1"))
+    assert other is not scene.places.home
+    assert other.region() == "eu-west-1"
+    assert scene.places.aws_at(Place(MEMBER, "us-east-1")).account() == MEMBER
