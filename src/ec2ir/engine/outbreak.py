@@ -359,17 +359,14 @@ class Outbreak(Engine):
         if set(by_place) <= {None}:
             return command(self, by_place.get(None, []))
         answers = _each(list(by_place), lambda place: command(self.engine_at(place), by_place[place]))
-        merged: RunReport | None = None
+        home = self.places.home_place()
+        reports: dict[Place, RunReport] = {}
         for place, answer in answers.items():
             if isinstance(answer, Ec2irError):  # the place could not run at all
-                answer = RunReport(
-                    action, case_id, "", [_refused(i, action, place, answer) for i in by_place[place]]
-                )
-            merged = _merge(merged, answer, place)
-        assert merged is not None
-        if not merged.actor:
-            merged.actor = self.aws.caller_arn()
-        return merged
+                failed = [_refused(i, action, place, answer) for i in by_place[place]]
+                answer = RunReport(action, case_id, "", failed)
+            reports[place or home] = answer
+        return _merged(reports, home, self.aws.caller_arn)
 
     def _plan(
         self,
@@ -426,26 +423,22 @@ def _refused(instance_id: str, action: str, place: Place | None, error: Ec2irErr
     return failure(instance_id, action, error, place=place)
 
 
-def _merge(merged: RunReport | None, answer: RunReport, place: Place | None) -> RunReport:
-    results = [replace(r, place=place) for r in answer.results]
-    notes = [f"{place}: {note}" if place else note for note in answer.notes]
-    if merged is None:
-        return RunReport(
-            answer.action,
-            answer.case_id,
-            answer.actor if place is None else "",
-            results,
-            dict(answer.groups),
-            notes,
-            answer.blocks,
-            dict(answer.group_names),
-        )
-    if place is None:
-        merged.actor = answer.actor
-    merged.results += results
-    merged.groups |= answer.groups
-    merged.notes += notes
-    merged.group_names |= answer.group_names
+def _merged(reports: dict[Place, RunReport], home: Place, caller: Callable[[], str]) -> RunReport:
+    """One report of every place's: each result names its place; a note every place made is said
+    once, any other with its place; the actor is the run's own (each place's is in its journal
+    entries and holds)."""
+    first = next(iter(reports.values()))
+    merged = RunReport(first.action, first.case_id, "", [], blocks=first.blocks)
+    said = [report.notes for report in reports.values()]
+    everywhere = [note for note in said[0] if all(note in notes for notes in said[1:])]
+    merged.notes += everywhere
+    for place, report in reports.items():
+        merged.results += [replace(result, place=place) for result in report.results]
+        merged.groups |= report.groups
+        merged.group_names |= report.group_names
+        merged.notes += [f"{place}: {note}" for note in report.notes if note not in everywhere]
+    home_report = reports.get(home)
+    merged.actor = home_report.actor if home_report and home_report.actor else caller()
     return merged
 
 

@@ -112,7 +112,7 @@ def render_run(report: RunReport) -> str:
     rows = [
         [
             r.instance_id,
-            *([str(r.place or "(this)")] if placed else []),
+            *([str(r.place or "")] if placed else []),
             *([short(r.name)] if titled else []),
             verb if r.ok else "INTERRUPTED" if r.interrupted else f"FAILED {r.error_code}",
             eni_lines(r.enis, names) if r.ok or r.interrupted else "",
@@ -239,7 +239,8 @@ def render_status(holds: Sequence[Hold], names: Names | None = None) -> str:
             rows.append(
                 [
                     hold.instance_id if first else "",
-                    *([str(hold.place or "(this)") if first else ""] if placed else []),
+                    # the table's own account and Region: where the command runs
+                    *([str(hold.place or "(home)") if first else ""] if placed else []),
                     *([short(names.instances.get(hold.instance_id, "")) if first else ""] if titled else []),
                     hold.case_id if first else "",
                     hold.status.value if first else "",
