@@ -132,3 +132,66 @@ def test_places_are_distinct_sessions(scene: OutbreakScene) -> None:
     assert other is not scene.places.home
     assert other.region() == "eu-west-1"
     assert scene.places.aws_at(Place(MEMBER, "us-east-1")).account() == MEMBER
+
+
+@pytest.mark.evidence  # the member account's evidence and S3 clients are watched too
+def test_the_member_policy_covers_every_call_made_in_a_member_account_and_none_reaches_its_table(
+    scene: OutbreakScene,
+) -> None:
+    from ec2ir.permissions.policy import required_actions
+    from tests.support.recorders import CallRecorder
+
+    member = next(i for i in scene.infected if i.place.account == MEMBER)
+    there = scene.outbreak.engine_at(member.place)
+    recorder = CallRecorder(there.aws, there.lanes_aws, there.urgent_aws, there.evidence_aws)
+
+    scene.outbreak.isolate([member.arn], CASE, office_cidr="198.51.100.0/24")
+    scene.outbreak.release([member.instance_id], CASE)
+
+    called = recorder.actions()
+    assert called - set(required_actions(member=True)) == set()
+    assert {"ec2:ModifyNetworkInterfaceAttribute", "ec2:CreateSnapshots", "s3:PutObject"} <= called
+    assert not {a for a in called if a.startswith("dynamodb:")}  # the case's state stays at home
+    assert "sts:AssumeRole" in required_actions() and "sts:AssumeRole" not in required_actions(member=True)
+
+
+def test_a_hold_item_naming_no_real_place_is_refused_and_never_printed(
+    scene: OutbreakScene, aws: Aws
+) -> None:
+    from ec2ir.core.errors import OriginalsTampered
+
+    scene.outbreak.isolate(scene.references(), CASE)
+    member = next(i for i in scene.infected if i.place.account == MEMBER)
+    table, key = scene.outbreak.store.table, instance_key(member.instance_id, place=member.place)
+    item = aws.dynamodb().get_item(TableName=table, Key=key)["Item"]
+    forged = "us-east-1\x1b[2J"
+    item |= {"region": {"S": forged}, "pk": {"S": f"instance#{MEMBER}:{forged}:{member.instance_id}"}}
+    aws.dynamodb().put_item(TableName=table, Item=item)
+
+    with pytest.raises(OriginalsTampered, match="names no real account and Region") as refused:
+        scene.outbreak.store.holds_everywhere(CASE)
+    assert "\x1b" not in str(refused.value)
+
+
+@pytest.mark.evidence
+def test_a_bucket_named_for_the_run_is_its_own_account_s_and_a_member_s_evidence_stays_in_the_member(
+    scene: OutbreakScene,
+) -> None:
+    from ec2ir.containment.steps import Options
+
+    report = scene.outbreak.isolate(
+        scene.references(), CASE, options=Options(evidence_bucket="ir-2026-050-evidence")
+    )
+
+    assert all(r.ok and not r.evidence_failed for r in report.results), [
+        (r.detail, r.evidence_failed) for r in report.results
+    ]
+    for result in report.results:
+        assert result.place is not None
+        buckets = {ref.location.split("/")[2] for ref in result.evidence if ref.location.startswith("s3://")}
+        expected = (
+            {f"ec2ir-evidence-{MEMBER}-{result.place.region}"}
+            if result.place.account == MEMBER
+            else {"ir-2026-050-evidence"}
+        )
+        assert buckets == expected, (result.place, buckets)

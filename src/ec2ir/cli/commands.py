@@ -51,7 +51,7 @@ def print_permissions(args: argparse.Namespace) -> int:
     from ec2ir.permissions.policy import policy_document
     from ec2ir.render.terminal import to_json
 
-    print(to_json(policy_document()))
+    print(to_json(policy_document(member=getattr(args, "member", False))))
     return EXIT_OK
 
 

@@ -390,8 +390,14 @@ def _preflight(commands: Commands, shared: SharedOptions) -> None:
 
 
 def _permissions(commands: Commands, shared: SharedOptions) -> None:
-    commands.add_parser(
+    permissions = commands.add_parser(
         "permissions", help="print the minimal IAM policy ec2ir needs", description="Print the IAM policy."
+    )
+    permissions.add_argument(
+        "--member",
+        action="store_true",
+        help="the policy of the role ec2ir assumes in each other account (--role-name): no state "
+        "table, which stays in the responder's account",
     )
 
 

@@ -108,7 +108,7 @@ class Outbreak(Engine):
                     aws,
                     self.store.at(place),
                     concurrency=self.concurrency,
-                    evidence_bucket=self.evidence_bucket,
+                    evidence_bucket=self.evidence_bucket if self._own_account(place) else "",
                     clock=self.clock,
                     sleep=self.sleep,
                     interrupt=self.interrupt,
@@ -200,6 +200,19 @@ class Outbreak(Engine):
                 readable[place] = answer
         return readable
 
+    def _own_account(self, place: Place) -> bool:
+        return place.account == self.places.home_place().account
+
+    def _options(self, engine: Engine, options: Options | None) -> Options | None:
+        """A bucket named for the run (--evidence-bucket) is the run's own account's: every call
+        names its expected owner, so another account's evidence goes to that account's own
+        default bucket, next to its snapshots."""
+        if engine is self or options is None or not options.evidence_bucket:
+            return options
+        if engine.aws.account() == self.aws.account():
+            return options
+        return replace(options, evidence_bucket="")
+
     # -- the commands that take instances ----------------------------------------------------------
 
     def isolate(
@@ -216,7 +229,7 @@ class Outbreak(Engine):
             self.split(instance_ids),
             case_id,
             lambda engine, ids: Engine.isolate(
-                engine, ids, case_id, office_cidr, allow_any_source, options, progress
+                engine, ids, case_id, office_cidr, allow_any_source, self._options(engine, options), progress
             ),
         )
 
@@ -231,7 +244,9 @@ class Outbreak(Engine):
             "collect",
             self.split(instance_ids),
             case_id,
-            lambda engine, ids: Engine.collect(engine, ids, case_id, options, progress),
+            lambda engine, ids: Engine.collect(
+                engine, ids, case_id, self._options(engine, options), progress
+            ),
         )
 
     def release(
@@ -291,7 +306,9 @@ class Outbreak(Engine):
     ) -> PlanReport:
         return self._plan(
             self.split(instance_ids),
-            lambda engine, ids: Engine.plan(engine, ids, case_id, office_cidr, allow_any_source, options),
+            lambda engine, ids: Engine.plan(
+                engine, ids, case_id, office_cidr, allow_any_source, self._options(engine, options)
+            ),
             case_id,
             "isolate",
         )
@@ -301,7 +318,7 @@ class Outbreak(Engine):
     ) -> PlanReport:
         return self._plan(
             self.split(instance_ids),
-            lambda engine, ids: Engine.plan_collect(engine, ids, case_id, options),
+            lambda engine, ids: Engine.plan_collect(engine, ids, case_id, self._options(engine, options)),
             case_id,
             "collect",
         )

@@ -55,11 +55,17 @@ ENGINE_PERMISSIONS: dict[str, tuple[str, ...]] = {
 }
 
 FORENSIC_VOLUMES = "forensic volumes (ec2ir forensics)"
+OTHER_ACCOUNTS = "other accounts (--role-name)"
+# What the role in a member account needs: everything done to its instances, none of the state
+# table (the case's state stays in the responder's account) and no further role to assume.
+NOT_IN_MEMBER_ACCOUNTS = frozenset({"state table", "state table encryption", OTHER_ACCOUNTS})
 MEMORY = "memory (--memory)"
 # The stack's functions never attach forensic volumes or run commands on instances, so their role
 # does not get to delete volumes or send SSM commands.
 # The stack brings its own evidence bucket, so its role cannot weaken a bucket's settings either.
-RESPONDER_ONLY = frozenset({FORENSIC_VOLUMES, MEMORY, BUCKET_CREATION})
+# The stack's functions act in their own account only (outbreak.yaml's shard function has a role of
+# its own to reach members).
+RESPONDER_ONLY = frozenset({FORENSIC_VOLUMES, MEMORY, BUCKET_CREATION, OTHER_ACCOUNTS})
 
 ALLOWED, DENIED, NOT_CHECKED = "allowed", "denied", "not checked"
 
@@ -69,13 +75,23 @@ def actions_by_purpose() -> dict[str, tuple[str, ...]]:
     purposes[FORENSIC_VOLUMES] = FORENSICS_PERMISSIONS
     purposes[MEMORY] = MEMORY_PERMISSIONS
     purposes[NACL_PURPOSE] = NACL_PERMISSIONS
+    purposes[OTHER_ACCOUNTS] = ("sts:AssumeRole",)
     for step in STEPS:
         purposes[_step_purpose(step)] = step.permissions
     return purposes
 
 
-def required_actions() -> list[str]:
-    return sorted({action for actions in actions_by_purpose().values() for action in actions})
+def required_actions(member: bool = False) -> list[str]:
+    """Every action ec2ir may call; ``member``: those the role it assumes in another account
+    needs (``ec2ir permissions --member``)."""
+    return sorted(
+        {
+            action
+            for purpose, actions in actions_by_purpose().items()
+            if not (member and purpose in NOT_IN_MEMBER_ACCOUNTS)
+            for action in actions
+        }
+    )
 
 
 def function_actions() -> list[str]:
@@ -121,10 +137,11 @@ def _step_purpose(step: BaseStep) -> str:
     return f"step {step.name}: {step.title}"
 
 
-def policy_document() -> dict[str, Any]:
-    """The minimal identity policy for every ec2ir command, one statement per service."""
+def policy_document(member: bool = False) -> dict[str, Any]:
+    """The minimal identity policy for every ec2ir command, one statement per service; ``member``:
+    for the role ec2ir assumes in each other account (--role-name)."""
     by_service: dict[str, list[str]] = {}
-    for action in required_actions():
+    for action in required_actions(member):
         by_service.setdefault(action.split(":", 1)[0], []).append(action)
     return {
         "Version": "2012-10-17",

@@ -74,7 +74,11 @@ def _evidence(journal: list[JournalEntry]) -> tuple[EvidenceItem, ...]:
 def _still_isolated(holds: dict[str, Hold]) -> tuple[StillIsolated, ...]:
     still = (
         StillIsolated(
-            hold.instance_id, hold.status.value, hold.isolated_at or hold.recorded_at, len(hold.originals)
+            hold.instance_id,
+            hold.status.value,
+            hold.isolated_at or hold.recorded_at,
+            len(hold.originals),
+            str(hold.place or ""),
         )
         for hold in holds.values()
         if hold.status is not HoldStatus.RELEASED
@@ -153,6 +157,7 @@ def _instance_state(instance_id: str, hold: Hold | None, journal: list[JournalEn
         isolated_at=hold.isolated_at,
         released_at=hold.released_at,
         released_by=hold.released_by,
+        place=str(hold.place or ""),
     )
 
 

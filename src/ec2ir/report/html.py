@@ -194,7 +194,7 @@ def _still_isolated(report: CaseReport) -> str:
         ["Instance", "Status", "Since", "ENIs", "To release"],
         [
             [
-                _mono(h.instance_id),
+                _mono(h.instance_id) + _where(h.place),
                 _status_pill(h.status),
                 _mono(h.since),
                 str(h.enis),
@@ -205,10 +205,15 @@ def _still_isolated(report: CaseReport) -> str:
     )
 
 
+def _where(place: str) -> str:
+    """An instance's account and Region, when not the table's own."""
+    return f" in {_mono(place)}" if place else ""
+
+
 def _instance(instance: InstanceState) -> list[str]:
     """One instance: where it is now, each ENI's groups before and after, each step's originals."""
     parts = [
-        f"<h3>{_mono(instance.instance_id)} {_status_pill(instance.status)}</h3>"
+        f"<h3>{_mono(instance.instance_id)}{_where(instance.place)} {_status_pill(instance.status)}</h3>"
         f'<p class="after">{_h(instance.after)}</p>'
     ]
     if instance.recorded_at:

@@ -71,7 +71,7 @@ def _still_isolated(report: CaseReport) -> list[str]:
         ["Instance", "Status", "Since", "ENIs", "To release"],
         [
             [
-                h.instance_id,
+                f"{h.instance_id} in {h.place}" if h.place else h.instance_id,
                 h.status,
                 h.since,
                 str(h.enis),
@@ -84,7 +84,8 @@ def _still_isolated(report: CaseReport) -> list[str]:
 
 def _instance(instance: InstanceState) -> list[str]:
     """One instance: where it is now, each ENI's groups before and after, each step's originals."""
-    out = [f"### {_md(instance.instance_id)} ({_md(instance.status)})", "", _md(instance.after), ""]
+    where = f" in {_md(instance.place)}" if instance.place else ""
+    out = [f"### {_md(instance.instance_id)}{where} ({_md(instance.status)})", "", _md(instance.after), ""]
     if instance.recorded_at:
         out += [f"Originals recorded {_md(instance.recorded_at)} by {_md(instance.recorded_by)}.", ""]
     if instance.enis:

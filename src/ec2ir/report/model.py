@@ -68,6 +68,7 @@ class InstanceState:
     isolated_at: str = ""
     released_at: str = ""
     released_by: str = ""
+    place: str = ""  # "account/Region" when not the table's own (ec2ir.engine.outbreak)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class StillIsolated:
     status: str
     since: str
     enis: int
+    place: str = ""  # "account/Region" when not the table's own (ec2ir.engine.outbreak)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ another run has replaced meanwhile.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,11 +24,17 @@ from ec2ir.store.items import CONDITION_FAILED, CURRENT, deserialize, instance_k
 from ec2ir.store.table import Table
 
 BATCH_GET = 100  # BatchGetItem's most
+# A hold's place is read back from the table, which is hostile input: it decides which account's
+# instance a release changes, and it is printed.
+ACCOUNT = re.compile(r"^[0-9]{12}$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
 
 
 def hold_from_item(item: dict[str, Any]) -> Hold:
     data = deserialize(item)
     hold = _hold_from(data)
+    if hold.place and not (ACCOUNT.match(hold.place.account) and REGION.match(hold.place.region)):
+        raise OriginalsTampered(f"the hold on {printable(hold.instance_id)} names no real account and Region")
     if "pk" in data and data["pk"] != instance_key(hold.instance_id, place=hold.place)["pk"]["S"]:
         # the place decides which account's instance a release changes: it must be the key's
         raise OriginalsTampered(
