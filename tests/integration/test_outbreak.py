@@ -7,10 +7,12 @@ import pytest
 
 from ec2ir.aws.session import Aws
 from ec2ir.core.models import HoldStatus, Place
+from ec2ir.emulator.inprocess import InProcessEmulator
 from ec2ir.engine.outbreak import Outbreak, Places
 from ec2ir.store.items import instance_key
 from ec2ir.store.state import StateStore
-from tests.support.outbreak import MEMBER, OutbreakScene, outbreak_scene
+from tests.support.faults import refusing_assume_role
+from tests.support.outbreak import MEMBER, ROLE, OutbreakScene, outbreak_scene
 
 CASE = "IR-OUTBREAK"
 
@@ -195,3 +197,26 @@ def test_a_bucket_named_for_the_run_is_its_own_account_s_and_a_member_s_evidence
             else {"ir-2026-050-evidence"}
         )
         assert buckets == expected, (result.place, buckets)
+
+
+def test_a_role_that_cannot_be_assumed_fails_that_account_s_instances_by_name_and_the_others_proceed(
+    aws: Aws, emulator: InProcessEmulator
+) -> None:
+    scene = outbreak_scene(aws)  # built with the role; the run below must assume it afresh
+    places = Places(aws, role_name=ROLE)
+    outbreak = Outbreak(aws, StateStore(aws), concurrency=4, places=places)
+
+    with refusing_assume_role(emulator, places.role_arn(MEMBER)) as refused:
+        report = outbreak.isolate(scene.references(), CASE)
+
+    assert refused
+    by_id = {r.instance_id: r for r in report.results}
+    for infected in scene.infected:
+        result = by_id[infected.instance_id]
+        if infected.place.account == MEMBER:
+            assert (result.ok, result.error_code) == (False, "AccessDenied"), result
+            assert "sts:AssumeRole" in result.detail
+            assert scene.groups_now(infected) == {infected.group_id}
+        else:
+            assert result.ok, result.detail
+    assert not [h for h in outbreak.store.holds_everywhere(CASE) if h.place and h.place.account == MEMBER]

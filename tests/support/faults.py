@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,3 +166,30 @@ def answer(aws: Aws, canned: Answer) -> Answer:
     service_id = client.meta.service_model.service_id.hyphenize()
     client.meta.events.register(f"before-send.{service_id}.{canned.operation}", canned)
     return canned
+
+
+@contextmanager
+def refusing_assume_role(emulator: Any, role_arn: str) -> Iterator[list[str]]:
+    """STS refuses to let anyone assume ``role_arn`` (AccessDenied, as AWS answers when the role's
+    trust policy does not name the caller), whichever client asks: the emulator answers so at its
+    door. Yields the refused requests' role ARNs."""
+    from urllib.parse import parse_qs
+
+    refused: list[str] = []
+    dispatch = emulator.dispatch
+
+    def answer(method: str, url: str, headers: dict[str, str], body: bytes) -> Any:
+        asked = parse_qs(body.decode("utf-8", "replace"))
+        if asked.get("Action") == ["AssumeRole"] and asked.get("RoleArn") == [role_arn]:
+            refused.append(role_arn)
+            xml, content = _error_body(
+                "sts", "AccessDenied", f"not authorized to perform: sts:AssumeRole on {role_arn}"
+            )
+            return 403, list(content.items()), xml
+        return dispatch(method, url, headers, body)
+
+    emulator.dispatch = answer
+    try:
+        yield refused
+    finally:
+        del emulator.dispatch
