@@ -220,3 +220,14 @@ def test_a_role_that_cannot_be_assumed_fails_that_account_s_instances_by_name_an
         else:
             assert result.ok, result.detail
     assert not [h for h in outbreak.store.holds_everywhere(CASE) if h.place and h.place.account == MEMBER]
+
+
+def test_the_dry_run_plans_every_place_and_says_the_table_s_creation_once(scene: OutbreakScene) -> None:
+    plan = scene.outbreak.plan(scene.references(), CASE)
+
+    assert set(plan.instances) == {i.instance_id for i in scene.infected}
+    assert not plan.would_fail, (plan.refused, plan.denied)
+    assert len([line for line in plan.setup if "create the state table" in line]) == 1
+    for infected in scene.infected:
+        assert any(line.startswith(f"{infected.place}: ") for line in plan.setup)
+    assert not scene.outbreak.store.exists()  # nothing changed: not even the table was made

@@ -395,13 +395,16 @@ class Outbreak(Engine):
         if set(by_place) <= {None}:
             return command(self, by_place.get(None, []))
         answers = _each(list(by_place), lambda place: command(self.engine_at(place), by_place[place]))
+        home = self.places.home_place()
         plan = PlanReport(case_id, self.aws.caller_arn(), action=action)
+        plans: dict[Place, PlanReport] = {}
         for place, answer in answers.items():
-            where = str(place or self.places.home_place())
             if isinstance(answer, Ec2irError):
-                plan.refused += [_refused(i, action, place, answer) for i in by_place[place]]
-                continue
-            plan.setup += [f"{where}: {line}" for line in answer.setup]
+                plan.refused += [_refused(i, action, place or home, answer) for i in by_place[place]]
+            else:
+                plans[place or home] = answer
+        plan.setup = _said_once({place: answer.setup for place, answer in plans.items()})
+        for place, answer in plans.items():
             plan.instances |= answer.instances
             plan.evidence |= answer.evidence
             plan.eni_paths |= answer.eni_paths
@@ -446,17 +449,24 @@ def _merged(reports: dict[Place, RunReport], home: Place, caller: Callable[[], s
     entries and holds)."""
     first = next(iter(reports.values()))
     merged = RunReport(first.action, first.case_id, "", [], blocks=first.blocks)
-    said = [report.notes for report in reports.values()]
-    everywhere = [note for note in said[0] if all(note in notes for notes in said[1:])]
-    merged.notes += everywhere
+    merged.notes = _said_once({place: report.notes for place, report in reports.items()})
     for place, report in reports.items():
         merged.results += [replace(result, place=place) for result in report.results]
         merged.groups |= report.groups
         merged.group_names |= report.group_names
-        merged.notes += [f"{place}: {note}" for note in report.notes if note not in everywhere]
     home_report = reports.get(home)
     merged.actor = home_report.actor if home_report and home_report.actor else caller()
     return merged
+
+
+def _said_once(lines: dict[Place, list[str]]) -> list[str]:
+    """Every place's lines as one list: a line every place said (the state table's creation, the
+    limits of isolation) once, any other after its place."""
+    said = list(lines.values())
+    everywhere = [line for line in said[0] if all(line in other for other in said[1:])] if said else []
+    return everywhere + [
+        f"{place}: {line}" for place, own in lines.items() for line in own if line not in everywhere
+    ]
 
 
 def _unchecked(place: Place, error: Ec2irError) -> Breach:
