@@ -110,3 +110,15 @@ def test_a_region_that_cannot_be_read_is_named_and_the_others_proceed(scene: Out
     assert [r.ok for r in report.results] == [True, False]  # the other is not found at home
     assert scene.groups_now(home) != {home.group_id}
     assert scene.groups_now(other) == {other.group_id}
+
+
+def test_a_role_name_that_is_no_iam_name_is_refused_before_anything_changes(
+    run: Cli, scene: OutbreakScene, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = scene.infected[0]
+    with pytest.raises(SystemExit) as refused:
+        run("isolate", *scene.references(), "--case", CASE, "--role-name", "ec2ir responder\x1b[2J")
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert "is not an IAM role name" in error and "\x1b" not in error
+    assert scene.groups_now(first) == {first.group_id}

@@ -37,6 +37,7 @@ def common_options() -> argparse.ArgumentParser:
     aws.add_argument(
         "--role-name",
         metavar="NAME",
+        type=role_name,
         default="",
         help="for instances of other accounts (named by ARN, or held by the case): assume "
         "arn:<partition>:iam::<account>:role/NAME in each, with --external-id if given",
@@ -179,6 +180,17 @@ def target_options() -> argparse.ArgumentParser:
 
 
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+# IAM's role names (64 characters of [\w+=,.@-]), optionally under a path (IAM's RoleName and Path)
+ROLE_NAME = re.compile(r"^(/?[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+
+
+def role_name(text: str) -> str:
+    """An argparse type: an IAM role's name, with its path if it has one ("" is none)."""
+    if not text:
+        return text
+    if len(text) > 512 or not ROLE_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"{text[:70]!r} is not an IAM role name (e.g. ec2ir-responder)")
+    return text.strip("/")
 
 
 def region_list(text: str) -> tuple[str, ...]:
