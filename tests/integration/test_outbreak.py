@@ -231,3 +231,18 @@ def test_the_dry_run_plans_every_place_and_says_the_table_s_creation_once(scene:
     for infected in scene.infected:
         assert any(line.startswith(f"{infected.place}: ") for line in plan.setup)
     assert not scene.outbreak.store.exists()  # nothing changed: not even the table was made
+
+
+@pytest.mark.evidence
+def test_with_evidence_in_every_place_verify_finds_it_all_intact_and_release_proves_every_hold(
+    scene: OutbreakScene,
+) -> None:
+    scene.outbreak.isolate(scene.references(), CASE)
+
+    findings = scene.outbreak.verify(CASE)
+
+    assert [f"{f.status}: {f.ref.location} {f.detail}" for f in findings if not f.ok] == []
+    snapshots = [f for f in findings if f.ref.kind == "snapshot"]
+    assert len(snapshots) == len(scene.infected)
+    released = scene.outbreak.release([i.instance_id for i in scene.infected], CASE)
+    assert [(r.instance_id, r.warnings) for r in released.results if not r.ok or r.warnings] == []

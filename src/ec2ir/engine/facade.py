@@ -111,8 +111,9 @@ class Engine(Runtime):
         adapter whose answer cannot hold it (the stack's 4 KB)."""
         return snapshot_list.store_snapshot_list(self, report, place, about)
 
-    def verify(self, case_id: str) -> list[Finding]:
-        return verify.verify(self, case_id)
+    def verify(self, case_id: str, reach: verify.Reach | None = None) -> list[Finding]:
+        """``reach``: the clients of the place each journal entry's instance is in (an outbreak's)."""
+        return verify.verify(self, case_id, reach)
 
     def block_ip(self, cidrs: Iterable[str], case_id: str, dry_run: bool = False) -> nacl.NaclReport:
         """``ec2ir block-ip``: deny addresses at the subnet edge of every instance the case holds."""

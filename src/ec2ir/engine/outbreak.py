@@ -34,6 +34,7 @@ from ec2ir.core.models import Hold, InstanceResult, Place
 from ec2ir.core.text import printable
 from ec2ir.engine.facade import Engine
 from ec2ir.engine.results import PlanReport, Progress, RunReport, failure
+from ec2ir.evidence.verify import Finding
 from ec2ir.permissions.policy import ALLOWED
 
 T = TypeVar("T")
@@ -331,6 +332,16 @@ class Outbreak(Engine):
         elsewhere = [h for h in self.store.holds_everywhere(case_id) if h.place is not None]
         shown = [h for h in elsewhere if include_released or h.status.value != "released"]
         return here + shown
+
+    def verify(self, case_id: str, reach: Callable[[str], Aws] | None = None) -> list[Finding]:
+        """Each piece of evidence from the place that took it: a snapshot exists only in its
+        account and Region, and another account's bucket is read through its role. An instance's
+        place is its hold's (what ec2ir recorded); a place that cannot be reached makes its
+        evidence UNREADABLE, never missing."""
+        if reach is not None or not self.store.exists():  # the engine's own refusal of no table
+            return Engine.verify(self, case_id, reach)
+        held = {h.instance_id: h.place for h in self.store.holds_everywhere(validate.case_id(case_id))}
+        return Engine.verify(self, case_id, lambda target: self.engine_at(held.get(target)).aws)
 
     def names(self, holds: Iterable[Hold]) -> tuple[dict[str, str], dict[str, str]]:
         """Each place's names from that place (a place ec2ir cannot reach shows none)."""

@@ -138,9 +138,16 @@ def _check_run(run: str, chained: list[StoredEntry], digests: set[str]) -> list[
     return findings
 
 
-def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[StoredEntry]) -> list[Finding]:
+def check_heads(
+    aws: Aws,
+    buckets: Iterable[str],
+    case_id: str,
+    entries: list[StoredEntry],
+    reach: Mapping[str, Aws] | None = None,
+) -> list[Finding]:
     """Every version of the case's journal head in each bucket against the journal; each chained
-    run no head proves is said, as what cannot be proven."""
+    run no head proves is said, as what cannot be proven. A bucket of another place is read
+    through its clients in ``reach``."""
     by_run: dict[str, dict[int, StoredEntry]] = {}
     for stored in entries:
         if stored.link is not None:
@@ -151,7 +158,7 @@ def check_heads(aws: Aws, buckets: Iterable[str], case_id: str, entries: list[St
     for bucket in sorted(set(buckets)):
         location = f"s3://{bucket}/{key}"
         try:
-            heads = _heads(aws, bucket, key)
+            heads = _heads((reach or {}).get(bucket, aws), bucket, key)
         except (AwsError, ValueError) as error:
             findings.append(Finding(EvidenceRef("journal-head", location), Verdict.UNREADABLE, str(error)))
             continue
