@@ -246,3 +246,49 @@ def test_with_evidence_in_every_place_verify_finds_it_all_intact_and_release_pro
     assert len(snapshots) == len(scene.infected)
     released = scene.outbreak.release([i.instance_id for i in scene.infected], CASE)
     assert [(r.instance_id, r.warnings) for r in released.results if not r.ok or r.warnings] == []
+
+
+def _denies(scene: OutbreakScene, infected: object, cidr: str) -> int:
+    from tests.support.outbreak import Infected
+
+    assert isinstance(infected, Infected)
+    acls = scene.fleet(infected.place).ec2.describe_network_acls()["NetworkAcls"]
+    return sum(
+        1
+        for acl in acls
+        for entry in acl["Entries"]
+        if entry.get("CidrBlock") == cidr and entry["RuleAction"] == "deny"
+    )
+
+
+def test_block_ip_denies_at_every_place_s_edge_and_release_removes_each_place_s_entries(
+    scene: OutbreakScene,
+) -> None:
+    from ec2ir.containment.steps import Options
+
+    attacker = "203.0.113.7/32"
+    report = scene.outbreak.isolate(scene.references(), CASE, options=Options(block_ips=(attacker,)))
+    assert all(r.ok and not r.warnings for r in report.results), [
+        (r.detail, r.warnings) for r in report.results
+    ]
+    assert [_denies(scene, i, attacker) for i in scene.infected] == [2, 2, 2, 2]  # in and out, each place
+
+    released = scene.outbreak.release([i.instance_id for i in scene.infected], CASE)
+
+    assert all(r.ok and not r.warnings for r in released.results), [
+        (r.detail, r.warnings) for r in released.results
+    ]
+    assert [_denies(scene, i, attacker) for i in scene.infected] == [0, 0, 0, 0]
+
+
+def test_block_ip_and_unblock_ip_reach_every_place_the_case_holds(scene: OutbreakScene) -> None:
+    attacker = "198.51.100.66/32"
+    scene.outbreak.isolate(scene.references(), CASE)
+
+    blocked = scene.outbreak.block_ip([attacker], CASE)
+    assert blocked.ok, blocked.all_notes()
+    assert [_denies(scene, i, attacker) for i in scene.infected] == [2, 2, 2, 2]
+
+    unblocked = scene.outbreak.unblock_ip([attacker], CASE)
+    assert unblocked.ok, unblocked.all_notes()
+    assert [_denies(scene, i, attacker) for i in scene.infected] == [0, 0, 0, 0]

@@ -205,12 +205,19 @@ class RecordStore:
             raise
         return replace(record, status=to, changed_at=stamp, why=why)
 
+    @property
+    def _index_key(self) -> dict[str, Any]:
+        """The case's index of this store's place: an ACL of another account or Region can only be
+        read and changed from there (ec2ir.engine.outbreak)."""
+        place = self.store.place
+        return {"sk": {"S": f"{INDEX}#{place.account}:{place.region}" if place else INDEX}}
+
     def index(self, case_id: str) -> list[str]:
-        """The ACLs the case has records in."""
+        """The ACLs the case has records in, in this store's place."""
         try:
             with translated("dynamodb", "GetItem"):
                 item = self._ddb.get_item(
-                    TableName=self._table, Key=case_key(case_id) | {"sk": {"S": INDEX}}, ConsistentRead=True
+                    TableName=self._table, Key=case_key(case_id) | self._index_key, ConsistentRead=True
                 ).get("Item")
         except AwsError as error:
             if error.code == "ResourceNotFoundException":
@@ -225,7 +232,7 @@ class RecordStore:
         with translated("dynamodb", "UpdateItem"):
             self._ddb.update_item(
                 TableName=self._table,
-                Key=case_key(case_id) | {"sk": {"S": INDEX}},
+                Key=case_key(case_id) | self._index_key,
                 UpdateExpression="ADD acls :acls",
                 ExpressionAttributeValues={":acls": {"SS": acls}},
             )

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ec2ir.aws.session import Aws, discover
 from ec2ir.aws.targets import parse_arn, select
-from ec2ir.containment import restore
+from ec2ir.containment import nacl, restore
 from ec2ir.containment.check import Breach, BreachKind, CheckReport
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
@@ -342,6 +342,29 @@ class Outbreak(Engine):
             return Engine.verify(self, case_id, reach)
         held = {h.instance_id: h.place for h in self.store.holds_everywhere(validate.case_id(case_id))}
         return Engine.verify(self, case_id, lambda target: self.engine_at(held.get(target)).aws)
+
+    def block_ip(self, cidrs: Iterable[str], case_id: str, dry_run: bool = False) -> nacl.NaclReport:
+        """At the subnet edge of every instance the case holds, in each place, from there."""
+        raw = list(cidrs)
+        return self._edge(case_id, lambda engine: Engine.block_ip(engine, raw, case_id, dry_run))
+
+    def unblock_ip(self, cidrs: Iterable[str], case_id: str, dry_run: bool = False) -> nacl.NaclReport:
+        """The case's deny entries for these addresses removed, in each place, from there."""
+        raw = list(cidrs)
+        return self._edge(case_id, lambda engine: Engine.unblock_ip(engine, raw, case_id, dry_run))
+
+    def _edge(self, case_id: str, act: Callable[[Engine], nacl.NaclReport]) -> nacl.NaclReport:
+        here = act(self)  # validates, and refuses a missing table, before any other place
+        places = sorted({h.place for h in self.store.holds_everywhere(case_id) if h.place is not None})
+        for place, answer in _each(places, lambda place: act(self.engine_at(place))).items():
+            if isinstance(answer, Ec2irError):
+                here.problems.append(nacl.Problem("", printable(f"{place}: not reached: {answer}")))
+                continue
+            here.changes += answer.changes
+            here.notes += [f"{place}: {note}" for note in answer.notes]
+            here.problems += [replace(p, text=f"{place}: {p.text}") for p in answer.problems]
+            here.acl_subnets |= answer.acl_subnets
+        return here
 
     def names(self, holds: Iterable[Hold]) -> tuple[dict[str, str], dict[str, str]]:
         """Each place's names from that place (a place ec2ir cannot reach shows none)."""
