@@ -122,3 +122,12 @@ def test_a_role_name_that_is_no_iam_name_is_refused_before_anything_changes(
     error = capsys.readouterr().err
     assert "is not an IAM role name" in error and "\x1b" not in error
     assert scene.groups_now(first) == {first.group_id}
+
+
+@pytest.mark.evidence
+def test_wait_follows_each_place_s_snapshots_in_their_own_region(run: Cli, scene: OutbreakScene) -> None:
+    isolated = run("isolate", *scene.references(), "--case", CASE, "--role-name", ROLE, "--wait")
+
+    assert isolated.code == 0, isolated.err
+    waited = [line for line in isolated.err.splitlines() if "snapshot(s) completed" in line]
+    assert waited == ["ec2ir: 1 of 1 snapshot(s) completed"] * len(scene.infected)

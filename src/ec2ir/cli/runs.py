@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ec2ir.aws.session import Aws
     from ec2ir.cli.invocation import Invocation
     from ec2ir.containment.steps import Options
+    from ec2ir.core.models import Place
     from ec2ir.engine.results import RunReport
     from ec2ir.render.terminal import ProgressPrinter
 
@@ -155,8 +156,12 @@ def _run(run: Invocation, start: Start, wait: bool = False) -> int:
             f"Run `ec2ir {args.command}` again to finish what was not done"
         )
     print(document(Schema.RUN, report.as_dict()) if args.output == "json" else render_run(report))
-    if wait and not interrupted:
-        wait_for_evidence(run.aws, [s for result in report.results for s in result.snapshot_ids])
+    if wait and not interrupted:  # each place's snapshots, from there: a snapshot is its Region's
+        by_place: dict[Place | None, list[str]] = {}
+        for result in report.results:
+            by_place.setdefault(result.place, []).extend(result.snapshot_ids)
+        for place, snapshot_ids in by_place.items():
+            wait_for_evidence(engine.engine_at(place).aws, snapshot_ids)
     _say_what_was_not_done(report)
     if interrupted:
         from ec2ir.render.terminal import interrupt_lines
