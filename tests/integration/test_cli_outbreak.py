@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ec2ir.aws.session import Aws
-from tests.conftest import Cli
+from tests.conftest import Cli, one_line_error
 from tests.support.faults import Fault, inject
 from tests.support.outbreak import HOME_OTHER_REGION, MEMBER, ROLE, OutbreakScene, outbreak_scene
 
@@ -131,3 +131,26 @@ def test_wait_follows_each_place_s_snapshots_in_their_own_region(run: Cli, scene
     assert isolated.code == 0, isolated.err
     waited = [line for line in isolated.err.splitlines() if "snapshot(s) completed" in line]
     assert waited == ["ec2ir: 1 of 1 snapshot(s) completed"] * len(scene.infected)
+
+
+@pytest.mark.parametrize(
+    ("extra", "refusal"),
+    [
+        ([], "--via stepfunctions needs --outbreak-stack NAME"),
+        (["--outbreak-stack", "ir", "--memory"], "--memory cannot go through --via stepfunctions"),
+        (["--outbreak-stack", "ir", "--block-ip", "203.0.113.9"], "--block-ip cannot go through"),
+        (["--outbreak-stack", "no-such-stack"], "no-such-stack"),
+    ],
+)
+def test_via_stepfunctions_is_refused_before_anything_starts_when_it_cannot_be_the_run_asked_for(
+    run: Cli, scene: OutbreakScene, extra: list[str], refusal: str
+) -> None:
+    first = scene.infected[0]
+
+    refused = run(
+        "isolate", *scene.references(), "--case", CASE, "--role-name", ROLE, "--via", "stepfunctions", *extra
+    )
+
+    assert refused.code == 2, refused.err
+    assert refusal in one_line_error(refused)
+    assert scene.groups_now(first) == {first.group_id}

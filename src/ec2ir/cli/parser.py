@@ -109,6 +109,26 @@ def _isolate(commands: Commands, shared: SharedOptions) -> None:
     _forensic_side_options(isolate)
     _untracking_options(isolate)
     _isolate_extra_options(isolate)
+    _via_options(isolate)
+
+
+def _via_options(command: argparse.ArgumentParser) -> None:
+    """Where the run's engine runs: here, or on the outbreak stack's Step Functions (outbreak.yaml)."""
+    via = command.add_argument_group("past one machine")
+    via.add_argument(
+        "--via",
+        choices=["local", "stepfunctions"],
+        default="local",
+        help="local (default): this process runs every place side by side; stepfunctions: the "
+        "outbreak stack's state machine runs one shard per account and Region, and this command "
+        "follows it and prints its result as a local run's (docs/outbreak-stack.md)",
+    )
+    via.add_argument(
+        "--outbreak-stack",
+        metavar="NAME",
+        default="",
+        help="with --via stepfunctions: the CloudFormation stack deployed from outbreak.yaml",
+    )
 
 
 def _forensic_side_options(isolate: argparse.ArgumentParser) -> None:
@@ -235,6 +255,7 @@ def _release(commands: Commands, shared: SharedOptions) -> None:
         help="list what release would restore (each ENI's groups, each step's undo) or refuse; "
         "change nothing",
     )
+    _via_options(release)
 
 
 def _rejoin(commands: Commands, shared: SharedOptions) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ec2ir.cli import via
 from ec2ir.cli.interrupts import interruptible
 from ec2ir.core.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 from ec2ir.core.text import printable
@@ -52,6 +53,14 @@ def isolate(run: Invocation) -> int:
     options = options_from(args)
     if args.dry_run:
         return _plan_isolate(run, options)
+    if args.via == "stepfunctions":
+        shard_options = {
+            "office_cidr": args.office_cidr,
+            "evidence": options.evidence,
+            "untrack": options.untrack,
+            "revoke_sessions": options.revoke_sessions,
+        }
+        return via.via_stepfunctions(run, shard_options)
     return _run(
         run,
         lambda progress: run.engine.isolate(
@@ -110,6 +119,8 @@ def release(run: Invocation) -> int:
     }
     if args.dry_run:
         return _plan_release(run, fixes)
+    if args.via == "stepfunctions":
+        return via.via_stepfunctions(run, {"rejoin": args.rejoin})
     return _run(
         run,
         lambda progress: run.engine.release(
@@ -155,6 +166,8 @@ def _run(run: Invocation, start: Start, wait: bool = False) -> int:
             "interrupted (Ctrl-C): no instance or step started after it; those in flight finished. "
             f"Run `ec2ir {args.command}` again to finish what was not done"
         )
+    if not interrupted and not wait:
+        return finish(run, report)
     print(document(Schema.RUN, report.as_dict()) if args.output == "json" else render_run(report))
     if wait and not interrupted:  # each place's snapshots, from there: a snapshot is its Region's
         by_place: dict[Place | None, list[str]] = {}
@@ -169,10 +182,23 @@ def _run(run: Invocation, start: Start, wait: bool = False) -> int:
         for line in interrupt_lines(report, engine.interrupt.skipped):
             print(line, file=sys.stderr)
         return EXIT_INTERRUPTED
+    return _exit_code(run, report)
+
+
+def finish(run: Invocation, report: RunReport) -> int:
+    """A finished run's result printed (a table, or JSON), what was not done said, its exit code."""
+    from ec2ir.render.terminal import Schema, document, render_run
+
+    print(document(Schema.RUN, report.as_dict()) if run.args.output == "json" else render_run(report))
+    _say_what_was_not_done(report)
+    return _exit_code(run, report)
+
+
+def _exit_code(run: Invocation, report: RunReport) -> int:
     incomplete = [r for r in report.results if r.ok and r.evidence_failed]
     warned = [r for r in report.results if r.warnings]
     # a Region --regions named that could not be searched may hold instances the run missed
-    unsearched = engine.unreachable
+    unsearched = run.engine.unreachable
     return EXIT_PARTIAL if report.failed or incomplete or warned or unsearched else EXIT_OK
 
 

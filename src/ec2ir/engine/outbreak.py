@@ -186,6 +186,16 @@ class Outbreak(Engine):
         found = self.locate([r for r in references if not r.startswith("arn:")], regions)
         return [self._arn(found[r], r) if r in found and found[r] != home else r for r in references]
 
+    def arns_by_place(self, references: Iterable[str], case_id: str | None = None) -> dict[Place, list[str]]:
+        """Every named instance as its ARN, by place (for the outbreak stack's shards): a bare id
+        is the run's own place's, or, given the case (release), where the case's hold says."""
+        by_place = self.held_places(references, case_id) if case_id else self.split(references)
+        home = self.places.home_place()
+        arns: dict[Place, list[str]] = {}
+        for place, ids in by_place.items():
+            arns.setdefault(place or home, []).extend(self._arn(place or home, i) for i in ids)
+        return arns
+
     def _arn(self, place: Place, instance_id: str) -> str:
         return f"arn:{self.aws.partition()}:ec2:{place.region}:{place.account}:instance/{instance_id}"
 
