@@ -60,7 +60,7 @@ def isolate(run: Invocation) -> int:
             "untrack": options.untrack,
             "revoke_sessions": options.revoke_sessions,
         }
-        return via.via_stepfunctions(run, shard_options)
+        return finish(run, via.via_stepfunctions(run, shard_options))
     return _run(
         run,
         lambda progress: run.engine.isolate(
@@ -120,7 +120,7 @@ def release(run: Invocation) -> int:
     if args.dry_run:
         return _plan_release(run, fixes)
     if args.via == "stepfunctions":
-        return via.via_stepfunctions(run, {"rejoin": args.rejoin})
+        return finish(run, via.via_stepfunctions(run, {"rejoin": args.rejoin}))
     return _run(
         run,
         lambda progress: run.engine.release(

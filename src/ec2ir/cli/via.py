@@ -16,6 +16,7 @@ from ec2ir.core.text import printable
 
 if TYPE_CHECKING:
     from ec2ir.cli.invocation import Invocation
+    from ec2ir.engine.results import RunReport
 
 # What only a local run does, by command: the flag, and whether it was given (its value differs
 # from the flag's default). The shards take the options of ec2ir.handlers.outbreak.OPTION_TYPES.
@@ -36,9 +37,9 @@ LOCAL_ONLY: dict[str, dict[str, object]] = {
 }
 
 
-def via_stepfunctions(run: Invocation, shard_options: dict[str, object]) -> int:
-    """Start the stack's execution, follow it shard by shard on standard error, print its result."""
-    from ec2ir.cli.runs import finish
+def via_stepfunctions(run: Invocation, shard_options: dict[str, object]) -> RunReport:
+    """Start the stack's execution and follow it shard by shard on standard error; its result,
+    for the caller to print as a local run's."""
     from ec2ir.cli.stepfunctions import start_and_follow
 
     args = run.args
@@ -59,7 +60,7 @@ def via_stepfunctions(run: Invocation, shard_options: dict[str, object]) -> int:
         )
     case = args.case if args.command == "release" else None  # release: each place from its hold
     arns_by_place = run.engine.arns_by_place(args.instance_ids, case)
-    report = start_and_follow(
+    return start_and_follow(
         run.aws,
         args.outbreak_stack,
         args.command,
@@ -68,4 +69,3 @@ def via_stepfunctions(run: Invocation, shard_options: dict[str, object]) -> int:
         {name: value for name, value in shard_options.items() if value is not None},
         say=lambda line: print(printable(f"ec2ir: {line}"), file=sys.stderr),
     )
-    return finish(run, report)
