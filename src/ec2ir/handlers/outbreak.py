@@ -47,12 +47,14 @@ from ec2ir.core.models import InstanceResult, Place
 from ec2ir.core.text import printable
 from ec2ir.engine.outbreak import Outbreak, Places
 from ec2ir.engine.results import RunReport
-from ec2ir.handlers import engine_from_environment, log_event, setup_logging
+from ec2ir.handlers import (
+    engine_from_environment,
+    log_event,
+    setup_logging,
+)
 
 log = logging.getLogger("ec2ir.handlers.outbreak")
 
-MEMBER_ROLE_ENV = "EC2IR_MEMBER_ROLE_NAME"
-EXTERNAL_ID_ENV = "EC2IR_EXTERNAL_ID"
 RESULTS_BUCKET_ENV = "EC2IR_RESULTS_BUCKET"
 ACTIONS = ("isolate", "release")
 SHARD_FIELDS = frozenset({"case_id", "action", "account", "region", "instance_arns", "options"})
@@ -177,21 +179,9 @@ OutbreakFactory = Callable[[], Outbreak]
 
 
 def outbreak_from_environment(environ: Mapping[str, str] = os.environ) -> Outbreak:
-    """The function's engine (``engine_from_environment``: its credentials, Region and state table)
-    reaching every place: the member accounts through ``EC2IR_MEMBER_ROLE_NAME``."""
-    engine = engine_from_environment(environ)
-    places = Places(
-        engine.aws,
-        role_name=environ.get(MEMBER_ROLE_ENV, "").strip(),
-        external_id=environ.get(EXTERNAL_ID_ENV, "").strip() or None,
-    )
-    return Outbreak(
-        engine.aws,
-        engine.store,
-        concurrency=engine.concurrency,
-        evidence_bucket=engine.evidence_bucket,
-        places=places,
-    )
+    """The function's engine (its credentials, Region and state table) reaching every place: the
+    member accounts through ``EC2IR_MEMBER_ROLE_NAME`` (``engine_from_environment``)."""
+    return engine_from_environment(environ)
 
 
 def shard(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -489,7 +479,9 @@ def shard_failure(shard_input: object, error: str, cause: str) -> dict[str, Any]
             ids.append(parse_arn(str(arn)).instance_id)
         except UsageError:
             ids.append(printable(arn)[:40])
-    results = [_result(i, False, error, why) for i in dict.fromkeys(ids)]
+    # each instance's detail is the cause alone: its error code is the result's own
+    detail = printable(_cause(cause))[:1000] or why
+    results = [_result(i, False, error, detail) for i in dict.fromkeys(ids)]
     return _summary(
         printable(given.get("case_id", ""))[:64],
         printable(given.get("action", ""))[:16],
