@@ -519,7 +519,17 @@ def test_the_functions_run_the_engine_package_with_its_least_privilege_policy(aw
         if statement["Effect"] == "Allow"
         for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
     }
-    assert allowed == role_needs("EngineRole"), sorted(allowed ^ role_needs("EngineRole"))
+    every_role = role_needs("EngineRole") | role_needs("IsolateOnlyRole")
+    assert allowed == every_role, sorted(allowed ^ every_role)
+    # a member account is reached through the one role name it trusts, and only when asked
+    member = policies["MemberAccountsPolicy"]
+    assert member["Condition"] == "ReachesMembers"
+    assert member["Properties"]["Roles"] == [{"Ref": "IsolateOnlyRole"}]
+    [assume] = member["Properties"]["PolicyDocument"]["Statement"]
+    assert (assume["Action"], assume["Resource"]) == (
+        "sts:AssumeRole",
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${MemberRoleName}"},
+    )
     (own_stack,) = [s for _, s in statements if s["Action"] in custom_resource.HANDLER_ACTIONS]
     assert own_stack["Resource"] == {"Ref": "AWS::StackId"}  # its own stack's status, nothing else
     containment = functions["ContainmentFunction"]["Properties"]["Environment"]["Variables"]
@@ -791,6 +801,7 @@ def test_the_stack_rechecks_what_it_holds_every_15_minutes() -> None:
         "EC2IR_TABLE",
         "EC2IR_EVIDENCE_BUCKET",
         "EC2IR_TOPIC_ARN",
+        "EC2IR_MEMBER_ROLE_NAME",  # a member account's holds are checked there, through it
     }
     schedule = resources["RecheckSchedule"]["Properties"]
     assert schedule["ScheduleExpression"] == "rate(15 minutes)"
@@ -811,8 +822,9 @@ FUNCTION_ROLES = ("EngineRole", "IsolateOnlyRole")
 def role_needs(role: str) -> set[str]:
     if role == "EngineRole":  # the custom resource isolates, releases, and reads its stack's status
         return {*function_actions(), *custom_resource.HANDLER_ACTIONS, "sns:Publish"}
-    # GuardDuty and the re-check only isolate (and repair, which is isolating again)
-    return {*isolate_actions(), "sns:Publish"}
+    # GuardDuty and the re-check only isolate (and repair, which is isolating again); with
+    # MemberRoleName, in member accounts too, through that role (MemberAccountsPolicy)
+    return {*isolate_actions(), "sns:Publish", "sts:AssumeRole"}
 
 
 HANDLER_ROLES = {

@@ -12,7 +12,7 @@ from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped]
 
 from ec2ir.cli import stepfunctions
 from ec2ir.core.errors import UsageError
-from ec2ir.handlers import TABLE_ENV
+from ec2ir.handlers import EXTERNAL_ID_ENV, MEMBER_ROLE_ENV, TABLE_ENV
 from ec2ir.handlers import outbreak as handler
 from ec2ir.permissions.policy import required_actions
 
@@ -124,8 +124,8 @@ def test_the_functions_run_this_package_s_handlers_with_the_variables_they_read(
     assert shard["CodeUri"] == summary["CodeUri"] == "src/"
     assert set(shard["Environment"]["Variables"]) == {
         TABLE_ENV,
-        handler.MEMBER_ROLE_ENV,
-        handler.EXTERNAL_ID_ENV,
+        MEMBER_ROLE_ENV,
+        EXTERNAL_ID_ENV,
     }
     assert set(summary["Environment"]["Variables"]) == {handler.RESULTS_BUCKET_ENV}
     assert {stepfunctions.STATE_MACHINE_OUTPUT, stepfunctions.RESULTS_BUCKET_OUTPUT} <= set(

@@ -391,21 +391,26 @@ class Outbreak(Engine):
 
     def check(self, case_id: str | None = None, repair: bool = False) -> CheckReport:
         """``status --check`` in every place that holds an instance of the case, each from its own
-        clients; a place that cannot be reached is a note, and the check is not ok."""
+        clients; a place that cannot be reached is a breach (not checked), which no repair mends."""
+        report = Engine.check(self, case_id, repair)  # validates, and refuses a missing table, first
         places = sorted({h.place for h in self.store.holds_everywhere(case_id) if h.place is not None})
-        report = Engine.check(self, case_id, repair)
         answers = _each(places, lambda place: Engine.check(self.engine_at(place), case_id, repair))
+        # after a repair, what is still in breach in every place (None: nothing needed one)
+        remaining = report.remaining
         for place, answer in answers.items():
             if isinstance(answer, Ec2irError):
                 report.notes.append(printable(f"{place}: NOT CHECKED: {answer}"))
-                report.breaches.append(_unchecked(place, answer))
+                unchecked = _unchecked(place, answer)
+                report.breaches.append(unchecked)
+                remaining = [*(remaining or []), unchecked] if repair else remaining
                 continue
             report.checked += answer.checked
             report.breaches += answer.breaches
             report.notes += [f"{place}: {note}" for note in answer.notes]
             report.repaired |= answer.repaired
-            if report.remaining is not None and answer.remaining is not None:
-                report.remaining += answer.remaining
+            if answer.remaining is not None:
+                remaining = [*(remaining or []), *answer.remaining]
+        report.remaining = remaining
         return report
 
     # -- running each place --------------------------------------------------------------------------

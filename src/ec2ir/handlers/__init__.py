@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ec2ir.aws.session import Aws, AwsSettings, translated
 from ec2ir.core.errors import Ec2irError, UsageError
 from ec2ir.engine.facade import Engine
+from ec2ir.engine.outbreak import Outbreak, Places
 from ec2ir.engine.results import RunReport
 from ec2ir.engine.runtime import DEFAULT_CONCURRENCY
 from ec2ir.store.state import StateStore
@@ -25,6 +26,8 @@ TABLE_ENV = "EC2IR_TABLE"
 TOPIC_ENV = "EC2IR_TOPIC_ARN"
 CONCURRENCY_ENV = "EC2IR_CONCURRENCY"
 EVIDENCE_BUCKET_ENV = "EC2IR_EVIDENCE_BUCKET"
+MEMBER_ROLE_ENV = "EC2IR_MEMBER_ROLE_NAME"  # the role each member account trusts, by name
+EXTERNAL_ID_ENV = "EC2IR_EXTERNAL_ID"
 # SNS caps a subject at 100 characters and a message at 256 KiB; stay well inside both.
 SUBJECT_LIMIT = 100
 MESSAGE_LIMIT = 64 * 1024
@@ -48,8 +51,10 @@ def setup_logging() -> None:
     log.setLevel(logging.INFO)
 
 
-def engine_from_environment(environ: Mapping[str, str] = os.environ) -> Engine:
-    """The engine on the function's own credentials, Region and state table (``EC2IR_TABLE``)."""
+def engine_from_environment(environ: Mapping[str, str] = os.environ) -> Outbreak:
+    """The engine on the function's own credentials, Region and state table (``EC2IR_TABLE``),
+    reaching member accounts through the role ``EC2IR_MEMBER_ROLE_NAME`` names, if any (the
+    scheduled re-check then checks a member's holds there, and GuardDuty contains its findings)."""
     table = environ.get(TABLE_ENV, "").strip()
     if not table:
         raise UsageError(f"{TABLE_ENV} is not set", "the stack sets it to its state table")
@@ -59,7 +64,14 @@ def engine_from_environment(environ: Mapping[str, str] = os.environ) -> Engine:
         raise UsageError(f"{CONCURRENCY_ENV} must be a whole number") from exc
     aws = Aws(AwsSettings(region=environ.get("AWS_REGION") or None))
     bucket = environ.get(EVIDENCE_BUCKET_ENV, "").strip()
-    return Engine(aws, StateStore(aws, table), concurrency=concurrency, evidence_bucket=bucket)
+    places = Places(
+        aws,
+        role_name=environ.get(MEMBER_ROLE_ENV, "").strip(),
+        external_id=environ.get(EXTERNAL_ID_ENV, "").strip() or None,
+    )
+    return Outbreak(
+        aws, StateStore(aws, table), concurrency=concurrency, evidence_bucket=bucket, places=places
+    )
 
 
 def report_lines(report: RunReport) -> list[str]:

@@ -48,11 +48,13 @@ from ec2ir.containment.nacl_report import NaclReport
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
 from ec2ir.core.errors import AwsError, Ec2irError
-from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus
+from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, Place
 from ec2ir.core.text import printable
 from ec2ir.engine.facade import Engine
+from ec2ir.engine.outbreak import Outbreak, Places
 from ec2ir.engine.results import RunReport
 from ec2ir.handlers import (
+    MEMBER_ROLE_ENV,
     TOPIC_ENV,
     EngineFactory,
     engine_from_environment,
@@ -72,6 +74,7 @@ REVOKE_SESSIONS_ENV = "EC2IR_REVOKE_SESSIONS"
 FORENSIC_GROUP_ENV = "EC2IR_FORENSIC_GROUP_ID"
 FORENSIC_GROUP_OWNER_ENV = "EC2IR_FORENSIC_GROUP_OWNER_ID"
 BLOCK_SEVERITY_ENV = "EC2IR_BLOCK_REMOTE_IP_SEVERITY"
+ACCOUNT = re.compile(r"^[0-9]{12}$")
 # The stack's BlockRemoteIpSeverity, AutoContainSeverity's own rule: empty (off), or a GuardDuty
 # severity from 1 to 10 with at most one decimal (tests/integration/test_template.py keeps them equal).
 BLOCK_SEVERITY_PATTERN = r"^((10(\.0)?)|([1-9](\.[0-9])?))?$"
@@ -364,6 +367,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         topic_arn=os.environ.get(TOPIC_ENV),
         forensic_group=os.environ.get(FORENSIC_GROUP_ENV, "").strip() or None,
         forensic_group_owner=os.environ.get(FORENSIC_GROUP_OWNER_ENV, "").strip() or None,
+        member_role=os.environ.get(MEMBER_ROLE_ENV, "").strip(),
     )
 
 
@@ -379,13 +383,15 @@ def handle(
     forensic_group: str | None = None,
     forensic_group_owner: str | None = None,
     block: BlockSetting = BLOCK_OFF,
+    member_role: str = "",
 ) -> dict[str, Any]:
-    """Contain the instance a finding names, when it qualifies; say what happened."""
+    """Contain the instance a finding names, when it qualifies; say what happened. With
+    ``member_role``, a finding of another account contains its instance there, through that role."""
     try:
         finding = parse_finding(event)
     except Unusable as why:
         return _ignored(str(why))
-    refused = _not_to_contain(finding, threshold, own_account, own_region)
+    refused = _not_to_contain(finding, threshold, own_account, own_region, bool(member_role))
     if refused is not None:
         return _ignored(refused, finding)
     case = case_for(finding.finding_id)
@@ -395,7 +401,12 @@ def handle(
         outcome["block_ips"] = list(finding.remote.cidrs)
     try:
         engine = engine_factory()
-        before = _current_hold(engine, finding.instance_id)
+        member = own_account is not None and finding.account_id != own_account
+        if member:  # the finding's account, through its role; its groups stay its own
+            engine = _reaching(engine, member_role)
+            forensic_group = forensic_group_owner = None
+        target = _target(engine, finding) if member else finding.instance_id
+        before = _current_hold(engine, finding, member)
         contain, again = _renewal(engine, finding, case, before)
         if not contain:
             return _ignored(f"not contained again: {again}", finding)
@@ -407,7 +418,7 @@ def handle(
             # an unsafe address is left out with a note: the instance is contained regardless
             block_ips_skip_unsafe=True,
         )
-        report = engine.isolate([finding.instance_id], case, office_cidr, options=options)
+        report = engine.isolate([target], case, office_cidr, options=options)
     except Ec2irError as error:
         outcome |= {"outcome": Handled.FAILED, "reason": str(error)}
         log_event("failed", outcome)
@@ -427,7 +438,11 @@ def handle(
 
 
 def _not_to_contain(
-    finding: Finding, threshold: float | None, own_account: str | None, own_region: str | None
+    finding: Finding,
+    threshold: float | None,
+    own_account: str | None,
+    own_region: str | None,
+    members: bool = False,
 ) -> str | None:
     """Why the finding is not acted on (defence in depth behind the EventBridge rule), or None."""
     if threshold is None:
@@ -438,19 +453,41 @@ def _not_to_contain(
         return "GuardDuty sample finding"
     if finding.archived:
         return "the finding is archived"
-    if own_account and finding.account_id != own_account:
+    if own_account and finding.account_id != own_account and not members:
         return (
             f"the finding is in account {finding.account_id}; this function contains instances of "
-            f"{own_account} only"
+            f"{own_account} only (MemberRoleName reaches member accounts)"
         )
+    if not ACCOUNT.match(finding.account_id):
+        return f"the finding's account {finding.account_id[:40]!r} is not an account id"
     if own_region and finding.region != own_region:
         return f"the finding is in {finding.region}; this function works in {own_region}"
     return None
 
 
-def _current_hold(engine: Engine, instance_id: str) -> Hold | None:
+def _reaching(engine: Engine, member_role: str) -> Outbreak:
+    """The function's engine, reaching the member accounts through ``member_role``."""
+    places = Places(engine.aws, role_name=member_role)
+    return Outbreak(
+        engine.aws,
+        engine.store,
+        concurrency=engine.concurrency,
+        evidence_bucket=engine.evidence_bucket,
+        places=places,
+    )
+
+
+def _target(engine: Engine, finding: Finding) -> str:
+    """A member account's instance, by its ARN: the engine contains it in its own place."""
+    where = f"{finding.region}:{finding.account_id}"
+    return f"arn:{engine.aws.partition()}:ec2:{where}:instance/{finding.instance_id}"
+
+
+def _current_hold(engine: Engine, finding: Finding, member: bool) -> Hold | None:
     try:
-        return engine.store.get(instance_id)
+        if member:
+            return engine.store.at(Place(finding.account_id, finding.region)).get(finding.instance_id)
+        return engine.store.get(finding.instance_id)
     except AwsError:
         return None  # no table yet: the engine creates it, and nothing is held
 
