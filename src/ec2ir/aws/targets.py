@@ -131,11 +131,7 @@ def check_arns(arns: Sequence[InstanceArn], partition: str, region: str, account
     """An ARN must name an instance in the run's partition, Region and account."""
     for arn in arns:
         shown = printable(arn.arn)
-        if arn.partition != partition:
-            raise UsageError(
-                f"{shown} is in partition {arn.partition}, but the credentials act in {printable(partition)}",
-                "use credentials of that partition",
-            )
+        check_partition(arn, partition)
         if arn.region != region:
             raise UsageError(
                 f"{shown} is in Region {arn.region}, but this run acts in {printable(region)}",
@@ -152,18 +148,24 @@ def check_reachable(arns: Sequence[InstanceArn], partition: str, account: str, r
     """An ARN may name any Region; another account only with a role to act in it (--role-name),
     and never another partition, which no credentials span."""
     for arn in arns:
-        shown = printable(arn.arn)
-        if arn.partition != partition:
-            raise UsageError(
-                f"{shown} is in partition {arn.partition}, but the credentials act in {printable(partition)}",
-                "use credentials of that partition",
-            )
+        check_partition(arn, partition)
         if arn.account != account and not role_name:
+            shown = printable(arn.arn)
             raise UsageError(
                 f"{shown} is in account {arn.account}, but the credentials act in {printable(account)}",
                 "pass --role-name NAME to act in each other account through its role NAME "
                 "(or act in that account: --role-arn, or its profile)",
             )
+
+
+def check_partition(arn: InstanceArn, partition: str) -> None:
+    """No credentials span partitions: an ARN of another is refused."""
+    if arn.partition != partition:
+        raise UsageError(
+            f"{printable(arn.arn)} is in partition {arn.partition}, but the credentials act in "
+            f"{printable(partition)}",
+            "use credentials of that partition",
+        )
 
 
 def _reference(word: str, region: str, account: str) -> str:

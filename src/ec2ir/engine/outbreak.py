@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ec2ir.aws.session import Aws, discover
-from ec2ir.aws.targets import parse_arn, select
+from ec2ir.aws.targets import check_partition, parse_arn, select
 from ec2ir.containment import nacl, restore
 from ec2ir.containment.check import Breach, BreachKind, CheckReport
 from ec2ir.containment.steps import Options
@@ -124,12 +124,7 @@ class Outbreak(Engine):
             if reference.startswith("arn:"):
                 home = self.places.home_place()
                 arn = parse_arn(reference)
-                if arn.partition != self.aws.partition():
-                    raise UsageError(
-                        f"{printable(reference)} is in partition {arn.partition}, but the credentials "
-                        f"act in {self.aws.partition()}",
-                        "use credentials of that partition",
-                    )
+                check_partition(arn, self.aws.partition())
                 place: Place | None = Place(arn.account, arn.region)
                 key, instance_id = (None if place == home else place), arn.instance_id
             else:
