@@ -154,3 +154,12 @@ def test_via_stepfunctions_is_refused_before_anything_starts_when_it_cannot_be_t
     assert refused.code == 2, refused.err
     assert refusal in one_line_error(refused)
     assert scene.groups_now(first) == {first.group_id}
+
+
+def test_regions_all_is_every_region_enabled_in_the_account(aws: Aws) -> None:
+    from ec2ir.aws.targets import enabled_regions
+
+    regions = enabled_regions(aws)
+
+    assert {"us-east-1", "eu-west-1", "ap-southeast-2"} <= set(regions)
+    assert regions == sorted(set(regions))
