@@ -8,8 +8,10 @@ set the time to contain a fleet on real AWS: round trips, and EC2's per-account 
   so that concurrent calls overlap like real round trips and a change lands mid-trip;
 * every EC2 call draws one token from its action's bucket; an empty bucket answers
   ``RequestLimitExceeded`` with HTTP 503 and EC2's XML error body. Buckets refill at
-  ``refill x speedup`` and keep their published sizes. Other services (DynamoDB, STS, S3, IAM)
-  only get the latency;
+  ``refill x speedup`` and keep their published sizes. As in AWS, each place (account, Region)
+  has buckets of its own: the Region is the one the call is signed for (SigV4's credential
+  scope), the account the one the emulator maps the access key to. Other services (DynamoDB,
+  STS, S3, IAM) only get the latency;
 * every call is logged with its start, end, service, action, status and whether it was
   throttled (S3's path-style REST calls under botocore's operation names: PutObject,
   HeadBucket, ...); a ``ModifyNetworkInterfaceAttribute`` also logs its ENI and target groups,
@@ -141,6 +143,8 @@ class CallRecord:
     # ModifyInstanceAttribute(Groups) sets
     # ModifyInstanceAttribute(Groups), ModifyInstanceMetadataOptions, and CreateTags of one instance
     instance_id: str | None = None
+    region: str | None = None  # the Region the call was signed for
+    account: str | None = None  # EC2 calls only: the account the emulator maps the access key to
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,7 +178,9 @@ THROTTLE_BODY = (
 )
 CONTROL_PREFIX = "/_shim/"
 REMOTE_SETTINGS = frozenset({"latency_s", "speedup", "latency", "throttling"})
-CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+CREDENTIAL_SCOPE = re.compile(
+    r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request"
+)
 GROUP_PARAM = re.compile(r"SecurityGroupId\.(\d+)$")
 INSTANCE_GROUP_PARAM = re.compile(r"GroupId\.(\d+)$")
 
@@ -208,7 +214,31 @@ StartResponse = Callable[..., Any]
 def service_of(environ: Mapping[str, Any]) -> str:
     """The signing service from SigV4's credential scope: ec2, dynamodb, sts, ..."""
     match = CREDENTIAL_SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
-    return match.group(1) if match else "unsigned"
+    return match.group("service") if match else "unsigned"
+
+
+def region_of(environ: Mapping[str, Any]) -> str | None:
+    """The Region a call is signed for (SigV4's credential scope): the Region whose endpoint, and
+    so whose token buckets, it reaches on AWS."""
+    match = CREDENTIAL_SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+    return match.group("region") if match else None
+
+
+def access_key_of(environ: Mapping[str, Any]) -> str | None:
+    match = CREDENTIAL_SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+    return match.group("key") if match else None
+
+
+def emulator_account(environ: Mapping[str, Any]) -> str:
+    """The account the emulator serves a call in, found as moto finds it: its account variable,
+    then its ``x-moto-account-id`` header, then the account that issued the access key (an
+    assumed role's keys belong to the role's account; any other key to the default account)."""
+    forced = os.environ.get("MOTO_ACCOUNT_ID") or environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+    if forced:
+        return str(forced)
+    from moto.iam.models import get_account_id_from
+
+    return get_account_id_from(access_key_of(environ) or "")
 
 
 def action_of(environ: Mapping[str, Any], params: Mapping[str, list[str]], service: str = "") -> str:
@@ -340,24 +370,25 @@ class Shim:
         settings: ShimSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        account_of: Callable[[Mapping[str, Any]], str] = emulator_account,
     ) -> None:
         self.app = app
         self.clock = clock
         self.sleep = sleep
+        self.account_of = account_of
         self._lock = threading.Lock()
+        # Each place's (account, Region) buckets, made full on the place's first EC2 call.
+        self._buckets: dict[tuple[str, str], dict[str, TokenBucket]] = {}
         self._log: list[CallRecord] = []
         self.configure(settings or ShimSettings())
 
     # -- control --
 
     def configure(self, settings: ShimSettings) -> None:
-        """Use ``settings`` from now on, with every bucket full: a fresh account's state."""
+        """Use ``settings`` from now on, with every bucket of every place full: fresh accounts."""
         with self._lock:
             self.settings = settings
-            now = self.clock()
-            self._buckets = {
-                name: TokenBucket(spec, settings.speedup, now) for name, spec in settings.buckets.items()
-            }
+            self._buckets = {}
 
     def records(self) -> list[CallRecord]:
         with self._lock:
@@ -385,6 +416,8 @@ class Shim:
         params = parse_qs(body.decode("utf-8", "replace")) if parse else {}
         action = action_of(environ, params, service)
         bucket = ec2_bucket(action, params) if service == "ec2" else None
+        region = region_of(environ)
+        account = self.account_of(environ) if service == "ec2" else None
         eni_id = instance_id = None
         group_ids: tuple[str, ...] = ()
         if action == MODIFY_ENI:
@@ -396,7 +429,11 @@ class Shim:
         half_trip = settings.round_trip_s / 2 if settings.latency else 0.0
 
         self.sleep(half_trip)  # the request travelling to AWS
-        throttled = bucket is not None and settings.throttling and not self._take(bucket)
+        throttled = (
+            bucket is not None
+            and settings.throttling
+            and not self._take((account or "", region or ""), bucket)
+        )
         answer = throttle_answer() if throttled else self._forward(environ)
         self.sleep(half_trip)  # the response travelling back
 
@@ -411,16 +448,27 @@ class Shim:
             eni_id,
             group_ids,
             instance_id,
+            region,
+            account,
         )
         with self._lock:
             self._log.append(record)
         start_response(answer.status_line, answer.headers)
         return answer.chunks
 
-    def _take(self, bucket: str) -> bool:
+    def _take(self, place: tuple[str, str], bucket: str) -> bool:
+        """Take a token from ``place``'s (account, Region) ``bucket``: EC2 meters each place alone."""
         with self._lock:
-            tokens = self._buckets.get(bucket)  # a bucket left out of the settings is unlimited
-            return tokens is None or tokens.take(self.clock())
+            now = self.clock()
+            buckets = self._buckets.get(place)
+            if buckets is None:
+                speedup = self.settings.speedup
+                buckets = {
+                    name: TokenBucket(spec, speedup, now) for name, spec in self.settings.buckets.items()
+                }
+                self._buckets[place] = buckets
+            tokens = buckets.get(bucket)  # a bucket left out of the settings is unlimited
+            return tokens is None or tokens.take(now)
 
     @staticmethod
     def _is_form(environ: Mapping[str, Any]) -> bool:

@@ -19,6 +19,7 @@ from benchmarks.outbreak import (
     ceiling_lines,
     measure_once,
     paired_ratio,
+    render_table,
     target_lines,
 )
 from benchmarks.shim import EC2_BUCKETS, BucketSpec, RemoteShim, Shim, ShimServer, ShimSettings
@@ -146,7 +147,9 @@ def test_an_outbreak_is_measured_region_by_region(
 
 
 def run(contender: str, places: int, isolation_s: float | None) -> RunFigures:
-    return RunFigures(contender, places, 10, isolation_s, (isolation_s,), 1.0, 2.0, 100, 0, 0, 1.0, 1.0)
+    return RunFigures(
+        contender, places, 10, isolation_s, (isolation_s,), 1.0, 2.0, 100, 0, 0, 1.0, 1.0, 24, 40 * places
+    )
 
 
 def test_the_outbreak_is_judged_against_one_region_in_the_same_repeat() -> None:
@@ -161,17 +164,29 @@ def test_the_outbreak_is_judged_against_one_region_in_the_same_repeat() -> None:
     assert "4.00x one Region's time" in lines[1]
 
 
+def test_the_emulator_floor_is_the_calls_until_isolation_served_one_at_a_time() -> None:
+    single = Row(SINGLE, [run(SINGLE, 1, 10.0)])
+    outbreak = Row(OUTBREAK, [run(OUTBREAK, 4, 12.0)])
+    table = render_table([single, outbreak], emulator_s_per_call=0.005)
+
+    header = [cell.strip() for cell in table[0].split("|")]
+    floors = [row.split("|")[header.index("emulator floor (s)")].strip() for row in table[2:]]
+    assert floors == ["0.20", "0.80"]  # 40 and 160 calls at 5 ms
+
+
 def test_the_ceiling_arithmetic() -> None:
     # 2 swaps an instance: a Region at its swap buckets' 10 a second isolates 5 instances a
     # second, so at 8 calls an instance it needs 40 calls a second; a process served 400 calls
-    # per CPU second keeps 10 Regions at their bound.
+    # per CPU second keeps 10 Regions at that bound. Containing, 4 mutating calls an instance at
+    # 5 a second is 1.25 instances a second, at 20 calls each 25 calls a second: 16 Regions.
     ceiling = Ceiling(places=4, per_place=100, calls=4000, wall_s=20.0, client_cpu_s=10.0, server_cpu_s=15.0)
-    lines = ceiling_lines(ceiling, Budget(swaps=2.0, calls=8.0))
+    lines = ceiling_lines(ceiling, Budget(swaps=2.0, calls=8.0, mutating=4.0, total=20.0))
     text = "\n".join(lines)
     assert "400 calls per CPU second" in text
-    assert "needs 40 calls a second" in text
-    assert "keeps about 10.0 Regions" in text
-    # 250 an instance: (500 - 150) / 10 = 35 s of buckets; 250 x 8 calls at 400 a second take
-    # 5 s a Region, so 7 Regions fit in those 35 s.
-    assert "| 250 | 35.0 | 7.0 |" in lines
-    assert any(line.startswith("| 50 | 0.0 | any") for line in lines)
+    assert "needs 40 calls a second from ec2ir: one process at 400 calls a second keeps 10.0 Regions" in text
+    assert "needs 25 calls a second: 16.0 Regions per process" in text
+    # 250 an instance: (500 - 150) / 10 = 35 s of swap buckets; 250 x 8 calls at 400 a second
+    # take 5 s a Region, so 7 Regions (1,750 instances) fit in those 35 s. Containing:
+    # (1000 - 50) / 5 = 190 s; 250 x 20 calls take 12.5 s a Region: 15.2 Regions.
+    assert "| 250 | 35.0 | 7.0 (1,750 instances) | 190.0 | 15.2 (3,800 instances) |" in lines
+    assert any(line.startswith("| 25 | 0.0 | none: the burst admits every call") for line in lines)
