@@ -59,7 +59,8 @@ from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.containment.steps import Options
 from ec2ir.core.models import Place
 from ec2ir.engine.facade import Engine
-from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.engine.outbreak import Outbreak
+from ec2ir.engine.places import Places
 from ec2ir.engine.runtime import DEFAULT_CONCURRENCY
 from ec2ir.store.state import StateStore
 

@@ -101,12 +101,14 @@ def test_a_region_that_cannot_be_read_is_named_and_the_others_proceed(scene: Out
     home, other = own
     unreadable = inject(scene.places.aws_at(other.place), Fault("ec2", "DescribeInstances", "OptInRequired"))
 
-    references = scene.outbreak.place_ids([i.instance_id for i in own], ["us-east-1", HOME_OTHER_REGION])
+    references = scene.outbreak.places.place_ids(
+        [i.instance_id for i in own], ["us-east-1", HOME_OTHER_REGION]
+    )
     report = scene.outbreak.isolate(references, CASE)
 
     assert unreadable.injected
-    assert list(scene.outbreak.unreachable) == [other.place]
-    assert "OptInRequired" in str(scene.outbreak.unreachable[other.place])
+    assert list(scene.outbreak.places.unreachable) == [other.place]
+    assert "OptInRequired" in str(scene.outbreak.places.unreachable[other.place])
     assert [r.ok for r in report.results] == [True, False]  # the other is not found at home
     assert scene.groups_now(home) != {home.group_id}
     assert scene.groups_now(other) == {other.group_id}

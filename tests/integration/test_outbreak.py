@@ -8,7 +8,8 @@ import pytest
 from ec2ir.aws.session import Aws
 from ec2ir.core.models import HoldStatus, Place
 from ec2ir.emulator.inprocess import InProcessEmulator
-from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.engine.outbreak import Outbreak
+from ec2ir.engine.places import Places
 from ec2ir.store.items import instance_key
 from ec2ir.store.state import StateStore
 from tests.support.faults import refusing_assume_role

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from ec2ir.aws.session import Aws
 from ec2ir.core.models import Place
-from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.engine.outbreak import Outbreak
+from ec2ir.engine.places import Places
 from ec2ir.store.state import StateStore
 from tests.support.fleets import Fleet
 

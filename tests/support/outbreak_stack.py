@@ -30,7 +30,8 @@ from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped]
 from ec2ir.aws.session import Aws
 from ec2ir.cli import stepfunctions
 from ec2ir.core.models import Place
-from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.engine.outbreak import Outbreak
+from ec2ir.engine.places import Places
 from ec2ir.handlers import outbreak as handler
 from ec2ir.store.state import StateStore
 from tests.support.outbreak import ROLE

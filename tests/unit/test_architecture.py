@@ -137,6 +137,7 @@ HANDLERS_MAY_IMPORT_MODULES = (
     "ec2ir.core",
     "ec2ir.engine.facade",
     "ec2ir.engine.outbreak",
+    "ec2ir.engine.places",  # the outbreak's reach: each place's clients, through its role
     "ec2ir.engine.results",
 )
 HANDLERS_MAY_IMPORT_NAMES = {

@@ -27,7 +27,8 @@ class Invocation:
 def open_invocation(args: argparse.Namespace) -> Invocation:
     """The session and engine of ``args``; the instances are settled before anything else is done."""
     from ec2ir.aws.session import Aws, AwsSettings
-    from ec2ir.engine.outbreak import Outbreak, Places
+    from ec2ir.engine.outbreak import Outbreak
+    from ec2ir.engine.places import Places
     from ec2ir.store.state import StateStore
 
     aws = Aws(
@@ -57,11 +58,11 @@ def _chosen(aws: Aws, engine: Outbreak, args: argparse.Namespace) -> targets.Tar
         args.max_instances,
         sys.stdin,
         role_name=args.role_name,
-        selector=(lambda filters: engine.select(filters, regions)) if regions else None,
+        selector=(lambda filters: engine.places.select(filters, regions)) if regions else None,
     )
     if regions:  # each bare id where it is, as an ARN when that is not the run's own Region
-        chosen.instance_ids = engine.place_ids(chosen.instance_ids, regions)
-    for place, error in engine.unreachable.items():  # the run goes on; its exit code says so (runs)
+        chosen.instance_ids = engine.places.place_ids(chosen.instance_ids, regions)
+    for place, error in engine.places.unreachable.items():  # the run goes on; its exit code says so (runs)
         print(printable(f"ec2ir: WARNING: {place.region} was not searched: {error}"), file=sys.stderr)
     args.instance_ids = chosen.instance_ids
     if chosen.filters and not getattr(args, "dry_run", False):

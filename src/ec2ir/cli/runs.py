@@ -198,7 +198,7 @@ def _exit_code(run: Invocation, report: RunReport) -> int:
     incomplete = [r for r in report.results if r.ok and r.evidence_failed]
     warned = [r for r in report.results if r.warnings]
     # a Region --regions named that could not be searched may hold instances the run missed
-    unsearched = run.engine.unreachable
+    unsearched = run.engine.places.unreachable
     return EXIT_PARTIAL if report.failed or incomplete or warned or unsearched else EXIT_OK
 
 

@@ -59,7 +59,7 @@ def via_stepfunctions(run: Invocation, shard_options: dict[str, object]) -> RunR
             "drop them, or run locally (--via local); EC2IR_EVIDENCE_BUCKET sets --evidence-bucket",
         )
     case = args.case if args.command == "release" else None  # release: each place from its hold
-    arns_by_place = run.engine.arns_by_place(args.instance_ids, case)
+    arns_by_place = run.engine.places.arns_by_place(args.instance_ids, run.engine.store, case)
     return start_and_follow(
         run.aws,
         args.outbreak_stack,

@@ -19,65 +19,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from dataclasses import replace
 
-from ec2ir.aws.session import Aws, discover
-from ec2ir.aws.targets import check_partition, parse_arn, select
+from ec2ir.aws.session import Aws
 from ec2ir.containment import nacl, restore
 from ec2ir.containment.check import Breach, BreachKind, CheckReport
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
-from ec2ir.core.errors import Ec2irError, UsageError
+from ec2ir.core.errors import Ec2irError
 from ec2ir.core.models import Hold, InstanceResult, Place
 from ec2ir.core.text import printable
 from ec2ir.engine.facade import Engine
+from ec2ir.engine.places import ByPlace, Places, each
 from ec2ir.engine.results import PlanReport, Progress, RunReport, failure
 from ec2ir.evidence.verify import Finding
 from ec2ir.permissions.policy import ALLOWED
-
-T = TypeVar("T")
-# The holds of one place, or the instances named in it, by place; None is the table's own place.
-ByPlace = dict[Place | None, list[str]]
-
-
-@dataclass
-class Places:
-    """The clients of every place a run reaches, built on first use from the home session: the
-    same account's other Regions with its own credentials, another account's through
-    ``arn:<partition>:iam::<account>:role/<role_name>`` (and ``external_id``)."""
-
-    home: Aws
-    role_name: str = ""
-    external_id: str | None = None
-    _built: dict[Place, Aws] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def home_place(self) -> Place:
-        return Place(self.home.account(), self.home.region())
-
-    def aws_at(self, place: Place) -> Aws:
-        if place == self.home_place():
-            return self.home
-        with self._lock:
-            if place not in self._built:
-                self._built[place] = self._build(place)
-            return self._built[place]
-
-    def role_arn(self, account: str) -> str:
-        return f"arn:{self.home.partition()}:iam::{account}:role/{self.role_name}"
-
-    def _build(self, place: Place) -> Aws:
-        if place.account == self.home.account():
-            return self.home.elsewhere(place.region)
-        if not self.role_name:
-            raise UsageError(
-                f"instances in account {place.account}: ec2ir acts in {self.home.account()}",
-                "pass --role-name NAME: ec2ir assumes arn:<partition>:iam::<account>:role/NAME in each "
-                "other account (with --external-id if its trust policy asks for one)",
-            )
-        return self.home.elsewhere(place.region, self.role_arn(place.account), self.external_id)
 
 
 class Outbreak(Engine):
@@ -91,11 +47,6 @@ class Outbreak(Engine):
         self.places = places or Places(self.aws)
         self._engines: dict[Place, Engine] = {}
         self._engines_lock = threading.Lock()
-        # the Regions --regions named that could not be read (not enabled, no permission): the
-        # adapter names them, and the run goes on in the others
-        self.unreachable: dict[Place, Ec2irError] = {}
-
-    # -- where each instance is --------------------------------------------------------------------
 
     def engine_at(self, place: Place | None) -> Engine:
         """The engine of one place: this one for the run's own, else one with the place's clients
@@ -115,96 +66,6 @@ class Outbreak(Engine):
                     interrupt=self.interrupt,
                 )
             return self._engines[place]
-
-    def split(self, references: Iterable[str]) -> ByPlace:
-        """The named instances by place, in the order named: an ARN's place (the run's own place
-        is None), a bare id the run's own place."""
-        by_place: ByPlace = {}
-        for reference in references:
-            if reference.startswith("arn:"):
-                home = self.places.home_place()
-                arn = parse_arn(reference)
-                check_partition(arn, self.aws.partition())
-                place: Place | None = Place(arn.account, arn.region)
-                key, instance_id = (None if place == home else place), arn.instance_id
-            else:
-                key, instance_id = None, reference
-            by_place.setdefault(key, []).append(instance_id)
-        return by_place
-
-    def held_places(self, references: Iterable[str], case_id: str) -> ByPlace:
-        """For release and rejoin: a bare id's place is where the case's hold on it says; an ARN's
-        must be where the hold is, or nothing of the case is held there."""
-        named = list(references)
-        validate.case_id(case_id)  # bad input is refused before the table is read
-        bare_named = [r for r in named if not r.startswith("arn:")]
-        if bare_named:
-            validate.instance_ids(bare_named)
-        by_place = self.split(named)
-        bare = set(by_place.get(None, [])) - {parse_arn(r).instance_id for r in named if r.startswith("arn:")}
-        if not bare:
-            return by_place
-        recorded = {h.instance_id: h.place for h in self.store.holds_everywhere(case_id)}
-        moved: ByPlace = {}
-        for instance_id in by_place.get(None, []):
-            place = recorded.get(instance_id) if instance_id in bare else None
-            moved.setdefault(place, []).append(instance_id)
-        for place, ids in by_place.items():
-            if place is not None:
-                moved.setdefault(place, []).extend(ids)
-        return moved
-
-    def locate(self, instance_ids: Iterable[str], regions: Iterable[str]) -> dict[str, Place]:
-        """``--regions``: where each bare id is among these Regions of the run's account, asked of
-        every Region at once; an id found in none is absent (the run reports it not found). A
-        Region that cannot be read is named in ``unreachable`` and the others still answer."""
-        ids = list(dict.fromkeys(instance_ids))
-        found: dict[str, Place] = {}
-        for place, answer in self._in_regions(regions, lambda aws: list(discover(aws, ids))).items():
-            for instance_id in answer:
-                found.setdefault(instance_id, place)
-        return found
-
-    def select(self, filters: list[dict[str, object]], regions: Iterable[str]) -> list[str]:
-        """``--filters`` with ``--regions``: the matching instances of every Region, each as the
-        engine takes it (its id in the run's own Region, else its ARN)."""
-        home = self.places.home_place()
-        selected: list[str] = []
-        for place, ids in self._in_regions(regions, lambda aws: select(aws, filters)).items():
-            selected += [i if place == home else self._arn(place, i) for i in ids]
-        return selected
-
-    def place_ids(self, references: list[str], regions: Iterable[str]) -> list[str]:
-        """Each bare id as the ARN of the Region it was found in (``locate``), unless that is the
-        run's own Region; ARNs, and ids found nowhere, stay as they are."""
-        home = self.places.home_place()
-        found = self.locate([r for r in references if not r.startswith("arn:")], regions)
-        return [self._arn(found[r], r) if r in found and found[r] != home else r for r in references]
-
-    def arns_by_place(self, references: Iterable[str], case_id: str | None = None) -> dict[Place, list[str]]:
-        """Every named instance as its ARN, by place (for the outbreak stack's shards): a bare id
-        is the run's own place's, or, given the case (release), where the case's hold says."""
-        by_place = self.held_places(references, case_id) if case_id else self.split(references)
-        home = self.places.home_place()
-        arns: dict[Place, list[str]] = {}
-        for place, ids in by_place.items():
-            arns.setdefault(place or home, []).extend(self._arn(place or home, i) for i in ids)
-        return arns
-
-    def _arn(self, place: Place, instance_id: str) -> str:
-        return f"arn:{self.aws.partition()}:ec2:{place.region}:{place.account}:instance/{instance_id}"
-
-    def _in_regions(self, regions: Iterable[str], read: Callable[[Aws], list[str]]) -> dict[Place, list[str]]:
-        account = self.aws.account()
-        places = [Place(account, region) for region in dict.fromkeys(regions)]
-        answers = _each(places, lambda place: read(self.places.aws_at(place)))
-        readable: dict[Place, list[str]] = {}
-        for place, answer in answers.items():
-            if isinstance(answer, Ec2irError):
-                self.unreachable[place] = answer
-            else:
-                readable[place] = answer
-        return readable
 
     def _own_account(self, place: Place) -> bool:
         return place.account == self.places.home_place().account
@@ -232,7 +93,7 @@ class Outbreak(Engine):
     ) -> RunReport:
         return self._run(
             "isolate",
-            self.split(instance_ids),
+            self.places.split(instance_ids),
             case_id,
             lambda engine, ids: Engine.isolate(
                 engine, ids, case_id, office_cidr, allow_any_source, self._options(engine, options), progress
@@ -248,7 +109,7 @@ class Outbreak(Engine):
     ) -> RunReport:
         return self._run(
             "collect",
-            self.split(instance_ids),
+            self.places.split(instance_ids),
             case_id,
             lambda engine, ids: Engine.collect(
                 engine, ids, case_id, self._options(engine, options), progress
@@ -268,7 +129,7 @@ class Outbreak(Engine):
         restore.GroupFixes.parse(fixes, skip_missing_groups)  # refused before any call, as ever
         return self._run(
             "release",
-            self.held_places(instance_ids, case_id),
+            self.places.held_places(instance_ids, case_id, self.store),
             case_id,
             lambda engine, ids: Engine.release(
                 engine, ids, case_id, rejoin, progress, fixes, skip_missing_groups
@@ -287,7 +148,7 @@ class Outbreak(Engine):
         restore.GroupFixes.parse(fixes, skip_missing_groups)  # refused before any call, as ever
         return self._run(
             "release",
-            self.held_places(instance_ids, case_id),
+            self.places.held_places(instance_ids, case_id, self.store),
             case_id,
             lambda engine, ids: Engine.plan_release(engine, ids, case_id, rejoin, fixes, skip_missing_groups),
         )
@@ -297,7 +158,7 @@ class Outbreak(Engine):
     ) -> RunReport:
         return self._run(
             "rejoin",
-            self.held_places(instance_ids, case_id),
+            self.places.held_places(instance_ids, case_id, self.store),
             case_id,
             lambda engine, ids: Engine.rejoin(engine, ids, case_id, progress),
         )
@@ -311,7 +172,7 @@ class Outbreak(Engine):
         options: Options | None = None,
     ) -> PlanReport:
         return self._plan(
-            self.split(instance_ids),
+            self.places.split(instance_ids),
             lambda engine, ids: Engine.plan(
                 engine, ids, case_id, office_cidr, allow_any_source, self._options(engine, options)
             ),
@@ -323,7 +184,7 @@ class Outbreak(Engine):
         self, instance_ids: Iterable[str], case_id: str, options: Options | None = None
     ) -> PlanReport:
         return self._plan(
-            self.split(instance_ids),
+            self.places.split(instance_ids),
             lambda engine, ids: Engine.plan_collect(engine, ids, case_id, self._options(engine, options)),
             case_id,
             "collect",
@@ -361,7 +222,7 @@ class Outbreak(Engine):
     def _edge(self, case_id: str, act: Callable[[Engine], nacl.NaclReport]) -> nacl.NaclReport:
         here = act(self)  # validates, and refuses a missing table, before any other place
         places = sorted({h.place for h in self.store.holds_everywhere(case_id) if h.place is not None})
-        for place, answer in _each(places, lambda place: act(self.engine_at(place))).items():
+        for place, answer in each(places, lambda place: act(self.engine_at(place))).items():
             if isinstance(answer, Ec2irError):
                 here.problems.append(nacl.Problem("", printable(f"{place}: not reached: {answer}")))
                 continue
@@ -378,7 +239,7 @@ class Outbreak(Engine):
         by_place: dict[Place | None, list[Hold]] = {}
         for hold in holds:
             by_place.setdefault(hold.place, []).append(hold)
-        for answer in _each(list(by_place), lambda p: Engine.names(self.engine_at(p), by_place[p])).values():
+        for answer in each(list(by_place), lambda p: Engine.names(self.engine_at(p), by_place[p])).values():
             if not isinstance(answer, Ec2irError):
                 instances |= answer[0]
                 groups |= answer[1]
@@ -389,7 +250,7 @@ class Outbreak(Engine):
         clients; a place that cannot be reached is a breach (not checked), which no repair mends."""
         report = Engine.check(self, case_id, repair)  # validates, and refuses a missing table, first
         places = sorted({h.place for h in self.store.holds_everywhere(case_id) if h.place is not None})
-        answers = _each(places, lambda place: Engine.check(self.engine_at(place), case_id, repair))
+        answers = each(places, lambda place: Engine.check(self.engine_at(place), case_id, repair))
         # after a repair, what is still in breach in every place (None: nothing needed one)
         remaining = report.remaining
         for place, answer in answers.items():
@@ -419,7 +280,7 @@ class Outbreak(Engine):
     ) -> RunReport:
         if set(by_place) <= {None}:
             return command(self, by_place.get(None, []))
-        answers = _each(list(by_place), lambda place: command(self.engine_at(place), by_place[place]))
+        answers = each(list(by_place), lambda place: command(self.engine_at(place), by_place[place]))
         home = self.places.home_place()
         reports: dict[Place, RunReport] = {}
         for place, answer in answers.items():
@@ -438,7 +299,7 @@ class Outbreak(Engine):
     ) -> PlanReport:
         if set(by_place) <= {None}:
             return command(self, by_place.get(None, []))
-        answers = _each(list(by_place), lambda place: command(self.engine_at(place), by_place[place]))
+        answers = each(list(by_place), lambda place: command(self.engine_at(place), by_place[place]))
         home = self.places.home_place()
         plan = PlanReport(case_id, self.aws.caller_arn(), action=action)
         plans: dict[Place, PlanReport] = {}
@@ -460,27 +321,6 @@ class Outbreak(Engine):
                 if name not in plan.checks or plan.checks[name].verdict == ALLOWED:
                     plan.checks[name] = check  # a place that may not do it decides
         return plan
-
-
-P = TypeVar("P", Place, Place | None)
-
-
-def _each(places: list[P], work: Callable[[P], T]) -> dict[P, T | Ec2irError]:
-    """``work`` for every place at once, each on its own thread: a place's answer, or the error
-    that stopped it, which never stops another place."""
-
-    def guarded(place: P) -> T | Ec2irError:
-        try:
-            return work(place)
-        except Ec2irError as error:
-            return error
-        except Exception as error:  # one place's defect must not hide the other places' results
-            return Ec2irError(f"{type(error).__name__}: {error}")
-
-    if not places:
-        return {}
-    with ThreadPoolExecutor(max_workers=len(places), thread_name_prefix="ec2ir-place") as pool:
-        return dict(zip(places, pool.map(guarded, places), strict=True))
 
 
 def _refused(instance_id: str, action: str, place: Place | None, error: Ec2irError) -> InstanceResult:

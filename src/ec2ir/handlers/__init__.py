@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from ec2ir.aws.session import Aws, AwsSettings, translated
 from ec2ir.core.errors import Ec2irError, UsageError
 from ec2ir.engine.facade import Engine
-from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.engine.outbreak import Outbreak
+from ec2ir.engine.places import Places
 from ec2ir.engine.results import RunReport
 from ec2ir.engine.runtime import DEFAULT_CONCURRENCY
 from ec2ir.store.state import StateStore

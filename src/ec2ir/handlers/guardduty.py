@@ -51,7 +51,8 @@ from ec2ir.core.errors import AwsError, Ec2irError
 from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, Place
 from ec2ir.core.text import printable
 from ec2ir.engine.facade import Engine
-from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.engine.outbreak import Outbreak
+from ec2ir.engine.places import Places
 from ec2ir.engine.results import RunReport
 from ec2ir.handlers import (
     MEMBER_ROLE_ENV,

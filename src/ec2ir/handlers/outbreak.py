@@ -45,7 +45,8 @@ from ec2ir.core import validate
 from ec2ir.core.errors import AwsError, Ec2irError, Throttled, UsageError
 from ec2ir.core.models import InstanceResult, Place
 from ec2ir.core.text import printable
-from ec2ir.engine.outbreak import Outbreak, Places
+from ec2ir.engine.outbreak import Outbreak
+from ec2ir.engine.places import Places
 from ec2ir.engine.results import RunReport
 from ec2ir.handlers import (
     engine_from_environment,
