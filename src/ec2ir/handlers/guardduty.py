@@ -401,24 +401,15 @@ def handle(
     if blocking:
         outcome["block_ips"] = list(finding.remote.cidrs)
     try:
-        engine = engine_factory()
         member = own_account is not None and finding.account_id != own_account
-        if member:  # the finding's account, through its role; its groups stay its own
-            engine = _reaching(engine, member_role)
+        engine, target = _engine_for(engine_factory(), finding, member_role if member else "")
+        if member:  # a member's instance gets its own account's groups: the stack's is in another VPC
             forensic_group = forensic_group_owner = None
-        target = _target(engine, finding) if member else finding.instance_id
         before = _current_hold(engine, finding, member)
         contain, again = _renewal(engine, finding, case, before)
         if not contain:
             return _ignored(f"not contained again: {again}", finding)
-        options = Options(
-            revoke_sessions=revoke_sessions,
-            forensic_group=forensic_group or "",
-            forensic_group_owner=forensic_group_owner or "",
-            block_ips=finding.remote.cidrs if blocking else (),
-            # an unsafe address is left out with a note: the instance is contained regardless
-            block_ips_skip_unsafe=True,
-        )
+        options = _options(finding, blocking, revoke_sessions, forensic_group, forensic_group_owner)
         report = engine.isolate([target], case, office_cidr, options=options)
     except Ec2irError as error:
         outcome |= {"outcome": Handled.FAILED, "reason": str(error)}
@@ -466,22 +457,38 @@ def _not_to_contain(
     return None
 
 
-def _reaching(engine: Engine, member_role: str) -> Outbreak:
-    """The function's engine, reaching the member accounts through ``member_role``."""
+def _options(
+    finding: Finding,
+    blocking: bool,
+    revoke_sessions: bool,
+    forensic_group: str | None,
+    forensic_group_owner: str | None,
+) -> Options:
+    return Options(
+        revoke_sessions=revoke_sessions,
+        forensic_group=forensic_group or "",
+        forensic_group_owner=forensic_group_owner or "",
+        block_ips=finding.remote.cidrs if blocking else (),
+        # an unsafe address is left out with a note: the instance is contained regardless
+        block_ips_skip_unsafe=True,
+    )
+
+
+def _engine_for(engine: Engine, finding: Finding, member_role: str) -> tuple[Engine, str]:
+    """The engine and the instance to contain: the function's own, or (``member_role``) the
+    engine reaching the finding's member account through that role, and the instance's ARN."""
+    if not member_role:
+        return engine, finding.instance_id
     places = Places(engine.aws, role_name=member_role)
-    return Outbreak(
+    reaching = Outbreak(
         engine.aws,
         engine.store,
         concurrency=engine.concurrency,
         evidence_bucket=engine.evidence_bucket,
         places=places,
     )
-
-
-def _target(engine: Engine, finding: Finding) -> str:
-    """A member account's instance, by its ARN: the engine contains it in its own place."""
     where = f"{finding.region}:{finding.account_id}"
-    return f"arn:{engine.aws.partition()}:ec2:{where}:instance/{finding.instance_id}"
+    return reaching, f"arn:{engine.aws.partition()}:ec2:{where}:instance/{finding.instance_id}"
 
 
 def _current_hold(engine: Engine, finding: Finding, member: bool) -> Hold | None:

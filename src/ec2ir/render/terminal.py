@@ -120,14 +120,8 @@ def render_run(report: RunReport) -> str:
         ]
         for r in report.results
     ]
-    headers = [
-        "INSTANCE",
-        *(["PLACE"] if placed else []),
-        *(["NAME"] if titled else []),
-        "RESULT",
-        "ENI: GROUPS NOW",
-        "DETAIL",
-    ]
+    headers = ["INSTANCE", *(["PLACE"] if placed else []), *(["NAME"] if titled else [])]
+    headers += ["RESULT", "ENI: GROUPS NOW", "DETAIL"]
     head, rule, *body = table_lines(headers, rows)
     lines = [*head, *rule]
     for row, result in zip(body, report.results, strict=True):
