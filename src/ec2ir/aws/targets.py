@@ -103,8 +103,8 @@ def expand(named: Sequence[str], stdin: TextIO | None) -> list[str]:
 
 
 def parse_arn(text: str) -> InstanceArn:
-    matched = ARN.match(text)
-    if not matched or not validate.INSTANCE_ID.match(matched["id"]):
+    matched = ARN.fullmatch(text)
+    if not matched or not validate.INSTANCE_ID.fullmatch(matched["id"]):
         raise UsageError(
             f"malformed instance ARN {printable(repr(text))}",
             "an instance ARN looks like arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0",
@@ -347,7 +347,7 @@ def _checked(name: str, values: list[str], shown: str) -> dict[str, Any]:
 
 
 def looks_like_target(word: str) -> bool:
-    return word == STDIN or word.startswith("arn:") or bool(validate.INSTANCE_ID.match(word))
+    return word == STDIN or word.startswith("arn:") or bool(validate.INSTANCE_ID.fullmatch(word))
 
 
 def settle(args: argparse.Namespace, extras: Sequence[str]) -> None:

@@ -179,16 +179,16 @@ def target_options() -> argparse.ArgumentParser:
     return parent
 
 
-REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 # IAM's role names (64 characters of [\w+=,.@-]), optionally under a path (IAM's RoleName and Path)
-ROLE_NAME = re.compile(r"^(/?[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+ROLE_NAME = re.compile(r"(/?[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII)
 
 
 def role_name(text: str) -> str:
     """An argparse type: an IAM role's name, with its path if it has one ("" is none)."""
     if not text:
         return text
-    if len(text) > 512 or not ROLE_NAME.match(text):
+    if len(text) > 512 or not ROLE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text[:70]!r} is not an IAM role name (e.g. ec2ir-responder)")
     return text.strip("/")
 
@@ -199,7 +199,7 @@ def region_list(text: str) -> tuple[str, ...]:
     if regions == ("all",):
         return regions
     for region in regions:
-        if not REGION.match(region):
+        if not REGION.fullmatch(region):
             raise argparse.ArgumentTypeError(
                 f"{region[:40]!r} is not a Region name (e.g. eu-west-1), nor all"
             )

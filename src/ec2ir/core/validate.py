@@ -23,7 +23,7 @@ def instance_ids(raw: Iterable[str]) -> list[str]:
     ids = [item.strip() for item in raw]
     if not ids:
         raise UsageError("no instance ids given", "name at least one instance, e.g. i-0123456789abcdef0")
-    bad = [item for item in ids if not INSTANCE_ID.match(item)]
+    bad = [item for item in ids if not INSTANCE_ID.fullmatch(item)]
     if bad:
         shown = ", ".join(repr(item) for item in bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise UsageError(

@@ -445,13 +445,13 @@ def _not_to_contain(
         return "GuardDuty sample finding"
     if finding.archived:
         return "the finding is archived"
+    if not ACCOUNT.fullmatch(finding.account_id):
+        return f"the finding's account {finding.account_id[:40]!r} is not an account id"
     if own_account and finding.account_id != own_account and not members:
         return (
             f"the finding is in account {finding.account_id}; this function contains instances of "
             f"{own_account} only (MemberRoleName reaches member accounts)"
         )
-    if not ACCOUNT.match(finding.account_id):
-        return f"the finding's account {finding.account_id[:40]!r} is not an account id"
     if own_region and finding.region != own_region:
         return f"the finding is in {finding.region}; this function works in {own_region}"
     return None

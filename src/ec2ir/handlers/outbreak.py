@@ -119,9 +119,9 @@ def parse_shard(event: object) -> Shard:
     if action not in ACTIONS:
         raise UsageError(f"action {printable(action[:40])!r} is not one of {', '.join(ACTIONS)}")
     account, region = _text(event, "account"), _text(event, "region")
-    if not validate.ACCOUNT_ID.match(account):
+    if not validate.ACCOUNT_ID.fullmatch(account):
         raise UsageError(f"malformed account id {printable(account[:40])!r}")
-    if not REGION.match(region):
+    if not REGION.fullmatch(region):
         raise UsageError(f"malformed Region {printable(region[:40])!r}")
     place = Place(account, region)
     return Shard(

@@ -58,7 +58,10 @@ FORENSIC_VOLUMES = "forensic volumes (ec2ir forensics)"
 OTHER_ACCOUNTS = "other accounts (--role-name)"
 # What the role in a member account needs: everything done to its instances, none of the state
 # table (the case's state stays in the responder's account) and no further role to assume.
-NOT_IN_MEMBER_ACCOUNTS = frozenset({"state table", "state table encryption", OTHER_ACCOUNTS})
+# The forensic workstation works in the command's own place only.
+NOT_IN_MEMBER_ACCOUNTS = frozenset(
+    {"state table", "state table encryption", OTHER_ACCOUNTS, FORENSIC_VOLUMES}
+)
 MEMORY = "memory (--memory)"
 # The stack's functions never attach forensic volumes or run commands on instances, so their role
 # does not get to delete volumes or send SSM commands.
@@ -90,6 +93,8 @@ def required_actions(member: bool = False) -> list[str]:
             for purpose, actions in actions_by_purpose().items()
             if not (member and purpose in NOT_IN_MEMBER_ACCOUNTS)
             for action in actions
+            # the journal, the ledger, every hold: all in the responder's account's table
+            if not (member and action.startswith("dynamodb:"))
         }
     )
 

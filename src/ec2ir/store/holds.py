@@ -33,7 +33,7 @@ REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
 def hold_from_item(item: dict[str, Any]) -> Hold:
     data = deserialize(item)
     hold = _hold_from(data)
-    if hold.place and not (ACCOUNT.match(hold.place.account) and REGION.match(hold.place.region)):
+    if hold.place and not (ACCOUNT.fullmatch(hold.place.account) and REGION.fullmatch(hold.place.region)):
         raise OriginalsTampered(f"the hold on {printable(hold.instance_id)} names no real account and Region")
     if "pk" in data and data["pk"] != instance_key(hold.instance_id, place=hold.place)["pk"]["S"]:
         # the place decides which account's instance a release changes: it must be the key's
