@@ -293,3 +293,19 @@ def test_block_ip_and_unblock_ip_reach_every_place_the_case_holds(scene: Outbrea
     unblocked = scene.outbreak.unblock_ip([attacker], CASE)
     assert unblocked.ok, unblocked.all_notes()
     assert [_denies(scene, i, attacker) for i in scene.infected] == [0, 0, 0, 0]
+
+
+def test_block_ip_reaches_the_members_of_a_case_that_holds_nothing_in_the_run_s_own_place(
+    scene: OutbreakScene,
+) -> None:
+    attacker = "198.51.100.67/32"
+    members = [i for i in scene.infected if i.place.account == MEMBER]
+    scene.outbreak.isolate([i.arn for i in members], CASE)
+
+    blocked = scene.outbreak.block_ip([attacker], CASE)
+
+    assert blocked.ok, blocked.all_notes()
+    assert [_denies(scene, i, attacker) for i in members] == [2, 2]
+    unblocked = scene.outbreak.unblock_ip([attacker], CASE)
+    assert unblocked.ok, unblocked.all_notes()
+    assert [_denies(scene, i, attacker) for i in members] == [0, 0]

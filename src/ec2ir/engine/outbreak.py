@@ -27,7 +27,7 @@ from ec2ir.containment.check import Breach, BreachKind, CheckReport
 from ec2ir.containment.steps import Options
 from ec2ir.core import validate
 from ec2ir.core.errors import Ec2irError
-from ec2ir.core.models import Hold, InstanceResult, Place
+from ec2ir.core.models import ACTIVE_STATUSES, Hold, InstanceResult, Place
 from ec2ir.core.text import printable
 from ec2ir.engine.facade import Engine
 from ec2ir.engine.places import ByPlace, Places, each
@@ -212,16 +212,38 @@ class Outbreak(Engine):
     def block_ip(self, cidrs: Iterable[str], case_id: str, dry_run: bool = False) -> nacl.NaclReport:
         """At the subnet edge of every instance the case holds, in each place, from there."""
         raw = list(cidrs)
-        return self._edge(case_id, lambda engine: Engine.block_ip(engine, raw, case_id, dry_run))
+        return self._edge(
+            "block-ip", raw, case_id, dry_run, lambda e: Engine.block_ip(e, raw, case_id, dry_run)
+        )
 
     def unblock_ip(self, cidrs: Iterable[str], case_id: str, dry_run: bool = False) -> nacl.NaclReport:
         """The case's deny entries for these addresses removed, in each place, from there."""
         raw = list(cidrs)
-        return self._edge(case_id, lambda engine: Engine.unblock_ip(engine, raw, case_id, dry_run))
+        return self._edge(
+            "unblock-ip", raw, case_id, dry_run, lambda e: Engine.unblock_ip(e, raw, case_id, dry_run)
+        )
 
-    def _edge(self, case_id: str, act: Callable[[Engine], nacl.NaclReport]) -> nacl.NaclReport:
-        here = act(self)  # validates, and refuses a missing table, before any other place
-        places = sorted({h.place for h in self.store.holds_everywhere(case_id) if h.place is not None})
+    def _edge(
+        self,
+        action: str,
+        raw: list[str],
+        case_id: str,
+        dry_run: bool,
+        act: Callable[[Engine], nacl.NaclReport],
+    ) -> nacl.NaclReport:
+        """Each place the case holds an instance in (active ones, to block; any, to unblock: its
+        entries outlive a release), and the run's own place whenever it holds one, or when no
+        place does, which then refuses as a one-place run would."""
+        case = validate.case_id(case_id)
+        nacl.parse_blocks(raw, skip_unsafe=False, check=action == "block-ip")  # bad input: exit 2 at once
+        self.store.require()
+        blocking = action == "block-ip"
+        held = [h for h in self.store.holds_everywhere(case) if h.status in ACTIVE_STATUSES or not blocking]
+        places = sorted({h.place for h in held if h.place is not None})
+        if any(h.place is None for h in held) or not places:
+            here = act(self)
+        else:
+            here = nacl.NaclReport(action, case, self.aws.caller_arn(), dry_run=dry_run)
         for place, answer in each(places, lambda place: act(self.engine_at(place))).items():
             if isinstance(answer, Ec2irError):
                 here.problems.append(nacl.Problem("", printable(f"{place}: not reached: {answer}")))
