@@ -86,24 +86,40 @@ def test_isolate_via_stepfunctions_contains_every_place_through_the_shards_and_p
     assert execution.polls == 1
 
 
-def test_the_same_request_twice_follows_the_same_execution_rather_than_running_it_again(
+def test_the_same_request_again_after_its_execution_ended_runs_it_again_as_a_new_execution(
     run: Cli, scene: OutbreakScene, stack: StackAtTheDoor, aws: Aws
 ) -> None:
     first = run(*_via("isolate", *scene.references(), output="json"))
     again = run(*_via("isolate", *scene.references(), output="json"))
 
     assert (first.code, again.code) == (0, 0), again.err
-    assert first.json()["results"] == again.json()["results"]
     placed = {(r["instance_id"], r["account"], r["region"], r["ok"]) for r in again.json()["results"]}
     assert placed == {(i.instance_id, i.place.account, i.place.region, True) for i in scene.infected}
-    [one, two] = stack.starts
-    assert one == two  # the same name, for the same input
-    assert stack.refused == [one["name"]]  # the closed execution's name: ExecutionAlreadyExists
-    assert len(stack.shards_run) == len(scene.infected)  # each shard ran once
-    [execution] = stack.executions.values()
-    assert set(execution.followed) == {execution.arn}
+    # an ended execution's old summary is never taken for this run's: the request runs again
+    [one, refused, two] = stack.starts
+    assert refused["name"] == one["name"] and stack.refused == [one["name"]]
+    assert two["name"] != one["name"] and two["input"] == one["input"]
+    assert "ran before and has ended: starting the request again" in again.err
+    assert len(stack.shards_run) == 2 * len(scene.infected)  # each shard ran again (a no-op)
     machine = aws.client("stepfunctions").list_state_machines()["stateMachines"][0]["stateMachineArn"]
-    assert len(aws.client("stepfunctions").list_executions(stateMachineArn=machine)["executions"]) == 1
+    assert len(aws.client("stepfunctions").list_executions(stateMachineArn=machine)["executions"]) == 2
+
+
+def test_an_execution_of_the_request_s_name_with_another_input_is_refused_never_followed(
+    scene: OutbreakScene, stack: StackAtTheDoor, aws: Aws
+) -> None:
+    from ec2ir.cli import stepfunctions
+    from ec2ir.core.errors import UsageError
+
+    machine = aws.client("stepfunctions").list_state_machines()["stateMachines"][0]["stateMachineArn"]
+    first, second = scene.infected[2], scene.infected[3]
+    theirs = stepfunctions.request("isolate", CASE, {first.place: [first.arn]}, {})
+    ours = stepfunctions.request("isolate", CASE, {second.place: [second.arn]}, {})
+    name = stepfunctions.execution_name("isolate", CASE, ours)
+    stepfunctions.start(aws, machine, name, theirs)  # someone else started it first, under our name
+
+    with pytest.raises(UsageError, match="exists with another input"):
+        stepfunctions.start(aws, machine, name, ours)
 
 
 def test_a_shard_that_failed_fails_its_instances_by_name_and_the_run_exits_1(
@@ -132,7 +148,8 @@ def test_release_via_stepfunctions_sends_bare_ids_to_the_places_of_their_holds(
     assert isolated.code == 0, isolated.err
     assert stack.starts == []  # a local run
 
-    released = run(*_via("release", *(i.instance_id for i in scene.infected)))
+    # the CLI's own --table is not where the shards keep the holds: the stack's table is
+    released = run(*_via("release", *(i.instance_id for i in scene.infected)), "--table", "not-the-stacks")
 
     assert released.code == 0, released.err
     [started] = stack.starts
@@ -148,3 +165,21 @@ def test_release_via_stepfunctions_sends_bare_ids_to_the_places_of_their_holds(
         assert str(infected.place) in row and "released" in row, row
     statuses = {h.status for h in scene.outbreak.store.holds_everywhere(CASE)}
     assert statuses == {HoldStatus.RELEASED}
+
+
+def test_an_instance_no_shard_answered_for_fails_and_the_run_exits_1(
+    run: Cli, scene: OutbreakScene, stack: StackAtTheDoor
+) -> None:
+    refused = next(i for i in scene.infected if i.place.account == MEMBER)
+    stack.refusing.add(refused.place)
+
+    isolated = run(*_via("isolate", *scene.references(), output="json"))
+
+    assert isolated.code == 1, isolated.err
+    by_id = {r["instance_id"]: r for r in isolated.json()["results"]}
+    assert (by_id[refused.instance_id]["ok"], by_id[refused.instance_id]["error_code"]) == (
+        False,
+        "NoShardResult",
+    )
+    assert all(r["ok"] for i, r in by_id.items() if i != refused.instance_id)
+    assert scene.groups_now(refused) == {refused.group_id}

@@ -34,6 +34,7 @@ from ec2ir.engine.outbreak import Outbreak
 from ec2ir.engine.places import Places
 from ec2ir.handlers import outbreak as handler
 from ec2ir.store.state import StateStore
+from ec2ir.store.table import DEFAULT_TABLE
 from tests.support.outbreak import ROLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +82,8 @@ def create_stack(aws: Aws) -> str:
         "Outputs": {
             stepfunctions.STATE_MACHINE_OUTPUT: {"Value": {"Ref": "Machine"}},
             stepfunctions.RESULTS_BUCKET_OUTPUT: {"Value": BUCKET},
+            # the shards' table (cold_outbreak's): where release finds each instance's place
+            stepfunctions.STATE_TABLE_OUTPUT: {"Value": DEFAULT_TABLE},
         },
     }
     aws.client("cloudformation").create_stack(StackName=STACK, TemplateBody=json.dumps(template))
@@ -128,6 +131,7 @@ class Execution:
     machine: str = f"arn:aws:states:us-east-1:123456789012:stateMachine:{STATE_MACHINE}"
     map_run: str = "1"
     arn: str = ""  # the execution's own ARN, when answers are routed by it (StackAtTheDoor)
+    input: str = ""  # the execution's input, as DescribeExecution gives it back
     polls: int = 0
     followed: list[str] = field(default_factory=list)  # the execution ARN of each poll
 
@@ -188,7 +192,12 @@ class Execution:
         self.polls += 1
         self.followed.append(arn)
         done = self.polls >= self.polls_until_done
-        described = {"executionArn": arn, "stateMachineArn": self.machine, "startDate": 0}
+        described = {
+            "executionArn": arn,
+            "stateMachineArn": self.machine,
+            "startDate": 0,
+            "input": self.input,
+        }
         if not done:
             return described | {"status": "RUNNING"}
         return described | {"status": "SUCCEEDED", "output": json.dumps(self.output)}
@@ -233,6 +242,8 @@ class StackAtTheDoor:
 
     aws: Aws
     failing: dict[Place, tuple[str, str]] = field(default_factory=dict)
+    # the places whose shard function refuses its event (an older function than the CLI, say)
+    refusing: set[Place] = field(default_factory=set)
     starts: list[dict[str, Any]] = field(default_factory=list)  # each StartExecution's name and input
     refused: list[str] = field(default_factory=list)  # the names refused as already run
     executions: dict[str, Execution] = field(default_factory=dict)  # by name
@@ -275,6 +286,7 @@ class StackAtTheDoor:
         outputs = [self._shard(common | item) for item in execution_input["shards"]]
         map_run = f"{len(self.executions) + 1:08x}"
         execution = Execution(outputs, polls_until_done=1, machine=machine, map_run=map_run, arn=arn)
+        execution.input = json.dumps(execution_input)
         succeeded = [
             {"ExecutionArn": child, "Status": "SUCCEEDED", "Input": "{}", "Output": json.dumps(output)}
             for child, output in zip(execution.child_arns(), outputs, strict=True)
@@ -287,6 +299,8 @@ class StackAtTheDoor:
     def _shard(self, item: dict[str, Any]) -> dict[str, Any]:
         place = Place(item["account"], item["region"])
         self.shards_run.append(place)
+        if place in self.refusing:
+            return handler.refused_summary(item, "option 'untrack' is not one isolate takes")
         if place not in self.failing:
             return handler.handle_shard(item, cold_outbreak(self.aws))
         error, cause = self.failing[place]

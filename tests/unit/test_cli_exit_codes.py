@@ -12,7 +12,7 @@ from ec2ir.cli import commands
 from ec2ir.cli.app import main
 from ec2ir.core import errors
 from ec2ir.core.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, Ec2irError
-from ec2ir.handlers.outbreak import ShardTransient
+from ec2ir.handlers.outbreak import NoShardResult, ShardTransient
 
 # Decided one class at a time: 2 for what is raised before the first change, 1 for what ends one
 # instance's or one step's work (a run reports it as that instance's failure), 130 for Ctrl-C.
@@ -23,6 +23,7 @@ EXIT_CODES: dict[type[Ec2irError], int] = {
     errors.StateTableError: EXIT_USAGE,
     RangesUnavailable: EXIT_USAGE,
     ShardTransient: EXIT_PARTIAL,  # raised in a shard's Lambda only, for Step Functions to retry
+    NoShardResult: EXIT_PARTIAL,  # an instance of a --via stepfunctions run that no shard answered
     errors.AwsError: EXIT_USAGE,
     errors.PermissionDenied: EXIT_USAGE,
     errors.Throttled: EXIT_USAGE,

@@ -18,20 +18,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ec2ir.aws.session import Aws, translated
+from ec2ir.aws.targets import parse_arn
 from ec2ir.core import validate
 from ec2ir.core.errors import AwsError, Ec2irError, UsageError
 from ec2ir.core.models import Place
 from ec2ir.core.text import printable
-from ec2ir.engine.results import RunReport
+from ec2ir.engine.results import RunReport, failure
 from ec2ir.handlers.outbreak import (
     ACTIONS,
     PAYLOAD_LIMIT,
     SUMMARY_PREFIX,
+    NoShardResult,
     parse_shard,
     report_from_summary,
     shard_items,
@@ -40,6 +43,7 @@ from ec2ir.handlers.outbreak import (
 
 STATE_MACHINE_OUTPUT = "StateMachineArn"
 RESULTS_BUCKET_OUTPUT = "ResultsBucketName"
+STATE_TABLE_OUTPUT = "StateTableName"
 RUNNING = "RUNNING"
 SUCCEEDED = "SUCCEEDED"
 POLL_SECONDS = 5.0
@@ -52,6 +56,7 @@ Say = Callable[[str], None]
 class Stack:
     state_machine_arn: str
     results_bucket: str
+    state_table: str = ""  # where the shards keep every place's holds (StateTableName)
 
 
 def start_and_follow(
@@ -73,10 +78,33 @@ def start_and_follow(
     execution_input = request(action, case_id, arns_by_place, options or {})
     stack = find_stack(aws, stack_name)
     name = execution_name(action, case_id, execution_input, again)
-    arn = start(aws, stack.state_machine_arn, name, execution_input)
-    say(f"started {name} on {stack_name} ({len(execution_input['shards'])} shard(s))")
+    arn, fresh = start(aws, stack.state_machine_arn, name, execution_input)
+    if fresh is None:  # the same request ran before and has ended: this is a new run of it
+        say(f"{name} ran before and has ended: starting the request again")
+        name = execution_name(action, case_id, execution_input, again + secrets.token_hex(4))
+        arn, fresh = start(aws, stack.state_machine_arn, name, execution_input)
+    say(
+        f"{'started' if fresh else 'following the running'} {name} on {stack_name} "
+        f"({len(execution_input['shards'])} shard(s))"
+    )
     output = Follower(aws, arn, say).until_done(poll_seconds, max_wait_seconds)
-    return read_summary(aws, stack, case_id, output)
+    report = read_summary(aws, stack, case_id, output)
+    return with_every_instance(report, arns_by_place, action)
+
+
+def with_every_instance(
+    report: RunReport, arns_by_place: Mapping[Place, Sequence[str]], action: str
+) -> RunReport:
+    """The summary's report, with a failure for every instance asked for that it does not name (a
+    shard refused, or lost): a run never ends ok for an instance nothing was done to."""
+    answered = {(result.place, result.instance_id) for result in report.results}
+    for place, arns in arns_by_place.items():
+        for arn in arns:
+            instance_id = parse_arn(arn).instance_id
+            if (place, instance_id) not in answered:
+                missing = NoShardResult(f"no shard of the execution answered for {instance_id} in {place}")
+                report.results.append(failure(instance_id, action, missing, place=place))
+    return report
 
 
 def request(
@@ -120,23 +148,39 @@ def find_stack(aws: Aws, stack_name: str) -> Stack:
             f"stack {printable(stack_name)} has no output {', '.join(missing)}",
             "name the outbreak stack (deployed from outbreak.yaml) with --outbreak-stack",
         )
-    return Stack(outputs[STATE_MACHINE_OUTPUT], outputs[RESULTS_BUCKET_OUTPUT])
+    return Stack(
+        outputs[STATE_MACHINE_OUTPUT], outputs[RESULTS_BUCKET_OUTPUT], outputs.get(STATE_TABLE_OUTPUT, "")
+    )
 
 
-def start(aws: Aws, state_machine_arn: str, name: str, execution_input: Mapping[str, Any]) -> str:
-    """StartExecution; an execution of this name that has ended is followed, not run again."""
+def start(
+    aws: Aws, state_machine_arn: str, name: str, execution_input: Mapping[str, Any]
+) -> tuple[str, bool | None]:
+    """StartExecution: the execution's ARN, and True when it was started now, False when the same
+    request is still running (a CLI run again is following it), None when it has ended. Step
+    Functions refuses a name that exists whatever the input: one whose input is not this
+    request's is someone else's, and is refused, never followed."""
     client = aws.client("stepfunctions")
     try:
         with translated("states", "StartExecution"):
             answer = client.start_execution(
                 stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input)
             )
-        return str(answer["executionArn"])
+        return str(answer["executionArn"]), True
     except AwsError as error:
         if error.code != "ExecutionAlreadyExists":
             raise
     prefix, _, machine = state_machine_arn.rpartition(":stateMachine:")
-    return f"{prefix}:execution:{machine}:{name}"
+    arn = f"{prefix}:execution:{machine}:{name}"
+    with translated("states", "DescribeExecution"):
+        existing = client.describe_execution(executionArn=arn)
+    if _loaded(existing.get("input")) != json.loads(json.dumps(execution_input)):
+        raise UsageError(
+            f"an execution named {name} exists with another input: it is not this request's; "
+            "nothing was started",
+            "check who started it (CloudTrail: StartExecution); to run anyway, change the request",
+        )
+    return arn, (False if existing.get("status") == RUNNING else None)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from ec2ir.core.text import printable
 if TYPE_CHECKING:
     from ec2ir.cli.invocation import Invocation
     from ec2ir.engine.results import RunReport
+    from ec2ir.store.state import StateStore
 
 # What only a local run does, by command: the flag, and whether it was given (its value differs
 # from the flag's default). The shards take the options of ec2ir.handlers.outbreak.OPTION_TYPES.
@@ -59,7 +60,7 @@ def via_stepfunctions(run: Invocation, shard_options: dict[str, object]) -> RunR
             "drop them, or run locally (--via local); EC2IR_EVIDENCE_BUCKET sets --evidence-bucket",
         )
     case = args.case if args.command == "release" else None  # release: each place from its hold
-    arns_by_place = run.engine.places.arns_by_place(args.instance_ids, run.engine.store, case)
+    arns_by_place = run.engine.places.arns_by_place(args.instance_ids, _shards_table(run), case)
     return start_and_follow(
         run.aws,
         args.outbreak_stack,
@@ -69,3 +70,13 @@ def via_stepfunctions(run: Invocation, shard_options: dict[str, object]) -> RunR
         {name: value for name, value in shard_options.items() if value is not None},
         say=lambda line: print(printable(f"ec2ir: {line}"), file=sys.stderr),
     )
+
+
+def _shards_table(run: Invocation) -> StateStore:
+    """Where the stack's shards keep every place's holds: its own table (StateTableName), not the
+    CLI's --table, so that release finds each instance's place where the shards recorded it."""
+    from ec2ir.cli.stepfunctions import find_stack
+    from ec2ir.store.state import StateStore
+
+    stack = find_stack(run.aws, run.args.outbreak_stack)
+    return StateStore(run.aws, stack.state_table) if stack.state_table else run.engine.store

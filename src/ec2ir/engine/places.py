@@ -91,6 +91,7 @@ class Places:
         bare = set(by_place.get(None, [])) - {parse_arn(r).instance_id for r in named if r.startswith("arn:")}
         if not bare:
             return by_place
+        store.require()  # no table: nothing is held, said as the one-place run says it
         recorded = {h.instance_id: h.place for h in store.holds_everywhere(case_id)}
         moved: ByPlace = {}
         for instance_id in by_place.get(None, []):

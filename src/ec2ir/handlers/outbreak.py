@@ -93,6 +93,13 @@ class ShardTransient(Ec2irError):
     code = "ShardTransient"
 
 
+class NoShardResult(Ec2irError):
+    """An instance asked of the state machine that no shard's result names (a shard refused its
+    event, or its result was lost): it failed, whatever the rest of the run did."""
+
+    code = "NoShardResult"
+
+
 @dataclass(frozen=True)
 class Shard:
     """One checked shard: a place, the instances in it (ids, in order, without repeats), what to do."""
