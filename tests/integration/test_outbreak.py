@@ -309,3 +309,18 @@ def test_block_ip_reaches_the_members_of_a_case_that_holds_nothing_in_the_run_s_
     unblocked = scene.outbreak.unblock_ip([attacker], CASE)
     assert unblocked.ok, unblocked.all_notes()
     assert [_denies(scene, i, attacker) for i in members] == [0, 0]
+
+
+def test_two_accounts_of_a_shared_vpc_each_keep_their_own_groups_in_it(aws: Aws) -> None:
+    home_store = StateStore(aws)
+    home_store.ensure_table()
+    member_store = home_store.at(Place(MEMBER, "us-east-1"))
+    home_account = aws.account()
+
+    # a VPC shared through RAM: the same id in both accounts' runs
+    mine = home_store.record_group("us-east-1", home_account, "vpc-0shared0000000001", "isolation", "sg-0aaa")
+    theirs = member_store.record_group("us-east-1", MEMBER, "vpc-0shared0000000001", "isolation", "sg-0bbb")
+
+    assert (mine, theirs) == ("sg-0aaa", "sg-0bbb")
+    assert home_store.group_records("us-east-1")["vpc-0shared0000000001"].roles["isolation"] == "sg-0aaa"
+    assert member_store.group_records("us-east-1")["vpc-0shared0000000001"].roles["isolation"] == "sg-0bbb"

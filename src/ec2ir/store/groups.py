@@ -2,7 +2,9 @@
 
 They are keyed by Region alone so that they can be read in the run's first round trip, before the
 caller's account is known; each item names its account, and a record of another account is never
-used.
+used. Those of another place than the table's own (ec2ir.engine.outbreak) are keyed
+``groups#<account>:<region>``: two accounts of one outbreak may share a VPC (RAM sharing), and each
+keeps its own groups in it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from ec2ir.aws.session import translated
 from ec2ir.core.errors import AwsError, StaleRecord
-from ec2ir.core.models import GroupRecord
+from ec2ir.core.models import GroupRecord, Place
 from ec2ir.store.items import CONDITION_FAILED, deserialize, serialize
 from ec2ir.store.table import Table
 
@@ -19,8 +21,12 @@ GROUPS = "groups#"
 GROUP_ROLES = ("forensic", "isolation", "allow-all")
 
 
-def groups_key(region: str, vpc_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"{GROUPS}{region}"}, "sk": {"S": f"vpc#{vpc_id}"}}
+def groups_pk(region: str, place: Place | None = None) -> str:
+    return f"{GROUPS}{place.account}:{region}" if place else f"{GROUPS}{region}"
+
+
+def groups_key(region: str, vpc_id: str, place: Place | None = None) -> dict[str, Any]:
+    return {"pk": {"S": groups_pk(region, place)}, "sk": {"S": f"vpc#{vpc_id}"}}
 
 
 def role_attribute(role: str) -> str:
@@ -45,8 +51,9 @@ def group_record_from_item(item: dict[str, Any]) -> GroupRecord:
 class GroupRecords:
     """Which groups are ec2ir's in each VPC, and what their forensic side was last set to."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, place: Place | None = None) -> None:
         self.table = table
+        self.place = place
 
     def in_region(self, region: str) -> dict[str, GroupRecord]:
         """Every VPC's recorded groups in the Region; nothing when the table does not exist yet."""
@@ -56,7 +63,7 @@ class GroupRecords:
                 for page in self.table.ddb.get_paginator("query").paginate(
                     TableName=self.table.name,
                     KeyConditionExpression="pk = :pk",
-                    ExpressionAttributeValues={":pk": {"S": f"{GROUPS}{region}"}},
+                    ExpressionAttributeValues={":pk": {"S": groups_pk(region, self.place)}},
                     ConsistentRead=True,
                 ):
                     for item in page.get("Items", []):
@@ -91,7 +98,7 @@ class GroupRecords:
             with translated("dynamodb", "UpdateItem"):
                 self.table.ddb.update_item(
                     TableName=self.table.name,
-                    Key=groups_key(region, vpc_id),
+                    Key=groups_key(region, vpc_id, self.place),
                     UpdateExpression="SET " + ", ".join(sets),
                     ConditionExpression=(
                         f"(attribute_not_exists(account) OR account = :account) AND {condition}"
@@ -122,7 +129,7 @@ class GroupRecords:
         with translated("dynamodb", "UpdateItem"):
             self.table.ddb.update_item(
                 TableName=self.table.name,
-                Key=groups_key(region, vpc_id),
+                Key=groups_key(region, vpc_id, self.place),
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues=serialize(values),

@@ -39,7 +39,7 @@ class StateStore:
         self._table = Table(aws, table)
         self._holds = Holds(self._table, place)
         self._journal = CaseJournal(self._table)
-        self._groups = GroupRecords(self._table)
+        self._groups = GroupRecords(self._table, place)
         self._ledger = RequestLedger(self._table)
         self._sightings = Sightings(self._table)
 
