@@ -479,6 +479,10 @@ def _engine_for(engine: Engine, finding: Finding, member_role: str) -> tuple[Eng
     engine reaching the finding's member account through that role, and the instance's ARN."""
     if not member_role:
         return engine, finding.instance_id
+    where = f"{finding.region}:{finding.account_id}"
+    arn = f"arn:{engine.aws.partition()}:ec2:{where}:instance/{finding.instance_id}"
+    if isinstance(engine, Outbreak) and engine.places.role_name == member_role:
+        return engine, arn  # the function's own engine reaches members already (and its external id)
     places = Places(engine.aws, role_name=member_role)
     reaching = Outbreak(
         engine.aws,
@@ -487,8 +491,7 @@ def _engine_for(engine: Engine, finding: Finding, member_role: str) -> tuple[Eng
         evidence_bucket=engine.evidence_bucket,
         places=places,
     )
-    where = f"{finding.region}:{finding.account_id}"
-    return reaching, f"arn:{engine.aws.partition()}:ec2:{where}:instance/{finding.instance_id}"
+    return reaching, arn
 
 
 def _current_hold(engine: Engine, finding: Finding, member: bool) -> Hold | None:
