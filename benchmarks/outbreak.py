@@ -39,19 +39,17 @@ from benchmarks.figures import first_call, isolation_moment, swaps_per_bucket, t
 from benchmarks.run import (
     AMI,
     CASE,
-    LAUNCH_BATCH,
     OFFICE_CIDR,
-    PROFILE,
     REPO_ROOT,
-    TWO_ENI_EVERY,
-    VPC_COUNT,
     WARM_UP_CASE,
     Fleet,
     Outcome,
     Prepared,
+    instance_profile,
     instances_not_isolated,
     machine,
     prepare_baseline,
+    seed_place,
     served_shim,
 )
 from benchmarks.shim import EC2_BUCKETS, MODIFY_ENI, MUTATING, CallRecord, RemoteShim
@@ -92,56 +90,9 @@ class PlaceFleet:
     fleet: Fleet
 
 
-def seed_place(aws: Aws, size: int, profile_arn: str) -> Fleet:
-    """benchmarks/run.py's fleet in one Region: VPC_COUNT VPCs, every fifth instance with a second
-    ENI in another group, every instance with the account's (global) instance profile."""
-    ec2 = aws.ec2()
-    subnets: dict[str, str] = {}
-    groups: dict[str, tuple[str, str]] = {}
-    for index in range(VPC_COUNT):
-        vpc_id = ec2.create_vpc(CidrBlock=f"10.{index}.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.{index}.0.0/20")["Subnet"]
-        subnets[vpc_id] = subnet["SubnetId"]
-        groups[vpc_id] = tuple(  # type: ignore[assignment]
-            ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)["GroupId"]
-            for name in ("app-web", "app-db")
-        )
-    instance_enis: dict[str, tuple[str, ...]] = {}
-    eni_vpcs: dict[str, str] = {}
-    for index, vpc_id in enumerate(sorted(subnets)):
-        remaining = len(range(index, size, VPC_COUNT))
-        while remaining:
-            batch = min(remaining, LAUNCH_BATCH)
-            launched = ec2.run_instances(
-                ImageId=AMI,
-                MinCount=batch,
-                MaxCount=batch,
-                SubnetId=subnets[vpc_id],
-                SecurityGroupIds=[groups[vpc_id][0]],
-            )["Instances"]
-            for instance in launched:
-                eni_id = instance["NetworkInterfaces"][0]["NetworkInterfaceId"]
-                instance_enis[instance["InstanceId"]] = (eni_id,)
-                eni_vpcs[eni_id] = vpc_id
-            remaining -= batch
-    for position, instance_id in enumerate(list(instance_enis)):
-        if position % TWO_ENI_EVERY == TWO_ENI_EVERY - 1:
-            vpc_id = eni_vpcs[instance_enis[instance_id][0]]
-            eni = ec2.create_network_interface(SubnetId=subnets[vpc_id], Groups=[groups[vpc_id][1]])
-            eni_id = eni["NetworkInterface"]["NetworkInterfaceId"]
-            ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1)
-            instance_enis[instance_id] += (eni_id,)
-            eni_vpcs[eni_id] = vpc_id
-        ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile_arn}, InstanceId=instance_id)
-    return Fleet(list(instance_enis), instance_enis, eni_vpcs, subnets)
-
-
 def seed_outbreak(home: Aws, regions: Sequence[str], size: int) -> list[PlaceFleet]:
     """``size`` instances in each Region of one account; IAM is global, so its profile is made once."""
-    iam = home.client("iam")
-    iam.create_role(RoleName="bench-app", AssumeRolePolicyDocument='{"Version": "2012-10-17"}')
-    profile_arn = iam.create_instance_profile(InstanceProfileName=PROFILE)["InstanceProfile"]["Arn"]
-    iam.add_role_to_instance_profile(InstanceProfileName=PROFILE, RoleName="bench-app")
+    profile_arn = instance_profile(home)
     fleets = []
     for region in regions:
         aws = home if region == home.region() else home.elsewhere(region)

@@ -100,21 +100,34 @@ class Fleet:
 
 
 def seed_fleet(aws: Aws, size: int) -> Fleet:
-    """``size`` instances spread over VPC_COUNT VPCs; every fifth one has a second ENI in another group."""
+    """``size`` instances spread over VPC_COUNT VPCs; every fifth one has a second ENI in another
+    group; every one has an instance profile (credentials to steal, as most workloads have)."""
+    return seed_place(aws, size, instance_profile(aws))
+
+
+def instance_profile(aws: Aws) -> str:
+    """The account's instance profile (IAM is global: one for every Region); its ARN."""
+    iam = aws.client("iam")
+    iam.create_role(RoleName="bench-app", AssumeRolePolicyDocument='{"Version": "2012-10-17"}')
+    profile_arn = str(iam.create_instance_profile(InstanceProfileName=PROFILE)["InstanceProfile"]["Arn"])
+    iam.add_role_to_instance_profile(InstanceProfileName=PROFILE, RoleName="bench-app")
+    return profile_arn
+
+
+def seed_place(aws: Aws, size: int, profile_arn: str) -> Fleet:
+    """The fleet in one Region: VPC_COUNT VPCs, every fifth instance with a second
+    ENI in another group, every instance with the account's (global) instance profile."""
     ec2 = aws.ec2()
     subnets: dict[str, str] = {}
-    app_groups: dict[str, tuple[str, str]] = {}
+    groups: dict[str, tuple[str, str]] = {}
     for index in range(VPC_COUNT):
         vpc_id = ec2.create_vpc(CidrBlock=f"10.{index}.0.0/16")["Vpc"]["VpcId"]
-        subnets[vpc_id] = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.{index}.0.0/20")["Subnet"][
-            "SubnetId"
-        ]
-        web, db = (
+        subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.{index}.0.0/20")["Subnet"]
+        subnets[vpc_id] = subnet["SubnetId"]
+        groups[vpc_id] = tuple(  # type: ignore[assignment]
             ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)["GroupId"]
             for name in ("app-web", "app-db")
         )
-        app_groups[vpc_id] = (web, db)
-
     instance_enis: dict[str, tuple[str, ...]] = {}
     eni_vpcs: dict[str, str] = {}
     for index, vpc_id in enumerate(sorted(subnets)):
@@ -126,32 +139,23 @@ def seed_fleet(aws: Aws, size: int) -> Fleet:
                 MinCount=batch,
                 MaxCount=batch,
                 SubnetId=subnets[vpc_id],
-                SecurityGroupIds=[app_groups[vpc_id][0]],
+                SecurityGroupIds=[groups[vpc_id][0]],
             )["Instances"]
             for instance in launched:
                 eni_id = instance["NetworkInterfaces"][0]["NetworkInterfaceId"]
                 instance_enis[instance["InstanceId"]] = (eni_id,)
                 eni_vpcs[eni_id] = vpc_id
             remaining -= batch
-
-    instance_ids = list(instance_enis)
-    for position, instance_id in enumerate(instance_ids):
-        if position % TWO_ENI_EVERY != TWO_ENI_EVERY - 1:
-            continue
-        vpc_id = eni_vpcs[instance_enis[instance_id][0]]
-        eni = ec2.create_network_interface(SubnetId=subnets[vpc_id], Groups=[app_groups[vpc_id][1]])
-        eni_id = eni["NetworkInterface"]["NetworkInterfaceId"]
-        ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1)
-        instance_enis[instance_id] += (eni_id,)
-        eni_vpcs[eni_id] = vpc_id
-    # Credentials to steal: every instance has an instance profile, as most workloads do.
-    iam = aws.client("iam")
-    iam.create_role(RoleName="bench-app", AssumeRolePolicyDocument='{"Version": "2012-10-17"}')
-    profile_arn = iam.create_instance_profile(InstanceProfileName=PROFILE)["InstanceProfile"]["Arn"]
-    iam.add_role_to_instance_profile(InstanceProfileName=PROFILE, RoleName="bench-app")
-    for instance_id in instance_ids:
+    for position, instance_id in enumerate(list(instance_enis)):
+        if position % TWO_ENI_EVERY == TWO_ENI_EVERY - 1:
+            vpc_id = eni_vpcs[instance_enis[instance_id][0]]
+            eni = ec2.create_network_interface(SubnetId=subnets[vpc_id], Groups=[groups[vpc_id][1]])
+            eni_id = eni["NetworkInterface"]["NetworkInterfaceId"]
+            ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1)
+            instance_enis[instance_id] += (eni_id,)
+            eni_vpcs[eni_id] = vpc_id
         ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile_arn}, InstanceId=instance_id)
-    return Fleet(instance_ids, instance_enis, eni_vpcs, subnets)
+    return Fleet(list(instance_enis), instance_enis, eni_vpcs, subnets)
 
 
 def instances_not_isolated(aws: Aws, fleet: Fleet, targets: dict[str, str]) -> set[str]:
