@@ -126,11 +126,11 @@ class Outbreak(Engine):
         skip_missing_groups: bool = False,
     ) -> RunReport:
         fixes = list(replace_groups)
-        restore.GroupFixes.parse(fixes, skip_missing_groups)  # refused before any call, as ever
-        return self._run(
-            "release",
-            self.places.held_places(instance_ids, case_id, self.store),
+        return self._release(
+            instance_ids,
             case_id,
+            fixes,
+            skip_missing_groups,
             lambda engine, ids: Engine.release(
                 engine, ids, case_id, rejoin, progress, fixes, skip_missing_groups
             ),
@@ -145,12 +145,26 @@ class Outbreak(Engine):
         skip_missing_groups: bool = False,
     ) -> RunReport:
         fixes = list(replace_groups)
+        return self._release(
+            instance_ids,
+            case_id,
+            fixes,
+            skip_missing_groups,
+            lambda engine, ids: Engine.plan_release(engine, ids, case_id, rejoin, fixes, skip_missing_groups),
+        )
+
+    def _release(
+        self,
+        instance_ids: Iterable[str],
+        case_id: str,
+        fixes: list[str],
+        skip_missing_groups: bool,
+        command: Callable[[Engine, list[str]], RunReport],
+    ) -> RunReport:
+        """Release (or its plan) in each place the case's holds name."""
         restore.GroupFixes.parse(fixes, skip_missing_groups)  # refused before any call, as ever
         return self._run(
-            "release",
-            self.places.held_places(instance_ids, case_id, self.store),
-            case_id,
-            lambda engine, ids: Engine.plan_release(engine, ids, case_id, rejoin, fixes, skip_missing_groups),
+            "release", self.places.held_places(instance_ids, case_id, self.store), case_id, command
         )
 
     def rejoin(
