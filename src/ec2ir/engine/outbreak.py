@@ -259,13 +259,7 @@ class Outbreak(Engine):
         else:
             here = nacl.NaclReport(action, case, self.aws.caller_arn(), dry_run=dry_run)
         for place, answer in each(places, lambda place: act(self.engine_at(place))).items():
-            if isinstance(answer, Ec2irError):
-                here.problems.append(nacl.Problem("", printable(f"{place}: not reached: {answer}")))
-                continue
-            here.changes += answer.changes
-            here.notes += [f"{place}: {note}" for note in answer.notes]
-            here.problems += [replace(p, text=f"{place}: {p.text}") for p in answer.problems]
-            here.acl_subnets |= answer.acl_subnets
+            _add_edge(here, place, answer)
         return here
 
     def names(self, holds: Iterable[Hold]) -> tuple[dict[str, str], dict[str, str]]:
@@ -287,22 +281,8 @@ class Outbreak(Engine):
         report = Engine.check(self, case_id, repair)  # validates, and refuses a missing table, first
         places = sorted({h.place for h in self.store.holds_everywhere(case_id) if h.place is not None})
         answers = each(places, lambda place: Engine.check(self.engine_at(place), case_id, repair))
-        # after a repair, what is still in breach in every place (None: nothing needed one)
-        remaining = report.remaining
         for place, answer in answers.items():
-            if isinstance(answer, Ec2irError):
-                report.notes.append(printable(f"{place}: NOT CHECKED: {answer}"))
-                unchecked = _unchecked(place, answer)
-                report.breaches.append(unchecked)
-                remaining = [*(remaining or []), unchecked] if repair else remaining
-                continue
-            report.checked += answer.checked
-            report.breaches += answer.breaches
-            report.notes += [f"{place}: {note}" for note in answer.notes]
-            report.repaired |= answer.repaired
-            if answer.remaining is not None:
-                remaining = [*(remaining or []), *answer.remaining]
-        report.remaining = remaining
+            _add_check(report, place, answer, repair)
         return report
 
     # -- running each place --------------------------------------------------------------------------
@@ -344,19 +324,55 @@ class Outbreak(Engine):
                 plan.refused += [_refused(i, action, place or home, answer) for i in by_place[place]]
             else:
                 plans[place or home] = answer
-        plan.setup = _said_once({place: answer.setup for place, answer in plans.items()})
-        for place, answer in plans.items():
-            plan.instances |= answer.instances
-            plan.evidence |= answer.evidence
-            plan.eni_paths |= answer.eni_paths
-            plan.names |= answer.names
-            plan.refused += [replace(r, place=place) for r in answer.refused]
-            plan.evidence_bucket = plan.evidence_bucket or answer.evidence_bucket
-            plan.evidence_refusal = plan.evidence_refusal or answer.evidence_refusal
-            for name, check in answer.checks.items():
-                if name not in plan.checks or plan.checks[name].verdict == ALLOWED:
-                    plan.checks[name] = check  # a place that may not do it decides
-        return plan
+        return _merged_plan(plan, plans)
+
+
+def _merged_plan(plan: PlanReport, plans: dict[Place, PlanReport]) -> PlanReport:
+    """Every place's plan in ``plan``: a line every place said once, the others after their place;
+    of one permission's checks, a place that may not do it decides."""
+    plan.setup = _said_once({place: answer.setup for place, answer in plans.items()})
+    for place, answer in plans.items():
+        plan.instances |= answer.instances
+        plan.evidence |= answer.evidence
+        plan.eni_paths |= answer.eni_paths
+        plan.names |= answer.names
+        plan.refused += [replace(r, place=place) for r in answer.refused]
+        plan.evidence_bucket = plan.evidence_bucket or answer.evidence_bucket
+        plan.evidence_refusal = plan.evidence_refusal or answer.evidence_refusal
+        for name, check in answer.checks.items():
+            if name not in plan.checks or plan.checks[name].verdict == ALLOWED:
+                plan.checks[name] = check
+    return plan
+
+
+def _add_edge(here: nacl.NaclReport, place: Place, answer: nacl.NaclReport | Ec2irError) -> None:
+    """One place's network ACL work in the run's report, each note and problem named by place."""
+    if isinstance(answer, Ec2irError):
+        here.problems.append(nacl.Problem("", printable(f"{place}: not reached: {answer}")))
+        return
+    here.changes += answer.changes
+    here.notes += [f"{place}: {note}" for note in answer.notes]
+    here.problems += [replace(p, text=f"{place}: {p.text}") for p in answer.problems]
+    here.acl_subnets |= answer.acl_subnets
+
+
+def _add_check(report: CheckReport, place: Place, answer: CheckReport | Ec2irError, repair: bool) -> None:
+    """One place's check in the run's: a place that cannot be read is a breach (not checked),
+    still there after any repair; ``remaining`` gathers what every repair left (None: nothing
+    needed one)."""
+    if isinstance(answer, Ec2irError):
+        report.notes.append(printable(f"{place}: NOT CHECKED: {answer}"))
+        unchecked = _unchecked(place, answer)
+        report.breaches.append(unchecked)
+        if repair:
+            report.remaining = [*(report.remaining or []), unchecked]
+        return
+    report.checked += answer.checked
+    report.breaches += answer.breaches
+    report.notes += [f"{place}: {note}" for note in answer.notes]
+    report.repaired |= answer.repaired
+    if answer.remaining is not None:
+        report.remaining = [*(report.remaining or []), *answer.remaining]
 
 
 def _refused(instance_id: str, action: str, place: Place | None, error: Ec2irError) -> InstanceResult:
