@@ -324,3 +324,28 @@ def test_two_accounts_of_a_shared_vpc_each_keep_their_own_groups_in_it(aws: Aws)
     assert (mine, theirs) == ("sg-0aaa", "sg-0bbb")
     assert home_store.group_records("us-east-1")["vpc-0shared0000000001"].roles["isolation"] == "sg-0aaa"
     assert member_store.group_records("us-east-1")["vpc-0shared0000000001"].roles["isolation"] == "sg-0bbb"
+
+
+def test_a_hold_recorded_in_another_account_or_region_is_never_acted_on_here(
+    scene: OutbreakScene, aws: Aws
+) -> None:
+    first = scene.infected[0]  # the table's own place: keyed by its id alone
+    scene.outbreak.isolate([first.instance_id], CASE)
+    table = scene.outbreak.store.table
+    item = aws.dynamodb().get_item(TableName=table, Key=instance_key(first.instance_id))["Item"]
+    assert item["recorded_in"]["S"] == f"{aws.account()}/us-east-1"
+    # the same table reached from another place (a table ARN, other credentials): as if recorded there
+    aws.dynamodb().update_item(
+        TableName=table,
+        Key=instance_key(first.instance_id),
+        UpdateExpression="SET recorded_in = :elsewhere",
+        ExpressionAttributeValues={":elsewhere": {"S": "999988887777/eu-west-1"}},
+    )
+    isolated_groups = scene.groups_now(first)
+
+    released = scene.outbreak.release([first.instance_id], CASE)
+
+    [result] = released.results
+    assert (result.ok, result.error_code) == (False, "HoldElsewhere"), result
+    assert "999988887777/eu-west-1" in result.detail
+    assert scene.groups_now(first) == isolated_groups  # nothing was changed

@@ -41,6 +41,7 @@ EXIT_CODES: dict[type[Ec2irError], int] = {
     errors.EvidenceNotCollected: EXIT_PARTIAL,
     errors.Unexpected: EXIT_PARTIAL,
     errors.OriginalsTampered: EXIT_PARTIAL,
+    errors.HoldElsewhere: EXIT_PARTIAL,
     errors.OriginalGroupMissing: EXIT_PARTIAL,
     errors.StillHeld: EXIT_PARTIAL,
     errors.NotReleased: EXIT_PARTIAL,

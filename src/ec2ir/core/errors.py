@@ -153,6 +153,13 @@ class Unexpected(Ec2irError):
         self.code = type(error).__name__
 
 
+class HoldElsewhere(Ec2irError):
+    """The hold was recorded for another account or Region than the one this run acts in (the
+    same table reached from elsewhere): acting here would act on the wrong instance."""
+
+    code = "HoldElsewhere"
+
+
 class OriginalsTampered(Ec2irError):
     """A hold's originals differ from what isolation captured and the journal or the evidence
     proves, or would restore one of ec2ir's own groups: release refuses that instance."""

@@ -135,6 +135,10 @@ class Hold:
     # Where the instance lives, when that is not where the state table is (ec2ir.engine.outbreak);
     # None for the table's own account and Region, as every hold before outbreaks were.
     place: Place | None = None
+    # "account/Region" of a hold of the table's own place, as it was when recorded (holds since
+    # outbreaks): a run that reaches the table from elsewhere (a table ARN, other credentials) must
+    # not act on the instance in its own place instead
+    recorded_in: str = ""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ec2ir.aws.session import PATIENT_ATTEMPTS, translated
-from ec2ir.core.errors import AwsError, OriginalsTampered, StaleRecord
+from ec2ir.core.errors import AwsError, HoldElsewhere, OriginalsTampered, StaleRecord
 from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceFacts, Place
 from ec2ir.core.text import printable
 from ec2ir.store.items import CONDITION_FAILED, CURRENT, deserialize, instance_key, now, plain, serialize
@@ -58,6 +58,7 @@ def _hold_from(data: dict[str, Any]) -> Hold:
         steps={name: plain(record) for name, record in data.get("steps", {}).items()},
         unknown_originals=tuple(data.get("unknown_originals", [])),
         place=Place(str(data["account"]), str(data["region"])) if "region" in data else None,
+        recorded_in=str(data.get("recorded_in", "")),
     )
 
 
@@ -79,6 +80,8 @@ def hold_item(hold: Hold) -> dict[str, Any]:
             data[optional] = getattr(hold, optional)
     if hold.place:
         data |= {"account": hold.place.account, "region": hold.place.region}
+    if hold.recorded_in:
+        data["recorded_in"] = hold.recorded_in
     return serialize(data) | instance_key(hold.instance_id, place=hold.place)
 
 
@@ -104,7 +107,23 @@ class Holds:
             item = self.table.ddb.get_item(
                 TableName=self.table.name, Key=self._key(instance_id), ConsistentRead=True
             ).get("Item")
-        return hold_from_item(item) if item else None
+        return self._here_only(hold_from_item(item)) if item else None
+
+    def _here(self) -> str:
+        return f"{self.table.aws.account()}/{self.table.aws.region()}"
+
+    def _here_only(self, hold: Hold) -> Hold:
+        """A hold of the table's own place is acted on only from the account and Region it was
+        recorded in: reached from elsewhere, the run would look for its instance in the wrong place."""
+        if self.place is None and hold.recorded_in and hold.recorded_in != self._here():
+            raise HoldElsewhere(
+                printable(
+                    f"the hold on {hold.instance_id} was recorded in {hold.recorded_in}; this run acts "
+                    f"in {self._here()}: nothing was changed"
+                ),
+                "run the command with that account's credentials and --region",
+            )
+        return hold
 
     def all(self, case_id: str | None = None) -> list[Hold]:
         """Every current hold (active or released) of this place, optionally for one case."""
@@ -168,6 +187,7 @@ class Holds:
             case_id=case_id,
             status=HoldStatus.ISOLATING,
             place=self.place,
+            recorded_in="" if self.place else self._here(),
             originals={eni.eni_id: eni.group_ids for eni in facts.enis if eni.eni_id not in unknown},
             eni_vpcs={eni.eni_id: eni.vpc_id for eni in facts.enis},
             recorded_at=now(),
