@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec2ir.aws.session import Aws, translated
+from ec2ir.aws.session import Aws, method_name, translated
 from ec2ir.aws.targets import parse_arn
 from ec2ir.core import validate
 from ec2ir.core.errors import AwsError, Ec2irError, UsageError
@@ -244,38 +244,29 @@ class Follower:
         return ""
 
     def _history(self) -> Iterator[Mapping[str, Any]]:
-        token = ""
-        while True:
-            page = self._call(
-                "GetExecutionHistory",
-                executionArn=self.execution_arn,
-                maxResults=1000,
-                includeExecutionData=False,
-                **({"nextToken": token} if token else {}),
-            )
-            yield from page.get("events", [])
-            token = str(page.get("nextToken") or "")
-            if not token:
-                return
+        return self._pages(
+            "GetExecutionHistory", "events", executionArn=self.execution_arn, includeExecutionData=False
+        )
 
     def _children(self) -> Iterator[Mapping[str, Any]]:
+        return self._pages("ListExecutions", "executions", mapRunArn=self.map_run_arn)
+
+    def _pages(self, operation: str, key: str, **arguments: Any) -> Iterator[Mapping[str, Any]]:
+        """Every item of a paginated answer, a thousand a call."""
         token = ""
         while True:
             page = self._call(
-                "ListExecutions",
-                mapRunArn=self.map_run_arn,
-                maxResults=1000,
-                **({"nextToken": token} if token else {}),
+                operation, maxResults=1000, **arguments, **({"nextToken": token} if token else {})
             )
-            yield from page.get("executions", [])
+            yield from page.get(key, [])
             token = str(page.get("nextToken") or "")
             if not token:
                 return
 
     def _call(self, operation: str, **arguments: Any) -> Mapping[str, Any]:
-        method = re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
         with translated("states", operation):
-            answer: Mapping[str, Any] = getattr(self.aws.client("stepfunctions"), method)(**arguments)
+            client = self.aws.client("stepfunctions")
+            answer: Mapping[str, Any] = getattr(client, method_name(operation))(**arguments)
         return answer
 
 
