@@ -28,10 +28,10 @@ from ec2ir.emulator.inprocess import InProcessEmulator
 from ec2ir.emulator.server import DEMO_REGION, Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.store.state import StateStore
-from tests.support.clients import reuse_client_classes
+from tests.support.clients import cheaper_clients
 from tests.support.fleets import AMI, Fleet
 from tests.support.forensic_scene import Scene, journaled_scene
-from tests.support.waiting import TimeWithoutWaiting, no_wait
+from tests.support.waiting import TimeWithoutWaiting, limiter_without_waiting, no_wait
 
 # AWS's published ranges (ec2ir.aws.ranges) come from a small fixture in AWS's format, never from the
 # network: every test that reaches the ranges reads this file.
@@ -88,7 +88,7 @@ def _emulator_environment() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_client_class_per_service() -> Iterator[None]:
-    undo = reuse_client_classes()  # see tests/support/clients.py
+    undo = cheaper_clients()  # see tests/support/clients.py
     yield
     undo()
 
@@ -105,12 +105,15 @@ def _botocore_retries_without_waiting() -> Iterator[None]:
     """botocore's own retries (a throttled or failed call, emulated or injected) pause for real
     seconds between attempts: ``botocore.endpoint`` calls ``time.sleep`` through its module global
     ``time``, its only use of that module. A test of retrying asserts the retry, not the wait, so
-    the pause returns at once."""
+    the pause returns at once. botocore's adaptive rate limiter waits too, for its token bucket
+    to refill after throttling: its clock moves on instead (``LimiterClock``)."""
     import botocore.endpoint
 
+    undo_limiter = limiter_without_waiting()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(botocore.endpoint, "time", TimeWithoutWaiting())
         yield
+    undo_limiter()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ only when something still has to settle: never before the read that confirms its
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -124,3 +125,28 @@ def test_unprocessed_keys_are_asked_again_after_a_pause_through_the_aws(
     assert store.get_many(["i-0123456789abcdef0"]) == {}
     assert len(pauses.pauses) == 1
     assert real_sleeps == []
+
+
+def test_botocore_s_own_throttled_retries_wait_for_no_real_time(
+    aws: Aws, fleet: Fleet, real_sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite's botocore waits in virtual time: throttled in adaptive mode, a client's rate
+    limiter would otherwise wait real seconds on its token bucket (a condition's wait, not a
+    sleep) before each retry."""
+    waits: list[float] = []
+    real_wait = threading.Condition.wait
+
+    def recorded_wait(condition: threading.Condition, timeout: float | None = None) -> bool:
+        if timeout:
+            waits.append(timeout)
+        return real_wait(condition, 0)
+
+    monkeypatch.setattr(threading.Condition, "wait", recorded_wait)
+    fresh = Aws(aws.settings, sleep=aws.sleep)  # adaptive retries, as in production
+    assert fresh.settings.retry_mode == "adaptive"
+    throttled = inject(fresh, Fault("ec2", "DescribeVpcs", "RequestLimitExceeded", status=503, times=6))
+
+    fresh.ec2().describe_vpcs()
+
+    assert throttled.injected == 6 and throttled.attempts == 7
+    assert waits == [] and real_sleeps == []
