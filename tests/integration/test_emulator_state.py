@@ -3,12 +3,17 @@ own answers, exactly."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
 
 from ec2ir.emulator.fixes.apply import apply_fidelity_fixes, fidelity, revert_fidelity_fixes
 from ec2ir.emulator.fixes.speed import SPEEDUPS
 from ec2ir.emulator.inprocess import InProcessEmulator
 from tests.support.fleets import Fleet
+
+T = TypeVar("T")
 
 
 def group_names(fleet: Fleet) -> set[str]:
@@ -68,4 +73,330 @@ def test_the_speed_ups_give_moto_s_own_answers() -> None:
         revert_fidelity_fixes()
         apply_fidelity_fixes()
     assert "ec2" in listed and "describe_instances" in names[0]
-    assert {fix.name for fix in SPEEDUPS} == {"moto-modules-once", "method-names-once"}
+    assert {fix.name for fix in SPEEDUPS} == {
+        "moto-modules-once",
+        "method-names-once",
+        "serializer-keys-once",
+        "dynamodb-values-as-they-are",
+    }
+
+
+def plain_then_sped_up(make: Callable[[], T]) -> tuple[T, T]:
+    """``make``'s answer from plain moto, then from moto with only the speed-ups (no fidelity fix
+    in either, so any difference is the speed-ups'); the usual fixes return after."""
+    try:
+        revert_fidelity_fixes()
+        plain = make()
+        apply_fidelity_fixes(only=())
+        sped_up = make()
+    finally:
+        revert_fidelity_fixes()
+        apply_fidelity_fixes()
+    return plain, sped_up
+
+
+def raw_bodies(client: Any, calls: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+    """The bodies the emulator answered ``calls`` with, byte for byte, before botocore parsed them."""
+    bodies: list[bytes] = []
+
+    def keep(http_response: Any, **_: Any) -> None:
+        bodies.append(http_response.content)
+
+    client.meta.events.register("after-call", keep)
+    try:
+        for operation, arguments in calls:
+            getattr(client, operation)(**arguments)
+    finally:
+        client.meta.events.unregister("after-call", keep)
+    return bodies
+
+
+# An item holding every AttributeValue type, nested, blobs among them (which moto encodes itself).
+EVERY_TYPE: dict[str, Any] = {
+    "pk": {"S": "case-1"},
+    "sk": {"N": "1"},
+    "text": {"S": 'ünïcödé <&> "quoted"'},
+    "empty": {"S": ""},
+    "number": {"N": "-12.5E3"},
+    "blob": {"B": b"\x00\xffraw"},
+    "strings": {"SS": ["a", "b"]},
+    "numbers": {"NS": ["1", "2.5"]},
+    "blobs": {"BS": [b"x", b"\x01"]},
+    "map": {
+        "M": {
+            "inner": {"S": "x"},
+            "deeper": {"M": {"blob": {"B": b"z"}, "flag": {"BOOL": False}, "none": {"NULL": True}}},
+            "list": {"L": [{"N": "3"}, {"NULL": True}, {"SS": ["q"]}]},
+            "empty": {"M": {}},
+        }
+    },
+    "list": {"L": [{"S": "a"}, {"M": {}}, {"L": []}, {"B": b"q"}, {"BOOL": True}, {"L": [{"N": "0"}]}]},
+    "null": {"NULL": True},
+    "yes": {"BOOL": True},
+    "no": {"BOOL": False},
+}
+# The same without any blob: every value of it takes the fast path.
+NO_BLOB = {
+    name: value for name, value in EVERY_TYPE.items() if name not in ("blob", "blobs", "map", "list")
+} | {"pk": {"S": "case-2"}, "map": {"M": {"inner": {"L": [{"M": {"deep": {"N": "7"}}}]}}}}
+
+
+def cases_table(dynamodb: Any) -> None:
+    """A table holding ``EVERY_TYPE`` and ``NO_BLOB``."""
+    dynamodb.create_table(
+        TableName="cases",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for item in (EVERY_TYPE, NO_BLOB):
+        dynamodb.put_item(TableName="cases", Item=item)
+
+
+def test_the_serializer_speed_ups_give_moto_s_own_bodies(fleet: Fleet) -> None:
+    """EC2's XML and DynamoDB's JSON, from a real scene, byte for byte as plain moto writes them."""
+    vpc = fleet.vpc(1)
+    groups = [fleet.group(vpc, "web"), fleet.group(vpc, "db")]
+    instance = fleet.instance(vpc, groups[:1], extra_enis=[groups])
+    ec2 = fleet.ec2
+    ec2.create_tags(Resources=[instance, *groups], Tags=[{"Key": "Name", "Value": "<web & db>"}])
+    dynamodb = fleet.aws.client("dynamodb")
+    cases_table(dynamodb)
+    ec2_calls: list[tuple[str, dict[str, Any]]] = [
+        ("describe_instances", {}),
+        ("describe_security_groups", {}),
+        ("describe_network_interfaces", {}),
+        ("describe_subnets", {}),
+    ]
+    dynamodb_calls: list[tuple[str, dict[str, Any]]] = [
+        ("get_item", {"TableName": "cases", "Key": {"pk": {"S": "case-1"}, "sk": {"N": "1"}}}),
+        ("get_item", {"TableName": "cases", "Key": {"pk": {"S": "case-2"}, "sk": {"N": "1"}}}),
+        ("get_item", {"TableName": "cases", "Key": {"pk": {"S": "absent"}, "sk": {"N": "1"}}}),
+        (
+            "query",
+            {
+                "TableName": "cases",
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": "case-1"}},
+            },
+        ),
+        ("scan", {"TableName": "cases"}),
+        ("scan", {"TableName": "cases", "Limit": 1}),  # a LastEvaluatedKey too
+        ("put_item", {"TableName": "cases", "Item": EVERY_TYPE, "ReturnValues": "ALL_OLD"}),
+        ("put_item", {"TableName": "cases", "Item": NO_BLOB, "ReturnValues": "ALL_OLD"}),
+    ]
+
+    def bodies() -> list[bytes]:
+        return raw_bodies(ec2, ec2_calls) + raw_bodies(dynamodb, dynamodb_calls)
+
+    plain, sped_up = plain_then_sped_up(bodies)
+
+    assert sped_up == plain
+    assert len(plain) == len(ec2_calls) + len(dynamodb_calls)
+    assert instance.encode() in plain[0] and b"&lt;web &amp; db&gt;" in plain[1]
+    for member in (
+        b'"B": ',
+        b'"BS": ',
+        b'"SS": ',
+        b'"NS": ',
+        b'"M": {',
+        b'"L": [',
+        b'"NULL": true',
+        b'"BOOL": false',
+    ):
+        assert member in plain[len(ec2_calls)]  # the item with every type came back whole
+
+
+class Colour(StrEnum):
+    RED = "red"
+
+
+class HasAttributes:
+    S = "an attribute, not a key"
+
+
+class Mapping(dict[str, Any]):
+    pass
+
+
+# Values the fast path must leave to moto (or write exactly as moto does): odd, or not plain.
+ODD_VALUES: list[Any] = [
+    {},
+    {"S": None},
+    {"N": "1", "S": "x"},  # two members, given out of the model's order
+    {"S": "x", "unknown": "y"},
+    {"s": "lower-case"},
+    {"ListAttributeValue": [{"S": "an alias moto reads"}]},
+    {"S": Colour.RED},
+    {"N": 5},
+    {"N": Decimal("1.5")},
+    {"N": 1.5},
+    {"BOOL": 1},
+    {"BOOL": "true"},
+    {"NULL": False},
+    {"SS": ("a", "b")},
+    {"SS": ["a", None]},
+    {"SS": []},
+    {"M": {"": {"S": "an empty name"}}},
+    {"M": {"k": None}},
+    {"M": {1: {"S": "a number for a name"}}},
+    {"L": [None]},
+    {"L": [{"S": "x"}, "raw"]},
+    {"L": ({"S": "x"},)},
+    {"B": b"bytes"},
+    {"B": "text"},
+    {"BS": [b"a", "b"]},
+    Mapping(S="a dict of another class"),
+    HasAttributes(),
+    None,
+    "raw",
+]
+
+
+def test_dynamodb_values_serialise_as_moto_does_even_odd_ones() -> None:
+    """Through moto's own JSONSerializer: each odd value (an item's attribute, an item, a list
+    entry) gives plain moto's body, or its error; and a plain item takes the fast path."""
+    from moto.core.serialize import JSONSerializer, XFormedAttributePicker
+    from moto.core.utils import get_service_model
+
+    get_item = get_service_model("dynamodb").operation_model("GetItem")
+    calls: list[str] = []
+
+    def serialised(result: Any) -> str:
+        serializer = JSONSerializer(operation_model=get_item, value_picker=XFormedAttributePicker())
+        picked = serializer.get_value
+
+        def counted(value: Any, key: str, shape: Any) -> Any:
+            calls.append(key)
+            return picked(value, key, shape)
+
+        serializer.get_value = counted  # type: ignore[method-assign]
+        try:
+            return str(serializer.serialize(result)["body"])
+        except Exception as error:  # an error is moto's answer too, and must stay the same
+            return f"raised {type(error).__name__}"
+
+    results = [{"Item": {"odd": odd, "plain": {"S": "x"}}} for odd in ODD_VALUES]
+    results += [{"Item": odd} for odd in ODD_VALUES]
+    results += [{"Item": {"l": {"L": [odd, {"N": "1"}]}}} for odd in ODD_VALUES]
+
+    plain, sped_up = plain_then_sped_up(lambda: [serialised(result) for result in results])
+
+    assert sped_up == plain
+    assert len(set(plain)) > len(ODD_VALUES)  # they are different bodies, and few are errors
+    calls.clear()
+    plain_item, sped_up_item = plain_then_sped_up(lambda: serialised({"Item": NO_BLOB}))
+    assert sped_up_item == plain_item
+    # moto picked each of the ten members of each value; the fast path picked GetItem's own only
+    assert len(calls) - len(get_item.output_shape.members) > 10 * len(NO_BLOB)
+    assert calls[-len(get_item.output_shape.members) :] == list(get_item.output_shape.members)
+
+
+def probe_model(name: str, shapes: dict[str, Any]) -> Any:
+    """A small service model of moto's own classes, to set members and parents as a test needs."""
+    from moto.core.model import ServiceModel
+
+    metadata = {"protocol": "json", "apiVersion": "2020-01-01", "serviceId": name, "endpointPrefix": name}
+    return ServiceModel({"metadata": metadata, "operations": {}, "shapes": shapes}, name)
+
+
+class Widget:
+    Id = "the class's short name for WidgetId"
+
+
+class Gizmo:
+    Id = "not Gizmo's short name for WidgetId"
+
+
+class Aliased:
+    class Meta:
+        serialization_aliases: ClassVar[dict[str, str]] = {"WidgetId": "ident"}
+
+    ident = "an explicit alias"
+
+
+def widget(*members: tuple[str, str], tag_list: str = "list", named: dict[str, str] | None = None) -> Any:
+    """A model whose structure Widget has WidgetId, Tags (of shape TagList) and Named, and more."""
+    listing = {"type": "list", "member": {"shape": "Str"}}
+    shapes: dict[str, Any] = {"Str": {"type": "string"}, "LabelList": listing}
+    shapes["TagList"] = listing if tag_list == "list" else {"type": "string"}
+    widget_members = {"WidgetId": {"shape": "Str"}, "Tags": {"shape": "TagList"}, "Named": {"shape": "Str"}}
+    widget_members["Named"] |= named or {}
+    widget_members |= {name: {"shape": shape} for name, shape in members}
+    shapes["Widget"] = {"type": "structure", "members": widget_members}
+    shapes["Holder"] = {"type": "structure", "members": {"WidgetId": {"shape": "Str"}}}  # not a prefix
+    return probe_model("probe", shapes)
+
+
+def picker_cases() -> list[tuple[Any, Any]]:
+    """(picker, context) pairs, in pairs that differ in one fact an alias provider reads, each
+    with a different answer from moto: a cache keyed without that fact answers one of them wrong."""
+    from moto.core.serialize import AttributePicker, AttributePickerContext, NoAlias, XFormedAttributePicker
+
+    alone = widget()
+    crowded = widget(("Id", "Str"), ("TagList", "Str"))  # Widget's aliases are siblings here
+    relabelled = widget(("Tags", "LabelList"))  # Tags of another shape name
+    flat = widget(tag_list="string")  # TagList a string: no shape name alias
+    wired = widget(named={"locationName": "nom"})  # Named has a wire name
+
+    def member(model: Any, parent: str, key: str) -> Any:
+        structure = model.shape_for(parent)
+        shape = structure.members[key]
+        shape.parent = structure
+        return shape
+
+    unparented = alone.shape_for("Str")
+    unparented_list = alone.shape_for("TagList")
+    list_parented = alone.shape_for("Str")
+    list_parented.parent = probe_model(
+        "listy", {"Str": {"type": "string"}, "Widget": {"type": "list", "member": {"shape": "Str"}}}
+    ).shape_for("Widget")  # Widget, not a structure
+    keyed = {"Id": 1, "TagList": 2, "Tags": 3, "LabelList": 4, "nom": 5, "widget_id": 6}
+    default, xformed, bare = AttributePicker(), XFormedAttributePicker(), AttributePicker([NoAlias])
+    plain_aliased = type("Aliased", (), {"ident": "no alias: no Meta"})  # Aliased's name, no Meta
+
+    def case(picker: Any, obj: Any, shape: Any, key: str) -> tuple[Any, Any]:
+        return picker, AttributePickerContext(obj=obj, key=key, shape=shape, key_path="Probe")
+
+    return [
+        case(default, keyed, member(alone, "Widget", "WidgetId"), "WidgetId"),  # prefix alias: Id
+        case(default, keyed, member(crowded, "Widget", "WidgetId"), "WidgetId"),  # Id a sibling
+        case(default, keyed, member(alone, "Holder", "WidgetId"), "WidgetId"),  # parent's name
+        case(default, keyed, unparented, "WidgetId"),  # no parent
+        case(default, keyed, list_parented, "WidgetId"),  # a parent, not a structure
+        case(bare, keyed, member(alone, "Widget", "WidgetId"), "WidgetId"),  # other providers
+        case(xformed, keyed, unparented, "WidgetId"),  # the picker's class: widget_id
+        case(default, keyed, member(alone, "Widget", "Tags"), "Tags"),  # shape name alias: TagList
+        case(default, keyed, member(crowded, "Widget", "Tags"), "Tags"),  # TagList a sibling
+        case(default, keyed, member(relabelled, "Widget", "Tags"), "Tags"),  # the shape's name
+        case(default, keyed, member(flat, "Widget", "Tags"), "Tags"),  # the shape's type
+        case(default, keyed, unparented_list, "Tags"),  # no parent, so no sibling
+        case(default, keyed, member(alone, "Widget", "Named"), "Named"),
+        case(default, keyed, member(wired, "Widget", "Named"), "Named"),  # a wire name: nom
+        case(default, Widget(), unparented, "WidgetId"),  # the class's name: Id
+        case(default, Gizmo(), unparented, "WidgetId"),
+        case(default, plain_aliased(), unparented, "WidgetId"),
+        case(default, Aliased(), unparented, "WidgetId"),  # an explicit alias: ident
+        case(default, keyed, unparented, "Id"),  # the key itself
+    ]
+
+
+def test_the_alias_keys_are_kept_apart_by_everything_moto_reads() -> None:
+    """Each pair of cases differs in one fact, and moto picks a different attribute for each: a
+    cache of the keys that missed that fact would answer the second as the first."""
+
+    def answers() -> list[Any]:
+        cases = picker_cases()
+        forth = [picker(context) for picker, context in cases]
+        back = [picker(context) for picker, context in reversed(cases)]  # each warm from the others
+        return [*forth, *reversed(back)]
+
+    plain, sped_up = plain_then_sped_up(answers)
+
+    assert sped_up == plain
+    half = len(plain) // 2
+    assert plain[:half] == plain[half:]
+    assert len(set(map(repr, plain[:half]))) >= 8  # the facts lead to different attributes
