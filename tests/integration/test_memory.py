@@ -252,8 +252,29 @@ def test_a_call_that_hangs_past_the_deadline_does_not_hold_containment(aws: Aws,
         hanging.clear()
 
     aws.client("ssm").meta.events.register("before-send.ssm.SendCommand", hang)
+    clock = SteppedClock()
+
+    def wait_on(condition: threading.Condition, seconds: float) -> None:
+        # Once the call is in flight, the deadline passes on the run's clock. Until then, wait as
+        # the run would (releasing the condition's lock), for news only.
+        for _ in range(3000):  # at most 30 s for the call to start
+            if hanging.is_set():
+                break
+            condition.wait(0.01)
+        clock.sleep(seconds)
+
     try:
-        outcome = acquire(aws, bucket_for(aws), CASE, [instance], timeout=1, first_poll=FAST)[instance]
+        outcome = acquire(
+            aws,
+            bucket_for(aws),
+            CASE,
+            [instance],
+            timeout=1,
+            first_poll=FAST,
+            clock=clock,
+            sleep=clock.sleep,
+            wait_on=wait_on,
+        )[instance]
         still_hanging = hanging.is_set()  # acquire returned while the call had not answered
     finally:
         answered.set()

@@ -267,6 +267,8 @@ class _Run:
     # injected, so that a test can run the deadline on a clock of its own instead of waiting
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # waits on the condition for at most so many seconds (Condition.wait); injected with the clock
+    wait_on: Callable[[threading.Condition, float], object] = threading.Condition.wait
     _done: threading.Condition = field(default_factory=threading.Condition)
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ class _Run:
                 remaining = until - self.clock()
                 if remaining <= 0:
                     break
-                self._done.wait(remaining)
+                self.wait_on(self._done, remaining)
             for instance_id in instance_ids:
                 if instance_id not in self.outcomes:
                     ids = tuple(self.shared_requests + self.requests.get(instance_id, []))
@@ -520,6 +522,7 @@ def acquire(
     first_poll: float = FIRST_POLL,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    wait_on: Callable[[threading.Condition, float], object] = threading.Condition.wait,
 ) -> dict[str, MemoryOutcome]:
     """Acquire the memory of every instance at once, within ``timeout`` seconds overall (plus at
     most ``GRACE`` to record cancellations). Never raises for one instance's problem: every
@@ -529,7 +532,17 @@ def acquire(
         return {}
     if timeout <= 0:
         return {i: MemoryOutcome(Outcome.not_collected(f"--memory-timeout is {timeout:g} s")) for i in ids}
-    run = _Run(aws, bucket, case_id, timeout, clock() + timeout, first_poll, clock=clock, sleep=sleep)
+    run = _Run(
+        aws,
+        bucket,
+        case_id,
+        timeout,
+        clock() + timeout,
+        first_poll,
+        clock=clock,
+        sleep=sleep,
+        wait_on=wait_on,
+    )
     # Daemon threads: a call that hangs past the deadline must not hold the process open.
     threading.Thread(target=run.coordinate, args=(ids,), name="ec2ir-memory", daemon=True).start()
     return run.wait(ids, run.deadline + GRACE)
