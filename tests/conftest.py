@@ -9,6 +9,7 @@ Evidence (snapshots, metadata) is off in tests unless a test is marked ``evidenc
 
 from __future__ import annotations
 
+import gc
 import inspect
 import io
 import json
@@ -93,11 +94,36 @@ def _one_client_class_per_service() -> Iterator[None]:
     undo()
 
 
+# Python's cyclic garbage collector walked every object of moto, botocore and the emulator's state
+# again at each full collection: about 17% of a test file's CPU. The tests keep the defaults'
+# behaviour (every cycle is still collected) but collect young objects less often, and the objects
+# that live as long as the process (the imported modules, the emulator) are frozen out of the walk
+# once the emulator is up. Measured on test_containment and test_nacl: 37 s of CPU -> 29 s.
+YOUNG_OBJECTS_BEFORE_A_COLLECTION = 20_000  # Python's default is 700
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[InProcessEmulator]:
     _emulator_environment()
     with InProcessEmulator() as running:
         yield running
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    del config
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_OBJECTS_BEFORE_A_COLLECTION, middle, oldest)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    # Frozen when the first test starts, its fixtures set up: by then moto has built what it keeps
+    # for the process (service models, backends' machinery), beyond what importing it builds.
+    if not gc.get_freeze_count():
+        gc.collect()
+        gc.freeze()
+    del item
+    return (yield)
 
 
 @pytest.fixture(scope="session", autouse=True)
