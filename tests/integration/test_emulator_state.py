@@ -3,6 +3,8 @@ own answers, exactly."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from decimal import Decimal
 from enum import StrEnum
@@ -95,8 +97,14 @@ def plain_then_sped_up(make: Callable[[], T]) -> tuple[T, T]:
     return plain, sped_up
 
 
-def raw_bodies(client: Any, calls: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
-    """The bodies the emulator answered ``calls`` with, byte for byte, before botocore parsed them."""
+Calls = list[tuple[str, dict[str, Any]]]  # (a client's method, its arguments), in order
+
+
+def raw_bodies(client: Any, calls: Calls) -> list[bytes]:
+    """The bodies the emulator answered ``calls`` with, byte for byte, before botocore parsed them;
+    an error's too (botocore hands the body to ``after-call`` before it raises the error)."""
+    from botocore.exceptions import ClientError
+
     bodies: list[bytes] = []
 
     def keep(http_response: Any, **_: Any) -> None:
@@ -105,7 +113,8 @@ def raw_bodies(client: Any, calls: list[tuple[str, dict[str, Any]]]) -> list[byt
     client.meta.events.register("after-call", keep)
     try:
         for operation, arguments in calls:
-            getattr(client, operation)(**arguments)
+            with contextlib.suppress(ClientError):  # its body is kept: an answer to compare too
+                getattr(client, operation)(**arguments)
     finally:
         client.meta.events.unregister("after-call", keep)
     return bodies
@@ -165,13 +174,13 @@ def test_the_serializer_speed_ups_give_moto_s_own_bodies(fleet: Fleet) -> None:
     ec2.create_tags(Resources=[instance, *groups], Tags=[{"Key": "Name", "Value": "<web & db>"}])
     dynamodb = fleet.aws.client("dynamodb")
     cases_table(dynamodb)
-    ec2_calls: list[tuple[str, dict[str, Any]]] = [
+    ec2_calls: Calls = [
         ("describe_instances", {}),
         ("describe_security_groups", {}),
         ("describe_network_interfaces", {}),
         ("describe_subnets", {}),
     ]
-    dynamodb_calls: list[tuple[str, dict[str, Any]]] = [
+    dynamodb_calls: Calls = [
         ("get_item", {"TableName": "cases", "Key": {"pk": {"S": "case-1"}, "sk": {"N": "1"}}}),
         ("get_item", {"TableName": "cases", "Key": {"pk": {"S": "case-2"}, "sk": {"N": "1"}}}),
         ("get_item", {"TableName": "cases", "Key": {"pk": {"S": "absent"}, "sk": {"N": "1"}}}),
@@ -208,6 +217,153 @@ def test_the_serializer_speed_ups_give_moto_s_own_bodies(fleet: Fleet) -> None:
         b'"BOOL": false',
     ):
         assert member in plain[len(ec2_calls)]  # the item with every type came back whole
+
+
+ABSENT_INSTANCE = "i-0123456789abcdef0"
+TRUST_EC2 = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+
+
+CASE_1 = {"pk": {"S": "case-1"}, "sk": {"N": "1"}}  # EVERY_TYPE's key, in ``cases_table``
+DYNAMODB_CALLS: Calls = [
+    ("describe_table", {"TableName": "cases"}),
+    (
+        "update_item",
+        {
+            "TableName": "cases",
+            "Key": CASE_1,
+            "UpdateExpression": "SET isolated = :yes",
+            "ExpressionAttributeValues": {":yes": {"BOOL": True}},
+            "ReturnValues": "ALL_NEW",
+        },
+    ),
+    (
+        "put_item",
+        {
+            "TableName": "cases",
+            "Item": CASE_1,
+            "ConditionExpression": "attribute_not_exists(pk)",  # ConditionalCheckFailed
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        },
+    ),
+    ("get_item", {"TableName": "absent", "Key": CASE_1}),  # ResourceNotFoundException
+]
+
+
+def service_scene(fleet: Fleet) -> dict[str, str]:
+    """A little of each service the tests reach, built once: the ids the calls name."""
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    instance = fleet.instance(vpc, [web])
+    fleet.asg_member(vpc, [web])
+    target_group = fleet.alb_target_group(vpc, [web])
+    cases_table(fleet.aws.client("dynamodb"))
+    s3 = fleet.aws.client("s3")
+    s3.create_bucket(Bucket="evidence-cases")
+    s3.put_object(Bucket="evidence-cases", Key="notes/one.txt", Body=b"<one & only>")
+    fleet.aws.client("iam").create_role(RoleName="responder", AssumeRolePolicyDocument=json.dumps(TRUST_EC2))
+    return {"vpc": vpc, "group": web, "instance": instance, "target_group": target_group}
+
+
+def calls_by_service(scene: dict[str, str]) -> dict[str, Calls]:
+    """Reads, writes (Create*, Modify*, Authorize*, Put*, Update*) and errors, in each service."""
+    web, instance, bucket = scene["group"], scene["instance"], "evidence-cases"
+    rule = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.9.0.0/16"}]}
+    return {
+        "ec2": [
+            ("describe_vpcs", {}),
+            ("create_security_group", {"GroupName": "new", "Description": "new", "VpcId": scene["vpc"]}),
+            ("authorize_security_group_ingress", {"GroupId": web, "IpPermissions": [rule]}),
+            ("modify_instance_attribute", {"InstanceId": instance, "DisableApiTermination": {"Value": True}}),
+            ("create_tags", {"Resources": [instance], "Tags": [{"Key": "case", "Value": "<1 & 2>"}]}),
+            ("describe_instances", {"InstanceIds": [instance]}),
+            ("describe_security_group_rules", {"Filters": [{"Name": "group-id", "Values": [web]}]}),
+            ("describe_instances", {"InstanceIds": [ABSENT_INSTANCE]}),  # InvalidInstanceID.NotFound
+        ],
+        "dynamodb": DYNAMODB_CALLS,
+        "s3": [
+            ("list_objects_v2", {"Bucket": bucket}),
+            (
+                "put_bucket_tagging",
+                {"Bucket": bucket, "Tagging": {"TagSet": [{"Key": "case", "Value": "1"}]}},
+            ),
+            ("get_bucket_tagging", {"Bucket": bucket}),
+            ("get_object", {"Bucket": bucket, "Key": "notes/absent.txt"}),  # NoSuchKey
+        ],
+        "iam": [
+            ("list_roles", {}),
+            ("get_role", {"RoleName": "responder"}),
+            ("get_role", {"RoleName": "absent"}),
+        ],
+        "sts": [("get_caller_identity", {})],
+        "autoscaling": [
+            ("describe_auto_scaling_groups", {}),
+            ("update_auto_scaling_group", {"AutoScalingGroupName": "web-asg", "MaxSize": 4}),
+            ("describe_launch_configurations", {}),
+        ],
+        "elbv2": [
+            ("describe_load_balancers", {}),
+            ("describe_target_health", {"TargetGroupArn": scene["target_group"]}),
+            ("describe_load_balancers", {"Names": ["absent"]}),  # LoadBalancerNotFound
+        ],
+    }
+
+
+def test_the_speed_ups_give_moto_s_own_bodies_in_every_service(
+    emulator: InProcessEmulator, fleet: Fleet
+) -> None:
+    """Each service's answers, errors among them, byte for byte as plain moto writes them: every
+    run starts from the same saved state and the same seed of moto's ids and request ids."""
+    from moto.moto_api._internal import mock_random
+
+    calls = calls_by_service(service_scene(fleet))
+    saved = emulator.save()
+
+    def bodies() -> list[bytes]:
+        emulator.restore(saved)
+        mock_random.seed(2024)
+        return [
+            body for service, made in calls.items() for body in raw_bodies(fleet.aws.client(service), made)
+        ]
+
+    plain, sped_up = plain_then_sped_up(bodies)
+
+    assert sped_up == plain
+    assert len(plain) == sum(map(len, calls.values()))
+    answered = b"\n".join(plain)
+    for error in (
+        b"InvalidInstanceID.NotFound",
+        b"ConditionalCheckFailedException",
+        b"ResourceNotFoundException",
+        b"NoSuchKey",
+        b"NoSuchEntity",
+        b"LoadBalancerNotFound",
+    ):
+        assert error in answered
+    assert b"&lt;1 &amp; 2&gt;" in answered and b'"isolated": {"BOOL": true}' in answered
+
+
+def test_moto_keeps_one_service_model_whose_shapes_each_have_one_parent() -> None:
+    """Why no speed-up caches service models: moto 5.2.5 already keeps one per service (its
+    ``get_service_model`` is ``functools.cache``d), with botocore's caches of operations and
+    members in it. The serialiser writes ``member.parent`` on those shared shapes, which stays
+    right because botocore resolves a new shape object for each reference: a shape named in two
+    structures (Tags, a TagList in both) is two objects, each with its own parent."""
+    from moto.core.utils import get_service_model
+
+    ec2 = get_service_model("ec2")
+    describe = ec2.operation_model("DescribeInstances")
+    assert get_service_model("ec2") is ec2 and ec2.operation_model("DescribeInstances") is describe
+    instance = describe.output_shape.members["Reservations"].member.members["Instances"].member
+    again = ec2.operation_model("DescribeInstances").output_shape.members["Reservations"]
+    assert again.member.members["Instances"].member.members["Tags"] is instance.members["Tags"]
+    group = ec2.operation_model("DescribeSecurityGroups").output_shape.members["SecurityGroups"].member
+    assert instance.members["Tags"].name == group.members["Tags"].name == "TagList"
+    assert instance.members["Tags"] is not group.members["Tags"]
 
 
 class Colour(StrEnum):
