@@ -69,6 +69,33 @@ def test_two_releases_at_once_both_report_success(engine: Engine, fleet: Fleet) 
     assert fleet.eni_groups(instances) == before
 
 
+def test_a_release_that_finishes_before_another_reads_the_hold_is_success_for_both(
+    engine: Engine, fleet: Fleet
+) -> None:
+    """The other release gathered the case's holds while this one was still held, then another
+    responder released it before it read the hold again: the instance is released, as it asked."""
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    before = fleet.eni_groups([instance])
+    engine.isolate([instance], "CASE-1")
+    late = second_responder(engine)
+    early_reports: list[RunReport] = []
+
+    def release_first(request: Any, **_: Any) -> None:
+        # the late run's own read of the hold, after it gathered the journal and the holds
+        if not early_reports and instance in request.body.decode():
+            early_reports.append(engine.release([instance], "CASE-1"))
+
+    late.aws.dynamodb().meta.events.register("before-send.dynamodb.GetItem", release_first)
+
+    result = late.release([instance], "CASE-1").results[0]
+
+    assert [r.ok for r in early_reports[0].results] == [True]
+    assert result.ok, result.detail
+    assert "released by a concurrent run" in result.detail
+    assert fleet.eni_groups([instance]) == before
+
+
 def test_a_deleted_original_group_does_not_keep_the_other_enis_isolated(engine: Engine, fleet: Fleet) -> None:
     vpc = fleet.vpc(1)
     doomed, mgmt = fleet.group(vpc, "doomed"), fleet.group(vpc, "mgmt")

@@ -137,7 +137,15 @@ def release_one(
     provenance: Provenance | None = None,
     fixes: restore.GroupFixes | None = None,
 ) -> InstanceResult:
-    hold = releasable(rt.store.get(instance_id), instance_id, ctx.case_id)
+    read = rt.store.get(instance_id)
+    if (
+        read is not None
+        and read.status is HoldStatus.RELEASED
+        and provenance
+        and provenance.held_at_start(read)
+    ):
+        return released_concurrently(read)  # held when this run began, released by another since
+    hold = releasable(read, instance_id, ctx.case_id)
     existing, fixes = (provenance.group_vpcs if provenance else {}), fixes or restore.GroupFixes()
     strict = bool(fixes.replace or fixes.skip_missing)  # without a flag, restore what can be
 
@@ -159,16 +167,20 @@ def release_one(
         current = released_meanwhile(rt.store, hold)
         if current is None:
             raise
-        # A concurrent release of the same hold finished first: the instance is released.
-        return InstanceResult(
-            instance_id,
-            "release",
-            ok=True,
-            detail=f"released by a concurrent run ({current.released_at}, {current.released_by})",
-            enis=dict(hold.originals),
-        )
+        return released_concurrently(current)
     log = undo_steps(ctx, instance_id, records_of(hold, restoring.originals), terminated)
     return released_result(rt, ctx, hold, restoring, unproven, log, terminated)
+
+
+def released_concurrently(current: Hold) -> InstanceResult:
+    """A concurrent release of the same episode finished first: the instance is released."""
+    return InstanceResult(
+        current.instance_id,
+        "release",
+        ok=True,
+        detail=f"released by a concurrent run ({current.released_at}, {current.released_by})",
+        enis=dict(current.originals),
+    )
 
 
 def released_result(

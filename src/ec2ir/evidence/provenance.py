@@ -289,6 +289,10 @@ class Provenance:
         group_ids = sorted({g for hold in holds for groups in hold.originals.values() for g in groups})
         return cls(proofs, own, _group_vpcs(aws, group_ids))
 
+    def held_at_start(self, hold: Hold) -> bool:
+        """Whether ``hold``'s episode was still held when this run read the table."""
+        return (hold.instance_id, hold.recorded_at) in self.proofs
+
     def check(self, hold: Hold) -> tuple[list[str], list[str]]:
         """Each difference between the hold and what is proven, and warnings for what is not."""
         proof = self.proofs.get((hold.instance_id, hold.recorded_at)) or Proof()
