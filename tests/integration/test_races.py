@@ -10,6 +10,7 @@ from ec2ir.containment.steps import Options, revoke_policy_name
 from ec2ir.core.models import HoldStatus, InstanceResult
 from ec2ir.engine.facade import Engine
 from ec2ir.engine.results import RunReport
+from ec2ir.store.items import instance_key
 from ec2ir.store.state import StateStore
 from tests.conftest import race
 from tests.support.fleets import Fleet
@@ -94,6 +95,43 @@ def test_a_release_that_finishes_before_another_reads_the_hold_is_success_for_bo
     assert result.ok, result.detail
     assert "released by a concurrent run" in result.detail
     assert fleet.eni_groups([instance]) == before
+
+
+def test_a_hold_rewritten_to_released_mid_release_is_refused_not_reported_released(
+    engine: Engine, fleet: Fleet
+) -> None:
+    """Whoever can write the state table flips the hold to RELEASED (with their own originals)
+    after the run gathered it: EC2 still has the ENI in ec2ir's group, so it is not a release."""
+    vpc = fleet.vpc(1)
+    instance = fleet.instance(vpc, [fleet.group(vpc, "web")])
+    engine.isolate([instance], "CASE-1")
+    isolated = fleet.eni_groups([instance])
+    eni = next(iter(isolated))
+    forged: list[str] = []
+
+    def forge(request: Any, **_: Any) -> None:
+        if not forged and instance in request.body.decode():
+            forged.append(instance)
+            fleet.aws.dynamodb().update_item(  # the attacker's own write, not ec2ir's
+                TableName=engine.store.table,
+                Key=instance_key(instance),
+                UpdateExpression="SET #s = :released, released_by = :who, originals.#eni = :groups",
+                ExpressionAttributeNames={"#s": "status", "#eni": eni},
+                ExpressionAttributeValues={
+                    ":released": {"S": HoldStatus.RELEASED.value},
+                    ":who": {"S": "alice"},
+                    ":groups": {"L": [{"S": "sg-0attacker000000"}]},
+                },
+            )
+
+    engine.aws.dynamodb().meta.events.register("before-send.dynamodb.GetItem", forge)
+
+    result = engine.release([instance], "CASE-1").results[0]
+
+    assert forged == [instance]
+    assert (result.ok, result.error_code) == (False, "OriginalsTampered"), result.detail
+    assert "still in ec2ir's groups" in result.detail
+    assert fleet.eni_groups([instance]) == isolated
 
 
 def test_a_deleted_original_group_does_not_keep_the_other_enis_isolated(engine: Engine, fleet: Fleet) -> None:

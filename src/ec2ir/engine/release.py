@@ -12,7 +12,7 @@ from ec2ir.containment import restore
 from ec2ir.containment.records import StoredRecord
 from ec2ir.containment.steplog import GONE_STATES, StepLog
 from ec2ir.containment.steps import NETWORK, STEPS, Context, Options
-from ec2ir.core.errors import Ec2irError, StaleRecord
+from ec2ir.core.errors import Ec2irError, OriginalsTampered, StaleRecord
 from ec2ir.core.models import ACTIVE_STATUSES, Hold, HoldStatus, InstanceResult
 from ec2ir.core.outcomes import Outcome
 from ec2ir.engine.edge import after_release
@@ -144,7 +144,8 @@ def release_one(
         and provenance
         and provenance.held_at_start(read)
     ):
-        return released_concurrently(read)  # held when this run began, released by another since
+        # held when this run began, released by another since: if EC2 agrees
+        return released_concurrently(rt, provenance, read, ctx.case_id)
     hold = releasable(read, instance_id, ctx.case_id)
     existing, fixes = (provenance.group_vpcs if provenance else {}), fixes or restore.GroupFixes()
     strict = bool(fixes.replace or fixes.skip_missing)  # without a flag, restore what can be
@@ -165,21 +166,34 @@ def release_one(
             unproven, restoring = proven(hold)
     except StaleRecord:
         current = released_meanwhile(rt.store, hold)
-        if current is None:
+        if current is None or provenance is None:
             raise
-        return released_concurrently(current)
+        return released_concurrently(rt, provenance, current, ctx.case_id)
     log = undo_steps(ctx, instance_id, records_of(hold, restoring.originals), terminated)
     return released_result(rt, ctx, hold, restoring, unproven, log, terminated)
 
 
-def released_concurrently(current: Hold) -> InstanceResult:
-    """A concurrent release of the same episode finished first: the instance is released."""
+def released_concurrently(rt: Runtime, provenance: Provenance, current: Hold, case_id: str) -> InstanceResult:
+    """A concurrent release of the same episode finished first. The state table says so, and
+    whoever can write the table could say so too: EC2 must agree that no ENI of the instance is
+    left in one of ec2ir's groups. The result shows the groups EC2 has, not the table's."""
+    instance_id = current.instance_id
+    facts = discover(rt.aws, [instance_id]).get(instance_id)
+    enis = {eni.eni_id: eni.group_ids for eni in facts.enis} if facts else {}
+    still_held = sorted(eni for eni, groups in enis.items() if set(groups) & provenance.own_groups)
+    if still_held or current.case_id != case_id:
+        raise OriginalsTampered(
+            f"{instance_id}: the state table says another run released it, but "
+            + (f"{', '.join(still_held)} still in ec2ir's groups" if still_held else "for another case"),
+            "nothing was changed; someone may have rewritten the hold in the state table: check it "
+            "against the case journal (`ec2ir report`), then run release again",
+        )
     return InstanceResult(
-        current.instance_id,
+        instance_id,
         "release",
         ok=True,
         detail=f"released by a concurrent run ({current.released_at}, {current.released_by})",
-        enis=dict(current.originals),
+        enis=enis,
     )
 
 
