@@ -139,7 +139,8 @@ def test_botocore_s_own_throttled_retries_wait_for_no_real_time(
     def recorded_wait(condition: threading.Condition, timeout: float | None = None) -> bool:
         if timeout:
             waits.append(timeout)
-        return real_wait(condition, 0)
+            return real_wait(condition, 0)
+        return real_wait(condition, timeout)  # an untimed wait (another thread's) waits as ever
 
     monkeypatch.setattr(threading.Condition, "wait", recorded_wait)
     fresh = Aws(aws.settings, sleep=aws.sleep)  # adaptive retries, as in production

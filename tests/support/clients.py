@@ -20,6 +20,8 @@ reaches no other.
 from __future__ import annotations
 
 import functools
+import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -54,16 +56,16 @@ def check_each_handler_once() -> Callable[[], None]:
     original = hooks.accepts_kwargs
 
     @functools.cache
-    def accepts_kwargs_of_code(func: Any) -> bool:
-        return bool(original(func))
+    def accepts_kwargs_of_code(code: types.CodeType) -> bool:
+        return bool(code.co_flags & inspect.CO_VARKEYWORDS)
 
     def accepts_kwargs(func: Any) -> bool:
-        # A bound method's **kwargs are its function's; keying on the function keeps no client alive.
+        # A bound method's **kwargs are its function's, and a plain function's are its code's:
+        # keyed on the code object, the cache keeps no closure (and nothing it holds) alive.
         underlying = getattr(func, "__func__", func)
-        try:
-            return accepts_kwargs_of_code(underlying)
-        except TypeError:  # an unhashable callable: ask botocore
-            return bool(original(func))
+        if type(underlying) is types.FunctionType and not hasattr(underlying, "__signature__"):
+            return accepts_kwargs_of_code(underlying.__code__)
+        return bool(original(func))  # partials, callable objects, signatures of their own: botocore
 
     hooks.accepts_kwargs = accepts_kwargs
 
