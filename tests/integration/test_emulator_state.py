@@ -10,9 +10,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
+from ec2ir.aws.session import Aws
 from ec2ir.emulator.fixes.apply import apply_fidelity_fixes, fidelity, revert_fidelity_fixes
 from ec2ir.emulator.fixes.speed import SPEEDUPS
 from ec2ir.emulator.inprocess import InProcessEmulator
+from ec2ir.emulator.server import DEMO_REGION
 from tests.support.fleets import Fleet
 
 T = TypeVar("T")
@@ -80,7 +82,69 @@ def test_the_speed_ups_give_moto_s_own_answers() -> None:
         "method-names-once",
         "serializer-keys-once",
         "dynamodb-values-as-they-are",
+        "key-material-when-used",
     }
+
+
+def kms_keys_in_use(aws: Aws) -> list[Any]:
+    """moto's KMS keys in the tests' account and region (its backend's own objects)."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.kms.models import kms_backends
+
+    return list(kms_backends[DEFAULT_ACCOUNT_ID][aws.settings.region or DEMO_REGION].keys.values())
+
+
+def signs_and_verifies(aws: Aws) -> list[tuple[str, bool, bool, bool]]:
+    """For an RSA and an EC signing key: does KMS verify its own signature, and refuse a
+    tampered message, and does its public key verify the signature outside KMS."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    kms = aws.client("kms")
+    seen = []
+    for spec, algorithm in (("RSA_2048", "RSASSA_PKCS1_V1_5_SHA_256"), ("ECC_NIST_P256", "ECDSA_SHA_256")):
+        key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec=spec)["KeyMetadata"]["KeyId"]
+        signed = kms.sign(KeyId=key, Message=b"evidence", SigningAlgorithm=algorithm)["Signature"]
+
+        def valid(message: bytes, key: str = key, signed: bytes = signed, algorithm: str = algorithm) -> bool:
+            answer = kms.verify(KeyId=key, Message=message, Signature=signed, SigningAlgorithm=algorithm)
+            return bool(answer["SignatureValid"])
+
+        public: Any = serialization.load_der_public_key(kms.get_public_key(KeyId=key)["PublicKey"])
+        if spec.startswith("RSA"):
+            public.verify(signed, b"evidence", padding.PKCS1v15(), hashes.SHA256())
+        else:
+            public.verify(signed, b"evidence", ec.ECDSA(hashes.SHA256()))
+        seen.append((spec, valid(b"evidence"), valid(b"tampered"), True))
+    return seen
+
+
+def test_a_kms_key_s_private_key_is_made_when_first_used_and_works_as_moto_s_own(
+    emulator: InProcessEmulator, aws: Aws
+) -> None:
+    """``key-material-when-used``: the default KMS key a new DynamoDB table gets has no private
+    key made yet; signing keys sign and verify as plain moto's do, their public keys verify outside
+    KMS, and a key saved before its first use still works after a restore."""
+    from ec2ir.store.state import StateStore
+
+    StateStore(aws).ensure_table()
+    table_keys = kms_keys_in_use(aws)
+    assert table_keys, "moto no longer gives a new table a default KMS key: this speed-up is moot"
+    assert all(key.private_key.made is None for key in table_keys)
+
+    plain, sped_up = plain_then_sped_up(lambda: signs_and_verifies(aws))
+    assert plain == sped_up == [("RSA_2048", True, False, True), ("ECC_NIST_P256", True, False, True)]
+
+    kms = aws.client("kms")
+    unused = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="RSA_2048")["KeyMetadata"]["KeyId"]
+    saved = emulator.save()
+    for _ in range(2):
+        emulator.restore(saved)
+        signed = kms.sign(KeyId=unused, Message=b"m", SigningAlgorithm="RSASSA_PSS_SHA_256")["Signature"]
+        answer = kms.verify(
+            KeyId=unused, Message=b"m", Signature=signed, SigningAlgorithm="RSASSA_PSS_SHA_256"
+        )
+        assert answer["SignatureValid"] is True
 
 
 def plain_then_sped_up(make: Callable[[], T]) -> tuple[T, T]:

@@ -9,6 +9,9 @@ only on botocore's own code:
   session registers the same handlers for ``creating-client-class``.
 - Every handler registered (about 130 per session, 30 more per client) is checked for a
   ``**kwargs`` parameter through ``inspect.getfullargspec``: a fact of the function's code.
+- Every client builds an endpoint provider from its service's endpoint rules: an object of a few
+  thousand parts, about a fifth of a client's cost, made from the same rules each time (the
+  process's one loader hands out one copy of them), which only answers questions about them.
 - Every client copies its session's event aliaser with an empty cache, so it works out again,
   on its first use of each event, the alias of every event name (splitting and joining strings
   for each of botocore's aliases): a fact of the name and of botocore's fixed alias table.
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import botocore.hooks
+import botocore.regions
 from botocore.client import ClientCreator
 from botocore.utils import EVENT_ALIASES
 
@@ -95,9 +99,37 @@ def share_event_aliases() -> Callable[[], None]:
     return undo
 
 
+def share_endpoint_providers() -> Callable[[], None]:
+    """One endpoint provider per set of endpoint rules; returns the undo."""
+    regions: Any = botocore.regions  # botocore imports the class there, without re-exporting it
+    original = regions.EndpointProvider
+    shared: dict[tuple[int, int, frozenset[str]], tuple[Any, Any, Any]] = {}
+
+    def provider(ruleset_data: Any, partition_data: Any, excluded_params: Any = None) -> Any:
+        key = (id(ruleset_data), id(partition_data), frozenset(excluded_params or ()))
+        kept = shared.get(key)
+        # the rules themselves are kept with the provider, so that their ids stay theirs
+        if kept is None or kept[0] is not ruleset_data or kept[1] is not partition_data:
+            kept = (ruleset_data, partition_data, original(ruleset_data, partition_data, excluded_params))
+            shared[key] = kept
+        return kept[2]
+
+    regions.EndpointProvider = provider
+
+    def undo() -> None:
+        regions.EndpointProvider = original
+
+    return undo
+
+
 def cheaper_clients() -> Callable[[], None]:
     """Every saving above at once; returns the function that puts botocore back."""
-    undoes = (reuse_client_classes(), check_each_handler_once(), share_event_aliases())
+    undoes = (
+        reuse_client_classes(),
+        check_each_handler_once(),
+        share_event_aliases(),
+        share_endpoint_providers(),
+    )
 
     def undo() -> None:
         for each in reversed(undoes):

@@ -4,13 +4,15 @@ Unlike the fidelity fixes these change no answer, so they have no row in the REA
 has nothing to compare them with). They are applied with the fidelity fixes, and measured: on
 moto 5.2.5, about a third of the CPU of one simple call through the in-process emulator went to
 the first two lookups below, repeated on every request for answers that never change while the
-process runs; and a quarter of the tests' CPU went to the response serialiser, which the last two
-shorten (tests/integration/test_emulator_state.py compares their bodies with moto's, byte for byte).
+process runs; a quarter of the tests' CPU went to the response serialiser, which the next two
+shorten (tests/integration/test_emulator_state.py compares their bodies with moto's, byte for byte);
+and a tenth to private keys for KMS keys that nothing signed with, which the last makes on first use.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 from ec2ir.emulator.fixes.fix import Fix, Patch
@@ -374,9 +376,64 @@ DYNAMODB_VALUES_AS_THEY_ARE = Fix(
     build=_dynamodb_values_as_they_are,
 )
 
+# --- KMS: a key's private key made when first used --------------------------------------------
+
+_MAKING_KEY_MATERIAL = threading.Lock()  # not on the key: save/restore deep-copies moto's keys
+
+
+def _key_material_when_used() -> tuple[Patch, ...]:
+    import moto.kms.models
+    from moto.kms.utils import AbstractPrivateKey
+
+    models: Any = moto.kms.models  # moto imports the function there without re-exporting it
+    make = models.generate_private_key
+
+    class MaterialWhenUsed(AbstractPrivateKey):
+        """moto's private key for one KMS key, made by moto's own function on first use."""
+
+        def __init__(self, key_spec: str) -> None:
+            self.key_spec = key_spec
+            self.made: Any = None
+
+        def material(self) -> Any:
+            if self.made is None:
+                with _MAKING_KEY_MATERIAL:
+                    if self.made is None:
+                        self.made = make(self.key_spec)
+            return self.made
+
+        def sign(self, message: bytes, signing_algorithm: str) -> bytes:
+            signature: bytes = self.material().sign(message, signing_algorithm)
+            return signature
+
+        def verify(self, message: bytes, signature: bytes, signing_algorithm: str) -> bool:
+            return bool(self.material().verify(message, signature, signing_algorithm))
+
+        def public_key(self) -> bytes:
+            public: bytes = self.material().public_key()
+            return public
+
+    def generate_private_key(key_spec: str) -> MaterialWhenUsed:
+        return MaterialWhenUsed(key_spec)
+
+    return (Patch(models, "generate_private_key", generate_private_key),)
+
+
+KEY_MATERIAL_WHEN_USED = Fix(
+    name="key-material-when-used",
+    moto="makes an RSA or EC private key for every KMS key it creates, symmetric ones included: "
+    "every DynamoDB table and EBS volume that it gives a default key",
+    aws="(no difference: the same function makes the same kind of key, the first time one of "
+    "Sign, Verify or GetPublicKey needs it)",
+    why="Making a 2,048-bit RSA key costs about 0.1 s of CPU, and each test's state table made "
+    "one that nothing ever used: about a tenth of the tests' CPU.",
+    build=_key_material_when_used,
+)
+
 SPEEDUPS: tuple[Fix, ...] = (
     MOTO_MODULES_ONCE,
     METHOD_NAMES_ONCE,
     SERIALIZER_KEYS_ONCE,
     DYNAMODB_VALUES_AS_THEY_ARE,
+    KEY_MATERIAL_WHEN_USED,
 )
