@@ -18,10 +18,12 @@ from ec2ir.aws.session import Aws, AwsSettings
 from ec2ir.containment import nacl, nacl_entries, nacl_report, nacl_screening
 from ec2ir.containment.steps import Options
 from ec2ir.core.errors import UsageError
+from ec2ir.core.models import HoldStatus
 from ec2ir.emulator.server import DEMO_REGION, Emulator
 from ec2ir.engine.facade import Engine
 from ec2ir.permissions.policy import isolate_actions, release_only_actions, required_actions
 from ec2ir.render.terminal import render_plan
+from ec2ir.store.items import instance_key
 from ec2ir.store.state import StateStore
 from tests.conftest import Cli, one_line_error
 from tests.support.faults import Crash
@@ -182,6 +184,36 @@ def test_isolate_blocks_in_every_acl_of_the_case_and_release_of_the_last_instanc
 
 
 # -- 1 and 2: block-ip and unblock-ip later, two cases, the dry run --------------------------------------
+
+
+def test_a_hold_rewritten_to_released_does_not_lift_the_block_while_ec2_still_isolates_it(
+    run: Cli, fleet: Fleet
+) -> None:
+    """Whoever can write the state table marks B's hold RELEASED: releasing A (same subnet) must
+    not remove the case's deny entries while EC2 still has B's ENI in ec2ir's isolation group."""
+    vpc = fleet.vpc(1)
+    web = fleet.group(vpc, "web")
+    a, b = fleet.instance(vpc, [web]), fleet.instance(vpc, [web])
+    acl = acl_of(fleet, fleet.subnets[vpc])
+    isolated = run("isolate", a, b, "--case", "IR-19", "--block-ip", ATTACKER)
+    assert isolated.code == 0, isolated.err
+    blocked = ALLOW_ALL | {deny(False, 1, f"{ATTACKER}/32"), deny(True, 1, f"{ATTACKER}/32")}
+    assert entries(fleet, acl) == blocked
+    b_isolated = fleet.eni_groups([b])
+    fleet.aws.dynamodb().update_item(  # the attacker's own write, not ec2ir's
+        TableName=StateStore(fleet.aws).table,
+        Key=instance_key(b),
+        UpdateExpression="SET #s = :released",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":released": {"S": HoldStatus.RELEASED.value}},
+    )
+
+    released = run("release", a, "--case", "IR-19")
+
+    assert released.code == 0, released.err
+    assert fleet.eni_groups([b]) == b_isolated  # EC2 still isolates B
+    assert entries(fleet, acl) == blocked  # so its subnet keeps the case's block
+    assert ("release:nacl-remove", acl) not in actions(fleet.aws, "IR-19")
 
 
 def test_block_ip_and_unblock_ip_later_and_one_case_never_removes_anothers_block(

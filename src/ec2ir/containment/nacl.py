@@ -76,6 +76,7 @@ __all__ = [
     "parse_blocks",
     "plan_blocks",
     "repair",
+    "still_held_facts",
     "subnets_by_vpc",
     "subnets_of",
     "unblock_held",
@@ -104,6 +105,23 @@ def held_facts(aws: Aws, holds: Iterable[Hold], skip: Iterable[str] = ()) -> dic
     """The live facts of each instance the holds still hold (instances gone are absent)."""
     ids = sorted({h.instance_id for h in holds if h.status in ACTIVE_STATUSES} - set(skip))
     return discover(aws, ids) if ids else {}
+
+
+def still_held_facts(aws: Aws, holds: Iterable[Hold], own_groups: frozenset[str]) -> dict[str, InstanceFacts]:
+    """After a release: the live facts of each instance the case still holds, by its hold or by
+    EC2. The table alone cannot say an instance is free: whoever can write it could mark a hold
+    RELEASED, and the case's entries would then leave a subnet where EC2 still isolates the
+    instance. So an instance counts as held while one of its ENIs is in one of ``own_groups``
+    (ec2ir's containment groups), whatever its hold says."""
+    holds = list(holds)
+    active = {h.instance_id for h in holds if h.status in ACTIVE_STATUSES}
+    ids = sorted({h.instance_id for h in holds} if own_groups else active)
+    found = discover(aws, ids) if ids else {}
+    return {
+        instance_id: facts
+        for instance_id, facts in found.items()
+        if instance_id in active or any(set(eni.group_ids) & own_groups for eni in facts.enis)
+    }
 
 
 def subnets_by_vpc(facts: Iterable[InstanceFacts]) -> dict[str, set[str]]:
