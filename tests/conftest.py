@@ -69,11 +69,26 @@ def _keep_only_catalogue_amis() -> None:
 _keep_only_catalogue_amis()
 
 
+# The tests over the fast loop's budget, measured (see the file's head, and scripts/slow-tests).
+OVER_BUDGET = Path(__file__).parent / "slow_tests.txt"
+
+
+def over_budget() -> frozenset[str]:
+    """The node ids tests/slow_tests.txt lists; none while scripts/slow-tests measures them."""
+    if os.environ.get("EC2IR_MEASURING_TEST_TIMES"):
+        return frozenset()
+    lines = OVER_BUDGET.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A test that needs the served emulator crosses a real socket: it is end to end by nature.
+    listed = over_budget()
     for item in items:
         if "served_emulator" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
     # The slow tests first (the order is otherwise kept): started last, the longest would leave
     # one worker running alone at the end while the others idle.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
