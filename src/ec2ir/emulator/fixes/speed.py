@@ -395,6 +395,11 @@ def _key_material_when_used() -> tuple[Patch, ...]:
             self.key_spec = key_spec
             self.made: Any = None
 
+        def __deepcopy__(self, memo: dict[int, Any]) -> MaterialWhenUsed:
+            # moto's own key deep-copies to itself (cryptography's keys are immutable): a saved state
+            # and every restore of it share one key, made once, whenever the first of them uses it
+            return self
+
         def material(self) -> Any:
             if self.made is None:
                 with _MAKING_KEY_MATERIAL:
