@@ -186,32 +186,35 @@ def test_isolate_blocks_in_every_acl_of_the_case_and_release_of_the_last_instanc
 # -- 1 and 2: block-ip and unblock-ip later, two cases, the dry run --------------------------------------
 
 
+@pytest.mark.parametrize("forged", [("b",), ("a", "b")], ids=["B's hold", "every hold"])
 def test_a_hold_rewritten_to_released_does_not_lift_the_block_while_ec2_still_isolates_it(
-    run: Cli, fleet: Fleet
+    run: Cli, fleet: Fleet, forged: tuple[str, ...]
 ) -> None:
-    """Whoever can write the state table marks B's hold RELEASED: releasing A (same subnet) must
-    not remove the case's deny entries while EC2 still has B's ENI in ec2ir's isolation group."""
+    """Whoever can write the state table marks B's hold RELEASED (or every hold of the case, so
+    that the release of A reads no hold to act on): releasing A (same subnet) must not remove the
+    case's deny entries while EC2 still has B's ENI in ec2ir's isolation group."""
     vpc = fleet.vpc(1)
     web = fleet.group(vpc, "web")
-    a, b = fleet.instance(vpc, [web]), fleet.instance(vpc, [web])
+    instances = {"a": fleet.instance(vpc, [web]), "b": fleet.instance(vpc, [web])}
     acl = acl_of(fleet, fleet.subnets[vpc])
-    isolated = run("isolate", a, b, "--case", "IR-19", "--block-ip", ATTACKER)
+    isolated = run("isolate", *instances.values(), "--case", "IR-19", "--block-ip", ATTACKER)
     assert isolated.code == 0, isolated.err
     blocked = ALLOW_ALL | {deny(False, 1, f"{ATTACKER}/32"), deny(True, 1, f"{ATTACKER}/32")}
     assert entries(fleet, acl) == blocked
-    b_isolated = fleet.eni_groups([b])
-    fleet.aws.dynamodb().update_item(  # the attacker's own write, not ec2ir's
-        TableName=StateStore(fleet.aws).table,
-        Key=instance_key(b),
-        UpdateExpression="SET #s = :released",
-        ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues={":released": {"S": HoldStatus.RELEASED.value}},
-    )
+    b_isolated = fleet.eni_groups([instances["b"]])
+    for name in forged:
+        fleet.aws.dynamodb().update_item(  # the attacker's own write, not ec2ir's
+            TableName=StateStore(fleet.aws).table,
+            Key=instance_key(instances[name]),
+            UpdateExpression="SET #s = :released",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":released": {"S": HoldStatus.RELEASED.value}},
+        )
 
-    released = run("release", a, "--case", "IR-19")
+    released = run("release", instances["a"], "--case", "IR-19")
 
-    assert released.code == 0, released.err
-    assert fleet.eni_groups([b]) == b_isolated  # EC2 still isolates B
+    assert released.code == (1 if "a" in forged else 0), released.err  # a forged A is not released
+    assert fleet.eni_groups([instances["b"]]) == b_isolated  # EC2 still isolates B
     assert entries(fleet, acl) == blocked  # so its subnet keeps the case's block
     assert ("release:nacl-remove", acl) not in actions(fleet.aws, "IR-19")
 

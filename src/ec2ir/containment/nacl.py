@@ -53,8 +53,9 @@ from ec2ir.containment.nacl_entries import (
 )
 from ec2ir.containment.nacl_report import ChangeResult, NaclReport, Problem
 from ec2ir.containment.nacl_screening import Safety, gather_safety, parse_blocks, screen
+from ec2ir.containment.steplog import GONE_STATES
 from ec2ir.core.errors import Ec2irError, UsageError
-from ec2ir.core.models import ACTIVE_STATUSES, Hold, InstanceFacts
+from ec2ir.core.models import ACTIVE_STATUSES, GroupRecord, Hold, InstanceFacts
 from ec2ir.store.state import StateStore
 
 # What the engine and the permissions use of the edge: the runs defined here, and the types and
@@ -71,6 +72,7 @@ __all__ = [
     "RunBlocks",
     "Screening",
     "block_held",
+    "every_containment_group",
     "find_breaches",
     "held_facts",
     "parse_blocks",
@@ -111,8 +113,9 @@ def still_held_facts(aws: Aws, holds: Iterable[Hold], own_groups: frozenset[str]
     """After a release: the live facts of each instance the case still holds, by its hold or by
     EC2. The table alone cannot say an instance is free: whoever can write it could mark a hold
     RELEASED, and the case's entries would then leave a subnet where EC2 still isolates the
-    instance. So an instance counts as held while one of its ENIs is in one of ``own_groups``
-    (ec2ir's containment groups), whatever its hold says."""
+    instance. So an instance of the case counts as held while one of its ENIs is in one of
+    ``own_groups`` (ec2ir's containment groups), whatever its hold says, unless it is terminated
+    or shutting down (EC2's word, and such an instance never comes back)."""
     holds = list(holds)
     active = {h.instance_id for h in holds if h.status in ACTIVE_STATUSES}
     ids = sorted({h.instance_id for h in holds} if own_groups else active)
@@ -120,8 +123,15 @@ def still_held_facts(aws: Aws, holds: Iterable[Hold], own_groups: frozenset[str]
     return {
         instance_id: facts
         for instance_id, facts in found.items()
-        if instance_id in active or any(set(eni.group_ids) & own_groups for eni in facts.enis)
+        if instance_id in active
+        or (facts.state not in GONE_STATES and any(set(eni.group_ids) & own_groups for eni in facts.enis))
     }
+
+
+def every_containment_group(records: Iterable[GroupRecord]) -> frozenset[str]:
+    """Every isolation and allow-all group ec2ir recorded in the Region, current or retired, in any
+    account: for keeping a block, a group too many only keeps it longer."""
+    return frozenset(group for record in records for group in record.containment_ids)
 
 
 def subnets_by_vpc(facts: Iterable[InstanceFacts]) -> dict[str, set[str]]:

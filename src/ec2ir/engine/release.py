@@ -52,9 +52,7 @@ def release(
     # the case's network ACL entries, from every ACL that serves none of its held instances
     # (after Ctrl-C, left to the next release, which removes them by the same rule)
     if not rt.interrupt.stops("removing the case's network ACL entries of released subnets"):
-        own_groups = provenance.own_groups if provenance else frozenset()
-        journal_line = functools.partial(journal_aside, rt, notes=report.notes)
-        after_release(rt.aws, rt.store, report, journal_line, own_groups)
+        after_release(rt.aws, rt.store, report, functools.partial(journal_aside, rt, notes=report.notes))
     journal(rt, refusals(report), report.notes)
     name_report(rt.aws, report)  # read after the release: the groups each ENI is back in
     return report
