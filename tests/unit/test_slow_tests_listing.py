@@ -4,6 +4,7 @@ new test of the same name would silently drop out of the fast loop (and a stale 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -15,6 +16,7 @@ def listed() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
+@functools.cache
 def functions_in(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {
@@ -58,3 +60,6 @@ def test_over_budget_tests_are_slow_unless_kept_for_the_lines_only_they_run() ->
     assert (slow, kept) == (["check", "same lines, slower"], ["release round trip"])
     slow, kept = choose_slow(seconds, lines, budget=5.0, share_kept=1.0)
     assert (slow, kept) == ([], [])  # nothing is over the budget
+    # a unit test is never listed, even one that runs no line at all (the architecture's checks)
+    slow, _ = choose_slow({"tests/unit/test_shape.py::test_x": 2.0}, {}, budget=0.5, share_kept=0.0)
+    assert slow == []
