@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ec2ir.aws.session import Aws, chunks, discover, translated
+from ec2ir.aws.session import Aws, discover
 from ec2ir.containment.check import Breach, BreachKind
 from ec2ir.containment.nacl_edge import Edge
 from ec2ir.containment.nacl_entries import (
@@ -53,6 +53,7 @@ from ec2ir.containment.nacl_entries import (
 )
 from ec2ir.containment.nacl_report import ChangeResult, NaclReport, Problem
 from ec2ir.containment.nacl_screening import Safety, gather_safety, parse_blocks, screen
+from ec2ir.containment.steplog import GONE_STATES
 from ec2ir.core.errors import Ec2irError, UsageError
 from ec2ir.core.models import ACTIVE_STATUSES, GroupRecord, Hold, InstanceFacts
 from ec2ir.store.state import StateStore
@@ -74,10 +75,10 @@ __all__ = [
     "every_containment_group",
     "find_breaches",
     "held_facts",
-    "isolated_subnets",
     "parse_blocks",
     "plan_blocks",
     "repair",
+    "still_held_facts",
     "subnets_by_vpc",
     "subnets_of",
     "unblock_held",
@@ -108,34 +109,23 @@ def held_facts(aws: Aws, holds: Iterable[Hold], skip: Iterable[str] = ()) -> dic
     return discover(aws, ids) if ids else {}
 
 
-def isolated_subnets(aws: Aws, store: StateStore, case_id: str, own_groups: frozenset[str]) -> set[str]:
-    """After a release: the subnets where EC2 shows an instance's ENI in one of ``own_groups``
-    (ec2ir's containment groups), except an instance another case actively holds (its case's
-    entries are its own). The table alone cannot free an instance: whoever can write it could
-    mark a hold RELEASED or delete it, and the case's entries would then leave a subnet where EC2
-    still isolates the instance. A terminated instance's ENIs are gone with it."""
-    paginator = aws.ec2().get_paginator("describe_network_interfaces")
-    subnets_of_instance: dict[str, set[str]] = {}
-    with translated("ec2", "DescribeNetworkInterfaces"):
-        for batch in chunks(sorted(own_groups), 200):
-            for page in paginator.paginate(Filters=[{"Name": "group-id", "Values": batch}]):
-                for eni in page.get("NetworkInterfaces", []):
-                    instance_id = str(eni.get("Attachment", {}).get("InstanceId", ""))
-                    if instance_id and eni.get("SubnetId"):
-                        subnets_of_instance.setdefault(instance_id, set()).add(str(eni["SubnetId"]))
-    if not subnets_of_instance:
-        return set()
-    holds = store.get_many(sorted(subnets_of_instance))
+def still_held_facts(aws: Aws, holds: Iterable[Hold], own_groups: frozenset[str]) -> dict[str, InstanceFacts]:
+    """After a release: the live facts of each instance the case still holds, by its hold or by
+    EC2. The table alone cannot say an instance is free: whoever can write it could mark a hold
+    RELEASED, and the case's entries would then leave a subnet where EC2 still isolates the
+    instance. So an instance of the case counts as held while one of its ENIs is in one of
+    ``own_groups`` (ec2ir's containment groups), whatever its hold says, unless it is terminated
+    or shutting down (EC2's word, and such an instance never comes back)."""
+    holds = list(holds)
+    active = {h.instance_id for h in holds if h.status in ACTIVE_STATUSES}
+    ids = sorted({h.instance_id for h in holds} if own_groups else active)
+    found = discover(aws, ids) if ids else {}
     return {
-        subnet
-        for instance_id, subnets in subnets_of_instance.items()
-        if not _held_by_another_case(holds.get(instance_id), case_id)
-        for subnet in subnets
+        instance_id: facts
+        for instance_id, facts in found.items()
+        if instance_id in active
+        or (facts.state not in GONE_STATES and any(set(eni.group_ids) & own_groups for eni in facts.enis))
     }
-
-
-def _held_by_another_case(hold: Hold | None, case_id: str) -> bool:
-    return hold is not None and hold.status in ACTIVE_STATUSES and hold.case_id != case_id
 
 
 def every_containment_group(records: Iterable[GroupRecord]) -> frozenset[str]:

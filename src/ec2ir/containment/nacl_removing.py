@@ -69,8 +69,7 @@ class Removing(EdgeLedger):
                 self.report.notes.append(
                     f"{NOTE_PREFIX} {acl_id}: kept case {self.case}'s {len(mine)} entr(ies): the case still "
                     f"holds instances in {', '.join(still)} (by their holds, or EC2 still has an ENI of "
-                    "an instance in ec2ir's groups there); the release of the last removes them, or "
-                    "`ec2ir unblock-ip`"
+                    "theirs in ec2ir's groups); the release of the last removes them, or `ec2ir unblock-ip`"
                 )
                 continue
             self._guarded(acl_id, functools.partial(self._remove, acl_id, acl, mine))

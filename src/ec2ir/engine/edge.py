@@ -50,8 +50,7 @@ def attach_warnings(
 
 def after_release(aws: Aws, store: StateStore, run: RunReport, journal: nacl.Journal) -> None:
     """After ``release``: the case's entries go from every ACL that serves no subnet where the
-    case still holds an instance, by its hold or by EC2 (an ENI still in one of ec2ir's groups, of
-    an instance no other case actively holds).
+    case still holds an instance, by its hold or by EC2 (an ENI still in one of ec2ir's groups).
     Reading the case's ACLs costs one read when it has none."""
     report = nacl.NaclReport("release", run.case_id, run.actor)
     edge = nacl.Edge(aws, store, report, journal)
@@ -61,9 +60,8 @@ def after_release(aws: Aws, store: StateStore, run: RunReport, journal: nacl.Jou
         # from the group records themselves, whatever the run read or proved (it may have read
         # nothing: a release run again, or of holds all marked released)
         own_groups = nacl.every_containment_group(store.group_records(aws.region()).values())
-        still = nacl.held_facts(aws, store.holds(run.case_id))
-        held = set().union(*(nacl.subnets_of(facts) for facts in still.values()))
-        edge.release(held | nacl.isolated_subnets(aws, store, run.case_id, own_groups))
+        still = nacl.still_held_facts(aws, store.holds(run.case_id), own_groups)
+        edge.release(set().union(*(nacl.subnets_of(facts) for facts in still.values())))
     except Ec2irError as error:  # the instances are released; the entries wait for the next run
         report.problems.append(
             nacl.Problem("", f"the case's entries could not be removed: {error}", str(error))
