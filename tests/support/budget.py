@@ -1,6 +1,6 @@
 """Which tests the fast loop leaves to the full run (``bash scripts/slow-tests`` writes the list).
 
-A test over the time budget is slow, unless it is among the fewest that keep the fast loop's line
+A test over the time budget is slow, unless it is among those chosen to keep the fast loop's line
 coverage close to that of every measured test: without those, whole areas (release's restore,
 ``status --check``, the Step Functions client) would be exercised only by the full run. The
 greedy choice takes back, each time, the over-budget test that covers the most lines still missed
